@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Kestrel's kernel side. Tracepoints only: this must run on kernels where
+ * kprobes, fentry and BPF-LSM are unavailable. Each program sits on the
+ * tracepoint of one syscall or one scheduler event, never on every syscall.
+ *
+ * Syscall arguments are read at the syscall's *exit* tracepoint from the
+ * task's saved registers (bpf_task_pt_regs), so one program per syscall
+ * sees both the arguments and the result, with no entry program and no
+ * per-task map between the two.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "kestrel_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define ENOTSOCK 88
+#define EBADF 9
+
+/* Set by user space before load. */
+const volatile __u32 self_tgid = 0;
+/* Wake the consumer when this many bytes wait in the ring buffer. Below
+ * it, records are submitted without a wakeup and user space collects them
+ * on its poll timeout: a wakeup costs ~16 us, a silent submit ~0.5 us. */
+const volatile __u64 wakeup_bytes = 256 * 1024;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024); /* resized by user space */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KESTREL_KIND_MAX * KESTREL_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Records are assembled here, then copied into the ring buffer at their
+ * real size: exec records are large and mostly empty. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kestrel_exec);
+} exec_scratch SEC(".maps");
+
+static __always_inline void count(__u32 kind, __u32 ctr)
+{
+	__u32 key = kind * KESTREL_CTR_MAX + ctr;
+	__u64 *v = bpf_map_lookup_elem(&counters, &key);
+
+	if (v)
+		*v += 1;
+}
+
+/* Hand a record to user space. The wakeup is forced only when this record
+ * makes the buffered bytes cross wakeup_bytes, so a burst wakes the
+ * consumer once per threshold, not once per record. */
+static __always_inline void submit(void *rec, __u64 size, __u32 kind)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (avail < wakeup_bytes && avail + size >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, rec, size, flags) == 0)
+		count(kind, KESTREL_CTR_SUBMITTED);
+	else
+		count(kind, KESTREL_CTR_RINGBUF_FULL);
+}
+
+static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task)
+{
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+
+	t->pid = (__u32)id;
+	t->tgid = id >> 32;
+	t->start_boottime = BPF_CORE_READ(leader, start_boottime);
+	t->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	t->pgid = BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID], numbers[0].nr);
+	t->sid = BPF_CORE_READ(task, signal, pids[PIDTYPE_SID], numbers[0].nr);
+	if (bpf_core_field_exists(task->sessionid))
+		t->sessionid = BPF_CORE_READ(task, sessionid);
+	else
+		t->sessionid = 0xffffffff;
+	t->uid = (__u32)ug;
+	t->gid = ug >> 32;
+	t->euid = BPF_CORE_READ(task, cred, euid.val);
+	t->egid = BPF_CORE_READ(task, cred, egid.val);
+	bpf_get_current_comm(t->comm, sizeof(t->comm));
+	bpf_probe_read_kernel_str(t->nodename, sizeof(t->nodename),
+				  BPF_CORE_READ(task, nsproxy, uts_ns, name.nodename));
+}
+
+static __always_inline struct file *task_fd(struct task_struct *task, unsigned int fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline struct sock *file_sock(struct file *f)
+{
+	struct socket *sock;
+	umode_t mode;
+
+	if (!f)
+		return NULL;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+}
+
+/* Both ends of an inet socket as the kernel holds them. */
+static __always_inline bool read_sock_addrs(struct sock *sk, struct kestrel_sockaddrs *a)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	a->family = family;
+	a->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	a->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		bpf_core_read(a->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(a->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(a->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(a->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	return true;
+}
+
+static __always_inline struct kestrel_exec *exec_record(void)
+{
+	__u32 zero = 0;
+	struct kestrel_exec *e = bpf_map_lookup_elem(&exec_scratch, &zero);
+
+	if (!e) {
+		count(KESTREL_KIND_EXEC, KESTREL_CTR_ERROR);
+		return NULL;
+	}
+	e->hdr.kind = KESTREL_KIND_EXEC;
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	e->flags = 0;
+	e->argc = 0;
+	e->filename_len = 0;
+	e->argv_len = 0;
+	e->env_len = 0;
+	e->socket_pid = 0;
+	e->socket.family = 0;
+	e->tty[0] = 0;
+	e->socket_comm[0] = 0;
+	return e;
+}
+
+/* The process tree above `task`, and the nearest ancestor holding a socket
+ * on stdin or stdout (an sshd, or the shell of a reverse shell). */
+static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
+{
+	struct task_struct *t = BPF_CORE_READ(task, real_parent);
+	__u32 n = 0;
+
+	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
+		struct task_struct *leader;
+		__u32 pid;
+
+		if (!t)
+			break;
+		leader = BPF_CORE_READ(t, group_leader);
+		pid = BPF_CORE_READ(t, tgid);
+		if (pid == 0)
+			break;
+		e->ancestors[i].pid = pid;
+		BPF_CORE_READ_STR_INTO(&e->ancestors[i].comm, leader, comm);
+		n = i + 1;
+		if (!e->socket_pid) {
+			struct sock *sk = file_sock(task_fd(t, 0));
+
+			if (!sk)
+				sk = file_sock(task_fd(t, 1));
+			if (sk && read_sock_addrs(sk, &e->socket)) {
+				e->socket_pid = pid;
+				BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
+			}
+		}
+		if (pid == 1)
+			break;
+		t = BPF_CORE_READ(t, real_parent);
+		if (i == KESTREL_PID_TREE_MAX - 1 && t && BPF_CORE_READ(t, tgid) > 0)
+			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
+	}
+	e->ancestors_len = n;
+}
+
+static __always_inline void fill_tty(struct kestrel_exec *e, struct task_struct *task)
+{
+	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+
+	if (tty)
+		BPF_CORE_READ_STR_INTO(&e->tty, tty, name);
+}
+
+static __always_inline __u32 exec_size(struct kestrel_exec *e, __u32 used)
+{
+	__u32 size = __builtin_offsetof(struct kestrel_exec, data) + (used & (KESTREL_DATA_MAX - 1));
+
+	e->hdr.size = size;
+	return size;
+}
+
+/* A successful exec: the new image is in place, its argument and
+ * environment areas are in the new mm and are read in one copy each. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct kestrel_exec *e;
+	struct mm_struct *mm;
+	unsigned long start, end;
+	__u64 off, len;
+	long n;
+
+	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	e = exec_record();
+	if (!e)
+		return 0;
+	fill_task(&e->task, p);
+	e->res = 0;
+	e->argc = BPF_CORE_READ(bprm, argc);
+	e->flags = KESTREL_EXEC_ARGV_FROM_MM;
+
+	n = bpf_probe_read_kernel_str(e->data, KESTREL_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
+	if (n < 0)
+		n = 0;
+	if (n == KESTREL_FILENAME_MAX)
+		e->flags |= KESTREL_EXEC_FILENAME_TRUNCATED;
+	off = n & (KESTREL_FILENAME_MAX - 1);
+	if (n == KESTREL_FILENAME_MAX)
+		off = KESTREL_FILENAME_MAX;
+	e->filename_len = off;
+
+	mm = BPF_CORE_READ(p, mm);
+	start = BPF_CORE_READ(mm, arg_start);
+	end = BPF_CORE_READ(mm, arg_end);
+	len = end > start ? end - start : 0;
+	if (len > KESTREL_ARGV_MAX) {
+		len = KESTREL_ARGV_MAX;
+		e->flags |= KESTREL_EXEC_ARGV_TRUNCATED;
+	}
+	/* barrier_var stops clang from reusing an unclamped copy of a value;
+	 * the repeated tests then give the verifier its bounds. */
+	barrier_var(len);
+	barrier_var(off);
+	if (len > KESTREL_ARGV_MAX || off > KESTREL_FILENAME_MAX)
+		return 0;
+	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
+		e->argv_len = len;
+		off += len;
+	}
+
+	start = BPF_CORE_READ(mm, env_start);
+	end = BPF_CORE_READ(mm, env_end);
+	len = end > start ? end - start : 0;
+	if (len > KESTREL_ENV_MAX) {
+		len = KESTREL_ENV_MAX;
+		e->flags |= KESTREL_EXEC_ENV_TRUNCATED;
+	}
+	barrier_var(len);
+	barrier_var(off);
+	if (len > KESTREL_ENV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_ARGV_MAX)
+		return 0;
+	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
+		e->env_len = len;
+		off += len;
+	}
+
+	fill_tty(e, p);
+	fill_ancestry(e, p);
+	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
+	return 0;
+}
+
+/* A failed exec: the caller's image is still in place, so the filename and
+ * argv pointers it passed are read from its memory, argument by argument. */
+static __always_inline int exec_failed(long ret, const char *filename, const char *const *argv)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_exec *e;
+	__u64 off;
+	long n;
+
+	if (ret >= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	e = exec_record();
+	if (!e)
+		return 0;
+	fill_task(&e->task, task);
+	e->res = ret;
+
+	n = bpf_probe_read_user_str(e->data, KESTREL_FILENAME_MAX, filename);
+	if (n < 0)
+		n = 0;
+	if (n == KESTREL_FILENAME_MAX)
+		e->flags |= KESTREL_EXEC_FILENAME_TRUNCATED;
+	off = n & (KESTREL_FILENAME_MAX - 1);
+	if (n == KESTREL_FILENAME_MAX)
+		off = KESTREL_FILENAME_MAX;
+	e->filename_len = off;
+
+	for (int i = 0; i < KESTREL_ARGS_MAX && argv; i++) {
+		const char *arg = NULL;
+		__u64 used = e->argv_len, at, room;
+
+		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+			break;
+		if (used >= KESTREL_ARGV_MAX) {
+			e->flags |= KESTREL_EXEC_ARGV_TRUNCATED;
+			break;
+		}
+		at = off + used;
+		room = KESTREL_ARGV_MAX - used;
+		barrier_var(at);
+		barrier_var(room);
+		if (at > KESTREL_FILENAME_MAX + KESTREL_ARGV_MAX || room > KESTREL_ARGV_MAX)
+			break;
+		n = bpf_probe_read_user_str(&e->data[at], room, arg);
+		if (n <= 0)
+			break;
+		e->argv_len = used + n;
+		e->argc = i + 1;
+		if (i == KESTREL_ARGS_MAX - 1)
+			e->flags |= KESTREL_EXEC_ARGV_TRUNCATED;
+	}
+	off += e->argv_len;
+
+	fill_tty(e, task);
+	fill_ancestry(e, task);
+	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int handle_execve_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *regs;
+
+	if (ctx->ret >= 0)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return exec_failed(ctx->ret, (const char *)BPF_CORE_READ(regs, di),
+			   (const char *const *)BPF_CORE_READ(regs, si));
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int handle_execveat_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *regs;
+
+	if (ctx->ret >= 0)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return exec_failed(ctx->ret, (const char *)BPF_CORE_READ(regs, si),
+			   (const char *const *)BPF_CORE_READ(regs, dx));
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs;
+	struct kestrel_connect e = {};
+	struct sock *sk;
+	void *uaddr;
+	__u16 family = 0;
+	long ret = ctx->ret;
+
+	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid || ret == -EBADF || ret == -ENOTSOCK)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	uaddr = (void *)BPF_CORE_READ(regs, si);
+	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), uaddr))
+		return 0;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	e.hdr.kind = KESTREL_KIND_CONNECT;
+	e.hdr.size = sizeof(e);
+	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e.task, task);
+	e.res = ret;
+	e.fd = (int)BPF_CORE_READ(regs, di);
+	e.addrs.family = family;
+	if (family == AF_INET) {
+		struct sockaddr_in sin = {};
+
+		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
+		e.addrs.dport = bpf_ntohs(sin.sin_port);
+		__builtin_memcpy(e.addrs.daddr, &sin.sin_addr, 4);
+	} else {
+		struct sockaddr_in6 sin6 = {};
+
+		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
+		e.addrs.dport = bpf_ntohs(sin6.sin6_port);
+		__builtin_memcpy(e.addrs.daddr, &sin6.sin6_addr, 16);
+	}
+	sk = file_sock(task_fd(task, e.fd));
+	if (sk) {
+		struct kestrel_sockaddrs local = {};
+
+		if (read_sock_addrs(sk, &local)) {
+			e.addrs.sport = local.sport;
+			__builtin_memcpy(e.addrs.saddr, local.saddr, 16);
+		}
+	}
+	submit(&e, sizeof(e), KESTREL_KIND_CONNECT);
+	return 0;
+}

@@ -1,0 +1,436 @@
+//! Kestrel's kernel side: loads the BPF programs of `bpf/kestrel.bpf.c`,
+//! attaches them to their tracepoints and hands out the ring buffer that
+//! carries their records (laid out by `kestrel-abi`).
+//!
+//! Everything here needs root. Failures name what went wrong and what to do:
+//! the missing privilege, the missing BTF, or the program the kernel refused
+//! with the kernel's own reason.
+
+mod skel {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/kestrel.skel.rs"));
+}
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use kestrel_abi as abi;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
+use skel::{KestrelSkel, KestrelSkelBuilder};
+
+pub use libbpf_rs::RingBuffer as EventRing;
+
+/// Where the kernel publishes its own BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Settings of the kernel side, fixed at load time.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// Size of the BPF ring buffer in bytes: a power of two, at least a page.
+    pub ring_buffer_bytes: u32,
+    /// Buffered bytes that make the kernel wake the consumer.
+    pub wakeup_bytes: u64,
+    /// BTF file describing the running kernel, for kernels that do not
+    /// publish their own at [`KERNEL_BTF`].
+    pub btf: Option<PathBuf>,
+}
+
+/// Why the kernel side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Loading BPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN).
+    #[error("kestrel must run as root to load its BPF programs (effective uid is {0}); run it with sudo or as root")]
+    NotRoot(u32),
+    /// No BTF for the running kernel.
+    #[error("no BTF type information for this kernel at {0}: Kestrel needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.8), or a BTF file for this kernel given with --btf")]
+    NoBtf(PathBuf),
+    /// tracefs was missing and could not be mounted.
+    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}; mount it with `mount -t tracefs nodev {TRACEFS}`")]
+    Tracefs(std::io::Error),
+    /// The kernel refused to load a program.
+    #[error("the kernel refused to load BPF program {program}: {reason}{}", fmt_log(.log))]
+    Load {
+        /// The refused program, as named in `bpf/kestrel.bpf.c`.
+        program: String,
+        /// The kernel's reason (errno) as libbpf reported it.
+        reason: String,
+        /// The last lines libbpf logged, verifier output included.
+        log: String,
+    },
+    /// A program loaded but could not be attached.
+    #[error("could not attach BPF program {program} to {target}: {reason}")]
+    Attach {
+        /// The program.
+        program: String,
+        /// Where it should have gone.
+        target: String,
+        /// The kernel's reason.
+        reason: String,
+    },
+    /// Any other libbpf failure.
+    #[error("{what}: {source}{}", fmt_log(.log))]
+    Libbpf {
+        /// What Kestrel was doing.
+        what: &'static str,
+        /// The underlying error.
+        source: libbpf_rs::Error,
+        /// The last lines libbpf logged.
+        log: String,
+    },
+}
+
+fn fmt_log(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("\nlibbpf said:\n{log}")
+    }
+}
+
+/// Counters kept in the kernel, summed over CPUs, for one record kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindCounters {
+    /// Records written to the ring buffer.
+    pub submitted: u64,
+    /// Records lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Records abandoned for another reason.
+    pub errors: u64,
+}
+
+/// The kernel's counters for every record kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelCounters {
+    /// Exec records.
+    pub exec: KindCounters,
+    /// Connect records.
+    pub connect: KindCounters,
+}
+
+impl KernelCounters {
+    /// All records lost in the kernel, whatever the kind.
+    pub fn lost(&self) -> u64 {
+        [self.exec, self.connect]
+            .iter()
+            .map(|k| k.ringbuf_full + k.errors)
+            .sum()
+    }
+}
+
+/// Run statistics of one BPF program (with `kernel.bpf_stats_enabled=1`).
+#[derive(Debug, Clone)]
+pub struct ProgramStats {
+    /// Program name.
+    pub name: String,
+    /// Where it is attached.
+    pub target: &'static str,
+    /// Times it ran.
+    pub run_cnt: u64,
+    /// Total time spent in it.
+    pub run_time_ns: u64,
+}
+
+/// One attached program and what it hooks.
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    /// Program name.
+    pub program: &'static str,
+    /// Tracepoint it is attached to.
+    pub target: &'static str,
+}
+
+/// Every program Kestrel attaches, with its tracepoint. All are required:
+/// each is the only source of its events.
+const PROGRAMS: &[ProbeStatus] = &[
+    ProbeStatus {
+        program: "handle_exec",
+        target: "tp_btf/sched_process_exec",
+    },
+    ProbeStatus {
+        program: "handle_execve_exit",
+        target: "tracepoint/syscalls/sys_exit_execve",
+    },
+    ProbeStatus {
+        program: "handle_execveat_exit",
+        target: "tracepoint/syscalls/sys_exit_execveat",
+    },
+    ProbeStatus {
+        program: "handle_connect_exit",
+        target: "tracepoint/syscalls/sys_exit_connect",
+    },
+];
+
+fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::ProgramMut<'static> {
+    let p = &skel.progs;
+    match name {
+        "handle_exec" => &p.handle_exec,
+        "handle_execve_exit" => &p.handle_execve_exit,
+        "handle_execveat_exit" => &p.handle_execveat_exit,
+        "handle_connect_exit" => &p.handle_connect_exit,
+        other => unreachable!("{other} is not a program of kestrel.bpf.c"),
+    }
+}
+
+/// The loaded and attached kernel side. Dropping it detaches everything.
+pub struct Probes {
+    skel: KestrelSkel<'static>,
+    _links: Vec<Link>,
+}
+
+static LIBBPF_LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+const LOG_LINES: usize = 60;
+
+fn libbpf_print(level: PrintLevel, msg: String) {
+    if matches!(level, PrintLevel::Debug) {
+        return;
+    }
+    let mut log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    for line in msg.lines() {
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line.to_string());
+    }
+}
+
+fn take_log() -> String {
+    let mut log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let s = log.iter().cloned().collect::<Vec<_>>().join("\n");
+    log.clear();
+    s
+}
+
+/// Finds the program libbpf complained about ("prog 'handle_exec': ...").
+fn refused_program(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        let start = l.find("prog '")? + 6;
+        let len = l[start..].find('\'')?;
+        Some(l[start..start + len].to_string())
+    })
+}
+
+/// Checks what must hold before anything is loaded.
+pub fn preflight(cfg: &ProbeConfig) -> Result<(), ProbeError> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(ProbeError::NotRoot(euid));
+    }
+    let btf = cfg
+        .btf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(KERNEL_BTF));
+    if !btf.is_file() {
+        return Err(ProbeError::NoBtf(btf));
+    }
+    Ok(())
+}
+
+/// Mounts tracefs if this machine has not: syscall tracepoints are found
+/// through it.
+pub fn ensure_tracefs() -> Result<(), ProbeError> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let src = CString::new("nodev").unwrap();
+    let target = CString::new(TRACEFS).unwrap();
+    let fstype = CString::new("tracefs").unwrap();
+    // SAFETY: all pointers are valid NUL-terminated strings; data may be null.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!(path = TRACEFS, "mounted tracefs");
+    Ok(())
+}
+
+impl Probes {
+    /// Loads and attaches every program.
+    pub fn load(cfg: &ProbeConfig) -> Result<Self, ProbeError> {
+        preflight(cfg)?;
+        ensure_tracefs()?;
+        libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
+        take_log();
+
+        // The skeleton borrows its object storage for as long as it lives;
+        // the agent loads once per process, so the storage is leaked.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let builder = KestrelSkelBuilder::default();
+        let btf_path = cfg
+            .btf
+            .as_ref()
+            .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).expect("path has no NUL"));
+        let open = match &btf_path {
+            Some(p) => {
+                let opts = libbpf_sys::bpf_object_open_opts {
+                    sz: size_of::<libbpf_sys::bpf_object_open_opts>() as libbpf_sys::size_t,
+                    btf_custom_path: p.as_ptr(),
+                    ..Default::default()
+                };
+                builder.open_opts(opts, storage)
+            }
+            None => builder.open(storage),
+        };
+        let mut open = open.map_err(|source| ProbeError::Libbpf {
+            what: "opening the BPF object failed",
+            source,
+            log: take_log(),
+        })?;
+
+        open.maps
+            .events
+            .set_max_entries(cfg.ring_buffer_bytes)
+            .map_err(|source| ProbeError::Libbpf {
+                what: "sizing the ring buffer failed",
+                source,
+                log: take_log(),
+            })?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has read-only settings");
+        rodata.self_tgid = std::process::id();
+        rodata.wakeup_bytes = cfg.wakeup_bytes;
+
+        let skel = open.load().map_err(|e| {
+            let log = take_log();
+            ProbeError::Load {
+                program: refused_program(&log).unwrap_or_else(|| "(unknown)".into()),
+                reason: e.to_string(),
+                log,
+            }
+        })?;
+
+        let mut links = Vec::new();
+        for p in PROGRAMS {
+            let prog = program(&skel, p.program);
+            let link = prog.attach().map_err(|e| ProbeError::Attach {
+                program: p.program.to_string(),
+                target: p.target.to_string(),
+                reason: format!("{e}{}", fmt_log(&take_log())),
+            })?;
+            tracing::debug!(program = p.program, target = p.target, "attached");
+            links.push(link);
+        }
+        Ok(Probes {
+            skel,
+            _links: links,
+        })
+    }
+
+    /// The programs attached, with their hooks.
+    pub fn status(&self) -> &'static [ProbeStatus] {
+        PROGRAMS
+    }
+
+    /// A consumer of the event ring buffer; `f` sees each record's bytes.
+    pub fn ring_buffer<'cb, F>(&self, f: F) -> Result<RingBuffer<'cb>, ProbeError>
+    where
+        F: FnMut(&[u8]) -> i32 + 'cb,
+    {
+        let mut b = RingBufferBuilder::new();
+        b.add(&self.skel.maps.events, f)
+            .map_err(|source| ProbeError::Libbpf {
+                what: "adding the ring buffer failed",
+                source,
+                log: take_log(),
+            })?;
+        b.build().map_err(|source| ProbeError::Libbpf {
+            what: "creating the ring buffer consumer failed",
+            source,
+            log: take_log(),
+        })
+    }
+
+    /// Reads the kernel's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
+        let read = |kind: u32| -> Result<KindCounters, ProbeError> {
+            let mut v = [0u64; abi::KESTREL_CTR_MAX as usize];
+            for (ctr, slot) in v.iter_mut().enumerate() {
+                let key = kind * abi::KESTREL_CTR_MAX + ctr as u32;
+                let per_cpu = self
+                    .skel
+                    .maps
+                    .counters
+                    .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(|source| ProbeError::Libbpf {
+                        what: "reading the kernel counters failed",
+                        source,
+                        log: String::new(),
+                    })?
+                    .unwrap_or_default();
+                *slot = per_cpu
+                    .iter()
+                    .filter_map(|b| b.get(..8))
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap()))
+                    .sum();
+            }
+            Ok(KindCounters {
+                submitted: v[abi::KESTREL_CTR_SUBMITTED as usize],
+                ringbuf_full: v[abi::KESTREL_CTR_RINGBUF_FULL as usize],
+                errors: v[abi::KESTREL_CTR_ERROR as usize],
+            })
+        };
+        Ok(KernelCounters {
+            exec: read(abi::KESTREL_KIND_EXEC)?,
+            connect: read(abi::KESTREL_KIND_CONNECT)?,
+        })
+    }
+
+    /// Run count and time of each program, as kept by the kernel when
+    /// `kernel.bpf_stats_enabled` is 1 (zero otherwise).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        PROGRAMS
+            .iter()
+            .filter_map(|p| {
+                let prog = program(&self.skel, p.program);
+                let mut info = libbpf_sys::bpf_prog_info::default();
+                let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+                // SAFETY: info is a valid bpf_prog_info of `len` bytes.
+                let rc = unsafe {
+                    libbpf_sys::bpf_obj_get_info_by_fd(
+                        prog.as_fd().as_raw_fd(),
+                        (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+                        &mut len,
+                    )
+                };
+                (rc == 0).then(|| ProgramStats {
+                    name: p.program.to_string(),
+                    target: p.target,
+                    run_cnt: info.run_cnt,
+                    run_time_ns: info.run_time_ns,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_refused_program() {
+        let log = "libbpf: prog 'handle_exec': BPF program load failed: Permission denied\n\
+                   libbpf: prog 'handle_exec': -- BEGIN PROG LOAD LOG --";
+        assert_eq!(refused_program(log).as_deref(), Some("handle_exec"));
+        assert_eq!(refused_program("nothing here"), None);
+    }
+}
