@@ -114,6 +114,8 @@ struct kestrel_exec {
 	__u32 ancestors_len;
 	/* Nearest ancestor whose stdin or stdout is a socket, 0 when none. */
 	__u32 socket_pid;
+	__u32 reserved;
+	__u64 socket_start_boottime; /* of that ancestor: pid reuse guard */
 	__u32 filename_len; /* bytes, NUL included */
 	__u32 argv_len;     /* bytes of NUL-separated arguments */
 	__u32 env_len;      /* bytes of NUL-separated NAME=VALUE strings */

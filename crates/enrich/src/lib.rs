@@ -1,0 +1,423 @@
+//! Turns decoded kernel records into reference-format events.
+//!
+//! The kernel side already captured what cannot wait (ids, names, argv,
+//! environment, the process tree, the socket behind the session). This
+//! stage adds what only user space can see cheaply: executable paths and
+//! their MD5, working directory, stdin/stdout targets, user names and host
+//! facts. Every cache is bounded. A process that exited before it could be
+//! looked at still gives its event, with those fields empty, and is counted.
+
+mod hash;
+mod host;
+mod procfs;
+mod users;
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kestrel_decode::{Connect, Exec, Record, SockAddrs, Task};
+use kestrel_event::{lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_EXEC};
+use lru::LruCache;
+
+pub use hash::{HashMiss, Md5Cache};
+pub use host::Host;
+pub use procfs::{LiveView, Procfs};
+pub use users::Users;
+
+/// Settings of the enrichment stage.
+#[derive(Debug, Clone)]
+pub struct EnrichConfig {
+    /// Executables larger than this are not hashed (`exe_md5` is empty).
+    pub exe_md5_max_bytes: u64,
+    /// Processes whose executable and hash are remembered.
+    pub process_cache_entries: usize,
+    /// File hashes remembered.
+    pub hash_cache_entries: usize,
+    /// Where procfs is mounted.
+    pub proc_root: PathBuf,
+    /// The user database.
+    pub passwd: PathBuf,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            exe_md5_max_bytes: 64 << 20,
+            process_cache_entries: 16384,
+            hash_cache_entries: 4096,
+            proc_root: PathBuf::from("/proc"),
+            passwd: PathBuf::from("/etc/passwd"),
+        }
+    }
+}
+
+/// What enrichment could not do, counted since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EnrichCounters {
+    /// Events whose process had exited (or whose pid was reused) before
+    /// /proc could be read: proc-derived fields are empty.
+    pub process_gone: u64,
+    /// Hashes skipped because the file exceeded the size cap.
+    pub md5_too_large: u64,
+    /// Hashes that failed because the file could not be read.
+    pub md5_unreadable: u64,
+}
+
+#[derive(Debug)]
+struct ProcInfo {
+    exe: String,
+    exe_md5: String,
+}
+
+/// The enrichment stage. Not thread-safe by design: one pipeline thread
+/// owns it, so its caches need no locks.
+pub struct Enricher {
+    cfg: EnrichConfig,
+    procfs: Procfs,
+    host: Host,
+    users: Users,
+    hashes: Md5Cache,
+    /// (tgid, start_boottime) → executable. Keyed by start time so a
+    /// reused pid never inherits another process's identity.
+    processes: LruCache<(u32, u64), Arc<ProcInfo>>,
+    counters: EnrichCounters,
+}
+
+impl Enricher {
+    /// A new stage with empty caches.
+    pub fn new(cfg: EnrichConfig) -> Self {
+        Enricher {
+            procfs: Procfs::new(&cfg.proc_root),
+            host: Host::new(),
+            users: Users::new(&cfg.passwd),
+            hashes: Md5Cache::new(cfg.hash_cache_entries, cfg.exe_md5_max_bytes),
+            processes: LruCache::new(NonZeroUsize::new(cfg.process_cache_entries.max(1)).unwrap()),
+            counters: EnrichCounters::default(),
+            cfg,
+        }
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> EnrichCounters {
+        self.counters
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &EnrichConfig {
+        &self.cfg
+    }
+
+    /// Turns one record into its event.
+    pub fn enrich(&mut self, rec: &Record) -> Event {
+        self.host.maybe_refresh();
+        match rec {
+            Record::Exec(e) => self.exec(e),
+            Record::Connect(c) => self.connect(c),
+        }
+    }
+
+    fn md5(&mut self, path: &Path) -> String {
+        match self.hashes.md5_of(path) {
+            Ok(h) => h,
+            Err(HashMiss::TooLarge) => {
+                self.counters.md5_too_large += 1;
+                String::new()
+            }
+            Err(HashMiss::Unreadable) => {
+                self.counters.md5_unreadable += 1;
+                String::new()
+            }
+        }
+    }
+
+    /// Executable and hash of a process, from cache or /proc.
+    fn process(&mut self, pid: u32, start: Option<u64>) -> Option<Arc<ProcInfo>> {
+        let start = match start {
+            Some(s) => s,
+            None => self.procfs.start_ticks(pid)?,
+        };
+        if let Some(p) = self.processes.get(&(pid, start)) {
+            return Some(p.clone());
+        }
+        let exe = self.procfs.exe(pid, Some(start))?;
+        let exe_md5 = self.md5(&self.procfs.path(pid, "exe"));
+        let info = Arc::new(ProcInfo { exe, exe_md5 });
+        self.processes.put((pid, start), info.clone());
+        Some(info)
+    }
+
+    fn common_head(&mut self, ev: &mut Event, t: &Task, data_type: &'static str) {
+        ev.push("uid", t.uid.to_string());
+        ev.push("data_type", data_type);
+    }
+
+    fn ids(ev: &mut Event, t: &Task) {
+        ev.push("pid", t.pid.to_string());
+        ev.push("ppid", t.ppid.to_string());
+        ev.push("pgid", t.pgid.to_string());
+        ev.push("tgid", t.tgid.to_string());
+        ev.push("comm", lossless_string(&t.comm));
+        ev.push("nodename", lossless_string(&t.nodename));
+    }
+
+    fn common_tail(&mut self, ev: &mut Event, t: &Task, ktime_ns: u64) {
+        ev.push("user", self.users.name(t.uid).to_string());
+        ev.push("time", self.host.epoch_ms(ktime_ns).to_string());
+        ev.push("local_ip", self.host.local_ip.clone());
+        ev.push("hostname", self.host.hostname.clone());
+    }
+
+    fn exec(&mut self, e: &Exec) -> Event {
+        let t = &e.task;
+        let mut ev = Event::with_capacity(40);
+        let live = self.procfs.live_view(t.tgid, t.start_boottime);
+        if live.is_none() {
+            self.counters.process_gone += 1;
+        }
+        let live = live.unwrap_or_default();
+        let filename = lossless_string(&e.filename);
+
+        // A successful exec is about the new image: /proc/PID/exe names
+        // it and opening that link hashes exactly that file. A failed one
+        // is about the path that was refused; the caller's image is not.
+        let (exe, md5_path) = if e.res == 0 && !live.exe.is_empty() {
+            (live.exe.clone(), Some(self.procfs.path(t.tgid, "exe")))
+        } else {
+            let abs = absolute(&filename, &live.cwd);
+            let p = abs.clone().map(PathBuf::from);
+            (abs.unwrap_or_else(|| filename.clone()), p)
+        };
+        let exe_md5 = md5_path.map(|p| self.md5(&p)).unwrap_or_default();
+        // Later events of this process (its connects) reuse what the exec
+        // found, even once the process is gone from /proc.
+        if e.res == 0 {
+            self.processes.put(
+                (t.tgid, t.start_boottime),
+                Arc::new(ProcInfo {
+                    exe: exe.clone(),
+                    exe_md5: exe_md5.clone(),
+                }),
+            );
+        }
+
+        self.common_head(&mut ev, t, DATA_TYPE_EXEC);
+        ev.push("run_path", live.cwd.clone());
+        ev.push("exe", exe);
+        ev.push("argv", join_argv(&e.argv));
+        Self::ids(&mut ev, t);
+        ev.push("stdin", live.stdin.clone());
+        ev.push("stdout", live.stdout.clone());
+        ev.push("sessionid", t.sessionid.to_string());
+
+        let socket = e.socket.as_ref();
+        let addrs = socket.map(|(_, a)| a);
+        push_addrs(&mut ev, addrs);
+        ev.push("pid_tree", pid_tree(e));
+        ev.push("tty_name", lossless_string(&e.tty));
+        let sock_proc = socket.and_then(|(anc, _)| self.process(anc.pid, anc.start_boottime));
+        ev.push(
+            "socket_process_pid",
+            socket.map(|(a, _)| a.pid.to_string()).unwrap_or_default(),
+        );
+        ev.push(
+            "socket_process_exe",
+            sock_proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+        );
+
+        // The kernel copied a bounded prefix of the environment: a variable
+        // pushed past it is looked up in /proc while the process lives.
+        for (i, name) in kestrel_decode::WATCHED_ENV.iter().enumerate() {
+            let mut value = e.env[i].clone();
+            if value.is_none() && e.env_truncated && !live.exe.is_empty() {
+                value = self.procfs.environ_var(t.tgid, name);
+            }
+            ev.push(name, value.map(|v| lossless_string(&v)).unwrap_or_default());
+        }
+        self.common_tail(&mut ev, t, e.ktime_ns);
+        ev.push("exe_md5", exe_md5);
+        ev.push(
+            "socket_process_exe_md5",
+            sock_proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        // Kestrel's additions, beside the reference fields.
+        ev.push("res", e.res.to_string());
+        ev.push("argc", e.argc.to_string());
+        ev.push("argv_truncated", bool_str(e.argv_truncated));
+        ev.push("pid_tree_truncated", bool_str(e.pid_tree_truncated));
+        ev.push("filename", filename);
+        ev.push("euid", t.euid.to_string());
+        ev.push("sid", t.sid.to_string());
+        ev
+    }
+
+    fn connect(&mut self, c: &Connect) -> Event {
+        let t = &c.task;
+        let mut ev = Event::with_capacity(26);
+        let proc = self.process(t.tgid, Some(t.start_boottime));
+        if proc.is_none() {
+            self.counters.process_gone += 1;
+        }
+        self.common_head(&mut ev, t, DATA_TYPE_CONNECT);
+        ev.push("sa_family", c.addrs.family.to_string());
+        ev.push("fd", c.fd.to_string());
+        ev.push("dport", c.addrs.dport.to_string());
+        ev.push("dip", c.addrs.dip.to_string());
+        ev.push(
+            "exe",
+            proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+        );
+        Self::ids(&mut ev, t);
+        ev.push("sip", ip_or_empty(c.addrs.sip));
+        ev.push("sport", c.addrs.sport.to_string());
+        ev.push("res", c.res.to_string());
+        ev.push("sessionid", t.sessionid.to_string());
+        self.common_tail(&mut ev, t, c.ktime_ns);
+        ev.push(
+            "exe_md5",
+            proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        ev.push("euid", t.euid.to_string());
+        ev
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+fn ip_or_empty(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        String::new()
+    } else {
+        ip.to_string()
+    }
+}
+
+/// The exec event's `dip dport sip sport sa_family`, in the reference's
+/// order: remote end first (the peer behind the session).
+fn push_addrs(ev: &mut Event, a: Option<&SockAddrs>) {
+    match a {
+        Some(a) => {
+            ev.push("dip", ip_or_empty(a.dip));
+            ev.push("dport", a.dport.to_string());
+            ev.push("sip", ip_or_empty(a.sip));
+            ev.push("sport", a.sport.to_string());
+            ev.push("sa_family", a.family.to_string());
+        }
+        None => {
+            for k in ["dip", "dport", "sip", "sport", "sa_family"] {
+                ev.push(k, "");
+            }
+        }
+    }
+}
+
+/// Arguments joined by spaces, as in the reference. `argc` and
+/// `argv_truncated` beside it say whether all of them are here.
+fn join_argv(argv: &[Vec<u8>]) -> String {
+    let mut s = String::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&lossless_string(a));
+    }
+    s
+}
+
+/// `1(systemd)->1384(sshd)->...->PID(comm)`: root first, the process last.
+fn pid_tree(e: &Exec) -> String {
+    let mut s = String::new();
+    for a in e.ancestors.iter().rev() {
+        s.push_str(&format!("{}({})->", a.pid, lossless_string(&a.comm)));
+    }
+    s.push_str(&format!(
+        "{}({})",
+        e.task.tgid,
+        lossless_string(&e.task.comm)
+    ));
+    s
+}
+
+/// `path` made absolute against `cwd`; `None` when that cannot be known.
+fn absolute(path: &str, cwd: &str) -> Option<String> {
+    if path.starts_with('/') {
+        Some(path.to_string())
+    } else if cwd.starts_with('/') && !path.is_empty() {
+        Some(Path::new(cwd).join(path).to_string_lossy().into_owned())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_decode::{decode, raw};
+
+    fn enricher() -> Enricher {
+        Enricher::new(EnrichConfig::default())
+    }
+
+    #[test]
+    fn exec_of_a_gone_process_still_gives_an_event() {
+        // pid 0x7ffffff0 does not exist: everything from /proc is empty.
+        let rec = raw::exec(
+            raw::task(0x7fff_fff0, 1, 0, b"ghost"),
+            b"/bin/sh",
+            &[b"sh", b"-c", b"a b"],
+            &[b"LD_PRELOAD=/evil.so"],
+            &[(1, b"systemd"), (0x7fff_ff00, b"bash")],
+        );
+        let mut en = enricher();
+        let ev = en.enrich(&decode(&rec).unwrap());
+        assert_eq!(ev.get("data_type"), Some("59"));
+        assert_eq!(ev.get("exe"), Some("/bin/sh"));
+        assert_eq!(ev.get("argv"), Some("sh -c a b"));
+        assert_eq!(ev.get("run_path"), Some(""));
+        assert_eq!(ev.get("LD_PRELOAD"), Some("/evil.so"));
+        assert_eq!(ev.get("SSH_CONNECTION"), Some(""));
+        assert_eq!(
+            ev.get("pid_tree"),
+            Some("2147483392(bash)->1(systemd)->2147483632(ghost)")
+        );
+        assert_eq!(ev.get("user"), Some("root"));
+        assert_eq!(en.counters().process_gone, 1);
+        // Every value is a string and every reference field is present.
+        for f in [
+            "uid", "data_type", "run_path", "exe", "argv", "pid", "ppid", "pgid", "tgid",
+            "comm", "nodename", "stdin", "stdout", "sessionid", "dip", "dport", "sip",
+            "sport", "sa_family", "pid_tree", "tty_name", "socket_process_pid",
+            "socket_process_exe", "SSH_CONNECTION", "LD_PRELOAD", "user", "time",
+            "local_ip", "hostname", "exe_md5", "socket_process_exe_md5",
+        ] {
+            assert!(ev.get(f).is_some(), "missing {f}");
+        }
+    }
+
+    #[test]
+    fn connect_fields() {
+        let rec = raw::connect(raw::task(0x7fff_fff1, 1, 0, b"curl"), 0, [10, 1, 2, 3], 80);
+        let ev = enricher().enrich(&decode(&rec).unwrap());
+        assert_eq!(ev.get("data_type"), Some("42"));
+        assert_eq!(ev.get("dip"), Some("10.1.2.3"));
+        assert_eq!(ev.get("dport"), Some("80"));
+        assert_eq!(ev.get("sip"), Some("127.0.0.1"));
+        assert_eq!(ev.get("sport"), Some("40000"));
+        assert_eq!(ev.get("sa_family"), Some("2"));
+        assert_eq!(ev.get("res"), Some("0"));
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(absolute("x", "/tmp").as_deref(), Some("/tmp/x"));
+        assert_eq!(absolute("/bin/x", "").as_deref(), Some("/bin/x"));
+        assert_eq!(absolute("x", ""), None);
+    }
+}

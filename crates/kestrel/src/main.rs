@@ -1,1 +1,83 @@
-fn main(){}
+//! The `kestrel` command.
+
+mod agent;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::AgentSettings;
+
+/// Kestrel: a host intrusion detection data collector for Linux.
+///
+/// Kestrel watches the host from inside the kernel with eBPF tracepoints
+/// and reports process executions and outbound connections as JSON events
+/// in the AgentSmith-HIDS reference format, one per line.
+#[derive(Debug, Parser)]
+#[command(name = "kestrel", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector: load the BPF probes and print events until
+    /// SIGINT or SIGTERM (needs root and a kernel with BTF, Linux >= 5.8).
+    ///
+    /// Settings come from flags, then from the TOML file given with
+    /// --config (same names, in snake_case: `ring_buffer_bytes = 16777216`),
+    /// then from the defaults shown. Counters are logged to stderr every
+    /// --stats-interval-secs and at exit.
+    Agent(AgentCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentCmd {
+    /// TOML file with agent settings; flags override its values.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: AgentSettings,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Agent(cmd) => exit(run_agent(cmd)),
+    }
+}
+
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kestrel: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(cmd: AgentCmd) -> anyhow::Result<()> {
+    let file = match &cmd.config {
+        Some(p) => AgentSettings::from_file(p)?,
+        None => AgentSettings::default(),
+    };
+    let cfg = cmd.settings.over(file).resolve()?;
+    init_logging(&cfg.log_level);
+    agent::run(cfg)
+}
+
+fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -53,6 +53,21 @@ struct {
 	__type(value, struct kestrel_exec);
 } exec_scratch SEC(".maps");
 
+/* Local end of a TCP socket as it was when its SYN left, keyed by the
+ * connecting thread. A refused connect resets the socket before the
+ * syscall returns, so the exit program would otherwise see no source. */
+struct syn_local {
+	__u64 sk;
+	struct kestrel_sockaddrs addrs;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct syn_local);
+} syn_sent SEC(".maps");
+
 static __always_inline void count(__u32 kind, __u32 ctr)
 {
 	__u32 key = kind * KESTREL_CTR_MAX + ctr;
@@ -200,6 +215,7 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 				sk = file_sock(task_fd(t, 1));
 			if (sk && read_sock_addrs(sk, &e->socket)) {
 				e->socket_pid = pid;
+				e->socket_start_boottime = BPF_CORE_READ(leader, start_boottime);
 				BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
 			}
 		}
@@ -426,12 +442,47 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	sk = file_sock(task_fd(task, e.fd));
 	if (sk) {
 		struct kestrel_sockaddrs local = {};
+		__u64 id = bpf_get_current_pid_tgid();
+		struct syn_local *syn = bpf_map_lookup_elem(&syn_sent, &id);
 
-		if (read_sock_addrs(sk, &local)) {
+		if (syn && syn->sk == (__u64)sk) {
+			e.addrs.sport = syn->addrs.sport;
+			__builtin_memcpy(e.addrs.saddr, syn->addrs.saddr, 16);
+		} else if (read_sock_addrs(sk, &local)) {
 			e.addrs.sport = local.sport;
 			__builtin_memcpy(e.addrs.saddr, local.saddr, 16);
 		}
+		if (syn)
+			bpf_map_delete_elem(&syn_sent, &id);
 	}
 	submit(&e, sizeof(e), KESTREL_KIND_CONNECT);
+	return 0;
+}
+
+#define TCP_SYN_SENT 2
+
+/* Runs in the connecting thread when its SYN is about to leave: the local
+ * address and port are chosen, and still there. */
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct syn_local v = {};
+	__u64 id;
+
+	if (ctx->newstate != TCP_SYN_SENT)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	if ((id >> 32) == self_tgid)
+		return 0;
+	v.sk = (__u64)ctx->skaddr;
+	v.addrs.family = ctx->family;
+	v.addrs.sport = ctx->sport;
+	/* Copied with a helper: the verifier refuses loads through a context
+	 * pointer moved by a variable offset, which memcpy may produce. */
+	if (ctx->family == AF_INET)
+		bpf_probe_read_kernel(v.addrs.saddr, 4, ctx->saddr);
+	else
+		bpf_probe_read_kernel(v.addrs.saddr, 16, ctx->saddr_v6);
+	bpf_map_update_elem(&syn_sent, &id, &v, BPF_ANY);
 	return 0;
 }

@@ -165,6 +165,10 @@ const PROGRAMS: &[ProbeStatus] = &[
         program: "handle_connect_exit",
         target: "tracepoint/syscalls/sys_exit_connect",
     },
+    ProbeStatus {
+        program: "handle_sock_state",
+        target: "tracepoint/sock/inet_sock_set_state",
+    },
 ];
 
 fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::ProgramMut<'static> {
@@ -174,6 +178,7 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_execve_exit" => &p.handle_execve_exit,
         "handle_execveat_exit" => &p.handle_execveat_exit,
         "handle_connect_exit" => &p.handle_connect_exit,
+        "handle_sock_state" => &p.handle_sock_state,
         other => unreachable!("{other} is not a program of kestrel.bpf.c"),
     }
 }
@@ -181,7 +186,7 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
 /// The loaded and attached kernel side. Dropping it detaches everything.
 pub struct Probes {
     skel: KestrelSkel<'static>,
-    _links: Vec<Link>,
+    links: Vec<Link>,
 }
 
 static LIBBPF_LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
@@ -331,8 +336,14 @@ impl Probes {
         }
         Ok(Probes {
             skel,
-            _links: links,
+            links: links,
         })
+    }
+
+    /// Detaches every program; the maps stay readable, so what the ring
+    /// buffer holds can still be drained.
+    pub fn detach(&mut self) {
+        self.links.clear();
     }
 
     /// The programs attached, with their hooks.

@@ -1,0 +1,117 @@
+//! MD5 of executables, cached by file identity so a binary run a thousand
+//! times is read once.
+
+use std::fs::File;
+use std::io::Read;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use lru::LruCache;
+use md5::{Digest, Md5};
+
+/// What identifies one version of a file's content.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    mtime_ns: i128,
+    size: u64,
+}
+
+/// Why a hash is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashMiss {
+    /// The file is larger than the configured cap.
+    TooLarge,
+    /// The file could not be opened or read.
+    Unreadable,
+}
+
+/// Bounded cache of file MD5s.
+pub struct Md5Cache {
+    cache: LruCache<FileKey, String>,
+    max_bytes: u64,
+}
+
+impl Md5Cache {
+    /// A cache of at most `entries` hashes, hashing files up to `max_bytes`.
+    pub fn new(entries: usize, max_bytes: u64) -> Self {
+        Md5Cache {
+            cache: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap()),
+            max_bytes,
+        }
+    }
+
+    /// The MD5 (lower-case hex) of the file at `path`. `path` may be a
+    /// /proc/PID/exe link: opening it reaches the very file the process
+    /// runs, even when it was deleted or lives in another mount namespace.
+    pub fn md5_of(&mut self, path: &Path) -> Result<String, HashMiss> {
+        let mut f = File::open(path).map_err(|_| HashMiss::Unreadable)?;
+        let m = f.metadata().map_err(|_| HashMiss::Unreadable)?;
+        let key = FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            size: m.size(),
+        };
+        if let Some(h) = self.cache.get(&key) {
+            return Ok(h.clone());
+        }
+        if m.size() > self.max_bytes {
+            return Err(HashMiss::TooLarge);
+        }
+        let mut hasher = Md5::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|_| HashMiss::Unreadable)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            // A file still growing past the cap is treated as too large.
+            if total > self.max_bytes {
+                return Err(HashMiss::TooLarge);
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hex = hex(&hasher.finalize());
+        self.cache.put(key, hex.clone());
+        Ok(hex)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_and_caps() {
+        let dir = std::env::temp_dir().join(format!("kestrel-md5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small");
+        std::fs::write(&small, b"abc").unwrap();
+        let big = dir.join("big");
+        std::fs::write(&big, vec![0u8; 2000]).unwrap();
+        let mut c = Md5Cache::new(4, 1000);
+        assert_eq!(
+            c.md5_of(&small).unwrap(),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        assert_eq!(c.md5_of(&small).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(c.md5_of(&big), Err(HashMiss::TooLarge));
+        assert_eq!(c.md5_of(&dir.join("none")), Err(HashMiss::Unreadable));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

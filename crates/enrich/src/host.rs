@@ -1,0 +1,129 @@
+//! Facts about the host itself: its name, its address, and the offset that
+//! turns the kernel's boot-time clock into wall-clock time.
+
+use std::ffi::CStr;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Refreshed at most this often: host names, addresses and the clock
+/// offset (NTP steps) change rarely.
+const REFRESH: Duration = Duration::from_secs(30);
+
+/// Host facts shared by every event.
+#[derive(Debug)]
+pub struct Host {
+    /// The host's name (the agent's own UTS namespace).
+    pub hostname: String,
+    /// The first non-loopback address of an interface that is up.
+    pub local_ip: String,
+    /// Wall-clock ns at boot: CLOCK_REALTIME - CLOCK_BOOTTIME.
+    boot_epoch_ns: i128,
+    refreshed: Instant,
+}
+
+impl Host {
+    /// Reads the host facts now.
+    pub fn new() -> Self {
+        let mut h = Host {
+            hostname: String::new(),
+            local_ip: String::new(),
+            boot_epoch_ns: 0,
+            refreshed: Instant::now(),
+        };
+        h.refresh();
+        h
+    }
+
+    /// Re-reads the facts when they are older than the refresh period.
+    pub fn maybe_refresh(&mut self) {
+        if self.refreshed.elapsed() >= REFRESH {
+            self.refresh();
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.hostname = hostname();
+        self.local_ip = local_ip().map(|ip| ip.to_string()).unwrap_or_default();
+        self.boot_epoch_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
+        self.refreshed = Instant::now();
+    }
+
+    /// Wall-clock epoch milliseconds of a kernel boot-time timestamp.
+    pub fn epoch_ms(&self, ktime_ns: u64) -> i64 {
+        ((self.boot_epoch_ns + i128::from(ktime_ns)) / 1_000_000) as i64
+    }
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host::new()
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    CStr::from_bytes_until_nul(&buf)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The first IPv4 address of an up, non-loopback interface; an IPv6 global
+/// address when there is no IPv4 one.
+pub fn local_ip() -> Option<IpAddr> {
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills ifap with a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return None;
+    }
+    let mut v4 = None;
+    let mut v6 = None;
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        let flags = ifa.ifa_flags as libc::c_int;
+        if ifa.ifa_addr.is_null()
+            || flags & libc::IFF_UP == 0
+            || flags & libc::IFF_LOOPBACK != 0
+        {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and its family says which struct it is.
+        unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET if v4.is_none() => {
+                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                    v4 = Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                }
+                libc::AF_INET6 if v6.is_none() => {
+                    let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    // Link-local addresses say nothing to a remote reader.
+                    if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                        v6 = Some(IpAddr::V6(ip));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: ifap came from getifaddrs.
+    unsafe { libc::freeifaddrs(ifap) };
+    v4.or(v6)
+}

@@ -1,0 +1,280 @@
+//! `kestrel agent`: probes → decode → enrich → sink, with counters.
+//!
+//! Two threads. The collecting thread drains the ring buffer, decodes and
+//! enriches (procfs must be read while the process still lives), and
+//! queues finished events. The output thread encodes and writes them in
+//! batches. The queue is bounded: when output stalls, collection waits, the
+//! ring buffer absorbs the burst, and past that the kernel drops and counts.
+//! Nothing is lost without a counter saying so.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use kestrel_decode::{decode, Record};
+use kestrel_enrich::{EnrichConfig, EnrichCounters, Enricher};
+use kestrel_event::Event;
+use kestrel_probes::{ProbeConfig, Probes};
+use kestrel_sinks::Sink;
+
+use crate::config::AgentConfig;
+
+/// Counters shared by the two threads.
+#[derive(Default)]
+struct Shared {
+    received: AtomicU64,
+    decode_errors: AtomicU64,
+    emitted: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+struct Collector {
+    enricher: Enricher,
+    tx: Sender<Event>,
+    shared: Arc<Shared>,
+    max_delay_ns: u64,
+    last_decode_warning: Option<Instant>,
+}
+
+impl Collector {
+    /// Ring buffer callback. A non-zero return stops the current drain:
+    /// used only when the output thread is gone.
+    fn on_record(&mut self, data: &[u8]) -> i32 {
+        self.shared.received.fetch_add(1, Ordering::Relaxed);
+        let rec = match decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                self.shared.decode_errors.fetch_add(1, Ordering::Relaxed);
+                if self
+                    .last_decode_warning
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                {
+                    tracing::warn!(error = %e, "dropping a record that does not decode (counted in decode_errors)");
+                    self.last_decode_warning = Some(Instant::now());
+                }
+                return 0;
+            }
+        };
+        let ktime = match &rec {
+            Record::Exec(e) => e.ktime_ns,
+            Record::Connect(c) => c.ktime_ns,
+        };
+        self.max_delay_ns = self.max_delay_ns.max(boottime_ns().saturating_sub(ktime));
+        let ev = self.enricher.enrich(&rec);
+        if self.tx.send(ev).is_err() {
+            return -1;
+        }
+        0
+    }
+}
+
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn run(cfg: AgentConfig) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopen = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone())
+        .context("installing signal handlers")?;
+
+    let sink = cfg
+        .output
+        .open()
+        .with_context(|| format!("opening output {}", cfg.output))?;
+
+    let mut probes = Probes::load(&ProbeConfig {
+        ring_buffer_bytes: cfg.ring_buffer_bytes,
+        wakeup_bytes: cfg.wakeup_bytes,
+        btf: cfg.btf.clone(),
+    })?;
+    for p in probes.status() {
+        tracing::info!(program = p.program, hook = p.target, "probe attached");
+    }
+
+    let shared = Arc::new(Shared::default());
+    let (tx, rx) = crossbeam_channel::bounded(cfg.queue_events);
+    let output = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("kestrel-output".into())
+            .spawn(move || output_loop(sink, rx, reopen, stop, shared))
+            .context("starting the output thread")?
+    };
+
+    let collector = RefCell::new(Collector {
+        enricher: Enricher::new(EnrichConfig {
+            exe_md5_max_bytes: cfg.exe_md5_max_bytes,
+            process_cache_entries: cfg.process_cache_entries,
+            hash_cache_entries: cfg.hash_cache_entries,
+            ..EnrichConfig::default()
+        }),
+        tx,
+        shared: shared.clone(),
+        max_delay_ns: 0,
+        last_decode_warning: None,
+    });
+    let ring = probes.ring_buffer(|data: &[u8]| collector.borrow_mut().on_record(data))?;
+
+    tracing::info!(
+        output = %cfg.output,
+        ring_buffer_bytes = cfg.ring_buffer_bytes,
+        wakeup_bytes = cfg.wakeup_bytes,
+        max_latency_ms = cfg.max_latency.as_millis() as u64,
+        "kestrel agent started"
+    );
+
+    let mut last_stats = Instant::now();
+    let mut result = Ok(());
+    while !stop.load(Ordering::Relaxed) {
+        // Records submitted without a wakeup are collected here at the
+        // latest: poll returns after max_latency even when nothing woke it.
+        if let Err(e) = ring.poll(cfg.max_latency) {
+            // EINTR from a signal lands here; the loop checks `stop` again.
+            tracing::debug!(error = %e, "ring buffer poll");
+        }
+        if let Err(e) = ring.consume() {
+            tracing::debug!(error = %e, "ring buffer consume");
+        }
+        if output.is_finished() {
+            result = Err(anyhow::anyhow!("the output thread stopped; see the error above"));
+            break;
+        }
+        if last_stats.elapsed() >= cfg.stats_interval {
+            let c = collector.borrow();
+            log_counters(&probes, &shared, c.enricher.counters(), c.max_delay_ns, "periodic");
+            last_stats = Instant::now();
+        }
+    }
+
+    // Detach first so no new records arrive, then drain what the kernel
+    // already wrote, then let the output thread write out the queue.
+    tracing::info!("stopping: detaching probes and draining");
+    probes.detach();
+    let _ = ring.consume();
+    drop(ring);
+    let collector = collector.into_inner();
+    let (enrich_counters, max_delay_ns) = (collector.enricher.counters(), collector.max_delay_ns);
+    // Closing the queue ends the output thread once it has written it all.
+    drop(collector);
+    if output.join().is_err() {
+        result = Err(anyhow::anyhow!("the output thread panicked"));
+    }
+    log_counters(&probes, &shared, enrich_counters, max_delay_ns, "final");
+    result
+}
+
+fn log_counters(
+    probes: &Probes,
+    shared: &Shared,
+    en: EnrichCounters,
+    max_delay_ns: u64,
+    when: &'static str,
+) {
+    let k = probes.counters().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the kernel counters");
+        Default::default()
+    });
+    tracing::info!(
+        target: "kestrel::stats",
+        when,
+        received = shared.received.load(Ordering::Relaxed),
+        emitted = shared.emitted.load(Ordering::Relaxed),
+        decode_errors = shared.decode_errors.load(Ordering::Relaxed),
+        write_errors = shared.write_errors.load(Ordering::Relaxed),
+        kernel_submitted = k.exec.submitted + k.connect.submitted,
+        kernel_lost = k.lost(),
+        exec_submitted = k.exec.submitted,
+        exec_lost = k.exec.ringbuf_full + k.exec.errors,
+        connect_submitted = k.connect.submitted,
+        connect_lost = k.connect.ringbuf_full + k.connect.errors,
+        process_gone = en.process_gone,
+        md5_too_large = en.md5_too_large,
+        md5_unreadable = en.md5_unreadable,
+        max_delay_ms = max_delay_ns / 1_000_000,
+        "counters"
+    );
+}
+
+/// Encodes and writes events, flushing whenever the queue runs dry so a
+/// quiet host sees its events at once and a busy one in batches.
+fn output_loop(
+    mut sink: Box<dyn Sink>,
+    rx: Receiver<Event>,
+    reopen: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut pending = 0u64;
+    let mut last_error: Option<Instant> = None;
+    let mut fail = |shared: &Shared, n: u64, e: &std::io::Error| {
+        shared.write_errors.fetch_add(n, Ordering::Relaxed);
+        if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::error!(error = %e, events = n, "writing events failed (counted in write_errors)");
+            last_error = Some(Instant::now());
+        }
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // Nobody reads the output any more: stop the agent.
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if reopen.swap(false, Ordering::Relaxed) {
+            match sink.reopen() {
+                Ok(()) => tracing::info!("output re-opened (SIGHUP)"),
+                Err(e) => tracing::error!(error = %e, "re-opening the output failed"),
+            }
+        }
+        let Some(first) = first else { continue };
+        for ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+            buf.clear();
+            ev.write_json_line(&mut buf);
+            match sink.write_line(&buf) {
+                Ok(()) => pending += 1,
+                Err(e) => fail(&shared, 1, &e),
+            }
+        }
+        flush(&mut *sink, &mut pending, &shared, &mut fail);
+        if stop.load(Ordering::Relaxed) && shared.write_errors.load(Ordering::Relaxed) > 0 {
+            // Broken output: drain the queue so the collector is not stuck.
+            let dropped = rx.try_iter().count() as u64;
+            shared.write_errors.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+    flush(&mut *sink, &mut pending, &shared, &mut fail);
+}
+
+fn flush(
+    sink: &mut dyn Sink,
+    pending: &mut u64,
+    shared: &Shared,
+    fail: &mut impl FnMut(&Shared, u64, &std::io::Error),
+) {
+    match sink.flush() {
+        Ok(()) => {
+            shared.emitted.fetch_add(*pending, Ordering::Relaxed);
+        }
+        Err(e) => fail(shared, *pending, &e),
+    }
+    *pending = 0;
+}

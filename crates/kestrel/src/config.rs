@@ -1,0 +1,237 @@
+//! The agent's settings: a TOML file (`--config FILE`) and flags, one flag
+//! per key. A flag wins over the file, the file over the default. Every
+//! value is checked at start and a bad one is refused with its key named.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kestrel_sinks::OutputSpec;
+use serde::Deserialize;
+
+/// Agent settings, as given. The same struct reads the TOML file (keys in
+/// snake_case) and the command line (flags in kebab-case).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Where events go: "stdout", or "file:PATH" to append JSON lines to
+    /// PATH (re-opened on SIGHUP, for log rotation). [default: stdout]
+    #[arg(long, value_name = "OUTPUT")]
+    pub output: Option<String>,
+
+    /// Size of the kernel ring buffer in bytes: a power of two from 64 KiB
+    /// to 1 GiB. Larger absorbs longer bursts before the kernel must drop
+    /// (and count) events. [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub ring_buffer_bytes: Option<u64>,
+
+    /// Buffered bytes at which the kernel wakes the agent. Below this,
+    /// events wait for the next poll (--max-latency-ms): waking per event
+    /// would cost ~16 us each. [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    pub wakeup_bytes: Option<u64>,
+
+    /// Longest time, in ms, an event may sit in the ring buffer before the
+    /// agent collects it when the wakeup threshold is not reached (1-10000).
+    /// [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub max_latency_ms: Option<u64>,
+
+    /// Seconds between two logs of the counters (received, emitted, lost,
+    /// ...), which are also logged at exit. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub stats_interval_secs: Option<u64>,
+
+    /// Executables larger than this many bytes are not hashed; their
+    /// exe_md5 is empty and the skip is counted. [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub exe_md5_max_bytes: Option<u64>,
+
+    /// Processes whose executable path and hash are cached. [default: 16384]
+    #[arg(long, value_name = "N")]
+    pub process_cache_entries: Option<u64>,
+
+    /// File hashes cached, keyed by device, inode, size and mtime.
+    /// [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub hash_cache_entries: Option<u64>,
+
+    /// Events queued between the collecting thread and the output thread.
+    /// When full, collection waits and the ring buffer absorbs the burst.
+    /// [default: 16384]
+    #[arg(long, value_name = "N")]
+    pub queue_events: Option<u64>,
+
+    /// BTF file describing the running kernel, for kernels without
+    /// /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// Log verbosity: error, warn, info, debug or trace. RUST_LOG, when
+    /// set, overrides it. [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Settings resolved and checked.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub output: OutputSpec,
+    pub ring_buffer_bytes: u32,
+    pub wakeup_bytes: u64,
+    pub max_latency: Duration,
+    pub stats_interval: Duration,
+    pub exe_md5_max_bytes: u64,
+    pub process_cache_entries: usize,
+    pub hash_cache_entries: usize,
+    pub queue_events: usize,
+    pub btf: Option<PathBuf>,
+    pub log_level: String,
+}
+
+impl AgentSettings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("bad config file {}: {}", path.display(), e.to_string().trim())
+        })
+    }
+
+    /// `self` with every unset value taken from `under`.
+    pub fn over(self, under: AgentSettings) -> AgentSettings {
+        AgentSettings {
+            output: self.output.or(under.output),
+            ring_buffer_bytes: self.ring_buffer_bytes.or(under.ring_buffer_bytes),
+            wakeup_bytes: self.wakeup_bytes.or(under.wakeup_bytes),
+            max_latency_ms: self.max_latency_ms.or(under.max_latency_ms),
+            stats_interval_secs: self.stats_interval_secs.or(under.stats_interval_secs),
+            exe_md5_max_bytes: self.exe_md5_max_bytes.or(under.exe_md5_max_bytes),
+            process_cache_entries: self.process_cache_entries.or(under.process_cache_entries),
+            hash_cache_entries: self.hash_cache_entries.or(under.hash_cache_entries),
+            queue_events: self.queue_events.or(under.queue_events),
+            btf: self.btf.or(under.btf),
+            log_level: self.log_level.or(under.log_level),
+        }
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn resolve(self) -> Result<AgentConfig> {
+        fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<u64> {
+            if v < lo || v > hi {
+                bail!("bad config value: {key} = {v}: must be between {lo} and {hi}");
+            }
+            Ok(v)
+        }
+        let output = self.output.unwrap_or_else(|| "stdout".into());
+        let output = output
+            .parse::<OutputSpec>()
+            .map_err(|e| anyhow::anyhow!("bad config value: output: {e}"))?;
+        let ring = self.ring_buffer_bytes.unwrap_or(16 << 20);
+        if !(64 << 10..=1 << 30).contains(&ring) || !ring.is_power_of_two() {
+            bail!(
+                "bad config value: ring_buffer_bytes = {ring}: must be a power of two from 65536 to 1073741824"
+            );
+        }
+        let wakeup = self.wakeup_bytes.unwrap_or(256 << 10);
+        let wakeup = range("wakeup_bytes", wakeup, 1, ring / 2).context(
+            "the wakeup threshold must leave room in the ring buffer (at most half of ring_buffer_bytes)",
+        )?;
+        let log_level = self.log_level.unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            bail!(
+                "bad config value: log_level = {log_level:?}: use error, warn, info, debug or trace"
+            );
+        }
+        if let Some(b) = &self.btf {
+            if !b.is_file() {
+                bail!("bad config value: btf = {}: no such file", b.display());
+            }
+        }
+        Ok(AgentConfig {
+            output,
+            ring_buffer_bytes: ring as u32,
+            wakeup_bytes: wakeup,
+            max_latency: Duration::from_millis(range(
+                "max_latency_ms",
+                self.max_latency_ms.unwrap_or(100),
+                1,
+                10_000,
+            )?),
+            stats_interval: Duration::from_secs(range(
+                "stats_interval_secs",
+                self.stats_interval_secs.unwrap_or(60),
+                1,
+                86_400,
+            )?),
+            exe_md5_max_bytes: range(
+                "exe_md5_max_bytes",
+                self.exe_md5_max_bytes.unwrap_or(64 << 20),
+                0,
+                1 << 40,
+            )?,
+            process_cache_entries: range(
+                "process_cache_entries",
+                self.process_cache_entries.unwrap_or(16384),
+                1,
+                1 << 22,
+            )? as usize,
+            hash_cache_entries: range(
+                "hash_cache_entries",
+                self.hash_cache_entries.unwrap_or(4096),
+                1,
+                1 << 22,
+            )? as usize,
+            queue_events: range("queue_events", self.queue_events.unwrap_or(16384), 1, 1 << 22)?
+                as usize,
+            btf: self.btf,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<AgentConfig> {
+        let s: AgentSettings = toml::from_str(toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+        s.resolve()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.output, OutputSpec::Stdout);
+        assert_eq!(c.ring_buffer_bytes, 16 << 20);
+        assert_eq!(c.max_latency, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = parse("ring_buffer_bytes = 1000").unwrap_err().to_string();
+        assert!(e.contains("ring_buffer_bytes"), "{e}");
+        let e = parse("output = \"ftp://x\"").unwrap_err().to_string();
+        assert!(e.contains("output"), "{e}");
+        let e = parse("max_latency_ms = 0").unwrap_err().to_string();
+        assert!(e.contains("max_latency_ms"), "{e}");
+        let e = parse("no_such_key = 1").unwrap_err().to_string();
+        assert!(e.contains("no_such_key"), "{e}");
+        let e = parse("queue_events = \"many\"").unwrap_err().to_string();
+        assert!(e.contains("queue_events"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: AgentSettings = toml::from_str("output = \"file:/tmp/a\"\nmax_latency_ms = 5").unwrap();
+        let flags = AgentSettings {
+            output: Some("stdout".into()),
+            ..Default::default()
+        };
+        let c = flags.over(file).resolve().unwrap();
+        assert_eq!(c.output, OutputSpec::Stdout);
+        assert_eq!(c.max_latency, Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,204 @@
+//! Runs the real `kestrel agent` binary for end-to-end tests (root, real
+//! kernel) and reads back what it prints.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One agent at a time: they would all see each other's load.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn kestrel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kestrel"))
+}
+
+pub struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    out_file: Option<PathBuf>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// A unique marker for this test run.
+pub fn marker(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("kestrel-{tag}-{}-{nanos}", std::process::id())
+}
+
+impl Agent {
+    /// Starts `kestrel agent` with events on stdout.
+    pub fn start(args: &[&str]) -> Agent {
+        Self::spawn(args, None)
+    }
+
+    /// Starts `kestrel agent --output file:PATH`.
+    pub fn start_to_file(path: &Path, args: &[&str]) -> Agent {
+        let mut all = vec!["--output".to_string(), format!("file:{}", path.display())];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        Self::spawn(&refs, Some(path.to_path_buf()))
+    }
+
+    fn spawn(args: &[&str], out_file: Option<PathBuf>) -> Agent {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut child = kestrel()
+            .arg("agent")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kestrel");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let lines = lines.clone();
+            let out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    let Ok(l) = l else { break };
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        {
+            let stderr = stderr.clone();
+            let mut err = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match err.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => stderr
+                            .lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
+                }
+            });
+        }
+        let agent = Agent {
+            child,
+            lines,
+            stderr,
+            out_file,
+            _serial: serial,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !agent.stderr().contains("kestrel agent started") {
+            if Instant::now() > deadline {
+                panic!("agent did not start:\n{}", agent.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every event printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        let lines: Vec<String> = match &self.out_file {
+            Some(p) => std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect(),
+            None => self.lines.lock().unwrap().clone(),
+        };
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Waits for an event matching `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no event for {what}; {} events seen; stderr:\n{}",
+                    self.events().len(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `sig`, waits for exit, checks exit status 0, and returns the
+    /// final counters the agent logged.
+    pub fn stop_with(mut self, sig: i32) -> HashMap<String, u64> {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let status = self.child.wait().unwrap();
+        // Give the reader threads a moment to see EOF.
+        std::thread::sleep(Duration::from_millis(100));
+        let stderr = self.stderr();
+        assert!(status.success(), "agent exited with {status}:\n{stderr}");
+        final_counters(&stderr)
+    }
+
+    pub fn stop(self) -> HashMap<String, u64> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The numbers of the agent's last `counters` log line.
+pub fn final_counters(stderr: &str) -> HashMap<String, u64> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("when=\"final\""))
+        .unwrap_or_else(|| panic!("no final counters in:\n{stderr}"));
+    line.split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn field<'a>(e: &'a Value, name: &str) -> &'a str {
+    e.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("event has no string field {name}: {e}"))
+}
+
+pub fn md5_hex(path: &Path) -> String {
+    use md5::{Digest, Md5};
+    let data = std::fs::read(path).unwrap();
+    Md5::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

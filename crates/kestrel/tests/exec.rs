@@ -1,0 +1,203 @@
+//! Exec events (data_type 59) from the real kernel. Needs root.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{field, md5_hex, marker, Agent};
+
+fn own_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn exec_event_carries_argv_env_tree_and_hashes() {
+    let agent = Agent::start(&[]);
+    let mark = marker("exec");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg0("sh")
+        .arg("-c")
+        // The shell outlives its exec by a second so /proc can be read.
+        .arg("sleep 1; exit 0")
+        .arg(&mark)
+        .arg("with space")
+        .arg("quo\"te'single")
+        .arg(OsStr::from_bytes(b"bad\xffbyte"));
+    for i in 0..150 {
+        cmd.arg(format!("a{i}"));
+    }
+    cmd.env("LD_PRELOAD", "/nonexistent/kestrel-test-preload.so")
+        .env("SSH_CONNECTION", "10.9.8.7 50000 10.9.8.1 22")
+        .current_dir("/tmp")
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let ev = agent.wait_for("the marked exec", |e| {
+        e["data_type"] == "59" && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    child.wait().unwrap();
+
+    let argv = field(&ev, "argv");
+    let expected_head =
+        format!("sh -c sleep 1; exit 0 {mark} with space quo\"te'single bad\\xffbyte a0 a1 a2");
+    assert!(argv.starts_with(&expected_head), "argv: {argv}");
+    // 157 arguments, more than the 128 the kernel side keeps: marked.
+    assert_eq!(field(&ev, "argc"), "157");
+    assert_eq!(field(&ev, "argv_truncated"), "true");
+    assert!(argv.ends_with(" a120"), "argv keeps exactly 128 arguments: {argv}");
+    assert_eq!(field(&ev, "LD_PRELOAD"), "/nonexistent/kestrel-test-preload.so");
+    assert_eq!(field(&ev, "SSH_CONNECTION"), "10.9.8.7 50000 10.9.8.1 22");
+
+    let exe = std::fs::canonicalize("/bin/sh").unwrap();
+    assert_eq!(field(&ev, "exe"), exe.to_str().unwrap());
+    assert_eq!(field(&ev, "exe_md5"), md5_hex(&exe));
+    assert_eq!(field(&ev, "run_path"), "/tmp");
+    assert_eq!(field(&ev, "user"), "root");
+    assert_eq!(field(&ev, "uid"), "0");
+    assert_eq!(field(&ev, "pid"), pid.to_string());
+    assert_eq!(field(&ev, "tgid"), pid.to_string());
+    assert_eq!(field(&ev, "ppid"), std::process::id().to_string());
+    assert_eq!(field(&ev, "res"), "0");
+    assert_eq!(field(&ev, "comm"), "sh");
+    let tree = field(&ev, "pid_tree");
+    let tail = format!("->{}({})->{pid}(sh)", std::process::id(), own_comm());
+    assert!(tree.ends_with(&tail), "pid_tree {tree} should end with {tail}");
+    assert!(tree.starts_with("1("), "pid_tree {tree} should start at pid 1");
+    assert!(!field(&ev, "time").is_empty() && !field(&ev, "hostname").is_empty());
+    let nodename = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(field(&ev, "nodename"), nodename.trim());
+    agent.stop();
+}
+
+#[test]
+fn long_arguments_are_cut_at_the_byte_limit_and_marked() {
+    let agent = Agent::start(&[]);
+    let mark = marker("long");
+    let big = "x".repeat(300);
+    let mut cmd = Command::new("/bin/true");
+    cmd.arg(&mark);
+    for _ in 0..30 {
+        cmd.arg(&big);
+    }
+    cmd.status().unwrap();
+    let ev = agent.wait_for("the long exec", |e| {
+        e["data_type"] == "59" && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    let argv = field(&ev, "argv");
+    assert_eq!(field(&ev, "argc"), "32");
+    assert_eq!(field(&ev, "argv_truncated"), "true");
+    // 4096 bytes of NUL-separated arguments, NULs shown as spaces.
+    assert_eq!(argv.len(), 4096, "{argv}");
+    agent.stop();
+}
+
+#[test]
+fn failed_exec_is_reported_with_its_result() {
+    let agent = Agent::start(&[]);
+    let mark = marker("noexec");
+    let path = format!("/nonexistent/{mark}");
+    let err = Command::new(&path).arg("arg1").spawn().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let ev = agent.wait_for("the failed exec", |e| {
+        e["data_type"] == "59" && e["exe"].as_str() == Some(path.as_str())
+    });
+    assert_eq!(field(&ev, "res"), (-libc::ENOENT).to_string());
+    assert_eq!(field(&ev, "argv"), format!("{path} arg1"));
+    assert_eq!(field(&ev, "exe_md5"), "");
+    agent.stop();
+}
+
+#[test]
+fn reverse_shell_names_the_shell_and_the_listener() {
+    let agent = Agent::start(&[]);
+    let mark = marker("revshell");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = listener.local_addr().unwrap().port();
+    let stream = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
+    let shell_local = stream.local_addr().unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    // A shell whose stdin and stdout are the TCP socket: a reverse shell.
+    let mut shell = Command::new("/bin/sh")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(stream.try_clone().unwrap())))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(stream)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let shell_pid = shell.id();
+    writeln!(peer, "/bin/echo {mark}").unwrap();
+    let ev = agent.wait_for("the command run by the reverse shell", |e| {
+        e["data_type"] == "59"
+            && e["comm"] == "echo"
+            && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    writeln!(peer, "exit").unwrap();
+    let mut got = String::new();
+    peer.read_to_string(&mut got).unwrap();
+    assert!(got.contains(&mark));
+    shell.wait().unwrap();
+
+    assert_eq!(field(&ev, "socket_process_pid"), shell_pid.to_string());
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    assert_eq!(field(&ev, "socket_process_exe"), sh.to_str().unwrap());
+    assert_eq!(field(&ev, "socket_process_exe_md5"), md5_hex(&sh));
+    assert_eq!(field(&ev, "dip"), "127.0.0.1");
+    assert_eq!(field(&ev, "dport"), lport.to_string());
+    assert_eq!(field(&ev, "sip"), "127.0.0.1");
+    assert_eq!(field(&ev, "sport"), shell_local.port().to_string());
+    assert_eq!(field(&ev, "sa_family"), "2");
+    agent.stop();
+}
+
+#[test]
+fn a_quiet_event_is_collected_by_the_poll_timeout() {
+    // A wakeup threshold no single event reaches: only the timed poll
+    // can collect the event.
+    let agent = Agent::start(&["--wakeup-bytes", "4194304", "--max-latency-ms", "100"]);
+    let mark = marker("quiet");
+    Command::new("/bin/true").arg(&mark).status().unwrap();
+    agent.wait_for("the quiet exec", |e| {
+        e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    let c = agent.stop_with(libc::SIGINT);
+    // The event waited at most one poll period plus processing.
+    assert!(c["max_delay_ms"] < 1000, "max_delay_ms {}", c["max_delay_ms"]);
+    assert_eq!(c["kernel_lost"], 0);
+    assert_eq!(c["received"], c["emitted"]);
+}
+
+#[test]
+fn file_output_follows_rotation_on_sighup() {
+    let dir = std::env::temp_dir().join(marker("rotate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("events.json");
+    let agent = Agent::start_to_file(&path, &[]);
+    let first = marker("before");
+    Command::new("/bin/true").arg(&first).status().unwrap();
+    agent.wait_for("first", |e| e["argv"].as_str().is_some_and(|a| a.contains(&first)));
+    let rotated = dir.join("events.json.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !agent.stderr().contains("output re-opened") {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = marker("after");
+    Command::new("/bin/true").arg(&second).status().unwrap();
+    agent.wait_for("second", |e| e["argv"].as_str().is_some_and(|a| a.contains(&second)));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains(&first) && !old.contains(&second));
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(&first));
+    agent.stop();
+    std::fs::remove_dir_all(Path::new(&dir)).unwrap();
+}
