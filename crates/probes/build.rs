@@ -53,7 +53,9 @@ fn preflight(clang: &str) {
         Ok(_) => missing.push("libelf-dev"),
         Err(_) => missing.extend(["pkg-config", "libelf-dev"]),
     }
-    let zlib = Command::new("pkg-config").args(["--exists", "zlib"]).status();
+    let zlib = Command::new("pkg-config")
+        .args(["--exists", "zlib"])
+        .status();
     if !matches!(zlib, Ok(s) if s.success()) {
         missing.push("zlib1g-dev");
     }

@@ -24,11 +24,13 @@
 #define KESTREL_TTY_LEN 64      /* sizeof(tty_struct.name) */
 #define KESTREL_PID_TREE_MAX 12 /* ancestors captured above the process */
 #define KESTREL_FILENAME_MAX 1024
+#define KESTREL_CWD_MAX 1024    /* bytes of working-directory components */
+#define KESTREL_CWD_DEPTH 32    /* components walked, mounts crossed included */
 #define KESTREL_ARGV_MAX 4096   /* bytes of the NUL-separated argument area */
 #define KESTREL_ARGS_MAX 128    /* arguments read one by one (failed exec) */
 #define KESTREL_ENV_MAX 8192    /* bytes of the NUL-separated environment */
 /* Size of the packed data area: a power of two above FILENAME_MAX +
- * ARGV_MAX + ENV_MAX (the BPF side masks offsets with it). Per-CPU map
+ * CWD_MAX + ARGV_MAX + ENV_MAX (the BPF side masks offsets with it). Per-CPU map
  * values are capped at 32 KiB, so this cannot grow past 16 KiB. Only the
  * used part of a record is ever sent. */
 #define KESTREL_DATA_MAX 16384
@@ -60,6 +62,7 @@ enum kestrel_counter {
 /* The argument area was read in one copy from the new mm (successful exec);
  * otherwise arguments were read one by one from the caller's argv. */
 #define KESTREL_EXEC_ARGV_FROM_MM (1u << 4)
+#define KESTREL_EXEC_CWD_TRUNCATED (1u << 5)
 
 struct kestrel_header {
 	__u16 kind; /* enum kestrel_kind */
@@ -98,6 +101,14 @@ struct kestrel_sockaddrs {
 	__u8 daddr[16];
 };
 
+/* What a file descriptor refers to, enough to name a terminal, pipe or
+ * socket without a path: "/dev/pts/1", "pipe:[123]", "socket:[456]". */
+struct kestrel_fdinfo {
+	__u32 mode; /* i_mode; 0 when the descriptor is closed */
+	__u32 rdev; /* i_rdev, kernel encoding (major << 20 | minor) */
+	__u64 ino;
+};
+
 struct kestrel_ancestor {
 	__u32 pid;
 	char comm[KESTREL_COMM_LEN];
@@ -117,14 +128,19 @@ struct kestrel_exec {
 	__u32 reserved;
 	__u64 socket_start_boottime; /* of that ancestor: pid reuse guard */
 	__u32 filename_len; /* bytes, NUL included */
+	/* Working directory as NUL-terminated components, the innermost
+	 * first ("tmp\0" for /tmp, nothing for /). */
+	__u32 cwd_len;
 	__u32 argv_len;     /* bytes of NUL-separated arguments */
 	__u32 env_len;      /* bytes of NUL-separated NAME=VALUE strings */
+	__u32 reserved2;
 	struct kestrel_sockaddrs socket;
+	struct kestrel_fdinfo stdio[2]; /* fd 0 and fd 1 of the new image */
 	char tty[KESTREL_TTY_LEN];
 	char socket_comm[KESTREL_COMM_LEN];
 	/* [0] is the parent, then its parent, up to ancestors_len entries. */
 	struct kestrel_ancestor ancestors[KESTREL_PID_TREE_MAX];
-	/* filename | argv | env, each of its *_len bytes. Only the used part of
+	/* filename | cwd | argv | env, each of its *_len bytes. Only the used part of
 	 * this array is sent: hdr.size says where the record ends. */
 	__u8 data[KESTREL_DATA_MAX];
 };

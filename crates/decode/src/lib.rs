@@ -84,6 +84,45 @@ pub struct SockAddrs {
     pub dport: u16,
 }
 
+/// What a file descriptor refers to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdInfo {
+    /// Inode mode (type and permissions); 0 when the descriptor is closed.
+    pub mode: u32,
+    /// Device number of a device file, kernel encoding (major << 20 | minor).
+    pub rdev: u32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FdInfo {
+    const S_IFMT: u32 = 0o170000;
+
+    /// The name /proc/PID/fd shows for sockets, pipes and well-known
+    /// devices; `None` for files, whose path the kernel side does not read.
+    pub fn describe(&self) -> Option<String> {
+        let (major, minor) = (self.rdev >> 20, self.rdev & 0xfffff);
+        match self.mode & Self::S_IFMT {
+            0o140000 => Some(format!("socket:[{}]", self.ino)),
+            0o010000 => Some(format!("pipe:[{}]", self.ino)),
+            0o020000 => Some(match (major, minor) {
+                (136..=143, m) => format!("/dev/pts/{}", (major - 136) * 256 + m),
+                (1, 3) => "/dev/null".into(),
+                (1, 5) => "/dev/zero".into(),
+                (1, 8) => "/dev/random".into(),
+                (1, 9) => "/dev/urandom".into(),
+                (4, m) if m < 64 => format!("/dev/tty{m}"),
+                (4, m) => format!("/dev/ttyS{}", m - 64),
+                (5, 0) => "/dev/tty".into(),
+                (5, 1) => "/dev/console".into(),
+                (5, 2) => "/dev/ptmx".into(),
+                _ => return None,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// One ancestor of an exec'ing process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ancestor {
@@ -108,6 +147,12 @@ pub struct Exec {
     pub argc: u32,
     /// The path as passed to execve.
     pub filename: Vec<u8>,
+    /// Working directory, as the kernel walked it ("/" at the root).
+    pub cwd: Vec<u8>,
+    /// The walk stopped before the root: `cwd` holds its innermost part.
+    pub cwd_truncated: bool,
+    /// What fd 0 and fd 1 of the new image refer to.
+    pub stdio: [FdInfo; 2],
     /// Arguments, at most `KESTREL_ARGS_MAX` of them.
     pub argv: Vec<Vec<u8>>,
     /// Some arguments or bytes of them were not copied.
@@ -270,14 +315,16 @@ fn decode_exec(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError
     let t: abi::kestrel_task = field!(task: abi::kestrel_task);
     let flags: u32 = field!(flags: u32);
     let filename_len = field!(filename_len: u32) as usize;
+    let cwd_len = field!(cwd_len: u32) as usize;
     let argv_len = field!(argv_len: u32) as usize;
     let env_len = field!(env_len: u32) as usize;
     let data = &buf[DATA..];
-    let total = filename_len + argv_len + env_len;
+    let total = filename_len + cwd_len + argv_len + env_len;
     if total > data.len() {
         return Err(DecodeError::BadLengths(total));
     }
     let (filename, rest) = data.split_at(filename_len);
+    let (cwd_area, rest) = rest.split_at(cwd_len);
     let (argv_area, rest) = rest.split_at(argv_len);
     let env_area = &rest[..env_len];
 
@@ -336,6 +383,20 @@ fn decode_exec(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError
             addrs,
         )),
     };
+    let mut cwd = Vec::new();
+    for part in split_nul(cwd_area).collect::<Vec<_>>().iter().rev() {
+        cwd.push(b'/');
+        cwd.extend_from_slice(part);
+    }
+    if cwd.is_empty() {
+        cwd.push(b'/');
+    }
+    let stdio: [abi::kestrel_fdinfo; 2] = field!(stdio: [abi::kestrel_fdinfo; 2]);
+    let stdio = stdio.map(|f| FdInfo {
+        mode: f.mode,
+        rdev: f.rdev,
+        ino: f.ino,
+    });
     let tty: [std::os::raw::c_char; abi::KESTREL_TTY_LEN as usize] =
         field!(tty: [std::os::raw::c_char; abi::KESTREL_TTY_LEN as usize]);
 
@@ -345,6 +406,9 @@ fn decode_exec(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError
         res: field!(res: i32),
         argc,
         filename: cstr(filename),
+        cwd,
+        cwd_truncated: flags & abi::KESTREL_EXEC_CWD_TRUNCATED != 0,
+        stdio,
         argv,
         argv_truncated,
         env,
@@ -393,6 +457,7 @@ pub mod raw {
     pub fn exec(
         task: abi::kestrel_task,
         filename: &[u8],
+        cwd: &[&[u8]],
         argv: &[&[u8]],
         env: &[&[u8]],
         ancestors: &[(u32, &[u8])],
@@ -406,16 +471,24 @@ pub mod raw {
         data.extend_from_slice(filename);
         data.push(0);
         e.filename_len = data.len() as u32;
+        // Innermost component first, as the kernel walks it.
+        for c in cwd.iter().rev() {
+            data.extend_from_slice(c);
+            data.push(0);
+        }
+        e.cwd_len = data.len() as u32 - e.filename_len;
+        let before = data.len() as u32;
         for a in argv {
             data.extend_from_slice(a);
             data.push(0);
         }
-        e.argv_len = data.len() as u32 - e.filename_len;
+        e.argv_len = data.len() as u32 - before;
+        let before = data.len() as u32;
         for v in env {
             data.extend_from_slice(v);
             data.push(0);
         }
-        e.env_len = data.len() as u32 - e.filename_len - e.argv_len;
+        e.env_len = data.len() as u32 - before;
         for (slot, (pid, comm)) in e.ancestors.iter_mut().zip(ancestors) {
             slot.pid = *pid;
             put(&mut slot.comm, comm);
@@ -453,14 +526,20 @@ mod tests {
         let rec = raw::exec(
             raw::task(42, 1, 0, b"sh"),
             b"/bin/sh",
+            &[b"home", b"user"],
             &[b"sh", b"-c", b"echo 'a b'", b"\xff"],
-            &[b"HOME=/root", b"LD_PRELOAD=/x.so", b"SSH_CONNECTION=1 2 3 4"],
+            &[
+                b"HOME=/root",
+                b"LD_PRELOAD=/x.so",
+                b"SSH_CONNECTION=1 2 3 4",
+            ],
             &[(1, b"systemd")],
         );
         let Record::Exec(e) = decode(&rec).unwrap() else {
             panic!("not an exec")
         };
         assert_eq!(e.filename, b"/bin/sh");
+        assert_eq!(e.cwd, b"/home/user");
         assert_eq!(e.argv.len(), 4);
         assert_eq!(e.argv[2], b"echo 'a b'");
         assert_eq!(e.argv[3], b"\xff");
@@ -476,13 +555,35 @@ mod tests {
     fn exec_with_more_args_than_the_limit_is_marked() {
         let args: Vec<Vec<u8>> = (0..200).map(|i| format!("a{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        let rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &refs, &[], &[]);
+        let rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[], &refs, &[], &[]);
         let Record::Exec(e) = decode(&rec).unwrap() else {
             panic!()
         };
         assert_eq!(e.argv.len(), abi::KESTREL_ARGS_MAX as usize);
         assert!(e.argv_truncated);
         assert_eq!(e.argc, 200);
+    }
+
+    #[test]
+    fn fd_names() {
+        let pts = FdInfo {
+            mode: 0o020620,
+            rdev: (136 << 20) | 3,
+            ino: 6,
+        };
+        assert_eq!(pts.describe().as_deref(), Some("/dev/pts/3"));
+        let sock = FdInfo {
+            mode: 0o140777,
+            rdev: 0,
+            ino: 1234,
+        };
+        assert_eq!(sock.describe().as_deref(), Some("socket:[1234]"));
+        let file = FdInfo {
+            mode: 0o100644,
+            rdev: 0,
+            ino: 5,
+        };
+        assert_eq!(file.describe(), None);
     }
 
     #[test]
@@ -501,7 +602,7 @@ mod tests {
     fn bad_records_are_errors_not_panics() {
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        let mut rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[b"x"], &[], &[]);
+        let mut rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[], &[b"x"], &[], &[]);
         // Claim a longer argument area than the record holds.
         let off = offset_of!(abi::kestrel_exec, argv_len);
         rec[off..off + 4].copy_from_slice(&60000u32.to_ne_bytes());

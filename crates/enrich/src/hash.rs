@@ -109,7 +109,10 @@ mod tests {
             c.md5_of(&small).unwrap(),
             "900150983cd24fb0d6963f7d28e17f72"
         );
-        assert_eq!(c.md5_of(&small).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            c.md5_of(&small).unwrap(),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
         assert_eq!(c.md5_of(&big), Err(HashMiss::TooLarge));
         assert_eq!(c.md5_of(&dir.join("none")), Err(HashMiss::Unreadable));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -98,10 +98,7 @@ pub fn local_ip() -> Option<IpAddr> {
         let ifa = unsafe { &*cur };
         cur = ifa.ifa_next;
         let flags = ifa.ifa_flags as libc::c_int;
-        if ifa.ifa_addr.is_null()
-            || flags & libc::IFF_UP == 0
-            || flags & libc::IFF_LOOPBACK != 0
-        {
+        if ifa.ifa_addr.is_null() || flags & libc::IFF_UP == 0 || flags & libc::IFF_LOOPBACK != 0 {
             continue;
         }
         // SAFETY: ifa_addr is non-null and its family says which struct it is.
@@ -109,7 +106,9 @@ pub fn local_ip() -> Option<IpAddr> {
             match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET if v4.is_none() => {
                     let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
-                    v4 = Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                    v4 = Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ));
                 }
                 libc::AF_INET6 if v6.is_none() => {
                     let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();

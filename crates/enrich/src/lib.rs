@@ -178,6 +178,23 @@ impl Enricher {
         }
         let live = live.unwrap_or_default();
         let filename = lossless_string(&e.filename);
+        // The kernel's view, captured at exec time, is exact even for a
+        // process that is gone; /proc fills in what it could not see.
+        let cwd = match (e.cwd_truncated, live.cwd.is_empty()) {
+            (true, false) => live.cwd.clone(),
+            // Deeper than the kernel walks: the innermost part, marked.
+            (true, true) => format!("...{}", lossless_string(&e.cwd)),
+            (false, _) => lossless_string(&e.cwd),
+        };
+        let stdio = [0, 1].map(|i| {
+            e.stdio[i].describe().unwrap_or_else(|| {
+                if i == 0 {
+                    live.stdin.clone()
+                } else {
+                    live.stdout.clone()
+                }
+            })
+        });
 
         // A successful exec is about the new image: /proc/PID/exe names
         // it and opening that link hashes exactly that file. A failed one
@@ -185,7 +202,7 @@ impl Enricher {
         let (exe, md5_path) = if e.res == 0 && !live.exe.is_empty() {
             (live.exe.clone(), Some(self.procfs.path(t.tgid, "exe")))
         } else {
-            let abs = absolute(&filename, &live.cwd);
+            let abs = absolute(&filename, &cwd);
             let p = abs.clone().map(PathBuf::from);
             (abs.unwrap_or_else(|| filename.clone()), p)
         };
@@ -203,12 +220,13 @@ impl Enricher {
         }
 
         self.common_head(&mut ev, t, DATA_TYPE_EXEC);
-        ev.push("run_path", live.cwd.clone());
+        ev.push("run_path", cwd);
         ev.push("exe", exe);
         ev.push("argv", join_argv(&e.argv));
         Self::ids(&mut ev, t);
-        ev.push("stdin", live.stdin.clone());
-        ev.push("stdout", live.stdout.clone());
+        let [stdin, stdout] = stdio;
+        ev.push("stdin", stdin);
+        ev.push("stdout", stdout);
         ev.push("sessionid", t.sessionid.to_string());
 
         let socket = e.socket.as_ref();
@@ -223,7 +241,10 @@ impl Enricher {
         );
         ev.push(
             "socket_process_exe",
-            sock_proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+            sock_proc
+                .as_ref()
+                .map(|p| p.exe.clone())
+                .unwrap_or_default(),
         );
 
         // The kernel copied a bounded prefix of the environment: a variable
@@ -371,6 +392,7 @@ mod tests {
         let rec = raw::exec(
             raw::task(0x7fff_fff0, 1, 0, b"ghost"),
             b"/bin/sh",
+            &[b"var", b"tmp"],
             &[b"sh", b"-c", b"a b"],
             &[b"LD_PRELOAD=/evil.so"],
             &[(1, b"systemd"), (0x7fff_ff00, b"bash")],
@@ -380,7 +402,7 @@ mod tests {
         assert_eq!(ev.get("data_type"), Some("59"));
         assert_eq!(ev.get("exe"), Some("/bin/sh"));
         assert_eq!(ev.get("argv"), Some("sh -c a b"));
-        assert_eq!(ev.get("run_path"), Some(""));
+        assert_eq!(ev.get("run_path"), Some("/var/tmp"));
         assert_eq!(ev.get("LD_PRELOAD"), Some("/evil.so"));
         assert_eq!(ev.get("SSH_CONNECTION"), Some(""));
         assert_eq!(
@@ -391,11 +413,37 @@ mod tests {
         assert_eq!(en.counters().process_gone, 1);
         // Every value is a string and every reference field is present.
         for f in [
-            "uid", "data_type", "run_path", "exe", "argv", "pid", "ppid", "pgid", "tgid",
-            "comm", "nodename", "stdin", "stdout", "sessionid", "dip", "dport", "sip",
-            "sport", "sa_family", "pid_tree", "tty_name", "socket_process_pid",
-            "socket_process_exe", "SSH_CONNECTION", "LD_PRELOAD", "user", "time",
-            "local_ip", "hostname", "exe_md5", "socket_process_exe_md5",
+            "uid",
+            "data_type",
+            "run_path",
+            "exe",
+            "argv",
+            "pid",
+            "ppid",
+            "pgid",
+            "tgid",
+            "comm",
+            "nodename",
+            "stdin",
+            "stdout",
+            "sessionid",
+            "dip",
+            "dport",
+            "sip",
+            "sport",
+            "sa_family",
+            "pid_tree",
+            "tty_name",
+            "socket_process_pid",
+            "socket_process_exe",
+            "SSH_CONNECTION",
+            "LD_PRELOAD",
+            "user",
+            "time",
+            "local_ip",
+            "hostname",
+            "exe_md5",
+            "socket_process_exe_md5",
         ] {
             assert!(ev.get(f).is_some(), "missing {f}");
         }

@@ -39,7 +39,9 @@ impl Users {
 
     fn reload_if_changed(&mut self) {
         self.checked = Some(Instant::now());
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         if mtime.is_some() && mtime == self.mtime {
             return;
         }

@@ -151,12 +151,20 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             tracing::debug!(error = %e, "ring buffer consume");
         }
         if output.is_finished() {
-            result = Err(anyhow::anyhow!("the output thread stopped; see the error above"));
+            result = Err(anyhow::anyhow!(
+                "the output thread stopped; see the error above"
+            ));
             break;
         }
         if last_stats.elapsed() >= cfg.stats_interval {
             let c = collector.borrow();
-            log_counters(&probes, &shared, c.enricher.counters(), c.max_delay_ns, "periodic");
+            log_counters(
+                &probes,
+                &shared,
+                c.enricher.counters(),
+                c.max_delay_ns,
+                "periodic",
+            );
             last_stats = Instant::now();
         }
     }

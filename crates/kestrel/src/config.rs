@@ -96,7 +96,11 @@ impl AgentSettings {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("bad config file {}: {}", path.display(), e.to_string().trim())
+            anyhow::anyhow!(
+                "bad config file {}: {}",
+                path.display(),
+                e.to_string().trim()
+            )
         })
     }
 
@@ -184,8 +188,12 @@ impl AgentSettings {
                 1,
                 1 << 22,
             )? as usize,
-            queue_events: range("queue_events", self.queue_events.unwrap_or(16384), 1, 1 << 22)?
-                as usize,
+            queue_events: range(
+                "queue_events",
+                self.queue_events.unwrap_or(16384),
+                1,
+                1 << 22,
+            )? as usize,
             btf: self.btf,
             log_level,
         })
@@ -225,7 +233,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_file() {
-        let file: AgentSettings = toml::from_str("output = \"file:/tmp/a\"\nmax_latency_ms = 5").unwrap();
+        let file: AgentSettings =
+            toml::from_str("output = \"file:/tmp/a\"\nmax_latency_ms = 5").unwrap();
         let flags = AgentSettings {
             output: Some("stdout".into()),
             ..Default::default()

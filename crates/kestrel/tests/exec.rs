@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{field, md5_hex, marker, Agent};
+use common::{field, marker, md5_hex, Agent};
 
 fn own_comm() -> String {
     std::fs::read_to_string("/proc/self/comm")
@@ -53,8 +53,14 @@ fn exec_event_carries_argv_env_tree_and_hashes() {
     // 157 arguments, more than the 128 the kernel side keeps: marked.
     assert_eq!(field(&ev, "argc"), "157");
     assert_eq!(field(&ev, "argv_truncated"), "true");
-    assert!(argv.ends_with(" a120"), "argv keeps exactly 128 arguments: {argv}");
-    assert_eq!(field(&ev, "LD_PRELOAD"), "/nonexistent/kestrel-test-preload.so");
+    assert!(
+        argv.ends_with(" a120"),
+        "argv keeps exactly 128 arguments: {argv}"
+    );
+    assert_eq!(
+        field(&ev, "LD_PRELOAD"),
+        "/nonexistent/kestrel-test-preload.so"
+    );
     assert_eq!(field(&ev, "SSH_CONNECTION"), "10.9.8.7 50000 10.9.8.1 22");
 
     let exe = std::fs::canonicalize("/bin/sh").unwrap();
@@ -70,8 +76,14 @@ fn exec_event_carries_argv_env_tree_and_hashes() {
     assert_eq!(field(&ev, "comm"), "sh");
     let tree = field(&ev, "pid_tree");
     let tail = format!("->{}({})->{pid}(sh)", std::process::id(), own_comm());
-    assert!(tree.ends_with(&tail), "pid_tree {tree} should end with {tail}");
-    assert!(tree.starts_with("1("), "pid_tree {tree} should start at pid 1");
+    assert!(
+        tree.ends_with(&tail),
+        "pid_tree {tree} should end with {tail}"
+    );
+    assert!(
+        tree.starts_with("1("),
+        "pid_tree {tree} should start at pid 1"
+    );
     assert!(!field(&ev, "time").is_empty() && !field(&ev, "hostname").is_empty());
     let nodename = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(field(&ev, "nodename"), nodename.trim());
@@ -84,7 +96,7 @@ fn long_arguments_are_cut_at_the_byte_limit_and_marked() {
     let mark = marker("long");
     let big = "x".repeat(300);
     let mut cmd = Command::new("/bin/true");
-    cmd.arg(&mark);
+    cmd.arg(&mark).current_dir("/var/tmp").stdin(Stdio::null());
     for _ in 0..30 {
         cmd.arg(&big);
     }
@@ -97,6 +109,10 @@ fn long_arguments_are_cut_at_the_byte_limit_and_marked() {
     assert_eq!(field(&ev, "argv_truncated"), "true");
     // 4096 bytes of NUL-separated arguments, NULs shown as spaces.
     assert_eq!(argv.len(), 4096, "{argv}");
+    // /bin/true is long gone when the event is enriched: these come from
+    // the kernel, captured at exec time.
+    assert_eq!(field(&ev, "run_path"), "/var/tmp");
+    assert_eq!(field(&ev, "stdin"), "/dev/null");
     agent.stop();
 }
 
@@ -127,7 +143,9 @@ fn reverse_shell_names_the_shell_and_the_listener() {
     let (mut peer, _) = listener.accept().unwrap();
     // A shell whose stdin and stdout are the TCP socket: a reverse shell.
     let mut shell = Command::new("/bin/sh")
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(stream.try_clone().unwrap())))
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(
+            stream.try_clone().unwrap(),
+        )))
         .stdout(Stdio::from(std::os::fd::OwnedFd::from(stream)))
         .stderr(Stdio::null())
         .spawn()
@@ -154,6 +172,7 @@ fn reverse_shell_names_the_shell_and_the_listener() {
     assert_eq!(field(&ev, "sip"), "127.0.0.1");
     assert_eq!(field(&ev, "sport"), shell_local.port().to_string());
     assert_eq!(field(&ev, "sa_family"), "2");
+    assert!(field(&ev, "stdin").starts_with("socket:["), "{ev}");
     agent.stop();
 }
 
@@ -169,7 +188,11 @@ fn a_quiet_event_is_collected_by_the_poll_timeout() {
     });
     let c = agent.stop_with(libc::SIGINT);
     // The event waited at most one poll period plus processing.
-    assert!(c["max_delay_ms"] < 1000, "max_delay_ms {}", c["max_delay_ms"]);
+    assert!(
+        c["max_delay_ms"] < 1000,
+        "max_delay_ms {}",
+        c["max_delay_ms"]
+    );
     assert_eq!(c["kernel_lost"], 0);
     assert_eq!(c["received"], c["emitted"]);
 }
@@ -182,7 +205,9 @@ fn file_output_follows_rotation_on_sighup() {
     let agent = Agent::start_to_file(&path, &[]);
     let first = marker("before");
     Command::new("/bin/true").arg(&first).status().unwrap();
-    agent.wait_for("first", |e| e["argv"].as_str().is_some_and(|a| a.contains(&first)));
+    agent.wait_for("first", |e| {
+        e["argv"].as_str().is_some_and(|a| a.contains(&first))
+    });
     let rotated = dir.join("events.json.1");
     std::fs::rename(&path, &rotated).unwrap();
     // SAFETY: signalling our own child.
@@ -194,10 +219,55 @@ fn file_output_follows_rotation_on_sighup() {
     }
     let second = marker("after");
     Command::new("/bin/true").arg(&second).status().unwrap();
-    agent.wait_for("second", |e| e["argv"].as_str().is_some_and(|a| a.contains(&second)));
+    agent.wait_for("second", |e| {
+        e["argv"].as_str().is_some_and(|a| a.contains(&second))
+    });
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains(&first) && !old.contains(&second));
     assert!(!std::fs::read_to_string(&path).unwrap().contains(&first));
     agent.stop();
     std::fs::remove_dir_all(Path::new(&dir)).unwrap();
+}
+
+#[test]
+fn working_directory_is_walked_in_the_kernel_across_mounts() {
+    let agent = Agent::start(&[]);
+    // /proc is a mount of its own: the walk must cross into the parent.
+    let across = marker("cwd-mount");
+    Command::new("/bin/true")
+        .arg(&across)
+        .current_dir("/proc/sys/kernel")
+        .status()
+        .unwrap();
+    // Deeper than the kernel walks (32 components): the short-lived
+    // process leaves only the innermost part, marked with "...".
+    let deep_mark = marker("cwd-deep");
+    let mut deep = std::env::temp_dir().join(&deep_mark);
+    for i in 0..40 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    Command::new("/bin/true")
+        .arg(&deep_mark)
+        .current_dir(&deep)
+        .status()
+        .unwrap();
+    let has = |m: &str| {
+        let m = m.to_string();
+        move |e: &serde_json::Value| e["argv"].as_str().is_some_and(|a| a.contains(&m))
+    };
+    let ev = agent.wait_for("exec in /proc/sys/kernel", has(&across));
+    assert_eq!(field(&ev, "run_path"), "/proc/sys/kernel");
+    let ev = agent.wait_for("exec in a deep directory", has(&deep_mark));
+    let run_path = field(&ev, "run_path");
+    let full = deep.to_str().unwrap();
+    // Either /proc still had the process (full path) or the kernel's
+    // innermost 32 components, marked.
+    assert!(
+        run_path == full || (run_path.starts_with("...") && full.ends_with(&run_path[3..])),
+        "run_path {run_path} for {full}"
+    );
+    assert!(run_path.ends_with("/d38/d39"));
+    agent.stop();
+    std::fs::remove_dir_all(std::env::temp_dir().join(&deep_mark)).unwrap();
 }

@@ -53,20 +53,16 @@ struct {
 	__type(value, struct kestrel_exec);
 } exec_scratch SEC(".maps");
 
-/* Local end of a TCP socket as it was when its SYN left, keyed by the
- * connecting thread. A refused connect resets the socket before the
- * syscall returns, so the exit program would otherwise see no source. */
-struct syn_local {
-	__u64 sk;
-	struct kestrel_sockaddrs addrs;
-};
-
+/* Both ends of a TCP socket whose SYN was answered by a reset, keyed by
+ * the socket. A refused connect() releases the local port before the
+ * syscall returns, so its exit program would otherwise see no source; the
+ * state tracepoint sees the socket just before that. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, struct syn_local);
-} syn_sent SEC(".maps");
+	__type(value, struct kestrel_sockaddrs);
+} refused SEC(".maps");
 
 static __always_inline void count(__u32 kind, __u32 ctr)
 {
@@ -131,6 +127,15 @@ static __always_inline struct file *task_fd(struct task_struct *task, unsigned i
 	return f;
 }
 
+static __always_inline void fill_fdinfo(struct kestrel_fdinfo *fi, struct file *f)
+{
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+
+	fi->mode = f ? BPF_CORE_READ(inode, i_mode) : 0;
+	fi->rdev = f ? BPF_CORE_READ(inode, i_rdev) : 0;
+	fi->ino = f ? BPF_CORE_READ(inode, i_ino) : 0;
+}
+
 static __always_inline struct sock *file_sock(struct file *f)
 {
 	struct socket *sock;
@@ -165,6 +170,11 @@ static __always_inline bool read_sock_addrs(struct sock *sk, struct kestrel_sock
 	return true;
 }
 
+static __always_inline bool same_addr(const __u8 *a, const __u8 *b)
+{
+	return *(__u64 *)a == *(__u64 *)b && *(__u64 *)(a + 8) == *(__u64 *)(b + 8);
+}
+
 static __always_inline struct kestrel_exec *exec_record(void)
 {
 	__u32 zero = 0;
@@ -179,6 +189,7 @@ static __always_inline struct kestrel_exec *exec_record(void)
 	e->flags = 0;
 	e->argc = 0;
 	e->filename_len = 0;
+	e->cwd_len = 0;
 	e->argv_len = 0;
 	e->env_len = 0;
 	e->socket_pid = 0;
@@ -244,6 +255,49 @@ static __always_inline __u32 exec_size(struct kestrel_exec *e, __u32 used)
 	return size;
 }
 
+/* The working directory's components, innermost first, from the dentry up
+ * to the root of the mount tree, crossing mount points. The kernel's d_path
+ * cannot be called from a tracepoint; this is its bounded equivalent.
+ * Writes at data[off] and sets cwd_len. The running length lives in the
+ * record, not in a register, so every iteration looks alike to the
+ * verifier and it does not explore each possible length apart. */
+static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct *task, __u64 off)
+{
+	struct dentry *d = BPF_CORE_READ(task, fs, pwd.dentry);
+	struct vfsmount *vmnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	/* container_of with a CO-RE offset: struct mount is kernel-internal
+	 * and its layout moves between versions. */
+	struct mount *mnt = (void *)vmnt - bpf_core_field_offset(struct mount, mnt);
+
+	e->cwd_len = 0;
+	for (int i = 0; i < KESTREL_CWD_DEPTH; i++) {
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		__u64 used = e->cwd_len, at = off + used, room = KESTREL_CWD_MAX - used;
+		long n;
+
+		if (d == BPF_CORE_READ(vmnt, mnt_root)) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+			if (up == mnt)
+				return; /* the root of the mount tree */
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			vmnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
+			continue;
+		}
+		if (d == parent)
+			return; /* a root not reachable from ours */
+		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX || room > KESTREL_CWD_MAX)
+			break;
+		n = bpf_probe_read_kernel_str(&e->data[at], room, BPF_CORE_READ(d, d_name.name));
+		if (n <= 0 || n == room)
+			break;
+		e->cwd_len = used + n;
+		d = parent;
+	}
+	e->flags |= KESTREL_EXEC_CWD_TRUNCATED;
+}
+
 /* A successful exec: the new image is in place, its argument and
  * environment areas are in the new mm and are read in one copy each. */
 SEC("tp_btf/sched_process_exec")
@@ -274,6 +328,11 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	if (n == KESTREL_FILENAME_MAX)
 		off = KESTREL_FILENAME_MAX;
 	e->filename_len = off;
+	barrier_var(off);
+	if (off > KESTREL_FILENAME_MAX)
+		return 0;
+	read_cwd(e, p, off);
+	off += e->cwd_len;
 
 	mm = BPF_CORE_READ(p, mm);
 	start = BPF_CORE_READ(mm, arg_start);
@@ -287,7 +346,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	 * the repeated tests then give the verifier its bounds. */
 	barrier_var(len);
 	barrier_var(off);
-	if (len > KESTREL_ARGV_MAX || off > KESTREL_FILENAME_MAX)
+	if (len > KESTREL_ARGV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
 		return 0;
 	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
 		e->argv_len = len;
@@ -303,13 +362,15 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	}
 	barrier_var(len);
 	barrier_var(off);
-	if (len > KESTREL_ENV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_ARGV_MAX)
+	if (len > KESTREL_ENV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_ARGV_MAX)
 		return 0;
 	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
 		e->env_len = len;
 		off += len;
 	}
 
+	fill_fdinfo(&e->stdio[0], task_fd(p, 0));
+	fill_fdinfo(&e->stdio[1], task_fd(p, 1));
 	fill_tty(e, p);
 	fill_ancestry(e, p);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
@@ -342,6 +403,11 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	if (n == KESTREL_FILENAME_MAX)
 		off = KESTREL_FILENAME_MAX;
 	e->filename_len = off;
+	barrier_var(off);
+	if (off > KESTREL_FILENAME_MAX)
+		return 0;
+	read_cwd(e, task, off);
+	off += e->cwd_len;
 
 	for (int i = 0; i < KESTREL_ARGS_MAX && argv; i++) {
 		const char *arg = NULL;
@@ -357,7 +423,8 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 		room = KESTREL_ARGV_MAX - used;
 		barrier_var(at);
 		barrier_var(room);
-		if (at > KESTREL_FILENAME_MAX + KESTREL_ARGV_MAX || room > KESTREL_ARGV_MAX)
+		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_ARGV_MAX ||
+		    room > KESTREL_ARGV_MAX)
 			break;
 		n = bpf_probe_read_user_str(&e->data[at], room, arg);
 		if (n <= 0)
@@ -369,6 +436,8 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	}
 	off += e->argv_len;
 
+	fill_fdinfo(&e->stdio[0], task_fd(task, 0));
+	fill_fdinfo(&e->stdio[1], task_fd(task, 1));
 	fill_tty(e, task);
 	fill_ancestry(e, task);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
@@ -442,47 +511,54 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	sk = file_sock(task_fd(task, e.fd));
 	if (sk) {
 		struct kestrel_sockaddrs local = {};
-		__u64 id = bpf_get_current_pid_tgid();
-		struct syn_local *syn = bpf_map_lookup_elem(&syn_sent, &id);
+		__u64 key = (__u64)sk;
+		struct kestrel_sockaddrs *r;
 
-		if (syn && syn->sk == (__u64)sk) {
-			e.addrs.sport = syn->addrs.sport;
-			__builtin_memcpy(e.addrs.saddr, syn->addrs.saddr, 16);
-		} else if (read_sock_addrs(sk, &local)) {
+		if (read_sock_addrs(sk, &local) && local.sport) {
 			e.addrs.sport = local.sport;
 			__builtin_memcpy(e.addrs.saddr, local.saddr, 16);
+		} else if ((r = bpf_map_lookup_elem(&refused, &key))) {
+			/* Only if it is this very connection attempt. */
+			if (r->dport == e.addrs.dport && same_addr(r->daddr, e.addrs.daddr)) {
+				e.addrs.sport = r->sport;
+				__builtin_memcpy(e.addrs.saddr, r->saddr, 16);
+			}
+			bpf_map_delete_elem(&refused, &key);
 		}
-		if (syn)
-			bpf_map_delete_elem(&syn_sent, &id);
 	}
 	submit(&e, sizeof(e), KESTREL_KIND_CONNECT);
 	return 0;
 }
 
 #define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define IPPROTO_TCP 6
 
-/* Runs in the connecting thread when its SYN is about to leave: the local
- * address and port are chosen, and still there. */
+/* A SYN that was never answered, or answered by a reset: keep the local
+ * end, which the kernel is about to release. Runs in whatever context
+ * processed the reset, so it is keyed by socket, not by task. */
 SEC("tracepoint/sock/inet_sock_set_state")
 int handle_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	struct syn_local v = {};
-	__u64 id;
+	struct kestrel_sockaddrs v = {};
+	__u64 key;
 
-	if (ctx->newstate != TCP_SYN_SENT)
+	if (ctx->oldstate != TCP_SYN_SENT || ctx->newstate != TCP_CLOSE ||
+	    ctx->protocol != IPPROTO_TCP)
 		return 0;
-	id = bpf_get_current_pid_tgid();
-	if ((id >> 32) == self_tgid)
-		return 0;
-	v.sk = (__u64)ctx->skaddr;
-	v.addrs.family = ctx->family;
-	v.addrs.sport = ctx->sport;
+	key = (__u64)ctx->skaddr;
+	v.family = ctx->family;
+	v.sport = ctx->sport;
+	v.dport = ctx->dport;
 	/* Copied with a helper: the verifier refuses loads through a context
 	 * pointer moved by a variable offset, which memcpy may produce. */
-	if (ctx->family == AF_INET)
-		bpf_probe_read_kernel(v.addrs.saddr, 4, ctx->saddr);
-	else
-		bpf_probe_read_kernel(v.addrs.saddr, 16, ctx->saddr_v6);
-	bpf_map_update_elem(&syn_sent, &id, &v, BPF_ANY);
+	if (ctx->family == AF_INET) {
+		bpf_probe_read_kernel(v.saddr, 4, ctx->saddr);
+		bpf_probe_read_kernel(v.daddr, 4, ctx->daddr);
+	} else {
+		bpf_probe_read_kernel(v.saddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(v.daddr, 16, ctx->daddr_v6);
+	}
+	bpf_map_update_elem(&refused, &key, &v, BPF_ANY);
 	return 0;
 }

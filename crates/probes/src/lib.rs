@@ -228,10 +228,7 @@ pub fn preflight(cfg: &ProbeConfig) -> Result<(), ProbeError> {
     if euid != 0 {
         return Err(ProbeError::NotRoot(euid));
     }
-    let btf = cfg
-        .btf
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(KERNEL_BTF));
+    let btf = cfg.btf.clone().unwrap_or_else(|| PathBuf::from(KERNEL_BTF));
     if !btf.is_file() {
         return Err(ProbeError::NoBtf(btf));
     }
@@ -334,10 +331,7 @@ impl Probes {
             tracing::debug!(program = p.program, target = p.target, "attached");
             links.push(link);
         }
-        Ok(Probes {
-            skel,
-            links: links,
-        })
+        Ok(Probes { skel, links })
     }
 
     /// Detaches every program; the maps stay readable, so what the ring

@@ -44,7 +44,9 @@ fn exec_and_connect_records_reach_the_ring_buffer() {
         rb.poll(Duration::from_millis(100)).unwrap();
         rb.consume().unwrap();
         let s = seen.borrow();
-        let exec = s.iter().any(|&(k, p)| k == abi::KESTREL_KIND_EXEC as u16 && p == pid);
+        let exec = s
+            .iter()
+            .any(|&(k, p)| k == abi::KESTREL_KIND_EXEC as u16 && p == pid);
         let connect = s
             .iter()
             .any(|&(k, p)| k == abi::KESTREL_KIND_CONNECT as u16 && p == sh_pid);

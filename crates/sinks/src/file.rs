@@ -68,7 +68,10 @@ mod tests {
         s.reopen().unwrap();
         s.write_line(b"three\n").unwrap();
         s.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("events.json.1")).unwrap(), "one\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("events.json.1")).unwrap(),
+            "one\ntwo\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,0 +1,106 @@
+//! Errors a user meets first: they must say what is wrong and what to do.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+
+use common::kestrel;
+
+fn run(cmd: &mut std::process::Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn help_documents_every_option() {
+    let (code, text) = run(kestrel().args(["agent", "--help"]));
+    assert_eq!(code, 0);
+    for opt in [
+        "--config",
+        "--output",
+        "--ring-buffer-bytes",
+        "--wakeup-bytes",
+        "--max-latency-ms",
+        "--stats-interval-secs",
+        "--exe-md5-max-bytes",
+        "--process-cache-entries",
+        "--hash-cache-entries",
+        "--queue-events",
+        "--btf",
+        "--log-level",
+    ] {
+        assert!(text.contains(opt), "agent --help lacks {opt}");
+    }
+    let (code, text) = run(kestrel().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(text.contains("agent"));
+}
+
+#[test]
+fn unknown_option_is_refused() {
+    let (code, text) = run(kestrel().args(["agent", "--no-such-option"]));
+    assert_eq!(code, 2);
+    assert!(text.contains("--no-such-option"), "{text}");
+}
+
+#[test]
+fn bad_config_values_name_the_key() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (toml, key) in [
+        ("ring_buffer_bytes = 12345\n", "ring_buffer_bytes"),
+        ("output = \"carrier-pigeon\"\n", "output"),
+        ("max_latency_ms = -5\n", "max_latency_ms"),
+        ("surprise = true\n", "surprise"),
+    ] {
+        let f = dir.join("k.toml");
+        std::fs::write(&f, toml).unwrap();
+        let (code, text) = run(kestrel().args(["agent", "--config", f.to_str().unwrap()]));
+        assert_eq!(code, 1, "{toml}: {text}");
+        assert!(
+            text.contains(key),
+            "{toml}: error does not name {key}: {text}"
+        );
+    }
+    let (code, text) = run(kestrel().args(["agent", "--wakeup-bytes", "0"]));
+    assert_eq!(code, 1);
+    assert!(text.contains("wakeup_bytes"), "{text}");
+    let (code, text) = run(kestrel().args(["agent", "--config", "/nonexistent/k.toml"]));
+    assert_eq!(code, 1);
+    assert!(text.contains("/nonexistent/k.toml"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn not_root_is_explained() {
+    let (code, text) = run(kestrel().arg("agent").uid(65534).gid(65534));
+    assert_eq!(code, 1);
+    assert!(text.contains("must run as root"), "{text}");
+}
+
+#[test]
+fn missing_btf_is_explained() {
+    let (code, text) = run(kestrel().args(["agent", "--btf", "/nonexistent/vmlinux"]));
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("btf") && text.contains("/nonexistent/vmlinux"),
+        "{text}"
+    );
+}
+
+#[test]
+fn btf_that_is_not_btf_is_refused_clearly() {
+    let f = std::env::temp_dir().join(format!("kestrel-notbtf-{}", std::process::id()));
+    std::fs::write(&f, b"this is not BTF").unwrap();
+    let (code, text) = run(kestrel().args(["agent", "--btf", f.to_str().unwrap()]));
+    std::fs::remove_file(&f).unwrap();
+    assert_eq!(code, 1);
+    assert!(text.contains("kestrel: error:"), "{text}");
+    assert!(
+        text.contains("libbpf said"),
+        "the error shows libbpf's reason: {text}"
+    );
+}
