@@ -24,6 +24,8 @@ struct FileKey {
 pub enum HashMiss {
     /// The file is larger than the configured cap.
     TooLarge,
+    /// The file does not exist (a failed exec of a missing path).
+    Missing,
     /// The file could not be opened or read.
     Unreadable,
 }
@@ -47,7 +49,10 @@ impl Md5Cache {
     /// /proc/PID/exe link: opening it reaches the very file the process
     /// runs, even when it was deleted or lives in another mount namespace.
     pub fn md5_of(&mut self, path: &Path) -> Result<String, HashMiss> {
-        let mut f = File::open(path).map_err(|_| HashMiss::Unreadable)?;
+        let mut f = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => HashMiss::Missing,
+            _ => HashMiss::Unreadable,
+        })?;
         let m = f.metadata().map_err(|_| HashMiss::Unreadable)?;
         let key = FileKey {
             dev: m.dev(),
@@ -114,7 +119,7 @@ mod tests {
             "900150983cd24fb0d6963f7d28e17f72"
         );
         assert_eq!(c.md5_of(&big), Err(HashMiss::TooLarge));
-        assert_eq!(c.md5_of(&dir.join("none")), Err(HashMiss::Unreadable));
+        assert_eq!(c.md5_of(&dir.join("none")), Err(HashMiss::Missing));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

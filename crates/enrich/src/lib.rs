@@ -125,6 +125,7 @@ impl Enricher {
                 self.counters.md5_too_large += 1;
                 String::new()
             }
+            Err(HashMiss::Missing) => String::new(),
             Err(HashMiss::Unreadable) => {
                 self.counters.md5_unreadable += 1;
                 String::new()

@@ -89,62 +89,74 @@ static __always_inline void submit(void *rec, __u64 size, __u32 kind)
 		count(kind, KESTREL_CTR_RINGBUF_FULL);
 }
 
+/*
+ * Task, file and socket fields are read with plain loads through BTF-typed
+ * pointers (CO-RE relocated by vmlinux.h's preserve_access_index): the JIT
+ * turns them into guarded loads, where BPF_CORE_READ would cost one helper
+ * call per field. Only what the verifier cannot type (an element of a
+ * pointer array, a string) goes through bpf_probe_read_kernel.
+ */
 static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task)
 {
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	struct task_struct *leader = task->group_leader;
+	struct signal_struct *sig = task->signal;
+	const struct cred *cred = task->cred;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 ug = bpf_get_current_uid_gid();
 
 	t->pid = (__u32)id;
 	t->tgid = id >> 32;
-	t->start_boottime = BPF_CORE_READ(leader, start_boottime);
-	t->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	t->pgid = BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID], numbers[0].nr);
-	t->sid = BPF_CORE_READ(task, signal, pids[PIDTYPE_SID], numbers[0].nr);
+	t->start_boottime = leader->start_boottime;
+	t->ppid = task->real_parent->tgid;
+	t->pgid = sig->pids[PIDTYPE_PGID]->numbers[0].nr;
+	t->sid = sig->pids[PIDTYPE_SID]->numbers[0].nr;
 	if (bpf_core_field_exists(task->sessionid))
-		t->sessionid = BPF_CORE_READ(task, sessionid);
+		t->sessionid = task->sessionid;
 	else
 		t->sessionid = 0xffffffff;
 	t->uid = (__u32)ug;
 	t->gid = ug >> 32;
-	t->euid = BPF_CORE_READ(task, cred, euid.val);
-	t->egid = BPF_CORE_READ(task, cred, egid.val);
+	t->euid = cred->euid.val;
+	t->egid = cred->egid.val;
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
 	bpf_probe_read_kernel_str(t->nodename, sizeof(t->nodename),
-				  BPF_CORE_READ(task, nsproxy, uts_ns, name.nodename));
+				  task->nsproxy->uts_ns->name.nodename);
 }
 
 static __always_inline struct file *task_fd(struct task_struct *task, unsigned int fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
+	struct fdtable *fdt = task->files->fdt;
 	struct file *f = NULL;
 
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
 	return f;
 }
 
 static __always_inline void fill_fdinfo(struct kestrel_fdinfo *fi, struct file *f)
 {
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	struct inode *inode;
 
-	fi->mode = f ? BPF_CORE_READ(inode, i_mode) : 0;
-	fi->rdev = f ? BPF_CORE_READ(inode, i_rdev) : 0;
-	fi->ino = f ? BPF_CORE_READ(inode, i_ino) : 0;
+	if (!f) {
+		fi->mode = 0;
+		return;
+	}
+	/* f came from a pointer array, untyped for the verifier: helper reads
+	 * (bpf_core_cast would type it, but needs Linux 6.2). */
+	inode = BPF_CORE_READ(f, f_inode);
+	fi->mode = BPF_CORE_READ(inode, i_mode);
+	fi->rdev = BPF_CORE_READ(inode, i_rdev);
+	fi->ino = BPF_CORE_READ(inode, i_ino);
 }
 
 static __always_inline struct sock *file_sock(struct file *f)
 {
 	struct socket *sock;
-	umode_t mode;
 
 	if (!f)
 		return NULL;
-	mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
 	sock = BPF_CORE_READ(f, private_data);
 	return sock ? BPF_CORE_READ(sock, sk) : NULL;
@@ -203,7 +215,7 @@ static __always_inline struct kestrel_exec *exec_record(void)
  * on stdin or stdout (an sshd, or the shell of a reverse shell). */
 static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
 {
-	struct task_struct *t = BPF_CORE_READ(task, real_parent);
+	struct task_struct *t = task->real_parent;
 	__u32 n = 0;
 
 	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
@@ -212,12 +224,12 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 
 		if (!t)
 			break;
-		leader = BPF_CORE_READ(t, group_leader);
-		pid = BPF_CORE_READ(t, tgid);
+		leader = t->group_leader;
+		pid = t->tgid;
 		if (pid == 0)
 			break;
 		e->ancestors[i].pid = pid;
-		BPF_CORE_READ_STR_INTO(&e->ancestors[i].comm, leader, comm);
+		bpf_probe_read_kernel_str(e->ancestors[i].comm, KESTREL_COMM_LEN, leader->comm);
 		n = i + 1;
 		if (!e->socket_pid) {
 			struct sock *sk = file_sock(task_fd(t, 0));
@@ -226,14 +238,14 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 				sk = file_sock(task_fd(t, 1));
 			if (sk && read_sock_addrs(sk, &e->socket)) {
 				e->socket_pid = pid;
-				e->socket_start_boottime = BPF_CORE_READ(leader, start_boottime);
-				BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
+				e->socket_start_boottime = leader->start_boottime;
+				bpf_probe_read_kernel_str(e->socket_comm, KESTREL_COMM_LEN, leader->comm);
 			}
 		}
 		if (pid == 1)
 			break;
-		t = BPF_CORE_READ(t, real_parent);
-		if (i == KESTREL_PID_TREE_MAX - 1 && t && BPF_CORE_READ(t, tgid) > 0)
+		t = t->real_parent;
+		if (i == KESTREL_PID_TREE_MAX - 1 && t && t->tgid > 0)
 			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
 	}
 	e->ancestors_len = n;
@@ -241,10 +253,10 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 
 static __always_inline void fill_tty(struct kestrel_exec *e, struct task_struct *task)
 {
-	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	struct tty_struct *tty = task->signal->tty;
 
 	if (tty)
-		BPF_CORE_READ_STR_INTO(&e->tty, tty, name);
+		bpf_probe_read_kernel_str(e->tty, sizeof(e->tty), tty->name);
 }
 
 static __always_inline __u32 exec_size(struct kestrel_exec *e, __u32 used)
@@ -263,8 +275,8 @@ static __always_inline __u32 exec_size(struct kestrel_exec *e, __u32 used)
  * verifier and it does not explore each possible length apart. */
 static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct *task, __u64 off)
 {
-	struct dentry *d = BPF_CORE_READ(task, fs, pwd.dentry);
-	struct vfsmount *vmnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	struct dentry *d = task->fs->pwd.dentry;
+	struct vfsmount *vmnt = task->fs->pwd.mnt;
 	/* container_of with a CO-RE offset: struct mount is kernel-internal
 	 * and its layout moves between versions. */
 	struct mount *mnt = (void *)vmnt - bpf_core_field_offset(struct mount, mnt);
