@@ -134,6 +134,20 @@ static __always_inline struct file *task_fd(struct task_struct *task, unsigned i
 	return f;
 }
 
+/* task_fd for a task pointer the verifier does not type (read by a helper). */
+static __always_inline struct file *task_fd_untyped(struct task_struct *task, unsigned int fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
 static __always_inline void fill_fdinfo(struct kestrel_fdinfo *fi, struct file *f)
 {
 	struct inode *inode;
@@ -213,9 +227,13 @@ static __always_inline struct kestrel_exec *exec_record(void)
 
 /* The process tree above `task`, and the nearest ancestor holding a socket
  * on stdin or stdout (an sshd, or the shell of a reverse shell). */
+/* The process tree above `task`, and the nearest ancestor holding a socket
+ * on stdin or stdout (an sshd, or the shell of a reverse shell). Read with
+ * helpers, not BTF loads: through typed pointers the verifier cannot prune
+ * this loop's branches and spends seconds on it at load time. */
 static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
 {
-	struct task_struct *t = task->real_parent;
+	struct task_struct *t = BPF_CORE_READ(task, real_parent);
 	__u32 n = 0;
 
 	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
@@ -224,28 +242,28 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 
 		if (!t)
 			break;
-		leader = t->group_leader;
-		pid = t->tgid;
+		leader = BPF_CORE_READ(t, group_leader);
+		pid = BPF_CORE_READ(t, tgid);
 		if (pid == 0)
 			break;
 		e->ancestors[i].pid = pid;
-		bpf_probe_read_kernel_str(e->ancestors[i].comm, KESTREL_COMM_LEN, leader->comm);
+		BPF_CORE_READ_STR_INTO(&e->ancestors[i].comm, leader, comm);
 		n = i + 1;
 		if (!e->socket_pid) {
-			struct sock *sk = file_sock(task_fd(t, 0));
+			struct sock *sk = file_sock(task_fd_untyped(t, 0));
 
 			if (!sk)
-				sk = file_sock(task_fd(t, 1));
+				sk = file_sock(task_fd_untyped(t, 1));
 			if (sk && read_sock_addrs(sk, &e->socket)) {
 				e->socket_pid = pid;
-				e->socket_start_boottime = leader->start_boottime;
-				bpf_probe_read_kernel_str(e->socket_comm, KESTREL_COMM_LEN, leader->comm);
+				e->socket_start_boottime = BPF_CORE_READ(leader, start_boottime);
+				BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
 			}
 		}
 		if (pid == 1)
 			break;
-		t = t->real_parent;
-		if (i == KESTREL_PID_TREE_MAX - 1 && t && t->tgid > 0)
+		t = BPF_CORE_READ(t, real_parent);
+		if (i == KESTREL_PID_TREE_MAX - 1 && t && BPF_CORE_READ(t, tgid) > 0)
 			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
 	}
 	e->ancestors_len = n;
