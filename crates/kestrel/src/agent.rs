@@ -35,6 +35,7 @@ struct Collector {
     enricher: Enricher,
     tx: Sender<Event>,
     shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
     max_delay_ns: u64,
     last_decode_warning: Option<Instant>,
 }
@@ -63,11 +64,23 @@ impl Collector {
             Record::Connect(c) => c.ktime_ns,
         };
         self.max_delay_ns = self.max_delay_ns.max(boottime_ns().saturating_sub(ktime));
-        let ev = self.enricher.enrich(&rec);
-        if self.tx.send(ev).is_err() {
-            return -1;
+        let mut ev = self.enricher.enrich(&rec);
+        // Blocks while the output is behind (the ring buffer absorbs the
+        // burst), but not past a stop request: an output nobody reads (a
+        // paused pipe) must not keep SIGTERM from ending the agent.
+        loop {
+            match self.tx.send_timeout(ev, Duration::from_millis(200)) {
+                Ok(()) => return 0,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                        return -1;
+                    }
+                    ev = back;
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return -1,
+            }
         }
-        0
     }
 }
 
@@ -125,6 +138,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         }),
         tx,
         shared: shared.clone(),
+        stop: stop.clone(),
         max_delay_ns: 0,
         last_decode_warning: None,
     });
