@@ -26,11 +26,13 @@
 #define KESTREL_FILENAME_MAX 1024
 #define KESTREL_CWD_MAX 1024    /* bytes of working-directory components */
 #define KESTREL_CWD_DEPTH 32    /* components walked, mounts crossed included */
+#define KESTREL_CGROUP_MAX 512  /* bytes of cgroup path components */
+#define KESTREL_CGROUP_DEPTH 10 /* cgroup path components walked */
 #define KESTREL_ARGV_MAX 4096   /* bytes of the NUL-separated argument area */
 #define KESTREL_ARGS_MAX 128    /* arguments read one by one (failed exec) */
 #define KESTREL_ENV_MAX 8192    /* bytes of the NUL-separated environment */
 /* Size of the packed data area: a power of two above FILENAME_MAX +
- * CWD_MAX + ARGV_MAX + ENV_MAX (the BPF side masks offsets with it). Per-CPU map
+ * CWD_MAX + CGROUP_MAX + ARGV_MAX + ENV_MAX (the BPF side masks offsets with it). Per-CPU map
  * values are capped at 32 KiB, so this cannot grow past 16 KiB. Only the
  * used part of a record is ever sent. */
 #define KESTREL_DATA_MAX 16384
@@ -63,6 +65,7 @@ enum kestrel_counter {
  * otherwise arguments were read one by one from the caller's argv. */
 #define KESTREL_EXEC_ARGV_FROM_MM (1u << 4)
 #define KESTREL_EXEC_CWD_TRUNCATED (1u << 5)
+#define KESTREL_EXEC_CGROUP_TRUNCATED (1u << 6)
 
 struct kestrel_header {
 	__u16 kind; /* enum kestrel_kind */
@@ -85,6 +88,15 @@ struct kestrel_task {
 	__u32 euid;
 	__u32 gid;
 	__u32 egid;
+	/* Namespaces, by inode number as in /proc/PID/ns/. */
+	__u32 pid_ns;
+	__u32 mnt_ns;
+	__u32 net_ns;
+	__u32 ns_pid; /* tgid as seen inside the process's own pid namespace */
+	/* Id of the task's cgroup: on cgroup v2 the unified cgroup (the id
+	 * bpf_get_current_cgroup_id and the directory's inode give); on v1
+	 * the memory controller's cgroup, where runtimes place containers. */
+	__u64 cgroup_id;
 	char comm[KESTREL_COMM_LEN];
 	char nodename[KESTREL_NODENAME_LEN];
 	__u8 reserved[3];
@@ -131,16 +143,18 @@ struct kestrel_exec {
 	/* Working directory as NUL-terminated components, the innermost
 	 * first ("tmp\0" for /tmp, nothing for /). */
 	__u32 cwd_len;
+	/* Cgroup path of cgroup_id as NUL-terminated components, innermost
+	 * first ("docker-<id>.scope\0system.slice\0"). */
+	__u32 cgroup_len;
 	__u32 argv_len;     /* bytes of NUL-separated arguments */
 	__u32 env_len;      /* bytes of NUL-separated NAME=VALUE strings */
-	__u32 reserved2;
 	struct kestrel_sockaddrs socket;
 	struct kestrel_fdinfo stdio[2]; /* fd 0 and fd 1 of the new image */
 	char tty[KESTREL_TTY_LEN];
 	char socket_comm[KESTREL_COMM_LEN];
 	/* [0] is the parent, then its parent, up to ancestors_len entries. */
 	struct kestrel_ancestor ancestors[KESTREL_PID_TREE_MAX];
-	/* filename | cwd | argv | env, each of its *_len bytes. Only the used part of
+	/* filename | cwd | cgroup | argv | env, each of its *_len bytes. Only the used part of
 	 * this array is sent: hdr.size says where the record ends. */
 	__u8 data[KESTREL_DATA_MAX];
 };

@@ -67,6 +67,16 @@ pub struct Task {
     pub comm: Vec<u8>,
     /// UTS namespace node name: host, container or pod name.
     pub nodename: Vec<u8>,
+    /// pid namespace inode number.
+    pub pid_ns: u32,
+    /// mount namespace inode number.
+    pub mnt_ns: u32,
+    /// network namespace inode number.
+    pub net_ns: u32,
+    /// The process id inside its own pid namespace.
+    pub ns_pid: u32,
+    /// Id of the cgroup that places the task (see kestrel_abi.h).
+    pub cgroup_id: u64,
 }
 
 /// Both ends of an IPv4 or IPv6 socket.
@@ -153,6 +163,9 @@ pub struct Exec {
     pub cwd_truncated: bool,
     /// What fd 0 and fd 1 of the new image refer to.
     pub stdio: [FdInfo; 2],
+    /// Path of the task's cgroup ("/system.slice/docker-<id>.scope"),
+    /// relative to its hierarchy's root.
+    pub cgroup: Vec<u8>,
     /// Arguments, at most `KESTREL_ARGS_MAX` of them.
     pub argv: Vec<Vec<u8>>,
     /// Some arguments or bytes of them were not copied.
@@ -232,6 +245,11 @@ fn task(t: &abi::kestrel_task) -> Task {
         egid: t.egid,
         comm: cstr(bytes_of(&t.comm)),
         nodename: cstr(bytes_of(&t.nodename)),
+        pid_ns: t.pid_ns,
+        mnt_ns: t.mnt_ns,
+        net_ns: t.net_ns,
+        ns_pid: t.ns_pid,
+        cgroup_id: t.cgroup_id,
     }
 }
 
@@ -265,6 +283,20 @@ fn sockaddrs(a: &abi::kestrel_sockaddrs) -> Option<SockAddrs> {
 fn split_nul(area: &[u8]) -> impl Iterator<Item = &[u8]> {
     let area = area.strip_suffix(&[0]).unwrap_or(area);
     area.split(|&b| b == 0).filter(move |_| !area.is_empty())
+}
+
+/// "/a/b" from the components "b\0a\0" (innermost first, as the kernel
+/// walks them); "/" when there are none.
+fn join_reversed(area: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(area.len() + 1);
+    for part in split_nul(area).collect::<Vec<_>>().iter().rev() {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    path
 }
 
 /// Decodes one ring buffer record.
@@ -316,15 +348,17 @@ fn decode_exec(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError
     let flags: u32 = field!(flags: u32);
     let filename_len = field!(filename_len: u32) as usize;
     let cwd_len = field!(cwd_len: u32) as usize;
+    let cgroup_len = field!(cgroup_len: u32) as usize;
     let argv_len = field!(argv_len: u32) as usize;
     let env_len = field!(env_len: u32) as usize;
     let data = &buf[DATA..];
-    let total = filename_len + cwd_len + argv_len + env_len;
+    let total = filename_len + cwd_len + cgroup_len + argv_len + env_len;
     if total > data.len() {
         return Err(DecodeError::BadLengths(total));
     }
     let (filename, rest) = data.split_at(filename_len);
     let (cwd_area, rest) = rest.split_at(cwd_len);
+    let (cgroup_area, rest) = rest.split_at(cgroup_len);
     let (argv_area, rest) = rest.split_at(argv_len);
     let env_area = &rest[..env_len];
 
@@ -383,14 +417,8 @@ fn decode_exec(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError
             addrs,
         )),
     };
-    let mut cwd = Vec::new();
-    for part in split_nul(cwd_area).collect::<Vec<_>>().iter().rev() {
-        cwd.push(b'/');
-        cwd.extend_from_slice(part);
-    }
-    if cwd.is_empty() {
-        cwd.push(b'/');
-    }
+    let cwd = join_reversed(cwd_area);
+    let cgroup = join_reversed(cgroup_area);
     let stdio: [abi::kestrel_fdinfo; 2] = field!(stdio: [abi::kestrel_fdinfo; 2]);
     let stdio = stdio.map(|f| FdInfo {
         mode: f.mode,
@@ -409,6 +437,7 @@ fn decode_exec(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError
         cwd,
         cwd_truncated: flags & abi::KESTREL_EXEC_CWD_TRUNCATED != 0,
         stdio,
+        cgroup,
         argv,
         argv_truncated,
         env,
@@ -458,6 +487,7 @@ pub mod raw {
         task: abi::kestrel_task,
         filename: &[u8],
         cwd: &[&[u8]],
+        cgroup: &[&[u8]],
         argv: &[&[u8]],
         env: &[&[u8]],
         ancestors: &[(u32, &[u8])],
@@ -477,6 +507,12 @@ pub mod raw {
             data.push(0);
         }
         e.cwd_len = data.len() as u32 - e.filename_len;
+        let before = data.len() as u32;
+        for c in cgroup.iter().rev() {
+            data.extend_from_slice(c);
+            data.push(0);
+        }
+        e.cgroup_len = data.len() as u32 - before;
         let before = data.len() as u32;
         for a in argv {
             data.extend_from_slice(a);
@@ -527,6 +563,7 @@ mod tests {
             raw::task(42, 1, 0, b"sh"),
             b"/bin/sh",
             &[b"home", b"user"],
+            &[b"system.slice", b"docker-abc.scope"],
             &[b"sh", b"-c", b"echo 'a b'", b"\xff"],
             &[
                 b"HOME=/root",
@@ -540,6 +577,7 @@ mod tests {
         };
         assert_eq!(e.filename, b"/bin/sh");
         assert_eq!(e.cwd, b"/home/user");
+        assert_eq!(e.cgroup, b"/system.slice/docker-abc.scope");
         assert_eq!(e.argv.len(), 4);
         assert_eq!(e.argv[2], b"echo 'a b'");
         assert_eq!(e.argv[3], b"\xff");
@@ -555,7 +593,7 @@ mod tests {
     fn exec_with_more_args_than_the_limit_is_marked() {
         let args: Vec<Vec<u8>> = (0..200).map(|i| format!("a{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        let rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[], &refs, &[], &[]);
+        let rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[], &[], &refs, &[], &[]);
         let Record::Exec(e) = decode(&rec).unwrap() else {
             panic!()
         };
@@ -602,7 +640,7 @@ mod tests {
     fn bad_records_are_errors_not_panics() {
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        let mut rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[], &[b"x"], &[], &[]);
+        let mut rec = raw::exec(raw::task(1, 0, 0, b"x"), b"/x", &[], &[], &[b"x"], &[], &[]);
         // Claim a longer argument area than the record holds.
         let off = offset_of!(abi::kestrel_exec, argv_len);
         rec[off..off + 4].copy_from_slice(&60000u32.to_ne_bytes());

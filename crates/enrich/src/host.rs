@@ -126,3 +126,40 @@ pub fn local_ip() -> Option<IpAddr> {
     unsafe { libc::freeifaddrs(ifap) };
     v4.or(v6)
 }
+
+/// Inode number of a namespace file (/proc/PID/ns/net and the like).
+fn ns_inode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// The agent's own network namespace.
+pub fn own_net_ns() -> Option<u32> {
+    ns_inode(std::path::Path::new("/proc/self/ns/net"))
+}
+
+/// The primary address inside the network namespace at `ns_path` (a
+/// /proc/PID/ns/net link), checked to be namespace `inum`. The calling
+/// thread enters the namespace for the getifaddrs call and comes back.
+pub fn netns_local_ip(ns_path: &std::path::Path, inum: u32) -> Option<IpAddr> {
+    use std::os::fd::AsRawFd;
+    let target = std::fs::File::open(ns_path).ok()?;
+    if ns_inode(ns_path) != Some(inum) {
+        return None;
+    }
+    let own = std::fs::File::open("/proc/thread-self/ns/net").ok()?;
+    // SAFETY: setns on valid namespace descriptors; only this thread moves.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return None;
+    }
+    let ip = local_ip();
+    // SAFETY: as above, back to where the thread was.
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        // Staying in a foreign namespace would mislabel every later event.
+        panic!(
+            "cannot return to the agent's network namespace: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    ip
+}

@@ -7,6 +7,7 @@
 //! facts. Every cache is bounded. A process that exited before it could be
 //! looked at still gives its event, with those fields empty, and is counted.
 
+pub mod container;
 mod hash;
 mod host;
 mod procfs;
@@ -21,6 +22,7 @@ use kestrel_decode::{Connect, Exec, Record, SockAddrs, Task};
 use kestrel_event::{lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_EXEC};
 use lru::LruCache;
 
+pub use container::Container;
 pub use hash::{HashMiss, Md5Cache};
 pub use host::Host;
 pub use procfs::{LiveView, Procfs};
@@ -35,6 +37,9 @@ pub struct EnrichConfig {
     pub process_cache_entries: usize,
     /// File hashes remembered.
     pub hash_cache_entries: usize,
+    /// Cgroups (and network namespaces) whose container (address) is
+    /// remembered.
+    pub container_cache_entries: usize,
     /// Where procfs is mounted.
     pub proc_root: PathBuf,
     /// The user database.
@@ -47,6 +52,7 @@ impl Default for EnrichConfig {
             exe_md5_max_bytes: 64 << 20,
             process_cache_entries: 16384,
             hash_cache_entries: 4096,
+            container_cache_entries: 4096,
             proc_root: PathBuf::from("/proc"),
             passwd: PathBuf::from("/etc/passwd"),
         }
@@ -82,6 +88,12 @@ pub struct Enricher {
     /// (tgid, start_boottime) → executable. Keyed by start time so a
     /// reused pid never inherits another process's identity.
     processes: LruCache<(u32, u64), Arc<ProcInfo>>,
+    /// cgroup id → the container it belongs to (None: not a container).
+    containers: LruCache<u64, Option<Container>>,
+    /// network namespace → its primary address, for namespaces other than
+    /// the agent's.
+    netns_ips: LruCache<u32, String>,
+    host_net_ns: u32,
     counters: EnrichCounters,
 }
 
@@ -94,6 +106,13 @@ impl Enricher {
             users: Users::new(&cfg.passwd),
             hashes: Md5Cache::new(cfg.hash_cache_entries, cfg.exe_md5_max_bytes),
             processes: LruCache::new(NonZeroUsize::new(cfg.process_cache_entries.max(1)).unwrap()),
+            containers: LruCache::new(
+                NonZeroUsize::new(cfg.container_cache_entries.max(1)).unwrap(),
+            ),
+            netns_ips: LruCache::new(
+                NonZeroUsize::new(cfg.container_cache_entries.max(1)).unwrap(),
+            ),
+            host_net_ns: host::own_net_ns().unwrap_or(0),
             counters: EnrichCounters::default(),
             cfg,
         }
@@ -163,11 +182,62 @@ impl Enricher {
         ev.push("nodename", lossless_string(&t.nodename));
     }
 
-    fn common_tail(&mut self, ev: &mut Event, t: &Task, ktime_ns: u64) {
+    fn common_tail(&mut self, ev: &mut Event, t: &Task, ktime_ns: u64, sip: Option<IpAddr>) {
         ev.push("user", self.users.name(t.uid).to_string());
         ev.push("time", self.host.epoch_ms(ktime_ns).to_string());
-        ev.push("local_ip", self.host.local_ip.clone());
+        let local_ip = self.local_ip(t, sip);
+        ev.push("local_ip", local_ip);
         ev.push("hostname", self.host.hostname.clone());
+    }
+
+    /// The address of the network the event happened in: the host's, or
+    /// for a process in another network namespace, that namespace's.
+    fn local_ip(&mut self, t: &Task, sip: Option<IpAddr>) -> String {
+        if t.net_ns == 0 || t.net_ns == self.host_net_ns {
+            return self.host.local_ip.clone();
+        }
+        if let Some(ip) = self.netns_ips.get(&t.net_ns) {
+            return ip.clone();
+        }
+        if let Some(ip) = host::netns_local_ip(&self.procfs.path(t.tgid, "ns/net"), t.net_ns) {
+            let ip = ip.to_string();
+            self.netns_ips.put(t.net_ns, ip.clone());
+            return ip;
+        }
+        // The process is gone: its socket's own address is the best left.
+        sip.filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The container of a task, from its cgroup path when the kernel sent
+    /// one, else from the cache or /proc/PID/cgroup.
+    fn container(&mut self, t: &Task, cgroup_path: Option<&[u8]>) -> Option<Container> {
+        if let Some(path) = cgroup_path {
+            let c = container::from_cgroup_path(&lossless_string(path));
+            self.containers.put(t.cgroup_id, c.clone());
+            return c;
+        }
+        if let Some(c) = self.containers.get(&t.cgroup_id) {
+            return c.clone();
+        }
+        let text = std::fs::read_to_string(self.procfs.path(t.tgid, "cgroup")).ok()?;
+        let c = container::path_from_proc_cgroup(&text).and_then(container::from_cgroup_path);
+        self.containers.put(t.cgroup_id, c.clone());
+        c
+    }
+
+    /// Namespace and container fields, on every kernel event.
+    fn where_fields(&mut self, ev: &mut Event, t: &Task, cgroup_path: Option<&[u8]>) {
+        ev.push("pid_ns", t.pid_ns.to_string());
+        ev.push("mnt_ns", t.mnt_ns.to_string());
+        ev.push("net_ns", t.net_ns.to_string());
+        ev.push("ns_pid", t.ns_pid.to_string());
+        ev.push("cgroup_id", t.cgroup_id.to_string());
+        let c = self.container(t, cgroup_path).unwrap_or_default();
+        ev.push("container_id", c.id);
+        ev.push("container_runtime", c.runtime);
+        ev.push("pod_uid", c.pod_uid);
     }
 
     fn exec(&mut self, e: &Exec) -> Event {
@@ -257,7 +327,7 @@ impl Enricher {
             }
             ev.push(name, value.map(|v| lossless_string(&v)).unwrap_or_default());
         }
-        self.common_tail(&mut ev, t, e.ktime_ns);
+        self.common_tail(&mut ev, t, e.ktime_ns, None);
         ev.push("exe_md5", exe_md5);
         ev.push(
             "socket_process_exe_md5",
@@ -271,6 +341,7 @@ impl Enricher {
         ev.push("filename", filename);
         ev.push("euid", t.euid.to_string());
         ev.push("sid", t.sid.to_string());
+        self.where_fields(&mut ev, t, Some(&e.cgroup));
         ev
     }
 
@@ -295,12 +366,13 @@ impl Enricher {
         ev.push("sport", c.addrs.sport.to_string());
         ev.push("res", c.res.to_string());
         ev.push("sessionid", t.sessionid.to_string());
-        self.common_tail(&mut ev, t, c.ktime_ns);
+        self.common_tail(&mut ev, t, c.ktime_ns, Some(c.addrs.sip));
         ev.push(
             "exe_md5",
             proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
         );
         ev.push("euid", t.euid.to_string());
+        self.where_fields(&mut ev, t, None);
         ev
     }
 }
@@ -394,6 +466,7 @@ mod tests {
             raw::task(0x7fff_fff0, 1, 0, b"ghost"),
             b"/bin/sh",
             &[b"var", b"tmp"],
+            &[b"kubepods.slice", b"kubepods-besteffort.slice", b"kubepods-besteffort-pod1a2b3c4d_0000_1111_2222_333344445555.slice", b"cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope"],
             &[b"sh", b"-c", b"a b"],
             &[b"LD_PRELOAD=/evil.so"],
             &[(1, b"systemd"), (0x7fff_ff00, b"bash")],
@@ -412,6 +485,15 @@ mod tests {
         );
         assert_eq!(ev.get("user"), Some("root"));
         assert_eq!(en.counters().process_gone, 1);
+        assert_eq!(ev.get("container_runtime"), Some("containerd"));
+        assert_eq!(
+            ev.get("pod_uid"),
+            Some("1a2b3c4d-0000-1111-2222-333344445555")
+        );
+        assert_eq!(
+            ev.get("container_id"),
+            Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        );
         // Every value is a string and every reference field is present.
         for f in [
             "uid",

@@ -89,6 +89,56 @@ static __always_inline void submit(void *rec, __u64 size, __u32 kind)
 		count(kind, KESTREL_CTR_RINGBUF_FULL);
 }
 
+/* kernfs_node.parent became __parent in Linux 6.15. */
+struct kernfs_node___pre615 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
+		return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
+	return BPF_CORE_READ(kn, __parent);
+}
+
+/* The cgroup that says which container a task is in. On cgroup v2 that is
+ * the unified cgroup. On v1 the unified hierarchy is unused, and runtimes
+ * create a cgroup per container in every controller: the memory
+ * controller's is taken, as the one every runtime configures. */
+static __always_inline struct cgroup *task_cgroup(struct task_struct *task)
+{
+	struct css_set *cs = BPF_CORE_READ(task, cgroups);
+	struct cgroup *dfl = BPF_CORE_READ(cs, dfl_cgrp);
+
+	if (bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
+		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+		struct cgroup_subsys_state *css;
+		struct cgroup *mem;
+
+		if (id < 0 || id >= 16)
+			return dfl;
+		css = BPF_CORE_READ(cs, subsys[id]);
+		mem = BPF_CORE_READ(css, cgroup);
+		/* Memory on v2: its css may belong to an ancestor where the
+		 * controller is enabled; the unified cgroup is exact. */
+		if (mem && BPF_CORE_READ(mem, root) != BPF_CORE_READ(dfl, root))
+			return mem;
+	}
+	return dfl;
+}
+
+/* The upid of a struct pid at its own (deepest) level. */
+static __always_inline void pid_at_level(struct pid *pid, struct upid *out)
+{
+	unsigned int level = BPF_CORE_READ(pid, level);
+
+	if (level > 32)
+		level = 32;
+	bpf_probe_read_kernel(out, sizeof(*out),
+			      (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+				      level * bpf_core_type_size(struct upid));
+}
+
 /*
  * Task, file and socket fields are read with plain loads through BTF-typed
  * pointers (CO-RE relocated by vmlinux.h's preserve_access_index): the JIT
@@ -121,6 +171,15 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
 	bpf_probe_read_kernel_str(t->nodename, sizeof(t->nodename),
 				  task->nsproxy->uts_ns->name.nodename);
+
+	struct upid up = {};
+
+	pid_at_level(BPF_CORE_READ(leader, thread_pid), &up);
+	t->ns_pid = up.nr;
+	t->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+	t->mnt_ns = task->nsproxy->mnt_ns->ns.inum;
+	t->net_ns = task->nsproxy->net_ns->ns.inum;
+	t->cgroup_id = BPF_CORE_READ(task_cgroup(task), kn, id);
 }
 
 static __always_inline struct file *task_fd(struct task_struct *task, unsigned int fd)
@@ -216,6 +275,7 @@ static __always_inline struct kestrel_exec *exec_record(void)
 	e->argc = 0;
 	e->filename_len = 0;
 	e->cwd_len = 0;
+	e->cgroup_len = 0;
 	e->argv_len = 0;
 	e->env_len = 0;
 	e->socket_pid = 0;
@@ -328,6 +388,32 @@ static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct 
 	e->flags |= KESTREL_EXEC_CWD_TRUNCATED;
 }
 
+/* The cgroup's path as components, innermost first, like read_cwd. Writes
+ * at data[off] and sets cgroup_len. */
+static __always_inline void read_cgroup(struct kestrel_exec *e, struct task_struct *task, __u64 off)
+{
+	struct kernfs_node *kn = BPF_CORE_READ(task_cgroup(task), kn);
+
+	e->cgroup_len = 0;
+	for (int i = 0; i < KESTREL_CGROUP_DEPTH; i++) {
+		struct kernfs_node *parent = kn_parent(kn);
+		__u64 used = e->cgroup_len, at = off + used, room = KESTREL_CGROUP_MAX - used;
+		long n;
+
+		if (!kn || !parent)
+			return; /* the hierarchy's root has no name */
+		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX ||
+		    room > KESTREL_CGROUP_MAX)
+			break;
+		n = bpf_probe_read_kernel_str(&e->data[at], room, BPF_CORE_READ(kn, name));
+		if (n <= 0 || n == room)
+			break;
+		e->cgroup_len = used + n;
+		kn = parent;
+	}
+	e->flags |= KESTREL_EXEC_CGROUP_TRUNCATED;
+}
+
 /* A successful exec: the new image is in place, its argument and
  * environment areas are in the new mm and are read in one copy each. */
 SEC("tp_btf/sched_process_exec")
@@ -363,6 +449,11 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		return 0;
 	read_cwd(e, p, off);
 	off += e->cwd_len;
+	barrier_var(off);
+	if (off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
+		return 0;
+	read_cgroup(e, p, off);
+	off += e->cgroup_len;
 
 	mm = BPF_CORE_READ(p, mm);
 	start = BPF_CORE_READ(mm, arg_start);
@@ -376,7 +467,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	 * the repeated tests then give the verifier its bounds. */
 	barrier_var(len);
 	barrier_var(off);
-	if (len > KESTREL_ARGV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
+	if (len > KESTREL_ARGV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX)
 		return 0;
 	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
 		e->argv_len = len;
@@ -392,7 +483,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	}
 	barrier_var(len);
 	barrier_var(off);
-	if (len > KESTREL_ENV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_ARGV_MAX)
+	if (len > KESTREL_ENV_MAX ||
+	    off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX + KESTREL_ARGV_MAX)
 		return 0;
 	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
 		e->env_len = len;
@@ -438,6 +530,11 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 		return 0;
 	read_cwd(e, task, off);
 	off += e->cwd_len;
+	barrier_var(off);
+	if (off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
+		return 0;
+	read_cgroup(e, task, off);
+	off += e->cgroup_len;
 
 	for (int i = 0; i < KESTREL_ARGS_MAX && argv; i++) {
 		const char *arg = NULL;
@@ -453,7 +550,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 		room = KESTREL_ARGV_MAX - used;
 		barrier_var(at);
 		barrier_var(room);
-		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_ARGV_MAX ||
+		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX + KESTREL_ARGV_MAX ||
 		    room > KESTREL_ARGV_MAX)
 			break;
 		n = bpf_probe_read_user_str(&e->data[at], room, arg);

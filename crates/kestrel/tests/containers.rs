@@ -1,0 +1,196 @@
+//! Namespaces, cgroups and network namespaces: every event says where it
+//! happened. Real namespaces and cgroups, no container engine. Needs root.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{field, marker, Agent};
+
+fn ns_inode(path: &str) -> String {
+    std::fs::metadata(path).unwrap().ino().to_string()
+}
+
+/// The exec of `/bin/true MARK` (the marker also appears in the argv of
+/// the shells that lead to it).
+fn true_with(m: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
+    move |e| e["comm"] == "true" && e["argv"].as_str().is_some_and(|a| a.contains(m))
+}
+
+#[test]
+fn unshared_namespaces_are_named() {
+    let agent = Agent::start(&[]);
+    let mark = marker("unshare");
+    let status = Command::new("unshare")
+        .args(["--uts", "--pid", "--mount", "--fork", "sh", "-c"])
+        .arg(format!("hostname kestrel-ns-test && exec /bin/true {mark}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ev = agent.wait_for("exec inside the namespaces", true_with(&mark));
+    assert_eq!(field(&ev, "nodename"), "kestrel-ns-test");
+    // sh is pid 1 of the new pid namespace and execs the command.
+    assert_eq!(field(&ev, "ns_pid"), "1");
+    assert_ne!(field(&ev, "pid"), "1");
+    assert_ne!(field(&ev, "pid_ns"), ns_inode("/proc/self/ns/pid"));
+    assert_ne!(field(&ev, "mnt_ns"), ns_inode("/proc/self/ns/mnt"));
+    assert_eq!(field(&ev, "net_ns"), ns_inode("/proc/self/ns/net"));
+    assert_eq!(field(&ev, "container_id"), "");
+    agent.stop();
+}
+
+/// The hierarchy whose cgroups name containers: v1's memory controller, or
+/// the unified hierarchy on a cgroup v2 host (see kestrel_abi.h).
+fn cgroup_root() -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.join("cgroup.procs").exists() {
+        v1.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Leaf first, up to the hierarchy's root; busy or shared parents
+        // stay.
+        let root = cgroup_root();
+        let mut p = self.0.clone();
+        while p != root && std::fs::remove_dir(&p).is_ok() {
+            p.pop();
+        }
+    }
+}
+
+#[test]
+fn cgroup_paths_give_container_identity() {
+    let agent = Agent::start(&[]);
+    let root = cgroup_root();
+    let id = |n: u8| format!("{:x}", n).repeat(64);
+    let uid = "1a2b3c4d-0000-1111-2222-333344445555";
+    let uid_ = uid.replace('-', "_");
+    let cases = [
+        (format!("docker/{}", id(1)), "docker", id(1), ""),
+        (format!("system.slice/docker-{}.scope", id(2)), "docker", id(2), ""),
+        (
+            format!(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{}.scope",
+                id(3)
+            ),
+            "containerd",
+            id(3),
+            uid,
+        ),
+        (format!("kubepods/burstable/pod{uid}/{}", id(4)), "containerd", id(4), uid),
+        (
+            format!("kubepods.slice/kubepods-pod{uid_}.slice/crio-{}.scope", id(5)),
+            "crio",
+            id(5),
+            uid,
+        ),
+        (format!("machine.slice/libpod-{}.scope", id(6)), "podman", id(6), ""),
+    ];
+    for (rel, runtime, cid, pod) in &cases {
+        let dir = root.join(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cg = Cgroup(dir.clone());
+        let mark = marker("cgroup");
+        // The shell moves itself into the cgroup, then execs: the exec and
+        // the connect after it happen inside.
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec bash -c '/bin/true {mark}; exec 3<>/dev/tcp/127.0.0.1/1' 2>/dev/null",
+            dir.display()
+        );
+        Command::new("sh").arg("-c").arg(&script).status().unwrap();
+        let ev = agent.wait_for(rel, true_with(&mark));
+        assert_eq!(field(&ev, "container_runtime"), *runtime, "{rel}");
+        assert_eq!(field(&ev, "container_id"), cid, "{rel}");
+        assert_eq!(field(&ev, "pod_uid"), *pod, "{rel}");
+        let dir_ino = std::fs::metadata(&dir).unwrap().ino();
+        assert_ne!(field(&ev, "cgroup_id"), "0");
+        let bash_pid = field(&ev, "ppid").to_string();
+        // The connect carries no cgroup path: its container comes from the
+        // cache the exec filled (same cgroup id).
+        let conn = agent.wait_for("connect from the cgroup", |e| {
+            e["data_type"] == "42" && e["tgid"].as_str() == Some(bash_pid.as_str())
+        });
+        assert_eq!(field(&conn, "container_id"), cid, "{rel} connect");
+        assert_eq!(field(&conn, "cgroup_id"), field(&ev, "cgroup_id"));
+        let _ = dir_ino;
+    }
+    agent.stop();
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+struct Netns(String, String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.1]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn connect_inside_a_network_namespace_reports_its_addresses() {
+    use std::os::fd::AsRawFd;
+    let agent = Agent::start(&[]);
+    let n = std::process::id() % 10000;
+    let ns = format!("kestrel-t{n}");
+    let (host_if, ns_if) = (format!("kv0-{n}"), format!("kv1-{n}"));
+    ip(&["netns", "add", &ns]);
+    let _guard = Netns(ns.clone(), host_if.clone());
+    ip(&[
+        "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+    ]);
+    ip(&["link", "set", &ns_if, "netns", &ns]);
+    ip(&["addr", "add", "198.51.100.1/24", "dev", &host_if]);
+    ip(&["link", "set", &host_if, "up"]);
+    ip(&["-n", &ns, "addr", "add", "198.51.100.2/24", "dev", &ns_if]);
+    ip(&["-n", &ns, "link", "set", &ns_if, "up"]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+
+    // A listener inside the namespace: a thread enters it and binds; the
+    // socket stays in that namespace.
+    let ns_file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+    let listener = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a valid namespace fd, in this thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            std::net::TcpListener::bind("198.51.100.2:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    let port = listener.local_addr().unwrap().port();
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns, "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/198.51.100.2/{port} && sleep 1"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ev = agent.wait_for("connect inside the namespace", |e| {
+        e["data_type"] == "42" && e["dport"].as_str() == Some(&port.to_string())
+    });
+    assert_eq!(field(&ev, "res"), "0");
+    assert_eq!(field(&ev, "dip"), "198.51.100.2");
+    assert_eq!(field(&ev, "sip"), "198.51.100.2");
+    assert_eq!(field(&ev, "local_ip"), "198.51.100.2");
+    assert_eq!(
+        field(&ev, "net_ns"),
+        ns_file.metadata().unwrap().ino().to_string()
+    );
+    assert_ne!(field(&ev, "net_ns"), ns_inode("/proc/self/ns/net"));
+    agent.stop();
+}
