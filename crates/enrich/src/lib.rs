@@ -11,6 +11,7 @@ pub mod container;
 mod hash;
 mod host;
 mod procfs;
+pub mod runtime;
 mod users;
 
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ pub use container::Container;
 pub use hash::{HashMiss, Md5Cache};
 pub use host::Host;
 pub use procfs::{LiveView, Procfs};
+pub use runtime::{ContainerNames, NameResolver, RuntimeCounters, RuntimeSockets};
 pub use users::Users;
 
 /// Settings of the enrichment stage.
@@ -44,6 +46,8 @@ pub struct EnrichConfig {
     pub proc_root: PathBuf,
     /// The user database.
     pub passwd: PathBuf,
+    /// Container runtime API sockets, for container names.
+    pub runtime_sockets: RuntimeSockets,
 }
 
 impl Default for EnrichConfig {
@@ -55,6 +59,7 @@ impl Default for EnrichConfig {
             container_cache_entries: 4096,
             proc_root: PathBuf::from("/proc"),
             passwd: PathBuf::from("/etc/passwd"),
+            runtime_sockets: RuntimeSockets::default(),
         }
     }
 }
@@ -94,6 +99,7 @@ pub struct Enricher {
     /// the agent's.
     netns_ips: LruCache<u32, String>,
     host_net_ns: u32,
+    names: NameResolver,
     counters: EnrichCounters,
 }
 
@@ -113,6 +119,7 @@ impl Enricher {
                 NonZeroUsize::new(cfg.container_cache_entries.max(1)).unwrap(),
             ),
             host_net_ns: host::own_net_ns().unwrap_or(0),
+            names: NameResolver::start(cfg.runtime_sockets.clone(), cfg.container_cache_entries),
             counters: EnrichCounters::default(),
             cfg,
         }
@@ -121,6 +128,11 @@ impl Enricher {
     /// Counters since start.
     pub fn counters(&self) -> EnrichCounters {
         self.counters
+    }
+
+    /// Container runtime lookup counters.
+    pub fn runtime_counters(&self) -> &RuntimeCounters {
+        self.names.counters()
     }
 
     /// The settings in use.
@@ -235,9 +247,14 @@ impl Enricher {
         ev.push("ns_pid", t.ns_pid.to_string());
         ev.push("cgroup_id", t.cgroup_id.to_string());
         let c = self.container(t, cgroup_path).unwrap_or_default();
+        let names = self.names.lookup(c.runtime, &c.id).unwrap_or_default();
         ev.push("container_id", c.id);
         ev.push("container_runtime", c.runtime);
         ev.push("pod_uid", c.pod_uid);
+        ev.push("container_name", names.name);
+        ev.push("image", names.image);
+        ev.push("pod_name", names.pod_name);
+        ev.push("pod_namespace", names.pod_namespace);
     }
 
     fn exec(&mut self, e: &Exec) -> Event {

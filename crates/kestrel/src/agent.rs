@@ -134,6 +134,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             exe_md5_max_bytes: cfg.exe_md5_max_bytes,
             process_cache_entries: cfg.process_cache_entries,
             hash_cache_entries: cfg.hash_cache_entries,
+            runtime_sockets: cfg.runtime_sockets.clone(),
             ..EnrichConfig::default()
         }),
         tx,
@@ -172,10 +173,12 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         }
         if last_stats.elapsed() >= cfg.stats_interval {
             let c = collector.borrow();
+            let rt = runtime_counts(c.enricher.runtime_counters());
             log_counters(
                 &probes,
                 &shared,
                 c.enricher.counters(),
+                rt,
                 c.max_delay_ns,
                 "periodic",
             );
@@ -191,19 +194,29 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     drop(ring);
     let collector = collector.into_inner();
     let (enrich_counters, max_delay_ns) = (collector.enricher.counters(), collector.max_delay_ns);
+    let rt = runtime_counts(collector.enricher.runtime_counters());
     // Closing the queue ends the output thread once it has written it all.
     drop(collector);
     if output.join().is_err() {
         result = Err(anyhow::anyhow!("the output thread panicked"));
     }
-    log_counters(&probes, &shared, enrich_counters, max_delay_ns, "final");
+    log_counters(&probes, &shared, enrich_counters, rt, max_delay_ns, "final");
     result
+}
+
+fn runtime_counts(c: &kestrel_enrich::RuntimeCounters) -> [u64; 3] {
+    [
+        c.lookups.load(Ordering::Relaxed),
+        c.failures.load(Ordering::Relaxed),
+        c.queue_full.load(Ordering::Relaxed),
+    ]
 }
 
 fn log_counters(
     probes: &Probes,
     shared: &Shared,
     en: EnrichCounters,
+    rt: [u64; 3],
     max_delay_ns: u64,
     when: &'static str,
 ) {
@@ -227,6 +240,9 @@ fn log_counters(
         process_gone = en.process_gone,
         md5_too_large = en.md5_too_large,
         md5_unreadable = en.md5_unreadable,
+        runtime_lookups = rt[0],
+        runtime_lookup_failures = rt[1],
+        runtime_queue_full = rt[2],
         max_delay_ms = max_delay_ns / 1_000_000,
         "counters"
     );

@@ -63,6 +63,20 @@ pub struct AgentSettings {
     #[arg(long, value_name = "N")]
     pub queue_events: Option<u64>,
 
+    /// Docker Engine API socket, asked for container names and images.
+    /// Missing or dead sockets cost one try, then a backoff.
+    /// [default: /var/run/docker.sock]
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
+
+    /// podman's Docker-compatible API socket. [default: /run/podman/podman.sock]
+    #[arg(long, value_name = "PATH")]
+    pub podman_socket: Option<PathBuf>,
+
+    /// CRI-O's API socket. [default: /var/run/crio/crio.sock]
+    #[arg(long, value_name = "PATH")]
+    pub crio_socket: Option<PathBuf>,
+
     /// BTF file describing the running kernel, for kernels without
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
@@ -88,6 +102,7 @@ pub struct AgentConfig {
     pub queue_events: usize,
     pub btf: Option<PathBuf>,
     pub log_level: String,
+    pub runtime_sockets: kestrel_enrich::RuntimeSockets,
 }
 
 impl AgentSettings {
@@ -117,6 +132,9 @@ impl AgentSettings {
             hash_cache_entries: self.hash_cache_entries.or(under.hash_cache_entries),
             queue_events: self.queue_events.or(under.queue_events),
             btf: self.btf.or(under.btf),
+            docker_socket: self.docker_socket.or(under.docker_socket),
+            podman_socket: self.podman_socket.or(under.podman_socket),
+            crio_socket: self.crio_socket.or(under.crio_socket),
             log_level: self.log_level.or(under.log_level),
         }
     }
@@ -196,6 +214,14 @@ impl AgentSettings {
             )? as usize,
             btf: self.btf,
             log_level,
+            runtime_sockets: {
+                let d = kestrel_enrich::RuntimeSockets::default();
+                kestrel_enrich::RuntimeSockets {
+                    docker: self.docker_socket.unwrap_or(d.docker),
+                    podman: self.podman_socket.unwrap_or(d.podman),
+                    crio: self.crio_socket.unwrap_or(d.crio),
+                }
+            },
         })
     }
 }

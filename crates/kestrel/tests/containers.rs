@@ -194,3 +194,107 @@ fn connect_inside_a_network_namespace_reports_its_addresses() {
     assert_ne!(field(&ev, "net_ns"), ns_inode("/proc/self/ns/net"));
     agent.stop();
 }
+
+/// A stand-in for the Docker Engine API: answers container inspection for
+/// one id, 404 for others, and counts requests.
+fn fake_docker(sock: &Path, id: String) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap() == 0 || l == "\r\n" {
+                    break;
+                }
+            }
+            let body = format!(
+                r#"{{"Id":"{id}","Name":"/kestrel-web","Config":{{"Image":"nginx:kestrel-test","Labels":{{"io.kubernetes.pod.name":"web-pod","io.kubernetes.pod.namespace":"prod"}}}}}}"#
+            );
+            let answer = if request.starts_with(&format!("GET /containers/{id}/json ")) {
+                format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}")
+            } else {
+                "HTTP/1.0 404 Not Found\r\n\r\n{}".to_string()
+            };
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    hits
+}
+
+#[test]
+fn container_names_come_from_the_runtime_api() {
+    let dir = std::env::temp_dir().join(marker("docker-api"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("docker.sock");
+    let id = "ab".repeat(32);
+    let hits = fake_docker(&sock, id.clone());
+    let agent = Agent::start(&["--docker-socket", sock.to_str().unwrap()]);
+    let cg = cgroup_root().join("docker").join(&id);
+    std::fs::create_dir_all(&cg).unwrap();
+    let _cg = Cgroup(cg.clone());
+    let mark = marker("names");
+    // Several execs: the first queues the lookup, later ones carry names.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true {mark}; sleep 0.2; done",
+        cg.display()
+    );
+    Command::new("sh").arg("-c").arg(&script).status().unwrap();
+    let ev = agent.wait_for("an exec with container names", |e| {
+        true_with(&mark)(e) && e["container_name"] == "kestrel-web"
+    });
+    assert_eq!(field(&ev, "container_id"), id);
+    assert_eq!(field(&ev, "image"), "nginx:kestrel-test");
+    assert_eq!(field(&ev, "pod_name"), "web-pod");
+    assert_eq!(field(&ev, "pod_namespace"), "prod");
+    let c = agent.stop();
+    // One answer serves every later event of the container.
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(c["runtime_lookups"], 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_dead_runtime_socket_costs_one_try() {
+    let agent = Agent::start(&["--docker-socket", "/nonexistent/docker.sock"]);
+    let id = "cd".repeat(32);
+    let cg = cgroup_root().join("docker").join(&id);
+    std::fs::create_dir_all(&cg).unwrap();
+    let _cg = Cgroup(cg.clone());
+    let mark = marker("dead-socket");
+    const N: usize = 500;
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && i=0; while [ $i -lt {N} ]; do /bin/true {mark}; i=$((i+1)); done",
+        cg.display()
+    );
+    Command::new("sh").arg("-c").arg(&script).status().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let count = || {
+        agent
+            .events()
+            .iter()
+            .filter(|e| true_with(&mark)(e))
+            .count()
+    };
+    while count() < N && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(count(), N);
+    let c = agent.stop();
+    assert_eq!(c["kernel_lost"], 0);
+    // 500 events of a docker container, but the socket was tried once or a
+    // few times (after each backoff), not per event.
+    assert!(
+        c["runtime_lookups"] >= 1 && c["runtime_lookups"] <= 4,
+        "{c:?}"
+    );
+    assert_eq!(c["runtime_lookups"], c["runtime_lookup_failures"]);
+}
