@@ -41,7 +41,8 @@
 enum kestrel_kind {
 	KESTREL_KIND_EXEC = 1,
 	KESTREL_KIND_CONNECT = 2,
-	KESTREL_KIND_MAX = 3,
+	KESTREL_KIND_PTRACE = 3,
+	KESTREL_KIND_MAX = 4,
 };
 
 /* Columns of the per-CPU counter map `counters`, one row per kind:
@@ -168,6 +169,18 @@ struct kestrel_connect {
 	/* saddr/sport: the socket's local end after the call (zero when the
 	 * kernel had not bound it); daddr/dport: the address asked for. */
 	struct kestrel_sockaddrs addrs;
+};
+
+/* data_type 101: a ptrace(2) request aimed at another process (every
+ * request but PTRACE_TRACEME), with its result. */
+struct kestrel_ptrace {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s64 request;
+	__s32 target_pid; /* as the caller named it, in its pid namespace */
+	__s32 res;        /* 0, or -errno */
+	__u64 addr;
+	__u64 data; /* the word written by POKE*, a pointer for most others */
 };
 
 #endif /* KESTREL_ABI_H */

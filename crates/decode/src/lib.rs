@@ -199,6 +199,25 @@ pub struct Connect {
     pub addrs: SockAddrs,
 }
 
+/// A ptrace(2) request on another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ptrace {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The tracer.
+    pub task: Task,
+    /// The request (PTRACE_ATTACH = 16, PTRACE_POKEDATA = 5, ...).
+    pub request: i64,
+    /// The target, as the tracer named it.
+    pub target_pid: i32,
+    /// 0 or -errno.
+    pub res: i32,
+    /// The request's address argument.
+    pub addr: u64,
+    /// The request's data argument.
+    pub data: u64,
+}
+
 /// Any decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -206,6 +225,19 @@ pub enum Record {
     Exec(Box<Exec>),
     /// data_type 42.
     Connect(Connect),
+    /// data_type 101.
+    Ptrace(Ptrace),
+}
+
+impl Record {
+    /// Capture time, ns since boot.
+    pub fn ktime_ns(&self) -> u64 {
+        match self {
+            Record::Exec(e) => e.ktime_ns,
+            Record::Connect(c) => c.ktime_ns,
+            Record::Ptrace(p) => p.ktime_ns,
+        }
+    }
 }
 
 /// Reads a plain-old-data ABI struct at `off`, checking the bounds.
@@ -307,6 +339,18 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     match u32::from(hdr.kind) {
         abi::KESTREL_KIND_EXEC => decode_exec(buf, hdr).map(|e| Record::Exec(Box::new(e))),
         abi::KESTREL_KIND_CONNECT => decode_connect(buf, hdr).map(Record::Connect),
+        abi::KESTREL_KIND_PTRACE => {
+            let p: abi::kestrel_ptrace = read_pod(buf, 0, hdr.kind)?;
+            Ok(Record::Ptrace(Ptrace {
+                ktime_ns: hdr.ktime_ns,
+                task: task(&p.task),
+                request: p.request,
+                target_pid: p.target_pid,
+                res: p.res,
+                addr: p.addr,
+                data: p.data,
+            }))
+        }
         _ => Err(DecodeError::UnknownKind(hdr.kind)),
     }
 }

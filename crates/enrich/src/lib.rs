@@ -8,6 +8,7 @@
 //! looked at still gives its event, with those fields empty, and is counted.
 
 pub mod container;
+pub mod cri;
 mod hash;
 mod host;
 mod procfs;
@@ -19,8 +20,8 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kestrel_decode::{Connect, Exec, Record, SockAddrs, Task};
-use kestrel_event::{lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_EXEC};
+use kestrel_decode::{Connect, Exec, Ptrace, Record, SockAddrs, Task};
+use kestrel_event::{lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_EXEC, DATA_TYPE_PTRACE};
 use lru::LruCache;
 
 pub use container::Container;
@@ -146,6 +147,7 @@ impl Enricher {
         match rec {
             Record::Exec(e) => self.exec(e),
             Record::Connect(c) => self.connect(c),
+            Record::Ptrace(p) => self.ptrace(p),
         }
     }
 
@@ -388,6 +390,38 @@ impl Enricher {
             "exe_md5",
             proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
         );
+        ev.push("euid", t.euid.to_string());
+        self.where_fields(&mut ev, t, None);
+        ev
+    }
+}
+
+impl Enricher {
+    fn ptrace(&mut self, p: &Ptrace) -> Event {
+        let t = &p.task;
+        let mut ev = Event::with_capacity(30);
+        let proc = self.process(t.tgid, Some(t.start_boottime));
+        if proc.is_none() {
+            self.counters.process_gone += 1;
+        }
+        self.common_head(&mut ev, t, DATA_TYPE_PTRACE);
+        ev.push("ptrace_request", p.request.to_string());
+        ev.push("target_pid", p.target_pid.to_string());
+        // Zero-padded hex, as in the reference.
+        ev.push("addr", format!("{:016x}", p.addr));
+        ev.push("data", format!("{:016x}", p.data));
+        ev.push(
+            "exe",
+            proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+        );
+        Self::ids(&mut ev, t);
+        ev.push("sessionid", t.sessionid.to_string());
+        self.common_tail(&mut ev, t, p.ktime_ns, None);
+        ev.push(
+            "exe_md5",
+            proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        ev.push("res", p.res.to_string());
         ev.push("euid", t.euid.to_string());
         self.where_fields(&mut ev, t, None);
         ev

@@ -6,10 +6,9 @@
 //! whose socket is missing or dead is tried once, then only after a
 //! backoff that doubles up to five minutes.
 //!
-//! Spoken here: the Docker Engine API (also podman's compatible socket)
-//! and CRI-O's inspect endpoint, both HTTP over a unix socket. containerd's
-//! CRI is gRPC and is not spoken yet: containerd containers get ids and pod
-//! uids from their cgroup, not names.
+//! Spoken here: the Docker Engine API (also podman's compatible socket) and
+//! CRI-O's inspect endpoint, both HTTP over a unix socket, and the
+//! Kubernetes CRI's ContainerStatus (gRPC) for containerd.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -38,6 +37,8 @@ pub struct RuntimeSockets {
     pub podman: PathBuf,
     /// CRI-O's HTTP API.
     pub crio: PathBuf,
+    /// containerd's CRI (gRPC) endpoint.
+    pub containerd: PathBuf,
 }
 
 impl Default for RuntimeSockets {
@@ -46,6 +47,7 @@ impl Default for RuntimeSockets {
             docker: PathBuf::from("/var/run/docker.sock"),
             podman: PathBuf::from("/run/podman/podman.sock"),
             crio: PathBuf::from("/var/run/crio/crio.sock"),
+            containerd: PathBuf::from("/run/containerd/containerd.sock"),
         }
     }
 }
@@ -116,7 +118,7 @@ impl NameResolver {
     /// Names of container `id` of `runtime` if already known; otherwise
     /// queues a lookup and returns `None` at once.
     pub fn lookup(&self, runtime: &'static str, id: &str) -> Option<ContainerNames> {
-        if !matches!(runtime, "docker" | "podman" | "crio") || id.is_empty() {
+        if !matches!(runtime, "docker" | "podman" | "crio" | "containerd") || id.is_empty() {
             return None;
         }
         if let Some(hit) = lock(&self.cache).get(id) {
@@ -152,10 +154,14 @@ fn worker(
     counters: Arc<RuntimeCounters>,
 ) {
     let mut backoff: std::collections::HashMap<&'static str, Backoff> = Default::default();
+    // gRPC needs an async runtime: a single-threaded one, built on the
+    // first containerd lookup, lives on this thread.
+    let mut tokio_rt: Option<tokio::runtime::Runtime> = None;
     for (runtime, id) in rx {
         let (socket, path) = match runtime {
             "docker" => (&sockets.docker, format!("/containers/{id}/json")),
             "podman" => (&sockets.podman, format!("/containers/{id}/json")),
+            "containerd" => (&sockets.containerd, String::new()),
             _ => (&sockets.crio, format!("/containers/{id}")),
         };
         let b = backoff.entry(runtime).or_insert(Backoff {
@@ -169,14 +175,19 @@ fn worker(
             continue;
         }
         counters.lookups.fetch_add(1, Ordering::Relaxed);
-        match http_get(socket, &path) {
+        let answer = if runtime == "containerd" {
+            cri_lookup(&mut tokio_rt, socket, &id)
+        } else {
+            http_get(socket, &path).map_err(|e| e.to_string())
+        };
+        match answer {
             Ok((200, body)) => {
                 b.until = None;
                 b.step = BACKOFF_MIN;
-                let names = if runtime == "crio" {
-                    parse_crio(&body)
-                } else {
-                    parse_docker(&body)
+                let names = match runtime {
+                    "crio" => parse_crio(&body),
+                    "containerd" => parse_cri_status(&body),
+                    _ => parse_docker(&body),
                 };
                 lock(&cache).put(id.clone(), names);
             }
@@ -201,6 +212,51 @@ fn worker(
         }
         lock(&pending).remove(&id);
     }
+}
+
+/// containerd's answer in the shape of an HTTP one: 200 with the encoded
+/// status, or 404.
+fn cri_lookup(
+    rt: &mut Option<tokio::runtime::Runtime>,
+    socket: &Path,
+    id: &str,
+) -> Result<(u16, Vec<u8>), String> {
+    use prost::Message;
+    if rt.is_none() {
+        let built = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("async runtime: {e}"))?;
+        *rt = Some(built);
+    }
+    let rt = rt.as_ref().expect("built above");
+    match crate::cri::container_status(rt, socket, id, IO_TIMEOUT)? {
+        crate::cri::Answer::Found(s) => Ok((200, s.encode_to_vec())),
+        crate::cri::Answer::NotFound => Ok((404, Vec::new())),
+    }
+}
+
+/// CRI `ContainerStatus`, as re-encoded by `cri_lookup`.
+fn parse_cri_status(body: &[u8]) -> Option<ContainerNames> {
+    use prost::Message;
+    let s = crate::cri::ContainerStatus::decode(body).ok()?;
+    let image = s
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty())
+        .unwrap_or(s.image_ref.clone());
+    let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    Some(ContainerNames {
+        name: s
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
+        image,
+        pod_name: label("io.kubernetes.pod.name"),
+        pod_namespace: label("io.kubernetes.pod.namespace"),
+    })
 }
 
 /// A GET over HTTP/1.0 on a unix socket: (status, body).

@@ -11,6 +11,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub const DATA_TYPE_EXEC: &str = "59";
 /// `data_type` of an outbound connect.
 pub const DATA_TYPE_CONNECT: &str = "42";
+/// `data_type` of a ptrace request ("process injection").
+pub const DATA_TYPE_PTRACE: &str = "101";
 
 /// One output event. Fields keep the order they were pushed in, which
 /// follows the reference samples so the output reads like them.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use kestrel_decode::{decode, Record};
+use kestrel_decode::decode;
 use kestrel_enrich::{EnrichConfig, EnrichCounters, Enricher};
 use kestrel_event::Event;
 use kestrel_probes::{ProbeConfig, Probes};
@@ -59,10 +59,7 @@ impl Collector {
                 return 0;
             }
         };
-        let ktime = match &rec {
-            Record::Exec(e) => e.ktime_ns,
-            Record::Connect(c) => c.ktime_ns,
-        };
+        let ktime = rec.ktime_ns();
         self.max_delay_ns = self.max_delay_ns.max(boottime_ns().saturating_sub(ktime));
         let mut ev = self.enricher.enrich(&rec);
         // Blocks while the output is behind (the ring buffer absorbs the
@@ -231,12 +228,14 @@ fn log_counters(
         emitted = shared.emitted.load(Ordering::Relaxed),
         decode_errors = shared.decode_errors.load(Ordering::Relaxed),
         write_errors = shared.write_errors.load(Ordering::Relaxed),
-        kernel_submitted = k.exec.submitted + k.connect.submitted,
+        kernel_submitted = k.exec.submitted + k.connect.submitted + k.ptrace.submitted,
         kernel_lost = k.lost(),
         exec_submitted = k.exec.submitted,
         exec_lost = k.exec.ringbuf_full + k.exec.errors,
         connect_submitted = k.connect.submitted,
         connect_lost = k.connect.ringbuf_full + k.connect.errors,
+        ptrace_submitted = k.ptrace.submitted,
+        ptrace_lost = k.ptrace.ringbuf_full + k.ptrace.errors,
         process_gone = en.process_gone,
         md5_too_large = en.md5_too_large,
         md5_unreadable = en.md5_unreadable,

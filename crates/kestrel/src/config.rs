@@ -77,6 +77,11 @@ pub struct AgentSettings {
     #[arg(long, value_name = "PATH")]
     pub crio_socket: Option<PathBuf>,
 
+    /// containerd's socket, asked over the Kubernetes CRI (gRPC).
+    /// [default: /run/containerd/containerd.sock]
+    #[arg(long, value_name = "PATH")]
+    pub containerd_socket: Option<PathBuf>,
+
     /// BTF file describing the running kernel, for kernels without
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
@@ -135,6 +140,7 @@ impl AgentSettings {
             docker_socket: self.docker_socket.or(under.docker_socket),
             podman_socket: self.podman_socket.or(under.podman_socket),
             crio_socket: self.crio_socket.or(under.crio_socket),
+            containerd_socket: self.containerd_socket.or(under.containerd_socket),
             log_level: self.log_level.or(under.log_level),
         }
     }
@@ -220,6 +226,7 @@ impl AgentSettings {
                     docker: self.docker_socket.unwrap_or(d.docker),
                     podman: self.podman_socket.unwrap_or(d.podman),
                     crio: self.crio_socket.unwrap_or(d.crio),
+                    containerd: self.containerd_socket.unwrap_or(d.containerd),
                 }
             },
         })

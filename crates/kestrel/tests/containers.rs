@@ -298,3 +298,158 @@ fn a_dead_runtime_socket_costs_one_try() {
     );
     assert_eq!(c["runtime_lookups"], c["runtime_lookup_failures"]);
 }
+
+mod fake_cri {
+    //! A stand-in for containerd's CRI endpoint: ContainerStatus over gRPC
+    //! on a unix socket, answering for one container id.
+
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use kestrel_enrich::cri::{
+        ContainerMetadata, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse,
+        ImageSpec, CONTAINER_STATUS,
+    };
+    use tonic::codegen::http;
+
+    type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+    #[derive(Clone)]
+    pub struct FakeCri {
+        pub id: String,
+        pub hits: Arc<AtomicUsize>,
+    }
+
+    struct Status(FakeCri);
+
+    impl tonic::server::UnaryService<ContainerStatusRequest> for Status {
+        type Response = ContainerStatusResponse;
+        type Future = BoxFuture<Result<tonic::Response<ContainerStatusResponse>, tonic::Status>>;
+
+        fn call(&mut self, req: tonic::Request<ContainerStatusRequest>) -> Self::Future {
+            let cri = self.0.clone();
+            Box::pin(async move {
+                cri.hits.fetch_add(1, Ordering::SeqCst);
+                let id = req.into_inner().container_id;
+                if id != cri.id {
+                    return Err(tonic::Status::not_found("no such container"));
+                }
+                let labels = [
+                    ("io.kubernetes.pod.name", "api-pod"),
+                    ("io.kubernetes.pod.namespace", "payments"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                Ok(tonic::Response::new(ContainerStatusResponse {
+                    status: Some(ContainerStatus {
+                        id,
+                        metadata: Some(ContainerMetadata {
+                            name: "api".into(),
+                            attempt: 0,
+                        }),
+                        image: Some(ImageSpec {
+                            image: "registry.test/api:7".into(),
+                        }),
+                        image_ref: String::new(),
+                        labels,
+                    }),
+                }))
+            })
+        }
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for FakeCri {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            let cri = self.clone();
+            Box::pin(async move {
+                if req.uri().path() != CONTAINER_STATUS {
+                    let mut r = http::Response::new(tonic::body::Body::empty());
+                    r.headers_mut()
+                        .insert("grpc-status", http::HeaderValue::from_static("12"));
+                    r.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    return Ok(r);
+                }
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+                Ok(grpc.unary(Status(cri), req).await)
+            })
+        }
+    }
+
+    impl tonic::server::NamedService for FakeCri {
+        const NAME: &'static str = "runtime.v1.RuntimeService";
+    }
+
+    /// Serves on `sock` from a background thread.
+    pub fn serve(sock: &std::path::Path, cri: FakeCri) {
+        let sock = sock.to_path_buf();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+                ready_tx.send(()).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(cri)
+                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                    .await
+                    .unwrap();
+            });
+        });
+        ready_rx.recv().unwrap();
+    }
+}
+
+#[test]
+fn containerd_names_come_from_the_cri_api() {
+    let dir = std::env::temp_dir().join(marker("cri-api"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("containerd.sock");
+    let id = "ef".repeat(32);
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    fake_cri::serve(
+        &sock,
+        fake_cri::FakeCri {
+            id: id.clone(),
+            hits: hits.clone(),
+        },
+    );
+    let agent = Agent::start(&["--containerd-socket", sock.to_str().unwrap()]);
+    let uid = "9a8b7c6d-0000-1111-2222-333344445555";
+    let cg = cgroup_root().join(format!("kubepods/besteffort/pod{uid}/{id}"));
+    std::fs::create_dir_all(&cg).unwrap();
+    let _cg = Cgroup(cg.clone());
+    let mark = marker("cri-names");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true {mark}; sleep 0.2; done",
+        cg.display()
+    );
+    Command::new("sh").arg("-c").arg(&script).status().unwrap();
+    let ev = agent.wait_for("an exec with CRI names", |e| {
+        true_with(&mark)(e) && e["container_name"] == "api"
+    });
+    assert_eq!(field(&ev, "container_runtime"), "containerd");
+    assert_eq!(field(&ev, "container_id"), id);
+    assert_eq!(field(&ev, "pod_uid"), uid);
+    assert_eq!(field(&ev, "image"), "registry.test/api:7");
+    assert_eq!(field(&ev, "pod_name"), "api-pod");
+    assert_eq!(field(&ev, "pod_namespace"), "payments");
+    let c = agent.stop();
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(c["runtime_lookup_failures"], 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -689,3 +689,29 @@ int handle_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	bpf_map_update_elem(&refused, &key, &v, BPF_ANY);
 	return 0;
 }
+
+#define PTRACE_TRACEME 0
+
+/* ptrace: every request that reaches into another process. Arguments come
+ * from the saved registers (the fourth syscall argument is in r10). */
+SEC("tracepoint/syscalls/sys_exit_ptrace")
+int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct kestrel_ptrace e = {};
+
+	e.request = (long)BPF_CORE_READ(regs, di);
+	if (e.request == PTRACE_TRACEME || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	e.hdr.kind = KESTREL_KIND_PTRACE;
+	e.hdr.size = sizeof(e);
+	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e.task, task);
+	e.target_pid = (int)BPF_CORE_READ(regs, si);
+	e.addr = BPF_CORE_READ(regs, dx);
+	e.data = BPF_CORE_READ(regs, r10);
+	e.res = ctx->ret;
+	submit(&e, sizeof(e), KESTREL_KIND_PTRACE);
+	return 0;
+}

@@ -112,12 +112,14 @@ pub struct KernelCounters {
     pub exec: KindCounters,
     /// Connect records.
     pub connect: KindCounters,
+    /// ptrace records.
+    pub ptrace: KindCounters,
 }
 
 impl KernelCounters {
     /// All records lost in the kernel, whatever the kind.
     pub fn lost(&self) -> u64 {
-        [self.exec, self.connect]
+        [self.exec, self.connect, self.ptrace]
             .iter()
             .map(|k| k.ringbuf_full + k.errors)
             .sum()
@@ -169,6 +171,10 @@ const PROGRAMS: &[ProbeStatus] = &[
         program: "handle_sock_state",
         target: "tracepoint/sock/inet_sock_set_state",
     },
+    ProbeStatus {
+        program: "handle_ptrace_exit",
+        target: "tracepoint/syscalls/sys_exit_ptrace",
+    },
 ];
 
 fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::ProgramMut<'static> {
@@ -179,6 +185,7 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_execveat_exit" => &p.handle_execveat_exit,
         "handle_connect_exit" => &p.handle_connect_exit,
         "handle_sock_state" => &p.handle_sock_state,
+        "handle_ptrace_exit" => &p.handle_ptrace_exit,
         other => unreachable!("{other} is not a program of kestrel.bpf.c"),
     }
 }
@@ -396,6 +403,7 @@ impl Probes {
         Ok(KernelCounters {
             exec: read(abi::KESTREL_KIND_EXEC)?,
             connect: read(abi::KESTREL_KIND_CONNECT)?,
+            ptrace: read(abi::KESTREL_KIND_PTRACE)?,
         })
     }
 
