@@ -1,0 +1,1 @@
+//! ssh login monitoring (work in progress).
