@@ -37,12 +37,19 @@
  * used part of a record is ever sent. */
 #define KESTREL_DATA_MAX 16384
 
+/* DNS answers: bytes of the payload copied (a classic UDP DNS message is at
+ * most 512 bytes; EDNS answers are cut, the question is always in front),
+ * and messages taken from one recvmmsg call. */
+#define KESTREL_DNS_PAYLOAD_MAX 512
+#define KESTREL_DNS_MMSG_MAX 8
+
 /* Record kinds. Also the row index of the per-CPU counter map. */
 enum kestrel_kind {
 	KESTREL_KIND_EXEC = 1,
 	KESTREL_KIND_CONNECT = 2,
 	KESTREL_KIND_PTRACE = 3,
-	KESTREL_KIND_MAX = 4,
+	KESTREL_KIND_DNS = 4,
+	KESTREL_KIND_MAX = 5,
 };
 
 /* Columns of the per-CPU counter map `counters`, one row per kind:
@@ -181,6 +188,20 @@ struct kestrel_ptrace {
 	__s32 res;        /* 0, or -errno */
 	__u64 addr;
 	__u64 data; /* the word written by POKE*, a pointer for most others */
+};
+
+/* data_type 601: a UDP datagram received from port 53 by recvfrom,
+ * recvmsg or recvmmsg. Only the used part of payload is sent. */
+struct kestrel_dns {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 fd;
+	__u32 msg_len;     /* bytes of the datagram */
+	__u32 payload_len; /* bytes copied into payload */
+	__u32 reserved;
+	/* saddr/sport: the receiving socket; daddr/dport: the DNS server. */
+	struct kestrel_sockaddrs addrs;
+	__u8 payload[KESTREL_DNS_PAYLOAD_MAX];
 };
 
 #endif /* KESTREL_ABI_H */

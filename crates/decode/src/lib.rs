@@ -6,6 +6,8 @@
 //! Decoding never trusts the record: every length is checked against the
 //! bytes actually received, and a bad record is an error, not a panic.
 
+pub mod dns;
+
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -218,6 +220,23 @@ pub struct Ptrace {
     pub data: u64,
 }
 
+/// A UDP datagram received from port 53.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The receiving process.
+    pub task: Task,
+    /// The socket's descriptor.
+    pub fd: i32,
+    /// Bytes of the whole datagram.
+    pub msg_len: u32,
+    /// Local end (sip/sport) and the DNS server (dip/dport).
+    pub addrs: SockAddrs,
+    /// The first bytes of the datagram (at most KESTREL_DNS_PAYLOAD_MAX).
+    pub payload: Vec<u8>,
+}
+
 /// Any decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -227,6 +246,8 @@ pub enum Record {
     Connect(Connect),
     /// data_type 101.
     Ptrace(Ptrace),
+    /// data_type 601.
+    Dns(Dns),
 }
 
 impl Record {
@@ -236,6 +257,7 @@ impl Record {
             Record::Exec(e) => e.ktime_ns,
             Record::Connect(c) => c.ktime_ns,
             Record::Ptrace(p) => p.ktime_ns,
+            Record::Dns(d) => d.ktime_ns,
         }
     }
 }
@@ -339,6 +361,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     match u32::from(hdr.kind) {
         abi::KESTREL_KIND_EXEC => decode_exec(buf, hdr).map(|e| Record::Exec(Box::new(e))),
         abi::KESTREL_KIND_CONNECT => decode_connect(buf, hdr).map(Record::Connect),
+        abi::KESTREL_KIND_DNS => decode_dns(buf, hdr).map(Record::Dns),
         abi::KESTREL_KIND_PTRACE => {
             let p: abi::kestrel_ptrace = read_pod(buf, 0, hdr.kind)?;
             Ok(Record::Ptrace(Ptrace {
@@ -370,6 +393,38 @@ fn decode_connect(buf: &[u8], hdr: abi::kestrel_header) -> Result<Connect, Decod
         res: c.res,
         fd: c.fd,
         addrs: sockaddrs(&c.addrs).unwrap_or(unspecified),
+    })
+}
+
+fn decode_dns(buf: &[u8], hdr: abi::kestrel_header) -> Result<Dns, DecodeError> {
+    const PAYLOAD: usize = offset_of!(abi::kestrel_dns, payload);
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Fixed {
+        bytes: [u8; PAYLOAD],
+    }
+    read_pod::<Fixed>(buf, 0, hdr.kind)?;
+    let t: abi::kestrel_task = read_pod(buf, offset_of!(abi::kestrel_dns, task), hdr.kind)?;
+    let addrs: abi::kestrel_sockaddrs =
+        read_pod(buf, offset_of!(abi::kestrel_dns, addrs), hdr.kind)?;
+    let len = read_pod::<u32>(buf, offset_of!(abi::kestrel_dns, payload_len), hdr.kind)? as usize;
+    let payload = buf
+        .get(PAYLOAD..PAYLOAD + len)
+        .ok_or(DecodeError::BadLengths(len))?;
+    let unspecified = SockAddrs {
+        family: addrs.family,
+        sip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        sport: 0,
+        dip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dport: 0,
+    };
+    Ok(Dns {
+        ktime_ns: hdr.ktime_ns,
+        task: task(&t),
+        fd: read_pod(buf, offset_of!(abi::kestrel_dns, fd), hdr.kind)?,
+        msg_len: read_pod(buf, offset_of!(abi::kestrel_dns, msg_len), hdr.kind)?,
+        addrs: sockaddrs(&addrs).unwrap_or(unspecified),
+        payload: payload.to_vec(),
     })
 }
 

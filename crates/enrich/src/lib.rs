@@ -20,8 +20,10 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kestrel_decode::{Connect, Exec, Ptrace, Record, SockAddrs, Task};
-use kestrel_event::{lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_EXEC, DATA_TYPE_PTRACE};
+use kestrel_decode::{Connect, Dns, Exec, Ptrace, Record, SockAddrs, Task};
+use kestrel_event::{
+    lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_DNS, DATA_TYPE_EXEC, DATA_TYPE_PTRACE,
+};
 use lru::LruCache;
 
 pub use container::Container;
@@ -75,6 +77,9 @@ pub struct EnrichCounters {
     pub md5_too_large: u64,
     /// Hashes that failed because the file could not be read.
     pub md5_unreadable: u64,
+    /// DNS datagrams that did not parse (still emitted, with the
+    /// question fields empty).
+    pub dns_malformed: u64,
 }
 
 #[derive(Debug)]
@@ -148,6 +153,7 @@ impl Enricher {
             Record::Exec(e) => self.exec(e),
             Record::Connect(c) => self.connect(c),
             Record::Ptrace(p) => self.ptrace(p),
+            Record::Dns(d) => self.dns(d),
         }
     }
 
@@ -397,6 +403,60 @@ impl Enricher {
 }
 
 impl Enricher {
+    fn dns(&mut self, d: &Dns) -> Event {
+        let t = &d.task;
+        let mut ev = Event::with_capacity(36);
+        let proc = self.process(t.tgid, Some(t.start_boottime));
+        if proc.is_none() {
+            self.counters.process_gone += 1;
+        }
+        let msg = kestrel_decode::dns::parse(&d.payload);
+        if msg.is_err() {
+            self.counters.dns_malformed += 1;
+        }
+        self.common_head(&mut ev, t, DATA_TYPE_DNS);
+        ev.push("sa_family", d.addrs.family.to_string());
+        ev.push("fd", d.fd.to_string());
+        ev.push("dport", d.addrs.dport.to_string());
+        ev.push("dip", ip_or_empty(d.addrs.dip));
+        ev.push(
+            "exe",
+            proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+        );
+        Self::ids(&mut ev, t);
+        ev.push("sip", ip_or_empty(d.addrs.sip));
+        ev.push("sport", d.addrs.sport.to_string());
+        let (qr, opcode, rcode, query, qtype) = match &msg {
+            Ok(m) => (
+                u8::from(m.qr).to_string(),
+                m.opcode.to_string(),
+                m.rcode.to_string(),
+                m.query.clone(),
+                m.qtype.to_string(),
+            ),
+            Err(_) => Default::default(),
+        };
+        ev.push("qr", qr);
+        ev.push("opcode", opcode);
+        ev.push("rcode", rcode);
+        ev.push("query", query);
+        ev.push("sessionid", t.sessionid.to_string());
+        self.common_tail(&mut ev, t, d.ktime_ns, Some(d.addrs.sip));
+        ev.push(
+            "exe_md5",
+            proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        // Kestrel's additions.
+        ev.push("qtype", qtype);
+        ev.push(
+            "malformed",
+            msg.err().map(|e| e.to_string()).unwrap_or_default(),
+        );
+        ev.push("euid", t.euid.to_string());
+        self.where_fields(&mut ev, t, None);
+        ev
+    }
+
     fn ptrace(&mut self, p: &Ptrace) -> Event {
         let t = &p.task;
         let mut ev = Event::with_capacity(30);

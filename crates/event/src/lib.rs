@@ -11,6 +11,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub const DATA_TYPE_EXEC: &str = "59";
 /// `data_type` of an outbound connect.
 pub const DATA_TYPE_CONNECT: &str = "42";
+/// `data_type` of a DNS answer.
+pub const DATA_TYPE_DNS: &str = "601";
 /// `data_type` of a ptrace request ("process injection").
 pub const DATA_TYPE_PTRACE: &str = "101";
 

@@ -64,6 +64,13 @@ struct {
 	__type(value, struct kestrel_sockaddrs);
 } refused SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kestrel_dns);
+} dns_scratch SEC(".maps");
+
 static __always_inline void count(__u32 kind, __u32 ctr)
 {
 	__u32 key = kind * KESTREL_CTR_MAX + ctr;
@@ -713,5 +720,171 @@ int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
 	e.data = BPF_CORE_READ(regs, r10);
 	e.res = ctx->ret;
 	submit(&e, sizeof(e), KESTREL_KIND_PTRACE);
+	return 0;
+}
+
+#define IPPROTO_UDP 17
+#define DNS_PORT 53
+
+/* Reads a user sockaddr (as filled in by the kernel on return) into the
+ * server side of `a`; true when it is port 53. */
+static __always_inline bool dns_peer_from_user(const void *uaddr, struct kestrel_sockaddrs *a)
+{
+	struct sockaddr_in6 sin6 = {};
+
+	if (!uaddr || bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
+		return false;
+	if (sin6.sin6_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&sin6;
+
+		if (bpf_ntohs(sin->sin_port) != DNS_PORT)
+			return false;
+		__builtin_memcpy(a->daddr, &sin->sin_addr, 4);
+	} else if (sin6.sin6_family == AF_INET6) {
+		if (bpf_ntohs(sin6.sin6_port) != DNS_PORT)
+			return false;
+		__builtin_memcpy(a->daddr, &sin6.sin6_addr, 16);
+	} else {
+		return false;
+	}
+	a->dport = DNS_PORT;
+	return true;
+}
+
+/* One received datagram: filtered in the kernel (UDP, from port 53) before
+ * any payload is copied, so other traffic costs a few reads. */
+static __always_inline void dns_datagram(struct task_struct *task, int fd, struct sock *sk,
+					 const void *buf, __u64 len, const void *src)
+{
+	struct kestrel_dns *e;
+	__u32 zero = 0;
+	__u64 n;
+
+	e = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!e) {
+		count(KESTREL_KIND_DNS, KESTREL_CTR_ERROR);
+		return;
+	}
+	if (!read_sock_addrs(sk, &e->addrs))
+		return;
+	/* A connected socket (glibc's resolver) names its server itself;
+	 * otherwise the source address returned to the caller does. */
+	if (e->addrs.dport != DNS_PORT && !dns_peer_from_user(src, &e->addrs))
+		return;
+	e->hdr.kind = KESTREL_KIND_DNS;
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e->task, task);
+	e->fd = fd;
+	e->msg_len = len;
+	n = len < KESTREL_DNS_PAYLOAD_MAX ? len : KESTREL_DNS_PAYLOAD_MAX;
+	barrier_var(n);
+	if (n > KESTREL_DNS_PAYLOAD_MAX)
+		return;
+	if (bpf_probe_read_user(e->payload, n, buf))
+		n = 0;
+	e->payload_len = n;
+	e->hdr.size = __builtin_offsetof(struct kestrel_dns, payload) + n;
+	submit(e, __builtin_offsetof(struct kestrel_dns, payload) + n, KESTREL_KIND_DNS);
+}
+
+/* The socket behind fd if it is a UDP inet socket. */
+static __always_inline struct sock *udp_sock(struct task_struct *task, int fd)
+{
+	struct sock *sk = file_sock(task_fd(task, fd));
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return NULL;
+	return sk;
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int handle_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task;
+	struct pt_regs *regs;
+	struct sock *sk;
+	int fd;
+
+	/* Read once into a register: the verifier refuses a load through a
+	 * context pointer clang kept offset for a later use. */
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	fd = BPF_CORE_READ(regs, di);
+	sk = udp_sock(task, fd);
+	if (sk)
+		dns_datagram(task, fd, sk, (void *)BPF_CORE_READ(regs, si), ret,
+			     (void *)BPF_CORE_READ(regs, r8));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task;
+	struct pt_regs *regs;
+	struct user_msghdr msg = {};
+	struct iovec iov = {};
+	struct sock *sk;
+	int fd;
+
+	/* Read once into a register: the verifier refuses a load through a
+	 * context pointer clang kept offset for a later use. */
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	fd = BPF_CORE_READ(regs, di);
+	sk = udp_sock(task, fd);
+	if (!sk || bpf_probe_read_user(&msg, sizeof(msg), (void *)BPF_CORE_READ(regs, si)))
+		return 0;
+	/* The question is at the front: the first buffer holds it. */
+	if (!msg.msg_iov || bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
+		return 0;
+	dns_datagram(task, fd, sk, iov.iov_base,
+		     (__u64)ret < iov.iov_len ? (__u64)ret : iov.iov_len, msg.msg_name);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task;
+	struct pt_regs *regs;
+	struct mmsghdr *vec;
+	struct sock *sk;
+	int fd;
+
+	/* Read once into a register: the verifier refuses a load through a
+	 * context pointer clang kept offset for a later use. */
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	fd = BPF_CORE_READ(regs, di);
+	sk = udp_sock(task, fd);
+	if (!sk)
+		return 0;
+	vec = (struct mmsghdr *)BPF_CORE_READ(regs, si);
+	for (int i = 0; i < KESTREL_DNS_MMSG_MAX && i < ret; i++) {
+		struct mmsghdr m = {};
+		struct iovec iov = {};
+
+		if (bpf_probe_read_user(&m, sizeof(m), &vec[i]) || !m.msg_hdr.msg_iov ||
+		    bpf_probe_read_user(&iov, sizeof(iov), m.msg_hdr.msg_iov))
+			break;
+		dns_datagram(task, fd, sk, iov.iov_base,
+			     m.msg_len < iov.iov_len ? m.msg_len : iov.iov_len, m.msg_hdr.msg_name);
+	}
 	return 0;
 }

@@ -114,12 +114,14 @@ pub struct KernelCounters {
     pub connect: KindCounters,
     /// ptrace records.
     pub ptrace: KindCounters,
+    /// DNS records.
+    pub dns: KindCounters,
 }
 
 impl KernelCounters {
     /// All records lost in the kernel, whatever the kind.
     pub fn lost(&self) -> u64 {
-        [self.exec, self.connect, self.ptrace]
+        [self.exec, self.connect, self.ptrace, self.dns]
             .iter()
             .map(|k| k.ringbuf_full + k.errors)
             .sum()
@@ -175,6 +177,18 @@ const PROGRAMS: &[ProbeStatus] = &[
         program: "handle_ptrace_exit",
         target: "tracepoint/syscalls/sys_exit_ptrace",
     },
+    ProbeStatus {
+        program: "handle_recvfrom_exit",
+        target: "tracepoint/syscalls/sys_exit_recvfrom",
+    },
+    ProbeStatus {
+        program: "handle_recvmsg_exit",
+        target: "tracepoint/syscalls/sys_exit_recvmsg",
+    },
+    ProbeStatus {
+        program: "handle_recvmmsg_exit",
+        target: "tracepoint/syscalls/sys_exit_recvmmsg",
+    },
 ];
 
 fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::ProgramMut<'static> {
@@ -186,6 +200,9 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_connect_exit" => &p.handle_connect_exit,
         "handle_sock_state" => &p.handle_sock_state,
         "handle_ptrace_exit" => &p.handle_ptrace_exit,
+        "handle_recvfrom_exit" => &p.handle_recvfrom_exit,
+        "handle_recvmsg_exit" => &p.handle_recvmsg_exit,
+        "handle_recvmmsg_exit" => &p.handle_recvmmsg_exit,
         other => unreachable!("{other} is not a program of kestrel.bpf.c"),
     }
 }
@@ -404,6 +421,7 @@ impl Probes {
             exec: read(abi::KESTREL_KIND_EXEC)?,
             connect: read(abi::KESTREL_KIND_CONNECT)?,
             ptrace: read(abi::KESTREL_KIND_PTRACE)?,
+            dns: read(abi::KESTREL_KIND_DNS)?,
         })
     }
 

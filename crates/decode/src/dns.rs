@@ -1,0 +1,256 @@
+//! A bounded DNS message parser: the header and the first question.
+//!
+//! The payload comes from any process on the host, so it is hostile input:
+//! every read is bounds-checked, compression pointers must point strictly
+//! backwards (which alone guarantees termination) and are also capped in
+//! number, labels over 63 bytes and names over 255 are errors. Nothing here
+//! allocates more than the name it returns.
+
+use std::fmt::Write as _;
+
+/// What a DNS message says, as far as Kestrel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsMessage {
+    /// Transaction id.
+    pub id: u16,
+    /// true for a response.
+    pub qr: bool,
+    /// Operation code (0 = standard query).
+    pub opcode: u8,
+    /// Response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...).
+    pub rcode: u8,
+    /// Answer records in the message.
+    pub ancount: u16,
+    /// The first question's name, without the final dot; bytes outside
+    /// printable ASCII, '.' and '\' inside labels are written `\DDD`.
+    pub query: String,
+    /// The first question's type (1 A, 28 AAAA, ...).
+    pub qtype: u16,
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// Shorter than what its header or question says.
+    #[error("truncated message")]
+    Truncated,
+    /// No question in the message.
+    #[error("no question")]
+    NoQuestion,
+    /// A label longer than 63 bytes (a length byte of 64..191, which the
+    /// wire format reserves for obsolete label types).
+    #[error("label over 63 bytes")]
+    LabelTooLong,
+    /// A name longer than 255 bytes.
+    #[error("name over 255 bytes")]
+    NameTooLong,
+    /// A compression pointer that does not point backwards, or too many.
+    #[error("bad compression pointer")]
+    BadPointer,
+}
+
+const HEADER: usize = 12;
+const MAX_NAME: usize = 255;
+const MAX_POINTERS: usize = 32;
+
+/// Parses the header and first question of a DNS message.
+pub fn parse(msg: &[u8]) -> Result<DnsMessage, DnsError> {
+    if msg.len() < HEADER {
+        return Err(DnsError::Truncated);
+    }
+    let u16_at = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
+    let flags = u16_at(2);
+    if u16_at(4) == 0 {
+        return Err(DnsError::NoQuestion);
+    }
+    let (query, end) = read_name(msg, HEADER)?;
+    if msg.len() < end + 4 {
+        return Err(DnsError::Truncated);
+    }
+    Ok(DnsMessage {
+        id: u16_at(0),
+        qr: flags & 0x8000 != 0,
+        opcode: ((flags >> 11) & 0xf) as u8,
+        rcode: (flags & 0xf) as u8,
+        ancount: u16_at(6),
+        query,
+        qtype: u16_at(end),
+    })
+}
+
+/// Reads the name at `start`; returns it and the offset just after it in
+/// the message (after the first pointer, if any).
+fn read_name(msg: &[u8], start: usize) -> Result<(String, usize), DnsError> {
+    let mut name = String::new();
+    let mut wire_len = 1; // the final zero-length label
+    let mut pos = start;
+    let mut end = None;
+    let mut pointers = 0;
+    // Pointers must go strictly backwards from the lowest offset seen.
+    let mut lowest = start;
+    loop {
+        let len = *msg.get(pos).ok_or(DnsError::Truncated)? as usize;
+        match len & 0xc0 {
+            0x00 if len == 0 => {
+                return Ok((name, end.unwrap_or(pos + 1)));
+            }
+            0x00 => {
+                wire_len += len + 1;
+                if wire_len > MAX_NAME {
+                    return Err(DnsError::NameTooLong);
+                }
+                let label = msg.get(pos + 1..pos + 1 + len).ok_or(DnsError::Truncated)?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                for &b in label {
+                    match b {
+                        b'.' | b'\\' => {
+                            let _ = write!(name, "\\{b:03}");
+                        }
+                        0x21..=0x7e => name.push(b as char),
+                        _ => {
+                            let _ = write!(name, "\\{b:03}");
+                        }
+                    }
+                }
+                pos += 1 + len;
+            }
+            0xc0 => {
+                let lo = *msg.get(pos + 1).ok_or(DnsError::Truncated)? as usize;
+                let target = ((len & 0x3f) << 8) | lo;
+                pointers += 1;
+                if target >= lowest || pointers > MAX_POINTERS {
+                    return Err(DnsError::BadPointer);
+                }
+                end.get_or_insert(pos + 2);
+                lowest = target;
+                pos = target;
+            }
+            _ => return Err(DnsError::LabelTooLong),
+        }
+    }
+}
+
+/// Builders of DNS messages, for tests, fuzz seeds and test responders.
+pub mod build {
+    /// A message with one question for `name`, with `flags` (0x8180 for a
+    /// NOERROR response, 0x8183 for NXDOMAIN, 0x0100 for a query).
+    pub fn message(id: u16, flags: u16, name: &str, qtype: u16) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&flags.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&[0; 6]);
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.push(0);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_response() {
+        let m = build::message(0x1234, 0x8183, "www.example.com", 28);
+        let d = parse(&m).unwrap();
+        assert_eq!(d.id, 0x1234);
+        assert!(d.qr);
+        assert_eq!((d.opcode, d.rcode, d.qtype), (0, 3, 28));
+        assert_eq!(d.query, "www.example.com");
+    }
+
+    #[test]
+    fn follows_backward_pointers_only() {
+        // Question name "a.example" then a second copy pointing back at it.
+        let mut m = build::message(1, 0x8180, "x.example", 1);
+        let q = m.len();
+        m.extend_from_slice(&[1, b'a', 0xc0, 12 + 2]); // "a" + pointer to "example"
+        assert_eq!(read_name(&m, q).unwrap(), ("a.example".to_string(), q + 4));
+        // A pointer to itself, or forwards, is refused.
+        let mut looped = build::message(1, 0x8180, "", 1);
+        looped[12] = 0xc0;
+        looped.insert(13, 12);
+        assert_eq!(parse(&looped), Err(DnsError::BadPointer));
+    }
+
+    #[test]
+    fn refuses_malformed_names() {
+        let mut m = build::message(1, 0, "ab", 1);
+        m[12] = 64; // label length 64
+        assert_eq!(parse(&m), Err(DnsError::LabelTooLong));
+        let long = vec!["abcdefghij"; 30].join(".");
+        assert_eq!(
+            parse(&build::message(1, 0, &long, 1)),
+            Err(DnsError::NameTooLong)
+        );
+        let mut odd = build::message(1, 0, "ab", 1);
+        odd[12] = 0x82;
+        assert_eq!(parse(&odd), Err(DnsError::LabelTooLong));
+        assert_eq!(parse(&[0; 5]), Err(DnsError::Truncated));
+        let full = build::message(1, 0, "abc.def", 1);
+        for cut in 12..full.len() {
+            assert!(parse(&full[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut noq = build::message(1, 0, "a", 1);
+        noq[5] = 0;
+        assert_eq!(parse(&noq), Err(DnsError::NoQuestion));
+    }
+
+    /// A cheap stand-in for the fuzzer that runs on every test run: many
+    /// deterministic mutations of valid messages, none may panic, and the
+    /// parse of any input stays within the input's size.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let seeds = [
+            build::message(1, 0x8180, "www.example.com", 1),
+            build::message(2, 0x8183, "a.b.c.d.e.f.g", 28),
+            {
+                let mut m = build::message(3, 0x8180, "x.example", 1);
+                m.extend_from_slice(&[1, b'a', 0xc0, 14, 0, 1, 0, 1]);
+                m
+            },
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..200_000 {
+            let mut m = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 4 + 1) {
+                let r = next();
+                let at = (r as usize >> 8) % m.len();
+                match r % 4 {
+                    0 => m[at] = (r >> 32) as u8,
+                    1 => m[at] ^= 1 << ((r >> 40) % 8),
+                    2 => m.truncate(at),
+                    _ => m.insert(at, 0xc0 | ((r >> 48) as u8 & 0x3f)),
+                }
+                if m.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(d) = parse(&m) {
+                assert!(d.query.len() <= 4 * MAX_NAME);
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_odd_bytes() {
+        let mut m = build::message(1, 0, "ab", 1);
+        m[13] = b'.';
+        m[14] = 0xff;
+        assert_eq!(parse(&m).unwrap().query, "\\046\\255");
+    }
+}

@@ -1,0 +1,152 @@
+//! DNS answers (data_type 601) from real resolvers against a local test
+//! responder. The lookups run in a mount namespace whose /etc/resolv.conf
+//! points at the responder: the host's stays untouched. Needs root.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{field, marker, Agent};
+use kestrel_decode::dns;
+
+/// Answers A queries for names starting with "ok-" with 192.0.2.99 (a
+/// documentation address: data only, nothing is ever sent to it), AAAA
+/// queries for them with no records, and everything else with NXDOMAIN.
+fn responder(addr: &str) -> SocketAddr {
+    let sock = UdpSocket::bind(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let q = &buf[..n];
+            let Ok(m) = dns::parse(q) else { continue };
+            let ok = m
+                .query
+                .split('.')
+                .next()
+                .is_some_and(|l| l.starts_with("ok-"));
+            let question_end = 12 + q[12..].iter().position(|&b| b == 0).unwrap() + 1 + 4;
+            let mut a = q[..question_end].to_vec();
+            a[2] = 0x81 | (q[2] & 0x01); // response, keep RD
+            a[3] = if ok { 0x80 } else { 0x83 }; // RA, NOERROR or NXDOMAIN
+            if ok && m.qtype == 1 {
+                a[7] = 1; // one answer
+                a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+            }
+            let _ = sock.send_to(&a, peer);
+        }
+    });
+    local
+}
+
+#[test]
+fn dns_answers_from_getent_getaddrinfo_and_dig() {
+    let agent = Agent::start(&[]);
+    responder("127.0.0.2:53");
+    responder("[::1]:53");
+    let tag = marker("dns").replace('-', "");
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.2\noptions timeout:2 attempts:1\n",
+    )
+    .unwrap();
+    let before = std::fs::read("/etc/resolv.conf").unwrap();
+    let script = format!(
+        "mount --bind {r} /etc/resolv.conf && \
+         getent hosts ok-getent.{tag}.test; \
+         getent ahosts nx-gai.{tag}.test; \
+         dig +tries=1 +time=2 @127.0.0.2 ok-dig.{tag}.test; \
+         dig +tries=1 +time=2 @::1 nx-dig6.{tag}.test; true",
+        r = resolv.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("192.0.2.99"),
+        "getent resolved through the responder: {out:?}"
+    );
+    assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), before);
+
+    // By executable: dig receives on a thread named "isc-net-0000".
+    let answer = |name: String, exe: &'static str| {
+        move |e: &serde_json::Value| {
+            e["data_type"] == "601" && e["query"].as_str() == Some(&name) && e["exe"] == exe
+        }
+    };
+    let ev = agent.wait_for(
+        "getent's answer",
+        answer(format!("ok-getent.{tag}.test"), "/usr/bin/getent"),
+    );
+    assert_eq!(field(&ev, "qr"), "1");
+    assert_eq!(field(&ev, "rcode"), "0");
+    assert_eq!(field(&ev, "opcode"), "0");
+    assert_eq!(field(&ev, "dip"), "127.0.0.2");
+    assert_eq!(field(&ev, "dport"), "53");
+    assert_eq!(field(&ev, "sip"), "127.0.0.1");
+    assert_ne!(field(&ev, "sport"), "0");
+    assert_eq!(field(&ev, "sa_family"), "2");
+    assert_eq!(field(&ev, "comm"), "getent");
+    let ev = agent.wait_for(
+        "getaddrinfo's NXDOMAIN",
+        answer(format!("nx-gai.{tag}.test"), "/usr/bin/getent"),
+    );
+    assert_eq!(field(&ev, "rcode"), "3");
+    let ev = agent.wait_for(
+        "dig's answer",
+        answer(format!("ok-dig.{tag}.test"), "/usr/bin/dig"),
+    );
+    assert_eq!(field(&ev, "rcode"), "0");
+    assert_eq!(field(&ev, "qtype"), "1");
+    let ev = agent.wait_for(
+        "dig over IPv6",
+        answer(format!("nx-dig6.{tag}.test"), "/usr/bin/dig"),
+    );
+    assert_eq!(field(&ev, "rcode"), "3");
+    assert_eq!(field(&ev, "dip"), "::1");
+    assert_eq!(field(&ev, "sa_family"), "10");
+    let c = agent.stop();
+    assert_eq!(c["dns_lost"], 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn other_udp_traffic_is_filtered_in_the_kernel() {
+    let agent = Agent::start(&[]);
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rx.local_addr().unwrap().port();
+    // A well-formed DNS answer, but not from port 53.
+    let msg = dns::build::message(7, 0x8180, &marker("notdns"), 1);
+    for _ in 0..50 {
+        tx.send_to(&msg, rx.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 512];
+        rx.recv_from(&mut buf).unwrap();
+    }
+    // One real answer afterwards, to know the earlier ones had their chance.
+    responder("127.0.0.3:53");
+    let q = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let name = marker("realdns");
+    q.send_to(&dns::build::message(8, 0x0100, &name, 1), "127.0.0.3:53")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    q.recv_from(&mut buf).unwrap();
+    agent.wait_for("the real answer", |e| {
+        e["query"].as_str() == Some(name.as_str())
+    });
+    let c = agent.stop();
+    assert_eq!(
+        c["dns_submitted"], 1,
+        "only the datagram from port 53: {c:?}"
+    );
+    let _ = port;
+}
