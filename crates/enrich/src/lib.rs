@@ -188,6 +188,15 @@ impl Enricher {
         Some(info)
     }
 
+    /// The process an event is about, counting it when it is gone.
+    fn event_process(&mut self, t: &Task) -> Option<Arc<ProcInfo>> {
+        let p = self.process(t.tgid, Some(t.start_boottime));
+        if p.is_none() {
+            self.counters.process_gone += 1;
+        }
+        p
+    }
+
     fn common_head(&mut self, ev: &mut Event, t: &Task, data_type: &'static str) {
         ev.push("uid", t.uid.to_string());
         ev.push("data_type", data_type);
@@ -373,10 +382,7 @@ impl Enricher {
     fn connect(&mut self, c: &Connect) -> Event {
         let t = &c.task;
         let mut ev = Event::with_capacity(26);
-        let proc = self.process(t.tgid, Some(t.start_boottime));
-        if proc.is_none() {
-            self.counters.process_gone += 1;
-        }
+        let proc = self.event_process(t);
         self.common_head(&mut ev, t, DATA_TYPE_CONNECT);
         ev.push("sa_family", c.addrs.family.to_string());
         ev.push("fd", c.fd.to_string());
@@ -406,10 +412,7 @@ impl Enricher {
     fn dns(&mut self, d: &Dns) -> Event {
         let t = &d.task;
         let mut ev = Event::with_capacity(36);
-        let proc = self.process(t.tgid, Some(t.start_boottime));
-        if proc.is_none() {
-            self.counters.process_gone += 1;
-        }
+        let proc = self.event_process(t);
         let msg = kestrel_decode::dns::parse(&d.payload);
         if msg.is_err() {
             self.counters.dns_malformed += 1;
@@ -460,10 +463,7 @@ impl Enricher {
     fn ptrace(&mut self, p: &Ptrace) -> Event {
         let t = &p.task;
         let mut ev = Event::with_capacity(30);
-        let proc = self.process(t.tgid, Some(t.start_boottime));
-        if proc.is_none() {
-            self.counters.process_gone += 1;
-        }
+        let proc = self.event_process(t);
         self.common_head(&mut ev, t, DATA_TYPE_PTRACE);
         ev.push("ptrace_request", p.request.to_string());
         ev.push("target_pid", p.target_pid.to_string());

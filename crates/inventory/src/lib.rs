@@ -14,8 +14,11 @@
 
 use std::path::PathBuf;
 
+pub mod cron;
 pub mod dpkg;
+pub mod ports;
 pub mod rpm;
+pub mod users;
 
 /// One installed package, normalised across package managers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -29,6 +29,13 @@ struct Shared {
     decode_errors: AtomicU64,
     emitted: AtomicU64,
     write_errors: AtomicU64,
+    /// Events made in user space (inventory, logins), not read from the
+    /// ring buffer.
+    userspace: AtomicU64,
+    /// The collecting thread has drained the ring buffer and stopped: the
+    /// output thread writes what is queued and ends, without waiting for
+    /// user-space sources (one may be blocked reading journalctl).
+    collector_done: AtomicBool,
 }
 
 struct Collector {
@@ -126,6 +133,30 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             .context("starting the output thread")?
     };
 
+    if let Some(every) = cfg.inventory_interval {
+        let tx = tx.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("kestrel-inventory".into())
+            .spawn({
+                let shared = shared.clone();
+                move || inventory_loop(every, tx, stop, shared)
+            })
+            .context("starting the inventory thread")?;
+    }
+
+    if let Some(lc) = cfg.logins.clone() {
+        let counted = shared.clone();
+        crate::logins::start(
+            lc,
+            tx.clone(),
+            stop.clone(),
+            Arc::new(move || {
+                counted.userspace.fetch_add(1, Ordering::Relaxed);
+            }),
+        )?;
+    }
+
     let collector = RefCell::new(Collector {
         enricher: Enricher::new(EnrichConfig {
             exe_md5_max_bytes: cfg.exe_md5_max_bytes,
@@ -194,11 +225,45 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let rt = runtime_counts(collector.enricher.runtime_counters());
     // Closing the queue ends the output thread once it has written it all.
     drop(collector);
+    shared.collector_done.store(true, Ordering::Relaxed);
     if output.join().is_err() {
         result = Err(anyhow::anyhow!("the output thread panicked"));
     }
     log_counters(&probes, &shared, enrich_counters, rt, max_delay_ns, "final");
     result
+}
+
+/// Takes the host inventory at start and every `every`, through the same
+/// output queue as kernel events. Warnings go to the log.
+fn inventory_loop(every: Duration, tx: Sender<Event>, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
+    let host = kestrel_enrich::Host::new();
+    loop {
+        let started = Instant::now();
+        let (events, warnings) = crate::inventory::collect(crate::inventory::What::All, &host);
+        for w in &warnings {
+            tracing::warn!("inventory: {w}");
+        }
+        let n = events.len();
+        for ev in events {
+            if tx.send(ev).is_err() {
+                return;
+            }
+            shared.userspace.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(
+            items = n,
+            warnings = warnings.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "inventory sent"
+        );
+        let next = Instant::now() + every;
+        while Instant::now() < next {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 fn runtime_counts(c: &kestrel_enrich::RuntimeCounters) -> [u64; 3] {
@@ -228,6 +293,7 @@ fn log_counters(
         emitted = shared.emitted.load(Ordering::Relaxed),
         decode_errors = shared.decode_errors.load(Ordering::Relaxed),
         write_errors = shared.write_errors.load(Ordering::Relaxed),
+        userspace_events = shared.userspace.load(Ordering::Relaxed),
         kernel_submitted =
             k.exec.submitted + k.connect.submitted + k.ptrace.submitted + k.dns.submitted,
         kernel_lost = k.lost(),
@@ -277,6 +343,9 @@ fn output_loop(
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) if shared.collector_done.load(Ordering::Relaxed) => {
+                break
+            }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };

@@ -82,6 +82,33 @@ pub struct AgentSettings {
     #[arg(long, value_name = "PATH")]
     pub containerd_socket: Option<PathBuf>,
 
+    /// Hours between two inventories (users, ports, packages, cron) sent
+    /// with the events; the first is taken at start. 0 turns it off.
+    /// [default: 24]
+    #[arg(long, value_name = "HOURS")]
+    pub inventory_interval_hours: Option<u64>,
+
+    /// Log files whose sshd lines give login events (data_type 1001);
+    /// repeat the flag for several. [default: /var/log/auth.log,
+    /// /var/log/secure]
+    #[arg(long = "auth-log", value_name = "PATH")]
+    pub auth_logs: Option<Vec<PathBuf>>,
+
+    /// Read sshd logins from the systemd journal: auto (when none of the
+    /// auth logs exists), on, or off. [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pub login_journal: Option<String>,
+
+    /// Turn the login monitor off.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_logins: bool,
+
+    /// Directory for the agent's state (log read positions, journal
+    /// cursor). [default: /var/lib/kestrel]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// BTF file describing the running kernel, for kernels without
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
@@ -108,6 +135,8 @@ pub struct AgentConfig {
     pub btf: Option<PathBuf>,
     pub log_level: String,
     pub runtime_sockets: kestrel_enrich::RuntimeSockets,
+    pub inventory_interval: Option<Duration>,
+    pub logins: Option<crate::logins::LoginConfig>,
 }
 
 impl AgentSettings {
@@ -137,6 +166,13 @@ impl AgentSettings {
             hash_cache_entries: self.hash_cache_entries.or(under.hash_cache_entries),
             queue_events: self.queue_events.or(under.queue_events),
             btf: self.btf.or(under.btf),
+            inventory_interval_hours: self
+                .inventory_interval_hours
+                .or(under.inventory_interval_hours),
+            auth_logs: self.auth_logs.or(under.auth_logs),
+            login_journal: self.login_journal.or(under.login_journal),
+            no_logins: self.no_logins || under.no_logins,
+            state_dir: self.state_dir.or(under.state_dir),
             docker_socket: self.docker_socket.or(under.docker_socket),
             podman_socket: self.podman_socket.or(under.podman_socket),
             crio_socket: self.crio_socket.or(under.crio_socket),
@@ -218,6 +254,37 @@ impl AgentSettings {
                 1,
                 1 << 22,
             )? as usize,
+            inventory_interval: match range(
+                "inventory_interval_hours",
+                self.inventory_interval_hours.unwrap_or(24),
+                0,
+                24 * 365,
+            )? {
+                0 => None,
+                h => Some(Duration::from_secs(h * 3600)),
+            },
+            logins: if self.no_logins {
+                None
+            } else {
+                use crate::logins::JournalMode;
+                Some(crate::logins::LoginConfig {
+                    auth_logs: self.auth_logs.unwrap_or_else(|| {
+                        vec!["/var/log/auth.log".into(), "/var/log/secure".into()]
+                    }),
+                    journal: match self.login_journal.as_deref().unwrap_or("auto") {
+                        "auto" => JournalMode::Auto,
+                        "on" => JournalMode::On,
+                        "off" => JournalMode::Off,
+                        other => bail!(
+                            "bad config value: login_journal = {other:?}: use auto, on or off"
+                        ),
+                    },
+                    state_dir: self
+                        .state_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("/var/lib/kestrel")),
+                })
+            },
             btf: self.btf,
             log_level,
             runtime_sockets: {

@@ -2,6 +2,8 @@
 
 mod agent;
 mod config;
+mod inventory;
+mod logins;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,13 +27,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector: load the BPF probes and print events until
-    /// SIGINT or SIGTERM (needs root and a kernel with BTF, Linux >= 5.8).
+    /// SIGINT or SIGTERM (needs root and a kernel with BTF, Linux >= 5.15).
     ///
     /// Settings come from flags, then from the TOML file given with
     /// --config (same names, in snake_case: `ring_buffer_bytes = 16777216`),
     /// then from the defaults shown. Counters are logged to stderr every
     /// --stats-interval-secs and at exit.
-    Agent(AgentCmd),
+    Agent(Box<AgentCmd>),
+
+    /// Print the host's inventory as JSON events, one per line: listening
+    /// ports (data_type 5051), users (5052), cron jobs (5053) and installed
+    /// packages (5055). Warnings about malformed files, naming file and
+    /// line, and a summary go to stderr.
+    Inventory {
+        /// What to collect.
+        #[arg(value_enum, default_value = "all")]
+        what: inventory::What,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,7 +59,11 @@ struct AgentCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Agent(cmd) => exit(run_agent(cmd)),
+        Command::Agent(cmd) => exit(run_agent(*cmd)),
+        Command::Inventory { what } => {
+            init_logging("warn");
+            exit(inventory::run(what))
+        }
     }
 }
 

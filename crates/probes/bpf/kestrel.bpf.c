@@ -797,25 +797,32 @@ static __always_inline struct sock *udp_sock(struct task_struct *task, int fd)
 	return sk;
 }
 
+/* What the three receive programs share: a datagram was received (ret > 0)
+ * by another process, on a UDP socket. Returns that socket, or NULL. */
+static __always_inline struct sock *recv_udp_sock(long ret, struct task_struct **task,
+						  struct pt_regs **regs, int *fd)
+{
+	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return NULL;
+	*task = bpf_get_current_task_btf();
+	*regs = (struct pt_regs *)bpf_task_pt_regs(*task);
+	*fd = BPF_CORE_READ(*regs, di);
+	return udp_sock(*task, *fd);
+}
+
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int handle_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	/* Read once into a register: the verifier refuses a load through a
+	 * context pointer clang kept offset for a later use. */
+	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct sock *sk;
 	int fd;
 
-	/* Read once into a register: the verifier refuses a load through a
-	 * context pointer clang kept offset for a later use. */
-	long ret = ctx->ret;
-
 	barrier_var(ret);
-	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
-		return 0;
-	task = bpf_get_current_task_btf();
-	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	fd = BPF_CORE_READ(regs, di);
-	sk = udp_sock(task, fd);
+	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (sk)
 		dns_datagram(task, fd, sk, (void *)BPF_CORE_READ(regs, si), ret,
 			     (void *)BPF_CORE_READ(regs, r8));
@@ -825,6 +832,7 @@ int handle_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct user_msghdr msg = {};
@@ -832,47 +840,30 @@ int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	struct sock *sk;
 	int fd;
 
-	/* Read once into a register: the verifier refuses a load through a
-	 * context pointer clang kept offset for a later use. */
-	long ret = ctx->ret;
-
 	barrier_var(ret);
-	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
-		return 0;
-	task = bpf_get_current_task_btf();
-	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	fd = BPF_CORE_READ(regs, di);
-	sk = udp_sock(task, fd);
+	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (!sk || bpf_probe_read_user(&msg, sizeof(msg), (void *)BPF_CORE_READ(regs, si)))
 		return 0;
 	/* The question is at the front: the first buffer holds it. */
 	if (!msg.msg_iov || bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
 		return 0;
-	dns_datagram(task, fd, sk, iov.iov_base,
-		     (__u64)ret < iov.iov_len ? (__u64)ret : iov.iov_len, msg.msg_name);
+	dns_datagram(task, fd, sk, iov.iov_base, (__u64)ret < iov.iov_len ? (__u64)ret : iov.iov_len,
+		     msg.msg_name);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
 int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 {
+	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct mmsghdr *vec;
 	struct sock *sk;
 	int fd;
 
-	/* Read once into a register: the verifier refuses a load through a
-	 * context pointer clang kept offset for a later use. */
-	long ret = ctx->ret;
-
 	barrier_var(ret);
-	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
-		return 0;
-	task = bpf_get_current_task_btf();
-	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	fd = BPF_CORE_READ(regs, di);
-	sk = udp_sock(task, fd);
+	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (!sk)
 		return 0;
 	vec = (struct mmsghdr *)BPF_CORE_READ(regs, si);

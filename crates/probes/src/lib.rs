@@ -49,7 +49,7 @@ pub enum ProbeError {
     #[error("kestrel must run as root to load its BPF programs (effective uid is {0}); run it with sudo or as root")]
     NotRoot(u32),
     /// No BTF for the running kernel.
-    #[error("no BTF type information for this kernel at {0}: Kestrel needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.8), or a BTF file for this kernel given with --btf")]
+    #[error("no BTF type information for this kernel at {0}: Kestrel needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.15), or a BTF file for this kernel given with --btf")]
     NoBtf(PathBuf),
     /// tracefs was missing and could not be mounted.
     #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}; mount it with `mount -t tracefs nodev {TRACEFS}`")]

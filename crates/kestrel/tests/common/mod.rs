@@ -52,8 +52,23 @@ impl Agent {
 
     fn spawn(args: &[&str], out_file: Option<PathBuf>) -> Agent {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // The start-up inventory is hundreds of events: off unless a test
+        // asks for it.
+        let inventory: &[&str] = if args.contains(&"--inventory-interval-hours") {
+            &[]
+        } else {
+            &["--inventory-interval-hours", "0"]
+        };
+        // Likewise the login monitor, which would read the host's logs.
+        let logins: &[&str] = if args.contains(&"--auth-log") || args.contains(&"--login-journal") {
+            &[]
+        } else {
+            &["--no-logins"]
+        };
         let mut child = kestrel()
             .arg("agent")
+            .args(inventory)
+            .args(logins)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
