@@ -49,7 +49,8 @@ enum kestrel_kind {
 	KESTREL_KIND_CONNECT = 2,
 	KESTREL_KIND_PTRACE = 3,
 	KESTREL_KIND_DNS = 4,
-	KESTREL_KIND_MAX = 5,
+	KESTREL_KIND_CRED = 5,
+	KESTREL_KIND_MAX = 6,
 };
 
 /* Columns of the per-CPU counter map `counters`, one row per kind:
@@ -202,6 +203,30 @@ struct kestrel_dns {
 	/* saddr/sport: the receiving socket; daddr/dport: the DNS server. */
 	struct kestrel_sockaddrs addrs;
 	__u8 payload[KESTREL_DNS_PAYLOAD_MAX];
+};
+
+/* Where a credential change was noticed (kestrel_cred.trigger). */
+enum kestrel_cred_trigger {
+	KESTREL_CRED_AT_EXEC = 1,
+	KESTREL_CRED_AT_EXEC_FAILED = 2,
+	KESTREL_CRED_AT_CONNECT = 3,
+	KESTREL_CRED_AT_PTRACE = 4,
+	KESTREL_CRED_AT_DNS = 5,
+	KESTREL_CRED_AT_FORK = 6,
+	KESTREL_CRED_AT_EXIT = 7,
+};
+
+/* data_type 604: a process whose uid or euid became 0 from non-zero
+ * values, noticed at the next thing it did that Kestrel sees, compared
+ * with the credentials Kestrel last saw for it. */
+struct kestrel_cred {
+	struct kestrel_header hdr;
+	struct kestrel_task task; /* uid/euid: the new credentials */
+	__u32 old_uid;
+	__u32 old_euid;
+	__u32 trigger; /* enum kestrel_cred_trigger */
+	__u32 reserved;
+	char filename[256]; /* the program exec'd, for KESTREL_CRED_AT_EXEC */
 };
 
 #endif /* KESTREL_ABI_H */

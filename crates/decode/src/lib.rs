@@ -237,6 +237,23 @@ pub struct Dns {
     pub payload: Vec<u8>,
 }
 
+/// A process whose uid or euid became 0 from non-root credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cred {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The process, with its new credentials.
+    pub task: Task,
+    /// uid before.
+    pub old_uid: u32,
+    /// euid before.
+    pub old_euid: u32,
+    /// Where it was noticed (enum kestrel_cred_trigger).
+    pub trigger: u32,
+    /// The program exec'd, when noticed at an exec.
+    pub filename: Vec<u8>,
+}
+
 /// Any decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -248,6 +265,8 @@ pub enum Record {
     Ptrace(Ptrace),
     /// data_type 601.
     Dns(Dns),
+    /// data_type 604.
+    Cred(Cred),
 }
 
 impl Record {
@@ -258,6 +277,7 @@ impl Record {
             Record::Connect(c) => c.ktime_ns,
             Record::Ptrace(p) => p.ktime_ns,
             Record::Dns(d) => d.ktime_ns,
+            Record::Cred(c) => c.ktime_ns,
         }
     }
 }
@@ -362,6 +382,17 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         abi::KESTREL_KIND_EXEC => decode_exec(buf, hdr).map(|e| Record::Exec(Box::new(e))),
         abi::KESTREL_KIND_CONNECT => decode_connect(buf, hdr).map(Record::Connect),
         abi::KESTREL_KIND_DNS => decode_dns(buf, hdr).map(Record::Dns),
+        abi::KESTREL_KIND_CRED => {
+            let c: abi::kestrel_cred = read_pod(buf, 0, hdr.kind)?;
+            Ok(Record::Cred(Cred {
+                ktime_ns: hdr.ktime_ns,
+                task: task(&c.task),
+                old_uid: c.old_uid,
+                old_euid: c.old_euid,
+                trigger: c.trigger,
+                filename: cstr(bytes_of(&c.filename)),
+            }))
+        }
         abi::KESTREL_KIND_PTRACE => {
             let p: abi::kestrel_ptrace = read_pod(buf, 0, hdr.kind)?;
             Ok(Record::Ptrace(Ptrace {

@@ -20,9 +20,10 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kestrel_decode::{Connect, Dns, Exec, Ptrace, Record, SockAddrs, Task};
+use kestrel_decode::{Connect, Cred, Dns, Exec, Ptrace, Record, SockAddrs, Task};
 use kestrel_event::{
-    lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_DNS, DATA_TYPE_EXEC, DATA_TYPE_PTRACE,
+    lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_CRED, DATA_TYPE_DNS, DATA_TYPE_EXEC,
+    DATA_TYPE_PTRACE,
 };
 use lru::LruCache;
 
@@ -51,6 +52,9 @@ pub struct EnrichConfig {
     pub passwd: PathBuf,
     /// Container runtime API sockets, for container names.
     pub runtime_sockets: RuntimeSockets,
+    /// Programs whose setuid exec to root is expected (sudo, su, sshd):
+    /// no credential change event for them.
+    pub cred_allowlist: Vec<String>,
 }
 
 impl Default for EnrichConfig {
@@ -63,9 +67,24 @@ impl Default for EnrichConfig {
             proc_root: PathBuf::from("/proc"),
             passwd: PathBuf::from("/etc/passwd"),
             runtime_sockets: RuntimeSockets::default(),
+            cred_allowlist: DEFAULT_CRED_ALLOWLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
+
+/// Programs that become root by design, at their usual paths.
+pub const DEFAULT_CRED_ALLOWLIST: &[&str] = &[
+    "/usr/bin/sudo",
+    "/bin/sudo",
+    "/usr/bin/su",
+    "/bin/su",
+    "/usr/sbin/sshd",
+    "/usr/lib/openssh/sshd-session",
+    "/usr/libexec/openssh/sshd-session",
+];
 
 /// What enrichment could not do, counted since start.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +99,9 @@ pub struct EnrichCounters {
     /// DNS datagrams that did not parse (still emitted, with the
     /// question fields empty).
     pub dns_malformed: u64,
+    /// Credential changes dropped because an allowlisted program was
+    /// exec'd.
+    pub cred_allowlisted: u64,
 }
 
 #[derive(Debug)]
@@ -146,15 +168,17 @@ impl Enricher {
         &self.cfg
     }
 
-    /// Turns one record into its event.
-    pub fn enrich(&mut self, rec: &Record) -> Event {
+    /// Turns one record into its event; `None` for a record that policy
+    /// drops (a credential change by an allowlisted program, counted).
+    pub fn enrich(&mut self, rec: &Record) -> Option<Event> {
         self.host.maybe_refresh();
-        match rec {
+        Some(match rec {
             Record::Exec(e) => self.exec(e),
             Record::Connect(c) => self.connect(c),
             Record::Ptrace(p) => self.ptrace(p),
             Record::Dns(d) => self.dns(d),
-        }
+            Record::Cred(c) => self.cred(c)?,
+        })
     }
 
     fn md5(&mut self, path: &Path) -> String {
@@ -409,6 +433,53 @@ impl Enricher {
 }
 
 impl Enricher {
+    fn cred(&mut self, c: &Cred) -> Option<Event> {
+        let t = &c.task;
+        let filename = lossless_string(&c.filename);
+        const AT_EXEC: u32 = 1;
+        if c.trigger == AT_EXEC && self.cfg.cred_allowlist.contains(&filename) {
+            self.counters.cred_allowlisted += 1;
+            return None;
+        }
+        let proc = self.event_process(t);
+        let mut ev = Event::with_capacity(28);
+        self.common_head(&mut ev, t, DATA_TYPE_CRED);
+        ev.push(
+            "exe",
+            proc.as_ref()
+                .map(|p| p.exe.clone())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| filename.clone()),
+        );
+        Self::ids(&mut ev, t);
+        ev.push("old_uid", c.old_uid.to_string());
+        ev.push("sessionid", t.sessionid.to_string());
+        self.common_tail(&mut ev, t, c.ktime_ns, None);
+        ev.push(
+            "exe_md5",
+            proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        // Kestrel's additions.
+        ev.push("old_euid", c.old_euid.to_string());
+        ev.push("euid", t.euid.to_string());
+        ev.push(
+            "trigger",
+            match c.trigger {
+                1 => "exec",
+                2 => "exec_failed",
+                3 => "connect",
+                4 => "ptrace",
+                5 => "dns",
+                6 => "fork",
+                7 => "exit",
+                _ => "",
+            },
+        );
+        ev.push("filename", filename);
+        self.where_fields(&mut ev, t, None);
+        Some(ev)
+    }
+
     fn dns(&mut self, d: &Dns) -> Event {
         let t = &d.task;
         let mut ev = Event::with_capacity(36);
@@ -583,7 +654,7 @@ mod tests {
             &[(1, b"systemd"), (0x7fff_ff00, b"bash")],
         );
         let mut en = enricher();
-        let ev = en.enrich(&decode(&rec).unwrap());
+        let ev = en.enrich(&decode(&rec).unwrap()).unwrap();
         assert_eq!(ev.get("data_type"), Some("59"));
         assert_eq!(ev.get("exe"), Some("/bin/sh"));
         assert_eq!(ev.get("argv"), Some("sh -c a b"));
@@ -646,7 +717,7 @@ mod tests {
     #[test]
     fn connect_fields() {
         let rec = raw::connect(raw::task(0x7fff_fff1, 1, 0, b"curl"), 0, [10, 1, 2, 3], 80);
-        let ev = enricher().enrich(&decode(&rec).unwrap());
+        let ev = enricher().enrich(&decode(&rec).unwrap()).unwrap();
         assert_eq!(ev.get("data_type"), Some("42"));
         assert_eq!(ev.get("dip"), Some("10.1.2.3"));
         assert_eq!(ev.get("dport"), Some("80"));

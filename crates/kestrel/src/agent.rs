@@ -68,7 +68,9 @@ impl Collector {
         };
         let ktime = rec.ktime_ns();
         self.max_delay_ns = self.max_delay_ns.max(boottime_ns().saturating_sub(ktime));
-        let mut ev = self.enricher.enrich(&rec);
+        let Some(mut ev) = self.enricher.enrich(&rec) else {
+            return 0;
+        };
         // Blocks while the output is behind (the ring buffer absorbs the
         // burst), but not past a stop request: an output nobody reads (a
         // paused pipe) must not keep SIGTERM from ending the agent.
@@ -163,6 +165,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             process_cache_entries: cfg.process_cache_entries,
             hash_cache_entries: cfg.hash_cache_entries,
             runtime_sockets: cfg.runtime_sockets.clone(),
+            cred_allowlist: cfg.cred_allowlist.clone(),
             ..EnrichConfig::default()
         }),
         tx,
@@ -294,8 +297,11 @@ fn log_counters(
         decode_errors = shared.decode_errors.load(Ordering::Relaxed),
         write_errors = shared.write_errors.load(Ordering::Relaxed),
         userspace_events = shared.userspace.load(Ordering::Relaxed),
-        kernel_submitted =
-            k.exec.submitted + k.connect.submitted + k.ptrace.submitted + k.dns.submitted,
+        kernel_submitted = k.exec.submitted
+            + k.connect.submitted
+            + k.ptrace.submitted
+            + k.dns.submitted
+            + k.cred.submitted,
         kernel_lost = k.lost(),
         exec_submitted = k.exec.submitted,
         exec_lost = k.exec.ringbuf_full + k.exec.errors,
@@ -306,6 +312,9 @@ fn log_counters(
         dns_submitted = k.dns.submitted,
         dns_lost = k.dns.ringbuf_full + k.dns.errors,
         dns_malformed = en.dns_malformed,
+        cred_submitted = k.cred.submitted,
+        cred_lost = k.cred.ringbuf_full + k.cred.errors,
+        cred_allowlisted = en.cred_allowlisted,
         process_gone = en.process_gone,
         md5_too_large = en.md5_too_large,
         md5_unreadable = en.md5_unreadable,

@@ -109,6 +109,12 @@ pub struct AgentSettings {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Programs whose exec may make a process root without a credential
+    /// change event (data_type 604); repeat the flag for several. [default:
+    /// sudo, su, sshd and sshd-session at their usual paths]
+    #[arg(long = "cred-allow", value_name = "PATH")]
+    pub cred_allowlist: Option<Vec<String>>,
+
     /// BTF file describing the running kernel, for kernels without
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
@@ -137,6 +143,7 @@ pub struct AgentConfig {
     pub runtime_sockets: kestrel_enrich::RuntimeSockets,
     pub inventory_interval: Option<Duration>,
     pub logins: Option<crate::logins::LoginConfig>,
+    pub cred_allowlist: Vec<String>,
 }
 
 impl AgentSettings {
@@ -173,6 +180,7 @@ impl AgentSettings {
             login_journal: self.login_journal.or(under.login_journal),
             no_logins: self.no_logins || under.no_logins,
             state_dir: self.state_dir.or(under.state_dir),
+            cred_allowlist: self.cred_allowlist.or(under.cred_allowlist),
             docker_socket: self.docker_socket.or(under.docker_socket),
             podman_socket: self.podman_socket.or(under.podman_socket),
             crio_socket: self.crio_socket.or(under.crio_socket),
@@ -285,6 +293,12 @@ impl AgentSettings {
                         .unwrap_or_else(|| PathBuf::from("/var/lib/kestrel")),
                 })
             },
+            cred_allowlist: self.cred_allowlist.clone().unwrap_or_else(|| {
+                kestrel_enrich::DEFAULT_CRED_ALLOWLIST
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
             btf: self.btf,
             log_level,
             runtime_sockets: {

@@ -45,7 +45,16 @@ pub fn collect(what: What, host: &Host) -> (Vec<Event>, Vec<Warning>) {
     if all || what == What::Ports {
         let (socks, w) = ports::collect();
         warnings.extend(w);
+        let mut names = kestrel_enrich::Users::new("/etc/passwd");
         for s in socks {
+            let container = s
+                .pid
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+                .and_then(|text| {
+                    kestrel_enrich::container::path_from_proc_cgroup(&text)
+                        .and_then(kestrel_enrich::container::from_cgroup_path)
+                })
+                .unwrap_or_default();
             let mut ev = Event::with_capacity(16);
             ev.push("data_type", "5051");
             ev.push("protocol", s.proto);
@@ -54,10 +63,13 @@ pub fn collect(what: What, host: &Host) -> (Vec<Event>, Vec<Warning>) {
             ev.push("sport", s.port.to_string());
             ev.push("inode", s.inode.to_string());
             ev.push("uid", s.uid.to_string());
+            ev.push("user", names.name(s.uid).to_string());
             ev.push("pid", s.pid.map(|p| p.to_string()).unwrap_or_default());
             ev.push("exe", s.exe);
             ev.push("cmdline", s.cmdline);
             ev.push("comm", s.comm);
+            ev.push("container_id", container.id);
+            ev.push("container_runtime", container.runtime);
             push(ev, &mut events);
         }
     }

@@ -86,6 +86,8 @@ fn inventory_shows_what_the_test_created() {
     let p = find("5051", &|e| e["sport"].as_str() == Some(port.as_str()));
     assert_eq!(field(&p, "pid"), std::process::id().to_string());
     assert_eq!(field(&p, "protocol"), "tcp");
+    assert_eq!(field(&p, "user"), "root");
+    assert_eq!(field(&p, "container_id"), "");
     assert_eq!(field(&p, "sip"), "127.0.0.1");
     assert_eq!(
         field(&p, "exe"),

@@ -71,6 +71,30 @@ struct {
 	__type(value, struct kestrel_dns);
 } dns_scratch SEC(".maps");
 
+/* The credentials last seen for each process (by tgid), to notice a uid or
+ * euid that became 0 however it happened: a setuid exec, setresuid back to
+ * a saved root uid, or a kernel exploit's commit_creds inside any syscall.
+ * Entries are made at fork (the child starts with its parent's) and
+ * exec, refreshed whenever the process is seen, and dropped at exit. */
+struct cred_seen {
+	__u32 uid;
+	__u32 euid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct cred_seen);
+} creds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kestrel_cred);
+} cred_scratch SEC(".maps");
+
 static __always_inline void count(__u32 kind, __u32 ctr)
 {
 	__u32 key = kind * KESTREL_CTR_MAX + ctr;
@@ -153,6 +177,8 @@ static __always_inline void pid_at_level(struct pid *pid, struct upid *out)
  * call per field. Only what the verifier cannot type (an element of a
  * pointer array, a string) goes through bpf_probe_read_kernel.
  */
+static __always_inline void check_creds(__u32 trigger, const char *filename);
+
 static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task)
 {
 	struct task_struct *leader = task->group_leader;
@@ -502,6 +528,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	fill_fdinfo(&e->stdio[1], task_fd(p, 1));
 	fill_tty(e, p);
 	fill_ancestry(e, p);
+	check_creds(KESTREL_CRED_AT_EXEC, BPF_CORE_READ(bprm, filename));
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
 }
@@ -573,6 +600,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	fill_fdinfo(&e->stdio[0], task_fd(task, 0));
 	fill_fdinfo(&e->stdio[1], task_fd(task, 1));
 	fill_tty(e, task);
+	check_creds(KESTREL_CRED_AT_EXEC_FAILED, NULL);
 	fill_ancestry(e, task);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
@@ -661,6 +689,7 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		}
 	}
 	submit(&e, sizeof(e), KESTREL_KIND_CONNECT);
+	check_creds(KESTREL_CRED_AT_CONNECT, NULL);
 	return 0;
 }
 
@@ -720,6 +749,7 @@ int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
 	e.data = BPF_CORE_READ(regs, r10);
 	e.res = ctx->ret;
 	submit(&e, sizeof(e), KESTREL_KIND_PTRACE);
+	check_creds(KESTREL_CRED_AT_PTRACE, NULL);
 	return 0;
 }
 
@@ -877,5 +907,83 @@ int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 		dns_datagram(task, fd, sk, iov.iov_base,
 			     m.msg_len < iov.iov_len ? m.msg_len : iov.iov_len, m.msg_hdr.msg_name);
 	}
+	return 0;
+}
+
+static __always_inline void emit_cred(struct task_struct *task, struct cred_seen *old,
+				      __u32 trigger, const char *filename)
+{
+	__u32 zero = 0;
+	struct kestrel_cred *e = bpf_map_lookup_elem(&cred_scratch, &zero);
+
+	if (!e) {
+		count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
+		return;
+	}
+	e->hdr.kind = KESTREL_KIND_CRED;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e->task, task);
+	e->old_uid = old->uid;
+	e->old_euid = old->euid;
+	e->trigger = trigger;
+	e->filename[0] = 0;
+	if (filename)
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename);
+	submit(e, sizeof(*e), KESTREL_KIND_CRED);
+}
+
+/* Compares the current task's credentials with those last seen for its
+ * process; reports a change from non-root to root, then remembers. */
+static __always_inline void check_creds(__u32 trigger, const char *filename)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct cred_seen now = {
+		.uid = (__u32)bpf_get_current_uid_gid(),
+		.euid = task->cred->euid.val,
+	};
+	struct cred_seen *prev = bpf_map_lookup_elem(&creds, &tgid);
+
+	if (!prev) {
+		bpf_map_update_elem(&creds, &tgid, &now, BPF_ANY);
+		return;
+	}
+	if (prev->uid == now.uid && prev->euid == now.euid)
+		return;
+	if (prev->uid != 0 && prev->euid != 0 && (now.uid == 0 || now.euid == 0)) {
+		struct cred_seen old = *prev;
+
+		emit_cred(task, &old, trigger, filename);
+	}
+	prev->uid = now.uid;
+	prev->euid = now.euid;
+}
+
+/* A new process starts with its parent's credentials. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ctgid = child->tgid;
+	struct cred_seen c;
+
+	if (ctgid == parent->tgid)
+		return 0; /* a new thread of the same process */
+	check_creds(KESTREL_CRED_AT_FORK, NULL);
+	c.uid = child->cred->uid.val;
+	c.euid = child->cred->euid.val;
+	bpf_map_update_elem(&creds, &ctgid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+
+	if (p->pid != tgid)
+		return 0; /* a thread, not the process */
+	check_creds(KESTREL_CRED_AT_EXIT, NULL);
+	bpf_map_delete_elem(&creds, &tgid);
 	return 0;
 }

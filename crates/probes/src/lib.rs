@@ -116,12 +116,14 @@ pub struct KernelCounters {
     pub ptrace: KindCounters,
     /// DNS records.
     pub dns: KindCounters,
+    /// Credential change records.
+    pub cred: KindCounters,
 }
 
 impl KernelCounters {
     /// All records lost in the kernel, whatever the kind.
     pub fn lost(&self) -> u64 {
-        [self.exec, self.connect, self.ptrace, self.dns]
+        [self.exec, self.connect, self.ptrace, self.dns, self.cred]
             .iter()
             .map(|k| k.ringbuf_full + k.errors)
             .sum()
@@ -189,6 +191,14 @@ const PROGRAMS: &[ProbeStatus] = &[
         program: "handle_recvmmsg_exit",
         target: "tracepoint/syscalls/sys_exit_recvmmsg",
     },
+    ProbeStatus {
+        program: "handle_fork",
+        target: "tp_btf/sched_process_fork",
+    },
+    ProbeStatus {
+        program: "handle_exit",
+        target: "tp_btf/sched_process_exit",
+    },
 ];
 
 fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::ProgramMut<'static> {
@@ -203,6 +213,8 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_recvfrom_exit" => &p.handle_recvfrom_exit,
         "handle_recvmsg_exit" => &p.handle_recvmsg_exit,
         "handle_recvmmsg_exit" => &p.handle_recvmmsg_exit,
+        "handle_fork" => &p.handle_fork,
+        "handle_exit" => &p.handle_exit,
         other => unreachable!("{other} is not a program of kestrel.bpf.c"),
     }
 }
@@ -422,6 +434,7 @@ impl Probes {
             connect: read(abi::KESTREL_KIND_CONNECT)?,
             ptrace: read(abi::KESTREL_KIND_PTRACE)?,
             dns: read(abi::KESTREL_KIND_DNS)?,
+            cred: read(abi::KESTREL_KIND_CRED)?,
         })
     }
 

@@ -1,0 +1,101 @@
+//! Credential changes to root (data_type 604). Needs root.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{field, marker, Agent};
+
+#[test]
+fn regaining_a_saved_root_uid_is_reported_at_the_next_action() {
+    let agent = Agent::start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Drop to uid 1000 keeping saved uid 0, act (a connect), take uid 0
+    // back with setresuid (SYS_setresuid = 117 on x86-64), act again.
+    let script = format!(
+        "use IO::Socket::INET; \
+         syscall(117, 1000, 1000, 0) == 0 or die \"drop: $!\"; \
+         IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => {port}, Proto => 'tcp'); \
+         syscall(117, 0, 0, 0) == 0 or die \"regain: $!\"; \
+         IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => {port}, Proto => 'tcp');"
+    );
+    let child = Command::new("perl").args(["-e", &script]).spawn().unwrap();
+    let pid = child.id().to_string();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let ev = agent.wait_for("the credential change", |e| {
+        e["data_type"] == "604" && e["tgid"].as_str() == Some(pid.as_str())
+    });
+    assert_eq!(field(&ev, "old_uid"), "1000");
+    assert_eq!(field(&ev, "uid"), "0");
+    assert_eq!(field(&ev, "euid"), "0");
+    assert_eq!(field(&ev, "trigger"), "connect");
+    assert_eq!(field(&ev, "user"), "root");
+    agent.stop();
+}
+
+/// A setuid-root copy of `id` that only uid 65534 will run.
+fn setuid_copy(tag: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("kestrel-suid-{tag}"));
+    std::fs::copy("/usr/bin/id", &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    path
+}
+
+/// A shell running as uid 65534 (seen by Kestrel at its exec) that runs
+/// the setuid copy, as a logged-in user would.
+fn run_as_nobody(path: &std::path::Path) {
+    let st = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(format!("{} >/dev/null", path.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_setuid_root_exec_is_reported_unless_allowlisted() {
+    let tag = marker("suid");
+    let path = setuid_copy(&tag);
+    let p = path.to_str().unwrap().to_string();
+
+    let agent = Agent::start(&[]);
+    run_as_nobody(&path);
+    let ev = agent.wait_for("the setuid exec", |e| {
+        e["data_type"] == "604" && e["filename"].as_str() == Some(p.as_str())
+    });
+    assert_eq!(field(&ev, "old_uid"), "65534");
+    assert_eq!(field(&ev, "uid"), "65534");
+    assert_eq!(field(&ev, "euid"), "0");
+    assert_eq!(field(&ev, "trigger"), "exec");
+    agent.stop();
+
+    // The same program, allowlisted: its exec is expected to become root.
+    let agent = Agent::start(&["--cred-allow", &p]);
+    let mark = marker("after");
+    run_as_nobody(&path);
+    // An event after it, to know the agent has seen the exec.
+    Command::new("/bin/true").arg(&mark).status().unwrap();
+    agent.wait_for("the marker", |e| {
+        e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    assert!(
+        !agent
+            .events()
+            .iter()
+            .any(|e| e["data_type"] == "604" && e["filename"].as_str() == Some(p.as_str())),
+        "an allowlisted program was reported"
+    );
+    let c = agent.stop();
+    assert!(c["cred_allowlisted"] >= 1, "{c:?}");
+    std::fs::remove_file(&path).unwrap();
+}
