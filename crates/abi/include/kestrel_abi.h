@@ -50,7 +50,8 @@ enum kestrel_kind {
 	KESTREL_KIND_PTRACE = 3,
 	KESTREL_KIND_DNS = 4,
 	KESTREL_KIND_CRED = 5,
-	KESTREL_KIND_MAX = 6,
+	KESTREL_KIND_MODULE = 6,
+	KESTREL_KIND_MAX = 7,
 };
 
 /* Columns of the per-CPU counter map `counters`, one row per kind:
@@ -227,6 +228,20 @@ struct kestrel_cred {
 	__u32 trigger; /* enum kestrel_cred_trigger */
 	__u32 reserved;
 	char filename[256]; /* the program exec'd, for KESTREL_CRED_AT_EXEC */
+};
+
+/* data_type 603: init_module or finit_module, with its result. */
+struct kestrel_module {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;
+	__s32 fd;        /* finit_module's descriptor; -1 for init_module */
+	__u64 image_len; /* init_module's in-memory image length */
+	__u32 flags;     /* finit_module's flags */
+	__u32 path_len;  /* bytes of path components below, innermost first */
+	__u32 path_truncated;
+	__u32 reserved;
+	__u8 path[KESTREL_CWD_MAX * 2];
 };
 
 #endif /* KESTREL_ABI_H */

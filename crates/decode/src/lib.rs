@@ -254,6 +254,27 @@ pub struct Cred {
     pub filename: Vec<u8>,
 }
 
+/// init_module or finit_module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The loading process.
+    pub task: Task,
+    /// 0 or -errno.
+    pub res: i32,
+    /// finit_module's descriptor, -1 for init_module.
+    pub fd: i32,
+    /// init_module's image length.
+    pub image_len: u64,
+    /// finit_module's flags.
+    pub flags: u32,
+    /// The file loaded from, absolute ("/" when unknown), for finit_module.
+    pub path: Vec<u8>,
+    /// The path walk stopped early: `path` holds its innermost part.
+    pub path_truncated: bool,
+}
+
 /// Any decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -267,6 +288,8 @@ pub enum Record {
     Dns(Dns),
     /// data_type 604.
     Cred(Cred),
+    /// data_type 603.
+    Module(Module),
 }
 
 impl Record {
@@ -278,6 +301,7 @@ impl Record {
             Record::Ptrace(p) => p.ktime_ns,
             Record::Dns(d) => d.ktime_ns,
             Record::Cred(c) => c.ktime_ns,
+            Record::Module(m) => m.ktime_ns,
         }
     }
 }
@@ -382,6 +406,24 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         abi::KESTREL_KIND_EXEC => decode_exec(buf, hdr).map(|e| Record::Exec(Box::new(e))),
         abi::KESTREL_KIND_CONNECT => decode_connect(buf, hdr).map(Record::Connect),
         abi::KESTREL_KIND_DNS => decode_dns(buf, hdr).map(Record::Dns),
+        abi::KESTREL_KIND_MODULE => {
+            let m: Box<abi::kestrel_module> = Box::new(read_pod(buf, 0, hdr.kind)?);
+            let len = (m.path_len as usize).min(m.path.len());
+            Ok(Record::Module(Module {
+                ktime_ns: hdr.ktime_ns,
+                task: task(&m.task),
+                res: m.res,
+                fd: m.fd,
+                image_len: m.image_len,
+                flags: m.flags,
+                path: if m.fd >= 0 && len > 0 {
+                    join_reversed(&m.path[..len])
+                } else {
+                    Vec::new()
+                },
+                path_truncated: m.path_truncated != 0,
+            }))
+        }
         abi::KESTREL_KIND_CRED => {
             let c: abi::kestrel_cred = read_pod(buf, 0, hdr.kind)?;
             Ok(Record::Cred(Cred {

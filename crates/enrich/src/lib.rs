@@ -20,10 +20,10 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kestrel_decode::{Connect, Cred, Dns, Exec, Ptrace, Record, SockAddrs, Task};
+use kestrel_decode::{Connect, Cred, Dns, Exec, Module, Ptrace, Record, SockAddrs, Task};
 use kestrel_event::{
     lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_CRED, DATA_TYPE_DNS, DATA_TYPE_EXEC,
-    DATA_TYPE_PTRACE,
+    DATA_TYPE_MODULE, DATA_TYPE_PTRACE,
 };
 use lru::LruCache;
 
@@ -178,6 +178,7 @@ impl Enricher {
             Record::Ptrace(p) => self.ptrace(p),
             Record::Dns(d) => self.dns(d),
             Record::Cred(c) => self.cred(c)?,
+            Record::Module(m) => self.module(m),
         })
     }
 
@@ -433,6 +434,49 @@ impl Enricher {
 }
 
 impl Enricher {
+    fn module(&mut self, m: &Module) -> Event {
+        let t = &m.task;
+        let proc = self.event_process(t);
+        let lkm_file = lossless_string(&m.path);
+        let (md5, name) = if lkm_file.is_empty() {
+            (String::new(), String::new())
+        } else {
+            let path = Path::new(&lkm_file);
+            (self.md5(path), module_name(path).unwrap_or_default())
+        };
+        let mut ev = Event::with_capacity(30);
+        self.common_head(&mut ev, t, DATA_TYPE_MODULE);
+        ev.push(
+            "exe",
+            proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+        );
+        ev.push("lkm_file", lkm_file);
+        Self::ids(&mut ev, t);
+        ev.push("sessionid", t.sessionid.to_string());
+        self.common_tail(&mut ev, t, m.ktime_ns, None);
+        ev.push(
+            "exe_md5",
+            proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        ev.push("load_file_md5", md5);
+        // Kestrel's additions.
+        ev.push("module_name", name);
+        ev.push("res", m.res.to_string());
+        ev.push(
+            "syscall",
+            if m.fd >= 0 {
+                "finit_module"
+            } else {
+                "init_module"
+            },
+        );
+        ev.push("flags", m.flags.to_string());
+        ev.push("image_len", m.image_len.to_string());
+        ev.push("euid", t.euid.to_string());
+        self.where_fields(&mut ev, t, None);
+        ev
+    }
+
     fn cred(&mut self, c: &Cred) -> Option<Event> {
         let t = &c.task;
         let filename = lossless_string(&c.filename);
@@ -557,6 +601,21 @@ impl Enricher {
         self.where_fields(&mut ev, t, None);
         ev
     }
+}
+
+/// The module's name from its `.modinfo` strings ("name=foo"), read from
+/// the first 64 MiB of an uncompressed .ko; `None` otherwise.
+fn module_name(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 << 20)
+        .read_to_end(&mut data)
+        .ok()?;
+    let at = data.windows(6).position(|w| w == b"\0name=")? + 6;
+    let end = data[at..].iter().position(|&b| b == 0)?;
+    Some(lossless_string(&data[at..at + end]))
 }
 
 fn bool_str(b: bool) -> &'static str {

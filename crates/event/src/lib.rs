@@ -13,6 +13,8 @@ pub const DATA_TYPE_EXEC: &str = "59";
 pub const DATA_TYPE_CONNECT: &str = "42";
 /// `data_type` of a DNS answer.
 pub const DATA_TYPE_DNS: &str = "601";
+/// `data_type` of a kernel module load.
+pub const DATA_TYPE_MODULE: &str = "603";
 /// `data_type` of a credential change to root.
 pub const DATA_TYPE_CRED: &str = "604";
 /// `data_type` of a ptrace request ("process injection").

@@ -121,7 +121,14 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         btf: cfg.btf.clone(),
     })?;
     for p in probes.status() {
-        tracing::info!(program = p.program, hook = p.target, "probe attached");
+        match &p.state {
+            kestrel_probes::ProbeState::Attached => {
+                tracing::info!(program = p.program, hook = p.target, "probe attached")
+            }
+            kestrel_probes::ProbeState::NotApplicable(why) => {
+                tracing::info!(program = p.program, hook = p.target, reason = %why, "probe not applicable")
+            }
+        }
     }
 
     let shared = Arc::new(Shared::default());
@@ -301,7 +308,8 @@ fn log_counters(
             + k.connect.submitted
             + k.ptrace.submitted
             + k.dns.submitted
-            + k.cred.submitted,
+            + k.cred.submitted
+            + k.module.submitted,
         kernel_lost = k.lost(),
         exec_submitted = k.exec.submitted,
         exec_lost = k.exec.ringbuf_full + k.exec.errors,
@@ -315,6 +323,8 @@ fn log_counters(
         cred_submitted = k.cred.submitted,
         cred_lost = k.cred.ringbuf_full + k.cred.errors,
         cred_allowlisted = en.cred_allowlisted,
+        module_submitted = k.module.submitted,
+        module_lost = k.module.ringbuf_full + k.module.errors,
         process_gone = en.process_gone,
         md5_too_large = en.md5_too_large,
         md5_unreadable = en.md5_unreadable,

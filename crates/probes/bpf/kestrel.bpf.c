@@ -95,6 +95,13 @@ struct {
 	__type(value, struct kestrel_cred);
 } cred_scratch SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kestrel_module);
+} module_scratch SEC(".maps");
+
 static __always_inline void count(__u32 kind, __u32 ctr)
 {
 	__u32 key = kind * KESTREL_CTR_MAX + ctr;
@@ -986,4 +993,95 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	check_creds(KESTREL_CRED_AT_EXIT, NULL);
 	bpf_map_delete_elem(&creds, &tgid);
 	return 0;
+}
+
+/* The path of the file a module is loaded from, as components innermost
+ * first (like read_cwd, which explains the shape of the loop). */
+static __always_inline void read_module_path(struct kestrel_module *m, struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct vfsmount *vmnt = BPF_CORE_READ(f, f_path.mnt);
+	struct mount *mnt = (void *)vmnt - bpf_core_field_offset(struct mount, mnt);
+
+	m->path_len = 0;
+	m->path_truncated = 0;
+	for (int i = 0; i < KESTREL_CWD_DEPTH; i++) {
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		__u64 used = m->path_len, room = KESTREL_CWD_MAX - used;
+		long n;
+
+		if (d == BPF_CORE_READ(vmnt, mnt_root)) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+			if (up == mnt)
+				return;
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			vmnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
+			continue;
+		}
+		if (d == parent)
+			return;
+		if (used > KESTREL_CWD_MAX || room > KESTREL_CWD_MAX)
+			break;
+		n = bpf_probe_read_kernel_str(&m->path[used], room, BPF_CORE_READ(d, d_name.name));
+		if (n <= 0 || n == room)
+			break;
+		m->path_len = used + n;
+		d = parent;
+	}
+	m->path_truncated = 1;
+}
+
+static __always_inline int module_event(long ret, int fd, __u64 image_len, __u32 flags)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_module *m;
+	__u32 zero = 0;
+
+	m = bpf_map_lookup_elem(&module_scratch, &zero);
+	if (!m) {
+		count(KESTREL_KIND_MODULE, KESTREL_CTR_ERROR);
+		return 0;
+	}
+	m->hdr.kind = KESTREL_KIND_MODULE;
+	m->hdr.size = sizeof(*m);
+	m->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&m->task, task);
+	m->res = ret;
+	m->fd = fd;
+	m->image_len = image_len;
+	m->flags = flags;
+	m->path_len = 0;
+	m->path_truncated = 0;
+	if (fd >= 0) {
+		struct file *f = task_fd(task, fd);
+
+		if (f)
+			read_module_path(m, f);
+	}
+	submit(m, sizeof(*m), KESTREL_KIND_MODULE);
+	return 0;
+}
+
+/* Kernels without module support have neither tracepoint: user space
+ * leaves these two programs out (see kestrel-probes' PROGRAMS). */
+SEC("tracepoint/syscalls/sys_exit_finit_module")
+int handle_finit_module_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	barrier_var(ret);
+	return module_event(ret, (int)BPF_CORE_READ(regs, di), 0, (__u32)BPF_CORE_READ(regs, dx));
+}
+
+SEC("tracepoint/syscalls/sys_exit_init_module")
+int handle_init_module_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	barrier_var(ret);
+	return module_event(ret, -1, BPF_CORE_READ(regs, si), 0);
 }

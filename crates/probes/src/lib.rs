@@ -118,15 +118,24 @@ pub struct KernelCounters {
     pub dns: KindCounters,
     /// Credential change records.
     pub cred: KindCounters,
+    /// Module load records.
+    pub module: KindCounters,
 }
 
 impl KernelCounters {
     /// All records lost in the kernel, whatever the kind.
     pub fn lost(&self) -> u64 {
-        [self.exec, self.connect, self.ptrace, self.dns, self.cred]
-            .iter()
-            .map(|k| k.ringbuf_full + k.errors)
-            .sum()
+        [
+            self.exec,
+            self.connect,
+            self.ptrace,
+            self.dns,
+            self.cred,
+            self.module,
+        ]
+        .iter()
+        .map(|k| k.ringbuf_full + k.errors)
+        .sum()
     }
 }
 
@@ -143,13 +152,36 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
 }
 
-/// One attached program and what it hooks.
+/// One program and what it hooks.
 #[derive(Debug, Clone)]
 pub struct ProbeStatus {
     /// Program name.
     pub program: &'static str,
     /// Tracepoint it is attached to.
     pub target: &'static str,
+    /// A tracefs event (under events/) that must exist for the program to
+    /// apply at all; `None` for programs every supported kernel can run.
+    pub requires: Option<&'static str>,
+}
+
+/// What became of one program at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeState {
+    /// Loaded and attached.
+    Attached,
+    /// Left out: this kernel cannot produce what it watches.
+    NotApplicable(String),
+}
+
+/// A program and what became of it.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// Program name.
+    pub program: &'static str,
+    /// Its hook.
+    pub target: &'static str,
+    /// Attached or not applicable.
+    pub state: ProbeState,
 }
 
 /// Every program Kestrel attaches, with its tracepoint. All are required:
@@ -158,46 +190,67 @@ const PROGRAMS: &[ProbeStatus] = &[
     ProbeStatus {
         program: "handle_exec",
         target: "tp_btf/sched_process_exec",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_execve_exit",
         target: "tracepoint/syscalls/sys_exit_execve",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_execveat_exit",
         target: "tracepoint/syscalls/sys_exit_execveat",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_connect_exit",
         target: "tracepoint/syscalls/sys_exit_connect",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_sock_state",
         target: "tracepoint/sock/inet_sock_set_state",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_ptrace_exit",
         target: "tracepoint/syscalls/sys_exit_ptrace",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_recvfrom_exit",
         target: "tracepoint/syscalls/sys_exit_recvfrom",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_recvmsg_exit",
         target: "tracepoint/syscalls/sys_exit_recvmsg",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_recvmmsg_exit",
         target: "tracepoint/syscalls/sys_exit_recvmmsg",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_fork",
         target: "tp_btf/sched_process_fork",
+        requires: None,
     },
     ProbeStatus {
         program: "handle_exit",
         target: "tp_btf/sched_process_exit",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_finit_module_exit",
+        target: "tracepoint/syscalls/sys_exit_finit_module",
+        requires: Some("syscalls/sys_exit_finit_module"),
+    },
+    ProbeStatus {
+        program: "handle_init_module_exit",
+        target: "tracepoint/syscalls/sys_exit_init_module",
+        requires: Some("syscalls/sys_exit_init_module"),
     },
 ];
 
@@ -215,7 +268,20 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_recvmmsg_exit" => &p.handle_recvmmsg_exit,
         "handle_fork" => &p.handle_fork,
         "handle_exit" => &p.handle_exit,
+        "handle_finit_module_exit" => &p.handle_finit_module_exit,
+        "handle_init_module_exit" => &p.handle_init_module_exit,
         other => unreachable!("{other} is not a program of kestrel.bpf.c"),
+    }
+}
+
+fn open_program<'a, 'obj>(
+    p: &'a mut skel::OpenKestrelProgs<'obj>,
+    name: &str,
+) -> &'a mut libbpf_rs::OpenProgramMut<'obj> {
+    match name {
+        "handle_finit_module_exit" => &mut p.handle_finit_module_exit,
+        "handle_init_module_exit" => &mut p.handle_init_module_exit,
+        other => unreachable!("{other} is not an optional program"),
     }
 }
 
@@ -223,6 +289,7 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
 pub struct Probes {
     skel: KestrelSkel<'static>,
     links: Vec<Link>,
+    report: Vec<ProbeReport>,
 }
 
 static LIBBPF_LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
@@ -347,6 +414,27 @@ impl Probes {
         rodata.self_tgid = std::process::id();
         rodata.wakeup_bytes = cfg.wakeup_bytes;
 
+        // A program whose tracepoint this kernel lacks watches something
+        // that cannot happen here (module loading on a kernel without
+        // modules): leave it out and say so, rather than fail.
+        let mut report = Vec::new();
+        for p in PROGRAMS {
+            let state = match p.requires {
+                Some(ev) if !Path::new(TRACEFS).join("events").join(ev).exists() => {
+                    open_program(&mut open.progs, p.program).set_autoload(false);
+                    ProbeState::NotApplicable(format!(
+                        "this kernel has no tracepoint {ev} (built without the feature it watches)"
+                    ))
+                }
+                _ => ProbeState::Attached,
+            };
+            report.push(ProbeReport {
+                program: p.program,
+                target: p.target,
+                state,
+            });
+        }
+
         let skel = open.load().map_err(|e| {
             let log = take_log();
             ProbeError::Load {
@@ -357,7 +445,10 @@ impl Probes {
         })?;
 
         let mut links = Vec::new();
-        for p in PROGRAMS {
+        for (p, r) in PROGRAMS.iter().zip(&report) {
+            if r.state != ProbeState::Attached {
+                continue;
+            }
             let prog = program(&skel, p.program);
             let link = prog.attach().map_err(|e| ProbeError::Attach {
                 program: p.program.to_string(),
@@ -367,7 +458,11 @@ impl Probes {
             tracing::debug!(program = p.program, target = p.target, "attached");
             links.push(link);
         }
-        Ok(Probes { skel, links })
+        Ok(Probes {
+            skel,
+            links,
+            report,
+        })
     }
 
     /// Detaches every program; the maps stay readable, so what the ring
@@ -376,9 +471,9 @@ impl Probes {
         self.links.clear();
     }
 
-    /// The programs attached, with their hooks.
-    pub fn status(&self) -> &'static [ProbeStatus] {
-        PROGRAMS
+    /// Every program, attached or not applicable, with its hook.
+    pub fn status(&self) -> &[ProbeReport] {
+        &self.report
     }
 
     /// A consumer of the event ring buffer; `f` sees each record's bytes.
@@ -435,14 +530,16 @@ impl Probes {
             ptrace: read(abi::KESTREL_KIND_PTRACE)?,
             dns: read(abi::KESTREL_KIND_DNS)?,
             cred: read(abi::KESTREL_KIND_CRED)?,
+            module: read(abi::KESTREL_KIND_MODULE)?,
         })
     }
 
     /// Run count and time of each program, as kept by the kernel when
     /// `kernel.bpf_stats_enabled` is 1 (zero otherwise).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        PROGRAMS
+        self.report
             .iter()
+            .filter(|r| r.state == ProbeState::Attached)
             .filter_map(|p| {
                 let prog = program(&self.skel, p.program);
                 let mut info = libbpf_sys::bpf_prog_info::default();
