@@ -139,12 +139,24 @@ impl JournalSource {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
-        let mut child = Command::new(&opts.journalctl)
-            .args(journalctl_args(cursor.as_deref()))
+        let mut cmd = Command::new(&opts.journalctl);
+        cmd.args(journalctl_args(cursor.as_deref()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+            .stderr(Stdio::inherit());
+        // The reading thread may be blocked in a read when the agent exits:
+        // journalctl must not outlive it (it would wait for the next entry
+        // to notice the closed pipe).
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         Ok(JournalSource {
             child,
