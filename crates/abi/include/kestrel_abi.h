@@ -51,7 +51,8 @@ enum kestrel_kind {
 	KESTREL_KIND_DNS = 4,
 	KESTREL_KIND_CRED = 5,
 	KESTREL_KIND_MODULE = 6,
-	KESTREL_KIND_MAX = 7,
+	KESTREL_KIND_FILE = 7,
+	KESTREL_KIND_MAX = 8,
 };
 
 /* Columns of the per-CPU counter map `counters`, one row per kind:
@@ -230,6 +231,14 @@ struct kestrel_cred {
 	char filename[256]; /* the program exec'd, for KESTREL_CRED_AT_EXEC */
 };
 
+/* A path walked in the kernel: NUL-terminated components, innermost
+ * first. Sized twice the limit so the verifier's masked bounds hold. */
+struct kestrel_path {
+	__u32 len; /* bytes used */
+	__u32 truncated;
+	__u8 bytes[KESTREL_CWD_MAX * 2];
+};
+
 /* data_type 603: init_module or finit_module, with its result. */
 struct kestrel_module {
 	struct kestrel_header hdr;
@@ -238,10 +247,27 @@ struct kestrel_module {
 	__s32 fd;        /* finit_module's descriptor; -1 for init_module */
 	__u64 image_len; /* init_module's in-memory image length */
 	__u32 flags;     /* finit_module's flags */
-	__u32 path_len;  /* bytes of path components below, innermost first */
-	__u32 path_truncated;
 	__u32 reserved;
-	__u8 path[KESTREL_CWD_MAX * 2];
+	struct kestrel_path path; /* the file behind fd */
+};
+
+#define KESTREL_FILE_TMPFILE (1u << 0) /* O_TMPFILE: created without a name */
+#define KESTREL_FILE_MKNOD (1u << 1)   /* mknod/mknodat: dir + rel name */
+
+/* data_type 602: a file that an open/openat/openat2/creat really created
+ * (not an existing file opened with O_CREAT), or a node made by
+ * mknod/mknodat. */
+struct kestrel_file {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;   /* the new descriptor, or 0 for mknod */
+	__u32 flags; /* KESTREL_FILE_* */
+	__u32 mode;  /* i_mode of the new inode, or mknod's mode */
+	__u32 reserved;
+	/* open*: the new file itself. mknod: the directory it was made in;
+	 * `rel` holds the name as passed (absolute or relative to it). */
+	struct kestrel_path path;
+	char rel[256];
 };
 
 #endif /* KESTREL_ABI_H */

@@ -275,6 +275,28 @@ pub struct Module {
     pub path_truncated: bool,
 }
 
+/// A file or node created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCreate {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The creating process.
+    pub task: Task,
+    /// The new descriptor (0 for mknod).
+    pub res: i32,
+    /// The new file's absolute path; for O_TMPFILE its directory plus the
+    /// kernel's "#INODE" name.
+    pub path: Vec<u8>,
+    /// The walk stopped early: `path` holds its innermost part.
+    pub path_truncated: bool,
+    /// Created with O_TMPFILE (no name yet).
+    pub tmpfile: bool,
+    /// Made by mknod/mknodat.
+    pub mknod: bool,
+    /// Mode of the new inode (type and permissions).
+    pub mode: u32,
+}
+
 /// Any decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -290,6 +312,8 @@ pub enum Record {
     Cred(Cred),
     /// data_type 603.
     Module(Module),
+    /// data_type 602.
+    File(FileCreate),
 }
 
 impl Record {
@@ -302,6 +326,7 @@ impl Record {
             Record::Dns(d) => d.ktime_ns,
             Record::Cred(c) => c.ktime_ns,
             Record::Module(m) => m.ktime_ns,
+            Record::File(f) => f.ktime_ns,
         }
     }
 }
@@ -406,9 +431,40 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         abi::KESTREL_KIND_EXEC => decode_exec(buf, hdr).map(|e| Record::Exec(Box::new(e))),
         abi::KESTREL_KIND_CONNECT => decode_connect(buf, hdr).map(Record::Connect),
         abi::KESTREL_KIND_DNS => decode_dns(buf, hdr).map(Record::Dns),
+        abi::KESTREL_KIND_FILE => {
+            let f: Box<abi::kestrel_file> = Box::new(read_pod(buf, 0, hdr.kind)?);
+            let len = (f.path.len as usize).min(f.path.bytes.len());
+            let dir = join_reversed(&f.path.bytes[..len]);
+            let mknod = f.flags & abi::KESTREL_FILE_MKNOD != 0;
+            let path = if mknod {
+                let rel = cstr(bytes_of(&f.rel));
+                if rel.starts_with(b"/") {
+                    rel
+                } else {
+                    let mut p = dir;
+                    if p != b"/" {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(&rel);
+                    p
+                }
+            } else {
+                dir
+            };
+            Ok(Record::File(FileCreate {
+                ktime_ns: hdr.ktime_ns,
+                task: task(&f.task),
+                res: f.res,
+                path,
+                path_truncated: f.path.truncated != 0,
+                tmpfile: f.flags & abi::KESTREL_FILE_TMPFILE != 0,
+                mknod,
+                mode: f.mode,
+            }))
+        }
         abi::KESTREL_KIND_MODULE => {
             let m: Box<abi::kestrel_module> = Box::new(read_pod(buf, 0, hdr.kind)?);
-            let len = (m.path_len as usize).min(m.path.len());
+            let len = (m.path.len as usize).min(m.path.bytes.len());
             Ok(Record::Module(Module {
                 ktime_ns: hdr.ktime_ns,
                 task: task(&m.task),
@@ -417,11 +473,11 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 image_len: m.image_len,
                 flags: m.flags,
                 path: if m.fd >= 0 && len > 0 {
-                    join_reversed(&m.path[..len])
+                    join_reversed(&m.path.bytes[..len])
                 } else {
                     Vec::new()
                 },
-                path_truncated: m.path_truncated != 0,
+                path_truncated: m.path.truncated != 0,
             }))
         }
         abi::KESTREL_KIND_CRED => {

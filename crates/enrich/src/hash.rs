@@ -1,7 +1,6 @@
 //! MD5 of executables, cached by file identity so a binary run a thousand
 //! times is read once.
 
-use std::fs::File;
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +25,8 @@ pub enum HashMiss {
     TooLarge,
     /// The file does not exist (a failed exec of a missing path).
     Missing,
+    /// Not a regular file (a FIFO, a device): there is no content to hash.
+    NotRegular,
     /// The file could not be opened or read.
     Unreadable,
 }
@@ -49,11 +50,20 @@ impl Md5Cache {
     /// /proc/PID/exe link: opening it reaches the very file the process
     /// runs, even when it was deleted or lives in another mount namespace.
     pub fn md5_of(&mut self, path: &Path) -> Result<String, HashMiss> {
-        let mut f = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => HashMiss::Missing,
-            _ => HashMiss::Unreadable,
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: opening a FIFO for reading would wait for a writer.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => HashMiss::Missing,
+                _ => HashMiss::Unreadable,
+            })?;
         let m = f.metadata().map_err(|_| HashMiss::Unreadable)?;
+        if !m.is_file() {
+            return Err(HashMiss::NotRegular);
+        }
         let key = FileKey {
             dev: m.dev(),
             ino: m.ino(),

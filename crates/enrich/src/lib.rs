@@ -20,10 +20,12 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kestrel_decode::{Connect, Cred, Dns, Exec, Module, Ptrace, Record, SockAddrs, Task};
+use kestrel_decode::{
+    Connect, Cred, Dns, Exec, FileCreate, Module, Ptrace, Record, SockAddrs, Task,
+};
 use kestrel_event::{
     lossless_string, Event, DATA_TYPE_CONNECT, DATA_TYPE_CRED, DATA_TYPE_DNS, DATA_TYPE_EXEC,
-    DATA_TYPE_MODULE, DATA_TYPE_PTRACE,
+    DATA_TYPE_FILE, DATA_TYPE_MODULE, DATA_TYPE_PTRACE,
 };
 use lru::LruCache;
 
@@ -179,6 +181,7 @@ impl Enricher {
             Record::Dns(d) => self.dns(d),
             Record::Cred(c) => self.cred(c)?,
             Record::Module(m) => self.module(m),
+            Record::File(f) => self.file(f),
         })
     }
 
@@ -189,7 +192,7 @@ impl Enricher {
                 self.counters.md5_too_large += 1;
                 String::new()
             }
-            Err(HashMiss::Missing) => String::new(),
+            Err(HashMiss::Missing | HashMiss::NotRegular) => String::new(),
             Err(HashMiss::Unreadable) => {
                 self.counters.md5_unreadable += 1;
                 String::new()
@@ -434,6 +437,52 @@ impl Enricher {
 }
 
 impl Enricher {
+    /// A created file. `create_file_md5` is left empty: the content is
+    /// hashed later, once the creator had time to write it (the agent's
+    /// file hashing stage).
+    fn file(&mut self, f: &FileCreate) -> Event {
+        let t = &f.task;
+        let proc = self.event_process(t);
+        let mut ev = Event::with_capacity(32);
+        self.common_head(&mut ev, t, DATA_TYPE_FILE);
+        ev.push(
+            "exe",
+            proc.as_ref().map(|p| p.exe.clone()).unwrap_or_default(),
+        );
+        let path = lossless_string(&f.path);
+        ev.push(
+            "file_path",
+            if f.path_truncated {
+                format!("...{path}")
+            } else {
+                path
+            },
+        );
+        Self::ids(&mut ev, t);
+        ev.push("sessionid", t.sessionid.to_string());
+        self.common_tail(&mut ev, t, f.ktime_ns, None);
+        ev.push(
+            "exe_md5",
+            proc.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        );
+        ev.push("create_file_md5", "");
+        // Kestrel's additions.
+        ev.push(
+            "create_type",
+            if f.tmpfile {
+                "tmpfile"
+            } else if f.mknod {
+                "mknod"
+            } else {
+                "open"
+            },
+        );
+        ev.push("mode", format!("{:o}", f.mode));
+        ev.push("euid", t.euid.to_string());
+        self.where_fields(&mut ev, t, None);
+        ev
+    }
+
     fn module(&mut self, m: &Module) -> Event {
         let t = &m.task;
         let proc = self.event_process(t);

@@ -13,6 +13,8 @@ pub const DATA_TYPE_EXEC: &str = "59";
 pub const DATA_TYPE_CONNECT: &str = "42";
 /// `data_type` of a DNS answer.
 pub const DATA_TYPE_DNS: &str = "601";
+/// `data_type` of a file creation.
+pub const DATA_TYPE_FILE: &str = "602";
 /// `data_type` of a kernel module load.
 pub const DATA_TYPE_MODULE: &str = "603";
 /// `data_type` of a credential change to root.
@@ -38,6 +40,17 @@ impl Event {
     /// Appends a field. Names are static: the schema is fixed at compile time.
     pub fn push(&mut self, name: &'static str, value: impl Into<String>) {
         self.fields.push((name, value.into()));
+    }
+
+    /// Replaces the value of a field already pushed; false when absent.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> bool {
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => {
+                *v = value.into();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The value of a field, if present.

@@ -41,6 +41,8 @@ struct Shared {
 struct Collector {
     enricher: Enricher,
     tx: Sender<Event>,
+    /// File creations wait here for their content to be hashed.
+    to_hash: Sender<(Instant, Event)>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     max_delay_ns: u64,
@@ -71,6 +73,12 @@ impl Collector {
         let Some(mut ev) = self.enricher.enrich(&rec) else {
             return 0;
         };
+        if matches!(rec, kestrel_decode::Record::File(_)) {
+            return match self.to_hash.send((Instant::now(), ev)) {
+                Ok(()) => 0,
+                Err(_) => -1,
+            };
+        }
         // Blocks while the output is behind (the ring buffer absorbs the
         // burst), but not past a stop request: an output nobody reads (a
         // paused pipe) must not keep SIGTERM from ending the agent.
@@ -166,6 +174,24 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         )?;
     }
 
+    for dir in &cfg.file_excludes {
+        match probes.exclude_dir(dir) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "file creations excluded"),
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "file exclusion not applied")
+            }
+        }
+    }
+    let (to_hash, hash_rx) = crossbeam_channel::bounded::<(Instant, Event)>(cfg.queue_events);
+    let hasher = {
+        let tx = tx.clone();
+        let (delay, max, stop) = (cfg.file_md5_delay, cfg.file_md5_max_bytes, stop.clone());
+        std::thread::Builder::new()
+            .name("kestrel-filehash".into())
+            .spawn(move || hash_loop(hash_rx, tx, delay, max, stop))
+            .context("starting the file hashing thread")?
+    };
+
     let collector = RefCell::new(Collector {
         enricher: Enricher::new(EnrichConfig {
             exe_md5_max_bytes: cfg.exe_md5_max_bytes,
@@ -176,6 +202,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             ..EnrichConfig::default()
         }),
         tx,
+        to_hash,
         shared: shared.clone(),
         stop: stop.clone(),
         max_delay_ns: 0,
@@ -235,12 +262,42 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let rt = runtime_counts(collector.enricher.runtime_counters());
     // Closing the queue ends the output thread once it has written it all.
     drop(collector);
+    // Files waiting for their hash are hashed now rather than later.
+    let _ = hasher.join();
     shared.collector_done.store(true, Ordering::Relaxed);
     if output.join().is_err() {
         result = Err(anyhow::anyhow!("the output thread panicked"));
     }
     log_counters(&probes, &shared, enrich_counters, rt, max_delay_ns, "final");
     result
+}
+
+/// Hashes created files once their creator had `delay` to write them, then
+/// sends the event on, in creation order. Once the agent is stopping, what
+/// remains is hashed at once.
+fn hash_loop(
+    rx: Receiver<(Instant, Event)>,
+    tx: Sender<Event>,
+    delay: Duration,
+    max: u64,
+    stop: Arc<AtomicBool>,
+) {
+    let mut hashes = kestrel_enrich::Md5Cache::new(64, max);
+    for (created, mut ev) in rx {
+        let due = created + delay;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < due {
+            std::thread::sleep((due - Instant::now()).min(Duration::from_millis(100)));
+        }
+        let path = ev.get("file_path").unwrap_or("").to_string();
+        if ev.get("create_type") != Some("tmpfile") && path.starts_with('/') {
+            if let Ok(h) = hashes.md5_of(std::path::Path::new(&path)) {
+                ev.set("create_file_md5", h);
+            }
+        }
+        if tx.send(ev).is_err() {
+            return;
+        }
+    }
 }
 
 /// Takes the host inventory at start and every `every`, through the same
@@ -309,7 +366,8 @@ fn log_counters(
             + k.ptrace.submitted
             + k.dns.submitted
             + k.cred.submitted
-            + k.module.submitted,
+            + k.module.submitted
+            + k.file.submitted,
         kernel_lost = k.lost(),
         exec_submitted = k.exec.submitted,
         exec_lost = k.exec.ringbuf_full + k.exec.errors,
@@ -323,6 +381,8 @@ fn log_counters(
         cred_submitted = k.cred.submitted,
         cred_lost = k.cred.ringbuf_full + k.cred.errors,
         cred_allowlisted = en.cred_allowlisted,
+        file_submitted = k.file.submitted,
+        file_lost = k.file.ringbuf_full + k.file.errors,
         module_submitted = k.module.submitted,
         module_lost = k.module.ringbuf_full + k.module.errors,
         process_gone = en.process_gone,

@@ -115,6 +115,22 @@ pub struct AgentSettings {
     #[arg(long = "cred-allow", value_name = "PATH")]
     pub cred_allowlist: Option<Vec<String>>,
 
+    /// Directories under which created files are not reported; filtered
+    /// in the kernel. Repeat the flag for several. [default: /proc, /sys,
+    /// /var/lib/kestrel]
+    #[arg(long = "file-exclude", value_name = "DIR")]
+    pub file_excludes: Option<Vec<PathBuf>>,
+
+    /// Milliseconds between a file's creation and the hash of its content
+    /// (create_file_md5): time for its creator to write it. [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub file_md5_delay_ms: Option<u64>,
+
+    /// Created files larger than this many bytes are not hashed.
+    /// [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub file_md5_max_bytes: Option<u64>,
+
     /// BTF file describing the running kernel, for kernels without
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
@@ -144,6 +160,9 @@ pub struct AgentConfig {
     pub inventory_interval: Option<Duration>,
     pub logins: Option<crate::logins::LoginConfig>,
     pub cred_allowlist: Vec<String>,
+    pub file_excludes: Vec<PathBuf>,
+    pub file_md5_delay: Duration,
+    pub file_md5_max_bytes: u64,
 }
 
 impl AgentSettings {
@@ -181,6 +200,9 @@ impl AgentSettings {
             no_logins: self.no_logins || under.no_logins,
             state_dir: self.state_dir.or(under.state_dir),
             cred_allowlist: self.cred_allowlist.or(under.cred_allowlist),
+            file_excludes: self.file_excludes.or(under.file_excludes),
+            file_md5_delay_ms: self.file_md5_delay_ms.or(under.file_md5_delay_ms),
+            file_md5_max_bytes: self.file_md5_max_bytes.or(under.file_md5_max_bytes),
             docker_socket: self.docker_socket.or(under.docker_socket),
             podman_socket: self.podman_socket.or(under.podman_socket),
             crio_socket: self.crio_socket.or(under.crio_socket),
@@ -299,6 +321,24 @@ impl AgentSettings {
                     .map(|s| s.to_string())
                     .collect()
             }),
+            file_excludes: self.file_excludes.clone().unwrap_or_else(|| {
+                ["/proc", "/sys", "/var/lib/kestrel"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect()
+            }),
+            file_md5_delay: Duration::from_millis(range(
+                "file_md5_delay_ms",
+                self.file_md5_delay_ms.unwrap_or(1000),
+                0,
+                60_000,
+            )?),
+            file_md5_max_bytes: range(
+                "file_md5_max_bytes",
+                self.file_md5_max_bytes.unwrap_or(16 << 20),
+                0,
+                1 << 40,
+            )?,
             btf: self.btf,
             log_level,
             runtime_sockets: {

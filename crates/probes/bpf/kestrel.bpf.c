@@ -102,6 +102,13 @@ struct {
 	__type(value, struct kestrel_module);
 } module_scratch SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kestrel_file);
+} file_scratch SEC(".maps");
+
 static __always_inline void count(__u32 kind, __u32 ctr)
 {
 	__u32 key = kind * KESTREL_CTR_MAX + ctr;
@@ -995,42 +1002,70 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	return 0;
 }
 
-/* The path of the file a module is loaded from, as components innermost
- * first (like read_cwd, which explains the shape of the loop). */
-static __always_inline void read_module_path(struct kestrel_module *m, struct file *f)
+/* Exclusions for file creation: directories (by device and inode, filled
+ * in by user space) under which creations are not reported. Checked on
+ * every component of the walk, so a busy directory costs a few lookups
+ * and no ring buffer space. */
+struct dir_key {
+	__u64 dev;
+	__u64 ino;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct dir_key);
+	__type(value, __u8);
+} file_excludes SEC(".maps");
+
+/* A (dentry, mount) path walked to the root of the mount tree, components
+ * innermost first, like read_cwd (which explains the shape of the loop).
+ * With check_excludes, returns false when a component is an excluded
+ * directory. */
+static __always_inline bool walk_path(struct kestrel_path *pb, struct dentry *d,
+				      struct vfsmount *vmnt, bool check_excludes)
 {
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-	struct vfsmount *vmnt = BPF_CORE_READ(f, f_path.mnt);
 	struct mount *mnt = (void *)vmnt - bpf_core_field_offset(struct mount, mnt);
 
-	m->path_len = 0;
-	m->path_truncated = 0;
+	pb->len = 0;
+	pb->truncated = 0;
 	for (int i = 0; i < KESTREL_CWD_DEPTH; i++) {
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		__u64 used = m->path_len, room = KESTREL_CWD_MAX - used;
+		__u64 used = pb->len, room = KESTREL_CWD_MAX - used;
 		long n;
 
+		if (check_excludes) {
+			struct inode *ino = BPF_CORE_READ(d, d_inode);
+			struct dir_key k = {
+				.dev = BPF_CORE_READ(ino, i_sb, s_dev),
+				.ino = BPF_CORE_READ(ino, i_ino),
+			};
+
+			if (bpf_map_lookup_elem(&file_excludes, &k))
+				return false;
+		}
 		if (d == BPF_CORE_READ(vmnt, mnt_root)) {
 			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
 
 			if (up == mnt)
-				return;
+				return true;
 			d = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = up;
 			vmnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
 			continue;
 		}
 		if (d == parent)
-			return;
+			return true;
 		if (used > KESTREL_CWD_MAX || room > KESTREL_CWD_MAX)
 			break;
-		n = bpf_probe_read_kernel_str(&m->path[used], room, BPF_CORE_READ(d, d_name.name));
+		n = bpf_probe_read_kernel_str(&pb->bytes[used], room, BPF_CORE_READ(d, d_name.name));
 		if (n <= 0 || n == room)
 			break;
-		m->path_len = used + n;
+		pb->len = used + n;
 		d = parent;
 	}
-	m->path_truncated = 1;
+	pb->truncated = 1;
+	return true;
 }
 
 static __always_inline int module_event(long ret, int fd, __u64 image_len, __u32 flags)
@@ -1052,13 +1087,14 @@ static __always_inline int module_event(long ret, int fd, __u64 image_len, __u32
 	m->fd = fd;
 	m->image_len = image_len;
 	m->flags = flags;
-	m->path_len = 0;
-	m->path_truncated = 0;
+	m->path.len = 0;
+	m->path.truncated = 0;
 	if (fd >= 0) {
 		struct file *f = task_fd(task, fd);
 
 		if (f)
-			read_module_path(m, f);
+			walk_path(&m->path, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
+				  false);
 	}
 	submit(m, sizeof(*m), KESTREL_KIND_MODULE);
 	return 0;
@@ -1084,4 +1120,172 @@ int handle_init_module_exit(struct trace_event_raw_sys_exit *ctx)
 
 	barrier_var(ret);
 	return module_event(ret, -1, BPF_CORE_READ(regs, si), 0);
+}
+
+#define O_CREAT 0100
+#define O_WRONLY 01
+#define O_TRUNC 01000
+#define __O_TMPFILE 020000000
+#define FMODE_CREATED 0x100000
+#define AT_FDCWD -100
+
+static __always_inline struct kestrel_file *file_record(struct task_struct *task)
+{
+	__u32 zero = 0;
+	struct kestrel_file *e = bpf_map_lookup_elem(&file_scratch, &zero);
+
+	if (!e) {
+		count(KESTREL_KIND_FILE, KESTREL_CTR_ERROR);
+		return NULL;
+	}
+	e->hdr.kind = KESTREL_KIND_FILE;
+	e->hdr.size = sizeof(*e);
+	e->flags = 0;
+	e->rel[0] = 0;
+	return e;
+}
+
+/* After an open-family call: was a file created? Only opens asking for
+ * O_CREAT or O_TMPFILE get past the first test, so other opens cost a
+ * register read. FMODE_CREATED tells a new file from an existing one. */
+static __always_inline int file_opened(long ret, __u64 flags)
+{
+	struct task_struct *task;
+	struct kestrel_file *e;
+	struct file *f;
+	bool tmpfile = (flags & __O_TMPFILE) == __O_TMPFILE;
+	__u32 fmode;
+
+	if (ret < 0 || !(flags & (O_CREAT | __O_TMPFILE)))
+		return 0;
+	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	task = bpf_get_current_task_btf();
+	f = task_fd(task, ret);
+	if (!f)
+		return 0;
+	fmode = BPF_CORE_READ(f, f_mode);
+	if (!tmpfile && !(fmode & FMODE_CREATED))
+		return 0;
+	e = file_record(task);
+	if (!e)
+		return 0;
+	if (!walk_path(&e->path, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), true))
+		return 0; /* under an excluded directory */
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e->task, task);
+	e->res = ret;
+	e->mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if (tmpfile)
+		e->flags |= KESTREL_FILE_TMPFILE;
+	submit(e, sizeof(*e), KESTREL_KIND_FILE);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int handle_openat_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	barrier_var(ret);
+	return file_opened(ret, BPF_CORE_READ(regs, dx));
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int handle_open_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	barrier_var(ret);
+	return file_opened(ret, BPF_CORE_READ(regs, si));
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int handle_creat_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return file_opened(ret, O_CREAT | O_WRONLY | O_TRUNC);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 flags = 0;
+
+	barrier_var(ret);
+	if (ret < 0)
+		return 0;
+	/* struct open_how starts with its u64 flags. */
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)BPF_CORE_READ(regs, dx));
+	return file_opened(ret, flags);
+}
+
+/* mknod/mknodat made a node: the directory it was made in is walked (the
+ * cwd, or the dirfd's directory), the name is kept as passed; user space
+ * joins them. */
+static __always_inline int node_made(long ret, int dfd, const char *upath, __u32 mode)
+{
+	struct task_struct *task;
+	struct kestrel_file *e;
+	bool ok;
+
+	if (ret != 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	task = bpf_get_current_task_btf();
+	e = file_record(task);
+	if (!e)
+		return 0;
+	if (bpf_probe_read_user_str(e->rel, sizeof(e->rel), upath) <= 0)
+		return 0;
+	if (e->rel[0] == '/') {
+		e->path.len = 0;
+		e->path.truncated = 0;
+		ok = true;
+	} else if (dfd == AT_FDCWD) {
+		ok = walk_path(&e->path, task->fs->pwd.dentry, task->fs->pwd.mnt, true);
+	} else {
+		struct file *dir = task_fd(task, dfd);
+
+		if (!dir)
+			return 0;
+		ok = walk_path(&e->path, BPF_CORE_READ(dir, f_path.dentry),
+			       BPF_CORE_READ(dir, f_path.mnt), true);
+	}
+	if (!ok)
+		return 0;
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e->task, task);
+	e->res = 0;
+	e->mode = mode;
+	e->flags |= KESTREL_FILE_MKNOD;
+	submit(e, sizeof(*e), KESTREL_KIND_FILE);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mknodat")
+int handle_mknodat_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	barrier_var(ret);
+	return node_made(ret, (int)BPF_CORE_READ(regs, di), (const char *)BPF_CORE_READ(regs, si),
+			 (__u32)BPF_CORE_READ(regs, dx));
+}
+
+SEC("tracepoint/syscalls/sys_exit_mknod")
+int handle_mknod_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	barrier_var(ret);
+	return node_made(ret, AT_FDCWD, (const char *)BPF_CORE_READ(regs, di),
+			 (__u32)BPF_CORE_READ(regs, si));
 }

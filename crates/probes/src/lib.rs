@@ -120,6 +120,8 @@ pub struct KernelCounters {
     pub cred: KindCounters,
     /// Module load records.
     pub module: KindCounters,
+    /// File creation records.
+    pub file: KindCounters,
 }
 
 impl KernelCounters {
@@ -243,6 +245,36 @@ const PROGRAMS: &[ProbeStatus] = &[
         requires: None,
     },
     ProbeStatus {
+        program: "handle_openat_exit",
+        target: "tracepoint/syscalls/sys_exit_openat",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_open_exit",
+        target: "tracepoint/syscalls/sys_exit_open",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_creat_exit",
+        target: "tracepoint/syscalls/sys_exit_creat",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_openat2_exit",
+        target: "tracepoint/syscalls/sys_exit_openat2",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_mknodat_exit",
+        target: "tracepoint/syscalls/sys_exit_mknodat",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_mknod_exit",
+        target: "tracepoint/syscalls/sys_exit_mknod",
+        requires: None,
+    },
+    ProbeStatus {
         program: "handle_finit_module_exit",
         target: "tracepoint/syscalls/sys_exit_finit_module",
         requires: Some("syscalls/sys_exit_finit_module"),
@@ -270,6 +302,12 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_exit" => &p.handle_exit,
         "handle_finit_module_exit" => &p.handle_finit_module_exit,
         "handle_init_module_exit" => &p.handle_init_module_exit,
+        "handle_openat_exit" => &p.handle_openat_exit,
+        "handle_open_exit" => &p.handle_open_exit,
+        "handle_creat_exit" => &p.handle_creat_exit,
+        "handle_openat2_exit" => &p.handle_openat2_exit,
+        "handle_mknodat_exit" => &p.handle_mknodat_exit,
+        "handle_mknod_exit" => &p.handle_mknod_exit,
         other => unreachable!("{other} is not a program of kestrel.bpf.c"),
     }
 }
@@ -471,6 +509,24 @@ impl Probes {
         self.links.clear();
     }
 
+    /// Stops reporting files created under `dir` (and below it). The
+    /// check runs in the kernel, so excluded creations cost no ring buffer
+    /// space.
+    pub fn exclude_dir(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir)?;
+        // The kernel's dev_t is major << 20 | minor; stat's is glibc's.
+        let (major, minor) = (libc::major(m.dev()) as u64, libc::minor(m.dev()) as u64);
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&((major << 20) | minor).to_ne_bytes());
+        key[8..].copy_from_slice(&m.ino().to_ne_bytes());
+        self.skel
+            .maps
+            .file_excludes
+            .update(&key, &[1u8], MapFlags::ANY)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
     /// Every program, attached or not applicable, with its hook.
     pub fn status(&self) -> &[ProbeReport] {
         &self.report
@@ -531,6 +587,7 @@ impl Probes {
             dns: read(abi::KESTREL_KIND_DNS)?,
             cred: read(abi::KESTREL_KIND_CRED)?,
             module: read(abi::KESTREL_KIND_MODULE)?,
+            file: read(abi::KESTREL_KIND_FILE)?,
         })
     }
 

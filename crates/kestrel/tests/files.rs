@@ -1,0 +1,171 @@
+//! File creation (data_type 602) from real syscalls. Needs root.
+
+mod common;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{field, marker, Agent};
+use serde_json::Value;
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn md5_of(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// open(2) with `flags`, write `data`, close.
+fn create(path: &Path, flags: i32, data: &[u8]) -> i32 {
+    // SAFETY: plain syscalls on a path and descriptor this test owns.
+    unsafe {
+        let fd = libc::open(c(path).as_ptr(), flags, 0o644);
+        if fd >= 0 {
+            libc::write(fd, data.as_ptr().cast(), data.len());
+            libc::close(fd);
+        }
+        fd
+    }
+}
+
+fn created<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["data_type"] == "602" && e["file_path"].as_str() == Some(path))
+        .collect()
+}
+
+#[test]
+fn created_files_are_reported_once_with_their_hash() {
+    let dir = std::env::temp_dir().join(marker("files"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let excluded = dir.join("busy");
+    std::fs::create_dir_all(&excluded).unwrap();
+    let agent = Agent::start(&[
+        "--file-exclude",
+        excluded.to_str().unwrap(),
+        "--file-md5-delay-ms",
+        "300",
+    ]);
+
+    // Absolute path, with O_EXCL.
+    let abs = dir.join("absolute");
+    assert!(
+        create(
+            &abs,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+            b"hello"
+        ) >= 0
+    );
+    // Relative to the working directory, from a shell.
+    let st = Command::new("sh")
+        .args(["-c", "echo relative > rel.txt"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Relative to a directory descriptor.
+    let dirfd = unsafe { libc::open(c(&dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    assert!(dirfd >= 0);
+    let name = CString::new("via-dirfd").unwrap();
+    // SAFETY: as above.
+    unsafe {
+        let fd = libc::openat(dirfd, name.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
+        assert!(fd >= 0);
+        libc::close(fd);
+    }
+    // An existing file opened with O_CREAT: no event.
+    let existing = dir.join("existing");
+    std::fs::write(&existing, b"old").unwrap_or(());
+    // (std::fs::write creates it: that one is reported; the second open
+    // below is not.)
+    assert!(
+        create(
+            &existing,
+            libc::O_CREAT | libc::O_WRONLY | libc::O_APPEND,
+            b"more"
+        ) >= 0
+    );
+    // O_TMPFILE: created without a name.
+    // SAFETY: as above.
+    let tmpfd = unsafe { libc::open(c(&dir).as_ptr(), libc::O_TMPFILE | libc::O_WRONLY, 0o600) };
+    assert!(tmpfd >= 0, "O_TMPFILE: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(tmpfd) };
+    // A FIFO through mknodat, relative to the dirfd.
+    let fifo = CString::new("a-fifo").unwrap();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::mknodat(dirfd, fifo.as_ptr(), libc::S_IFIFO | 0o600, 0) },
+        0
+    );
+    unsafe { libc::close(dirfd) };
+    // Under the excluded directory: nothing.
+    assert!(
+        create(
+            &excluded.join("noise"),
+            libc::O_CREAT | libc::O_WRONLY,
+            b"x"
+        ) >= 0
+    );
+
+    let d = dir.to_str().unwrap();
+    let ev = agent.wait_for("the absolute create", |e| {
+        e["data_type"] == "602" && e["file_path"].as_str() == Some(abs.to_str().unwrap())
+    });
+    assert_eq!(field(&ev, "create_file_md5"), md5_of(b"hello"));
+    assert_eq!(field(&ev, "create_type"), "open");
+    assert_eq!(
+        field(&ev, "exe"),
+        std::env::current_exe().unwrap().to_str().unwrap()
+    );
+    let rel = agent.wait_for("the relative create", |e| {
+        e["file_path"].as_str() == Some(&format!("{d}/rel.txt"))
+    });
+    assert_eq!(field(&rel, "create_file_md5"), md5_of(b"relative\n"));
+    assert_eq!(field(&rel, "comm"), "sh");
+    agent.wait_for("the dirfd create", |e| {
+        e["file_path"].as_str() == Some(&format!("{d}/via-dirfd"))
+    });
+    let tmp = agent.wait_for("the O_TMPFILE", |e| {
+        e["data_type"] == "602"
+            && e["create_type"] == "tmpfile"
+            && e["file_path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("{d}/")))
+    });
+    assert_eq!(field(&tmp, "create_file_md5"), "");
+    let node = agent.wait_for("the FIFO", |e| {
+        e["file_path"].as_str() == Some(&format!("{d}/a-fifo"))
+    });
+    assert_eq!(field(&node, "create_type"), "mknod");
+    assert!(
+        field(&node, "mode").starts_with("10"),
+        "a FIFO's mode: {node}"
+    );
+
+    // Wait for a marker created last, then check what must not be there.
+    let last = dir.join("last");
+    assert!(create(&last, libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+    agent.wait_for("the last create", |e| {
+        e["file_path"].as_str() == Some(last.to_str().unwrap())
+    });
+    let events = agent.events();
+    assert_eq!(
+        created(&events, existing.to_str().unwrap()).len(),
+        1,
+        "only the real creation"
+    );
+    assert_eq!(created(&events, abs.to_str().unwrap()).len(), 1);
+    assert!(created(&events, excluded.join("noise").to_str().unwrap()).is_empty());
+    let c = agent.stop();
+    assert_eq!(c["file_lost"], 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _: PathBuf = dir;
+}
