@@ -99,3 +99,43 @@ fn a_setuid_root_exec_is_reported_unless_allowlisted() {
     assert!(c["cred_allowlisted"] >= 1, "{c:?}");
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn processes_running_before_the_agent_are_compared_too() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ready = std::env::temp_dir().join(marker("seed-ready"));
+    let go = std::env::temp_dir().join(marker("seed-go"));
+    // Drops to uid 1000 (saved uid 0) before the agent starts, waits for
+    // it, then takes root back and acts.
+    let script = format!(
+        "use IO::Socket::INET; \
+         syscall(117, 1000, 1000, 0) == 0 or die \"drop: $!\"; \
+         open(my $f, '>', '{ready}'); close $f; \
+         select(undef, undef, undef, 0.1) until -e '{go}'; \
+         syscall(117, 0, 0, 0) == 0 or die \"regain: $!\"; \
+         IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => {port}, Proto => 'tcp');",
+        ready = ready.display(),
+        go = go.display()
+    );
+    let child = Command::new("perl")
+        .args(["-e", &script])
+        .current_dir("/")
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    while !ready.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let agent = Agent::start(&[]);
+    std::fs::write(&go, b"").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let ev = agent.wait_for("the change of a process older than the agent", |e| {
+        e["data_type"] == "604" && e["tgid"].as_str() == Some(pid.as_str())
+    });
+    assert_eq!(field(&ev, "old_uid"), "1000");
+    assert_eq!(field(&ev, "trigger"), "connect");
+    agent.stop();
+    let _ = std::fs::remove_file(&ready);
+    let _ = std::fs::remove_file(&go);
+}

@@ -527,6 +527,29 @@ impl Probes {
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
+    /// Records the credentials of processes that were running before the
+    /// agent started, so that one escalating later is compared with them
+    /// (the kernel side learns the others at fork and exec). Existing
+    /// entries, made since attach, are newer and kept.
+    pub fn seed_creds(&self, procs: impl IntoIterator<Item = (u32, u32, u32)>) -> usize {
+        let mut n = 0;
+        for (tgid, uid, euid) in procs {
+            let mut value = [0u8; 8];
+            value[..4].copy_from_slice(&uid.to_ne_bytes());
+            value[4..].copy_from_slice(&euid.to_ne_bytes());
+            if self
+                .skel
+                .maps
+                .creds
+                .update(&tgid.to_ne_bytes(), &value, MapFlags::NO_EXIST)
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Every program, attached or not applicable, with its hook.
     pub fn status(&self) -> &[ProbeReport] {
         &self.report
