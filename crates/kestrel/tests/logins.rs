@@ -77,10 +77,13 @@ fn key_login(port: u16, key: &Path) {
         .unwrap();
 }
 
-fn start_sshd(d: &Path, port: u16, log: &Path) -> Kill {
+/// sshd logging to `log`, or to syslog (/dev/log) when `log` is None.
+fn start_sshd(d: &Path, port: u16, log: Option<&Path>) -> Kill {
     let mut sshd = Command::new("/usr/sbin/sshd");
-    sshd.args(["-D", "-f", "/dev/null", "-p", &port.to_string(), "-E"])
-        .arg(log);
+    sshd.args(["-D", "-f", "/dev/null", "-p", &port.to_string()]);
+    if let Some(log) = log {
+        sshd.arg("-E").arg(log);
+    }
     for o in [
         "ListenAddress=127.0.0.1".to_string(),
         format!("HostKey={}", d.join("hostkey").display()),
@@ -136,7 +139,7 @@ fn ssh_logins_across_rotation_and_restart() {
         .unwrap()
         .port();
     let log = d.join("sshd.log");
-    let sshd = start_sshd(d, port, &log);
+    let sshd = start_sshd(d, port, Some(&log));
     let state = d.join("state");
     let base = [
         "--auth-log".to_string(),
@@ -221,6 +224,136 @@ fn ssh_logins_across_rotation_and_restart() {
     assert!(
         before >= 2,
         "each invalid-user attempt gives several sshd lines"
+    );
+    agent.stop();
+    drop(sshd);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// A systemd-journald for the test when the machine runs none (a fresh
+/// Debian 12 container has the binary but no systemd), with /dev/log
+/// pointing at it so sshd's syslog lines land in the journal.
+struct Journald {
+    child: Option<Child>,
+    made_dev_log: bool,
+}
+
+impl Journald {
+    fn ensure() -> Journald {
+        let socket = Path::new("/run/systemd/journal/socket");
+        let running = socket.exists()
+            && std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|s| s.connect(socket))
+                .is_ok();
+        let child = if running {
+            None
+        } else {
+            std::fs::create_dir_all("/run/systemd/journal").unwrap();
+            let c = Command::new("/lib/systemd/systemd-journald")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start systemd-journald");
+            let start = Instant::now();
+            while !socket.exists() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "journald did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some(c)
+        };
+        let dev_log = Path::new("/dev/log");
+        let made_dev_log = dev_log.symlink_metadata().is_err();
+        if made_dev_log {
+            std::os::unix::fs::symlink("/run/systemd/journal/dev-log", dev_log).unwrap();
+        }
+        Journald {
+            child,
+            made_dev_log,
+        }
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        if self.made_dev_log {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn ssh_logins_from_the_journal_across_restart() {
+    let _journald = Journald::ensure();
+    let dir = std::env::temp_dir().join(marker("sshd-journal"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.as_path();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("hostkey"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(d.join("authorized_keys"), b"").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sshd = start_sshd(d, port, None);
+    let state = d.join("state");
+    let missing = d.join("no-such-auth.log");
+    let base = [
+        "--auth-log".to_string(),
+        missing.display().to_string(),
+        "--login-journal".into(),
+        "on".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
+    let tag: String = marker("")
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .rev()
+        .take(8)
+        .collect();
+    let (first, second) = (format!("kj{tag}"), format!("kk{tag}"));
+
+    let agent = Agent::start_to_file(&d.join("out1.json"), &base);
+    assert!(
+        agent.stderr().contains("reading the systemd journal"),
+        "{}",
+        agent.stderr()
+    );
+    wrong_password(port, &first);
+    let ev = agent.wait_for("the invalid user, from the journal", |e| {
+        e["data_type"] == "1001"
+            && e["user"].as_str() == Some(first.as_str())
+            && e["type"] == "password"
+    });
+    assert_eq!(field(&ev, "user_exsit"), "false");
+    assert_eq!(field(&ev, "status"), "Failed");
+    assert_eq!(field(&ev, "from_ip"), "127.0.0.1");
+    agent.stop();
+
+    // While the agent is down; the next one starts after its cursor.
+    wrong_password(port, &second);
+    let agent = Agent::start_to_file(&d.join("out2.json"), &base);
+    agent.wait_for("the login made while the agent was down", |e| {
+        e["data_type"] == "1001" && e["user"].as_str() == Some(second.as_str())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        logins(&agent, &first).len(),
+        0,
+        "the restarted agent repeated old logins"
     );
     agent.stop();
     drop(sshd);
