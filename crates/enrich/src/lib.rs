@@ -305,7 +305,13 @@ impl Enricher {
     fn exec(&mut self, e: &Exec) -> Event {
         let t = &e.task;
         let mut ev = Event::with_capacity(40);
-        let live = self.procfs.live_view(t.tgid, t.start_boottime);
+        let stdio_known = [0, 1].map(|i| e.stdio[i].describe());
+        let want = [
+            e.cwd_truncated,
+            stdio_known[0].is_none(),
+            stdio_known[1].is_none(),
+        ];
+        let live = self.procfs.live_view(t.tgid, t.start_boottime, want);
         if live.is_none() {
             self.counters.process_gone += 1;
         }
@@ -319,15 +325,11 @@ impl Enricher {
             (true, true) => format!("...{}", lossless_string(&e.cwd)),
             (false, _) => lossless_string(&e.cwd),
         };
-        let stdio = [0, 1].map(|i| {
-            e.stdio[i].describe().unwrap_or_else(|| {
-                if i == 0 {
-                    live.stdin.clone()
-                } else {
-                    live.stdout.clone()
-                }
-            })
-        });
+        let [known_in, known_out] = stdio_known;
+        let stdio = [
+            known_in.unwrap_or_else(|| live.stdin.clone()),
+            known_out.unwrap_or_else(|| live.stdout.clone()),
+        ];
 
         // A successful exec is about the new image: /proc/PID/exe names
         // it and opening that link hashes exactly that file. A failed one

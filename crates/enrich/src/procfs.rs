@@ -63,15 +63,24 @@ impl Procfs {
         self.start_ticks(pid) == Some(start_boottime / self.ns_per_tick)
     }
 
-    /// Reads what an exec event needs from a live process; `None` when the
-    /// process is gone or its pid now belongs to another process.
-    pub fn live_view(&self, pid: u32, start_boottime: u64) -> Option<LiveView> {
+    /// Reads what an exec event needs from a live process: its exe, and
+    /// each of cwd, fd 0 and fd 1 only when `want` asks for it (the kernel
+    /// usually named them already). `None` when the process is gone or its
+    /// pid now belongs to another process.
+    pub fn live_view(&self, pid: u32, start_boottime: u64, want: [bool; 3]) -> Option<LiveView> {
         let exe = self.readlink(pid, "exe")?;
+        let read = |wanted: bool, name: &str| {
+            if wanted {
+                self.readlink(pid, name).unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
         let view = LiveView {
             exe,
-            cwd: self.readlink(pid, "cwd").unwrap_or_default(),
-            stdin: self.readlink(pid, "fd/0").unwrap_or_default(),
-            stdout: self.readlink(pid, "fd/1").unwrap_or_default(),
+            cwd: read(want[0], "cwd"),
+            stdin: read(want[1], "fd/0"),
+            stdout: read(want[2], "fd/1"),
         };
         // Checked after the reads: a pid reused before them fails here.
         self.is_same(pid, start_boottime).then_some(view)
@@ -128,8 +137,13 @@ mod tests {
         let p = Procfs::new("/proc");
         let me = std::process::id();
         let ticks = p.start_ticks(me).unwrap();
-        let view = p.live_view(me, ticks * p.ns_per_tick).unwrap();
+        let view = p.live_view(me, ticks * p.ns_per_tick, [true; 3]).unwrap();
         assert_eq!(view.exe, std::env::current_exe().unwrap().to_string_lossy());
-        assert!(p.live_view(me, (ticks + 5) * p.ns_per_tick).is_none());
+        assert!(!view.cwd.is_empty());
+        let lean = p.live_view(me, ticks * p.ns_per_tick, [false; 3]).unwrap();
+        assert!(lean.cwd.is_empty() && lean.stdin.is_empty());
+        assert!(p
+            .live_view(me, (ticks + 5) * p.ns_per_tick, [true; 3])
+            .is_none());
     }
 }
