@@ -111,6 +111,36 @@ fn start_sshd(d: &Path, port: u16, log: Option<&Path>) -> Kill {
     Kill(child)
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Eight digits that make this run's user names unique.
+fn short_tag() -> String {
+    marker("")
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .rev()
+        .take(8)
+        .collect()
+}
+
+/// Agent flags for the login monitor, with everything else as tests run it.
+fn login_args(auth_log: &Path, journal: &str, state: &Path) -> Vec<String> {
+    vec![
+        "--auth-log".into(),
+        auth_log.display().to_string(),
+        "--login-journal".into(),
+        journal.into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ]
+}
+
 fn logins(agent: &Agent, user: &str) -> Vec<Value> {
     agent
         .events()
@@ -133,31 +163,15 @@ fn ssh_logins_across_rotation_and_restart() {
         assert!(st.success());
     }
     std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let log = d.join("sshd.log");
     let sshd = start_sshd(d, port, Some(&log));
     let state = d.join("state");
-    let base = [
-        "--auth-log".to_string(),
-        log.display().to_string(),
-        "--login-journal".into(),
-        "off".into(),
-        "--state-dir".into(),
-        state.display().to_string(),
-    ];
+    let base = login_args(&log, "off", &state);
     let base: Vec<&str> = base.iter().map(String::as_str).collect();
     let agent = Agent::start_to_file(&d.join("out1.json"), &base);
 
-    let tag: String = marker("")
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .rev()
-        .take(8)
-        .collect();
+    let tag = short_tag();
     let (invalid, while_down) = (format!("kx{tag}"), format!("kd{tag}"));
     wrong_password(port, "root");
     wrong_password(port, &invalid);
@@ -301,29 +315,13 @@ fn ssh_logins_from_the_journal_across_restart() {
         .unwrap();
     assert!(st.success());
     std::fs::write(d.join("authorized_keys"), b"").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let sshd = start_sshd(d, port, None);
     let state = d.join("state");
     let missing = d.join("no-such-auth.log");
-    let base = [
-        "--auth-log".to_string(),
-        missing.display().to_string(),
-        "--login-journal".into(),
-        "on".into(),
-        "--state-dir".into(),
-        state.display().to_string(),
-    ];
+    let base = login_args(&missing, "on", &state);
     let base: Vec<&str> = base.iter().map(String::as_str).collect();
-    let tag: String = marker("")
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .rev()
-        .take(8)
-        .collect();
+    let tag = short_tag();
     let (first, second) = (format!("kj{tag}"), format!("kk{tag}"));
 
     let agent = Agent::start_to_file(&d.join("out1.json"), &base);
