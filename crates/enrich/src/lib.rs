@@ -564,7 +564,6 @@ impl Enricher {
                 2 => "exec_failed",
                 3 => "connect",
                 4 => "ptrace",
-                5 => "dns",
                 6 => "fork",
                 7 => "exit",
                 _ => "",
