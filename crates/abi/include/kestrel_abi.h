@@ -215,6 +215,7 @@ enum kestrel_cred_trigger {
 	KESTREL_CRED_AT_PTRACE = 4,
 	KESTREL_CRED_AT_FORK = 6,
 	KESTREL_CRED_AT_EXIT = 7,
+	KESTREL_CRED_AT_DUP = 8, /* dup/dup2/dup3 onto stdin or stdout */
 };
 
 /* data_type 604: a process whose uid or euid became 0 from non-zero

@@ -566,6 +566,7 @@ impl Enricher {
                 4 => "ptrace",
                 6 => "fork",
                 7 => "exit",
+                8 => "dup",
                 _ => "",
             },
         );

@@ -174,11 +174,8 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         )?;
     }
 
-    let seeded = probes.seed_creds(running_creds());
-    tracing::debug!(
-        processes = seeded,
-        "credentials of running processes recorded"
-    );
+    let seeded = probes.seed_processes(crate::seed::running_processes());
+    tracing::debug!(processes = seeded, "running processes recorded");
     for dir in &cfg.file_excludes {
         match probes.exclude_dir(dir) {
             Ok(()) => tracing::info!(dir = %dir.display(), "file creations excluded"),
@@ -275,22 +272,6 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     }
     log_counters(&probes, &shared, enrich_counters, rt, max_delay_ns, "final");
     result
-}
-
-/// (tgid, uid, euid) of every process in /proc, from the "Uid:" line of its
-/// status (real, effective, saved, filesystem).
-fn running_creds() -> Vec<(u32, u32, u32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-        let mut it = uids.split_whitespace().map(|v| v.parse::<u32>());
-        Some((pid, it.next()?.ok()?, it.next()?.ok()?))
-    })
-    .collect()
 }
 
 /// Hashes created files once their creator had `delay` to write them, then

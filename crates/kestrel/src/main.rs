@@ -4,6 +4,7 @@ mod agent;
 mod config;
 mod inventory;
 mod logins;
+mod seed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -176,6 +176,82 @@ fn reverse_shell_names_the_shell_and_the_listener() {
     agent.stop();
 }
 
+/// A bash that puts a TCP connection to `port` on its stdin and stdout with
+/// redirections (dup2, after its own exec), waits for `go` to exist, then
+/// runs `/bin/echo MARK` with stdin and stdout on /dev/null: the command's
+/// own descriptors say nothing, its parent holds the socket.
+fn redirecting_shell(port: u16, go: &Path, mark: &str) -> std::process::Child {
+    let script = format!(
+        "exec 0<>/dev/tcp/127.0.0.1/{port}; exec 1>&0; \
+         while [ ! -e {go} ]; do read -t 0.05 _ </dev/null; done; \
+         /bin/echo {mark} </dev/null >/dev/null",
+        go = go.display()
+    );
+    Command::new("/bin/bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn assert_names_shell_socket(ev: &serde_json::Value, shell_pid: u32, lport: u16) {
+    assert_eq!(
+        field(ev, "socket_process_pid"),
+        shell_pid.to_string(),
+        "{ev}"
+    );
+    assert_eq!(field(ev, "dip"), "127.0.0.1", "{ev}");
+    assert_eq!(field(ev, "dport"), lport.to_string(), "{ev}");
+    assert_eq!(field(ev, "sa_family"), "2", "{ev}");
+    assert!(!field(ev, "stdin").starts_with("socket:["), "{ev}");
+}
+
+#[test]
+fn a_socket_duplicated_onto_stdio_after_exec_is_found() {
+    let agent = Agent::start(&[]);
+    let mark = marker("dup2");
+    let go = std::env::temp_dir().join(format!("{mark}.go"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = listener.local_addr().unwrap().port();
+    let mut shell = redirecting_shell(lport, &go, &mark);
+    let (_peer, _) = listener.accept().unwrap();
+    std::fs::write(&go, b"").unwrap();
+    let ev = agent.wait_for("the command run under the redirected shell", |e| {
+        e["data_type"] == "59"
+            && e["filename"] == "/bin/echo"
+            && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    shell.wait().unwrap();
+    let _ = std::fs::remove_file(&go);
+    assert_names_shell_socket(&ev, shell.id(), lport);
+    agent.stop();
+}
+
+#[test]
+fn a_socket_on_stdio_before_the_agent_started_is_found() {
+    let mark = marker("seeded");
+    let go = std::env::temp_dir().join(format!("{mark}.go"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lport = listener.local_addr().unwrap().port();
+    let mut shell = redirecting_shell(lport, &go, &mark);
+    let (_peer, _) = listener.accept().unwrap();
+    // The shell's redirection happened before any probe was attached: only
+    // the agent's start-up scan of /proc can know it.
+    let agent = Agent::start(&[]);
+    std::fs::write(&go, b"").unwrap();
+    let ev = agent.wait_for("the command run under the older shell", |e| {
+        e["data_type"] == "59"
+            && e["filename"] == "/bin/echo"
+            && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    shell.wait().unwrap();
+    let _ = std::fs::remove_file(&go);
+    assert_names_shell_socket(&ev, shell.id(), lport);
+    agent.stop();
+}
+
 #[test]
 fn a_quiet_event_is_collected_by_the_poll_timeout() {
     // A wakeup threshold no single event reaches: only the timed poll

@@ -71,22 +71,35 @@ struct {
 	__type(value, struct kestrel_dns);
 } dns_scratch SEC(".maps");
 
-/* The credentials last seen for each process (by tgid), to notice a uid or
- * euid that became 0 however it happened: a setuid exec, setresuid back to
- * a saved root uid, or a kernel exploit's commit_creds inside any syscall.
- * Entries are made at fork (the child starts with its parent's) and
- * exec, refreshed whenever the process is seen, and dropped at exit. */
-struct cred_seen {
+/* What is kept per process (by tgid).
+ *
+ * The credentials last seen, to notice a uid or euid that became 0 however
+ * it happened: a setuid exec, setresuid back to a saved root uid, or a
+ * kernel exploit's commit_creds inside any syscall.
+ *
+ * Whether its stdin or stdout is a socket, so that an exec finds the
+ * nearest ancestor holding one (an sshd, a reverse shell) with one lookup
+ * per ancestor instead of reading every ancestor's descriptor table. Set
+ * at exec from the new image's descriptors, inherited at fork, re-read
+ * when dup/dup2/dup3 land on fd 0 or 1, seeded from /proc at start.
+ *
+ * Entries are made at fork (the child starts with its parent's) and exec,
+ * refreshed whenever the process is seen, and dropped at exit. */
+struct proc_seen {
 	__u32 uid;
 	__u32 euid;
+	__u32 flags; /* PROC_* */
+	__u32 reserved;
 };
+
+#define PROC_STDIO_SOCKET (1u << 0)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, struct cred_seen);
-} creds SEC(".maps");
+	__type(value, struct proc_seen);
+} procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -142,8 +155,8 @@ struct kernfs_node___pre615 {
 static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 {
 	if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
-		return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
-	return BPF_CORE_READ(kn, __parent);
+		return ((struct kernfs_node___pre615 *)kn)->parent;
+	return kn->__parent;
 }
 
 /* The cgroup that says which container a task is in. On cgroup v2 that is
@@ -152,21 +165,19 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
  * controller's is taken, as the one every runtime configures. */
 static __always_inline struct cgroup *task_cgroup(struct task_struct *task)
 {
-	struct css_set *cs = BPF_CORE_READ(task, cgroups);
-	struct cgroup *dfl = BPF_CORE_READ(cs, dfl_cgrp);
+	struct css_set *cs = task->cgroups;
+	struct cgroup *dfl = cs->dfl_cgrp;
 
 	if (bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)) {
 		int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-		struct cgroup_subsys_state *css;
 		struct cgroup *mem;
 
 		if (id < 0 || id >= 16)
 			return dfl;
-		css = BPF_CORE_READ(cs, subsys[id]);
-		mem = BPF_CORE_READ(css, cgroup);
+		mem = cs->subsys[id]->cgroup;
 		/* Memory on v2: its css may belong to an ancestor where the
 		 * controller is enabled; the unified cgroup is exact. */
-		if (mem && BPF_CORE_READ(mem, root) != BPF_CORE_READ(dfl, root))
+		if (mem && mem->root != dfl->root)
 			return mem;
 	}
 	return dfl;
@@ -187,17 +198,20 @@ static __always_inline void pid_at_level(struct pid *pid, struct upid *out)
 /*
  * Task, file and socket fields are read with plain loads through BTF-typed
  * pointers (CO-RE relocated by vmlinux.h's preserve_access_index): the JIT
- * turns them into guarded loads, where BPF_CORE_READ would cost one helper
- * call per field. Only what the verifier cannot type (an element of a
- * pointer array, a string) goes through bpf_probe_read_kernel.
+ * turns them into guarded loads, where a helper call costs some 20-40 ns
+ * each on this kind of VM and was most of every program's time. Only what
+ * the verifier cannot type (an element of a pointer array, a string, a
+ * container_of) goes through bpf_probe_read_kernel, and then as few times
+ * as possible: neighbouring fields are read in one call.
  */
-static __always_inline void check_creds(__u32 trigger, const char *filename);
+static __always_inline struct proc_seen *check_creds(__u32 trigger, const char *filename);
 
 static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task)
 {
 	struct task_struct *leader = task->group_leader;
 	struct signal_struct *sig = task->signal;
-	const struct cred *cred = task->cred;
+	struct nsproxy *nsp = task->nsproxy;
+	struct pid *tp = leader->thread_pid;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 ug = bpf_get_current_uid_gid();
 
@@ -213,20 +227,27 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 		t->sessionid = 0xffffffff;
 	t->uid = (__u32)ug;
 	t->gid = ug >> 32;
-	t->euid = cred->euid.val;
-	t->egid = cred->egid.val;
+	t->euid = task->cred->euid.val;
+	t->egid = task->cred->egid.val;
 	bpf_get_current_comm(t->comm, sizeof(t->comm));
-	bpf_probe_read_kernel_str(t->nodename, sizeof(t->nodename),
-				  task->nsproxy->uts_ns->name.nodename);
+	bpf_probe_read_kernel_str(t->nodename, sizeof(t->nodename), nsp->uts_ns->name.nodename);
 
-	struct upid up = {};
+	/* The pid as the process's own namespace numbers it: at level 0 (the
+	 * host) a plain load; deeper, the array index is not a constant the
+	 * verifier accepts, so a helper reads that one entry. */
+	if (tp->level == 0) {
+		t->ns_pid = tp->numbers[0].nr;
+		t->pid_ns = tp->numbers[0].ns->ns.inum;
+	} else {
+		struct upid up = {};
 
-	pid_at_level(BPF_CORE_READ(leader, thread_pid), &up);
-	t->ns_pid = up.nr;
-	t->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
-	t->mnt_ns = task->nsproxy->mnt_ns->ns.inum;
-	t->net_ns = task->nsproxy->net_ns->ns.inum;
-	t->cgroup_id = BPF_CORE_READ(task_cgroup(task), kn, id);
+		pid_at_level(tp, &up);
+		t->ns_pid = up.nr;
+		t->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+	}
+	t->mnt_ns = nsp->mnt_ns->ns.inum;
+	t->net_ns = nsp->net_ns->ns.inum;
+	t->cgroup_id = task_cgroup(task)->kn->id;
 }
 
 static __always_inline struct file *task_fd(struct task_struct *task, unsigned int fd)
@@ -240,64 +261,131 @@ static __always_inline struct file *task_fd(struct task_struct *task, unsigned i
 	return f;
 }
 
-/* task_fd for a task pointer the verifier does not type (read by a helper). */
-static __always_inline struct file *task_fd_untyped(struct task_struct *task, unsigned int fd)
+/* fd 0 and fd 1 of a task, in one read. */
+static __always_inline void task_stdio(struct task_struct *task, struct file **f)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *f = NULL;
+	struct fdtable *fdt = task->files->fdt;
 
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
+	f[0] = NULL;
+	f[1] = NULL;
+	if (!fdt || fdt->max_fds < 2)
+		return;
+	bpf_probe_read_kernel(f, 2 * sizeof(*f), fdt->fd);
 }
 
+static __always_inline struct inode *file_inode(struct file *f)
+{
+	struct inode *inode = NULL;
+
+	bpf_probe_read_kernel(&inode, sizeof(inode),
+			      (void *)f + bpf_core_field_offset(struct file, f_inode));
+	return inode;
+}
+
+#define INODE_HEAD 96
+
+/* i_mode, i_rdev and i_ino of an open file: two reads, the file's inode
+ * pointer, then the head of the inode where the three sit together. */
 static __always_inline void fill_fdinfo(struct kestrel_fdinfo *fi, struct file *f)
 {
+	__u32 om = bpf_core_field_offset(struct inode, i_mode);
+	__u32 or = bpf_core_field_offset(struct inode, i_rdev);
+	__u32 oi = bpf_core_field_offset(struct inode, i_ino);
+	__u64 head[INODE_HEAD / 8];
 	struct inode *inode;
 
-	if (!f) {
-		fi->mode = 0;
+	fi->mode = 0;
+	if (!f)
+		return;
+	inode = file_inode(f);
+	if (!inode)
+		return;
+	if (om + 2 <= INODE_HEAD && or + 4 <= INODE_HEAD && oi + 8 <= INODE_HEAD &&
+	    bpf_probe_read_kernel(head, sizeof(head), inode) == 0) {
+		fi->mode = *(__u16 *)((void *)head + om);
+		fi->rdev = *(__u32 *)((void *)head + or);
+		fi->ino = *(__u64 *)((void *)head + oi);
 		return;
 	}
-	/* f came from a pointer array, untyped for the verifier: helper reads
-	 * (bpf_core_cast would type it, but needs Linux 6.2). */
-	inode = BPF_CORE_READ(f, f_inode);
 	fi->mode = BPF_CORE_READ(inode, i_mode);
 	fi->rdev = BPF_CORE_READ(inode, i_rdev);
 	fi->ino = BPF_CORE_READ(inode, i_ino);
 }
 
-static __always_inline struct sock *file_sock(struct file *f)
+/* The sock behind a file known to be a socket (its i_mode said so, or a
+ * socket syscall on its descriptor succeeded). */
+static __always_inline struct sock *socket_sock(struct file *f)
 {
-	struct socket *sock;
+	struct socket *sock = NULL;
+	struct sock *sk = NULL;
 
 	if (!f)
 		return NULL;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+	bpf_probe_read_kernel(&sock, sizeof(sock),
+			      (void *)f + bpf_core_field_offset(struct file, private_data));
+	if (sock)
+		bpf_probe_read_kernel(&sk, sizeof(sk),
+				      (void *)sock + bpf_core_field_offset(struct socket, sk));
+	return sk;
 }
 
-/* Both ends of an inet socket as the kernel holds them. */
+static __always_inline struct sock *file_sock(struct file *f)
+{
+	struct inode *inode;
+	__u16 mode = 0;
+
+	if (!f)
+		return NULL;
+	inode = file_inode(f);
+	if (!inode)
+		return NULL;
+	bpf_probe_read_kernel(&mode, sizeof(mode),
+			      (void *)inode + bpf_core_field_offset(struct inode, i_mode));
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	return socket_sock(f);
+}
+
+/* Both ends of an inet socket as the kernel holds them. sock_common keeps
+ * the IPv4 addresses, ports and family together at its start (one read),
+ * the IPv6 addresses together further on (a second read). */
 static __always_inline bool read_sock_addrs(struct sock *sk, struct kestrel_sockaddrs *a)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u32 o_daddr = bpf_core_field_offset(struct sock, __sk_common.skc_daddr);
+	__u32 o_saddr = bpf_core_field_offset(struct sock, __sk_common.skc_rcv_saddr);
+	__u32 o_dport = bpf_core_field_offset(struct sock, __sk_common.skc_dport);
+	__u32 o_num = bpf_core_field_offset(struct sock, __sk_common.skc_num);
+	__u32 o_family = bpf_core_field_offset(struct sock, __sk_common.skc_family);
+	__u32 o_v6d = bpf_core_field_offset(struct sock, __sk_common.skc_v6_daddr);
+	__u32 o_v6s = bpf_core_field_offset(struct sock, __sk_common.skc_v6_rcv_saddr);
+	__u64 head[3];
+	__u16 family;
 
+	if (!sk)
+		return false;
+	if (o_daddr + 4 > sizeof(head) || o_saddr + 4 > sizeof(head) || o_dport + 2 > sizeof(head) ||
+	    o_num + 2 > sizeof(head) || o_family + 2 > sizeof(head) ||
+	    bpf_probe_read_kernel(head, sizeof(head), sk))
+		return false;
+	family = *(__u16 *)((void *)head + o_family);
 	if (family != AF_INET && family != AF_INET6)
 		return false;
 	a->family = family;
-	a->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	a->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	a->sport = *(__u16 *)((void *)head + o_num);
+	a->dport = bpf_ntohs(*(__u16 *)((void *)head + o_dport));
 	if (family == AF_INET) {
-		bpf_core_read(a->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(a->daddr, 4, &sk->__sk_common.skc_daddr);
+		*(__u32 *)a->saddr = *(__u32 *)((void *)head + o_saddr);
+		*(__u32 *)a->daddr = *(__u32 *)((void *)head + o_daddr);
+	} else if (o_v6s == o_v6d + 16) {
+		__u64 v6[4];
+
+		if (bpf_probe_read_kernel(v6, sizeof(v6), (void *)sk + o_v6d))
+			return false;
+		__builtin_memcpy(a->daddr, &v6[0], 16);
+		__builtin_memcpy(a->saddr, &v6[2], 16);
 	} else {
-		bpf_core_read(a->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(a->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		bpf_probe_read_kernel(a->daddr, 16, (void *)sk + o_v6d);
+		bpf_probe_read_kernel(a->saddr, 16, (void *)sk + o_v6s);
 	}
 	return true;
 }
@@ -332,56 +420,104 @@ static __always_inline struct kestrel_exec *exec_record(void)
 	return e;
 }
 
-/* The process tree above `task`, and the nearest ancestor holding a socket
- * on stdin or stdout (an sshd, or the shell of a reverse shell). */
-/* The process tree above `task`, and the nearest ancestor holding a socket
- * on stdin or stdout (an sshd, or the shell of a reverse shell). Read with
- * helpers, not BTF loads: through typed pointers the verifier cannot prune
- * this loop's branches and spends seconds on it at load time. */
+/* The inet socket on stdin or stdout of an ancestor that the process table
+ * says holds one. Rare, so read with helpers: `t` is a plain address here,
+ * which keeps the ancestor loop's states few for the verifier. */
+static __always_inline void ancestor_socket(struct kestrel_exec *e, struct task_struct *t)
+{
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct task_struct *leader;
+	struct file *f[2] = {};
+	struct sock *sk;
+
+	if (!fdt || BPF_CORE_READ(fdt, max_fds) < 2 ||
+	    bpf_probe_read_kernel(f, sizeof(f), BPF_CORE_READ(fdt, fd)))
+		return;
+	sk = file_sock(f[0]);
+	if (!sk || !read_sock_addrs(sk, &e->socket)) {
+		sk = file_sock(f[1]);
+		if (!sk || !read_sock_addrs(sk, &e->socket)) {
+			e->socket.family = 0;
+			return;
+		}
+	}
+	leader = BPF_CORE_READ(t, group_leader);
+	e->socket_pid = BPF_CORE_READ(t, tgid);
+	e->socket_start_boottime = BPF_CORE_READ(leader, start_boottime);
+	BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
+}
+
+/* The process tree above `task`, and the nearest ancestor holding an inet
+ * socket on stdin or stdout (an sshd, or the shell of a reverse shell).
+ * Plain loads walk the tree; whether an ancestor holds a socket comes from
+ * the process table (one lookup), and only the one that does has its
+ * descriptors read. */
 static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
 {
-	struct task_struct *t = BPF_CORE_READ(task, real_parent);
+	struct task_struct *t = task->real_parent;
+	__u64 holder = 0;
 	__u32 n = 0;
 
 	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
 		struct task_struct *leader;
+		struct proc_seen *ps;
 		__u32 pid;
 
 		if (!t)
 			break;
-		leader = BPF_CORE_READ(t, group_leader);
-		pid = BPF_CORE_READ(t, tgid);
+		pid = t->tgid;
 		if (pid == 0)
 			break;
+		leader = t->group_leader;
 		e->ancestors[i].pid = pid;
-		BPF_CORE_READ_STR_INTO(&e->ancestors[i].comm, leader, comm);
+		*(__u64 *)&e->ancestors[i].comm[0] = *(__u64 *)&leader->comm[0];
+		*(__u64 *)&e->ancestors[i].comm[8] = *(__u64 *)&leader->comm[8];
 		n = i + 1;
-		if (!e->socket_pid) {
-			struct sock *sk = file_sock(task_fd_untyped(t, 0));
-
-			if (!sk)
-				sk = file_sock(task_fd_untyped(t, 1));
-			if (sk && read_sock_addrs(sk, &e->socket)) {
-				e->socket_pid = pid;
-				e->socket_start_boottime = BPF_CORE_READ(leader, start_boottime);
-				BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
-			}
+		if (!holder) {
+			ps = bpf_map_lookup_elem(&procs, &pid);
+			if (ps && (ps->flags & PROC_STDIO_SOCKET))
+				bpf_probe_read_kernel(&holder, sizeof(holder), &t);
 		}
 		if (pid == 1)
 			break;
-		t = BPF_CORE_READ(t, real_parent);
-		if (i == KESTREL_PID_TREE_MAX - 1 && t && BPF_CORE_READ(t, tgid) > 0)
+		t = t->real_parent;
+		if (i == KESTREL_PID_TREE_MAX - 1 && t && t->tgid > 0)
 			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
 	}
 	e->ancestors_len = n;
+	if (holder)
+		ancestor_socket(e, (struct task_struct *)holder);
 }
 
+/* tty_struct.name is NUL-padded (snprintf into a zeroed allocation): copied
+ * whole with plain loads. */
 static __always_inline void fill_tty(struct kestrel_exec *e, struct task_struct *task)
 {
 	struct tty_struct *tty = task->signal->tty;
 
-	if (tty)
-		bpf_probe_read_kernel_str(e->tty, sizeof(e->tty), tty->name);
+	if (!tty)
+		return;
+	for (int i = 0; i < KESTREL_TTY_LEN / 8; i++)
+		*(__u64 *)&e->tty[i * 8] = *(__u64 *)&tty->name[i * 8];
+	e->tty[KESTREL_TTY_LEN - 1] = 0;
+}
+
+/* The stdin/stdout fields of an exec record; true when either is an inet
+ * socket. */
+static __always_inline bool fill_stdio(struct kestrel_exec *e, struct task_struct *task)
+{
+	struct kestrel_sockaddrs tmp;
+	struct file *f[2];
+	bool inet = false;
+
+	task_stdio(task, f);
+	fill_fdinfo(&e->stdio[0], f[0]);
+	fill_fdinfo(&e->stdio[1], f[1]);
+	if ((e->stdio[0].mode & S_IFMT) == S_IFSOCK)
+		inet = read_sock_addrs(socket_sock(f[0]), &tmp);
+	if (!inet && (e->stdio[1].mode & S_IFMT) == S_IFSOCK)
+		inet = read_sock_addrs(socket_sock(f[1]), &tmp);
+	return inet;
 }
 
 static __always_inline __u32 exec_size(struct kestrel_exec *e, __u32 used)
@@ -397,7 +533,11 @@ static __always_inline __u32 exec_size(struct kestrel_exec *e, __u32 used)
  * cannot be called from a tracepoint; this is its bounded equivalent.
  * Writes at data[off] and sets cwd_len. The running length lives in the
  * record, not in a register, so every iteration looks alike to the
- * verifier and it does not explore each possible length apart. */
+ * verifier and it does not explore each possible length apart. Helper
+ * reads throughout: crossing a mount needs struct mount, which only
+ * container_of reaches and the verifier cannot type, and a loop that mixes
+ * typed and untyped dentries multiplies the verifier's states (a typed walk
+ * within the first mount made handle_exec's verification 7x longer). */
 static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct *task, __u64 off)
 {
 	struct dentry *d = task->fs->pwd.dentry;
@@ -424,6 +564,8 @@ static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct 
 		}
 		if (d == parent)
 			return; /* a root not reachable from ours */
+		barrier_var(at);
+		barrier_var(room);
 		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX || room > KESTREL_CWD_MAX)
 			break;
 		n = bpf_probe_read_kernel_str(&e->data[at], room, BPF_CORE_READ(d, d_name.name));
@@ -435,24 +577,30 @@ static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct 
 	e->flags |= KESTREL_EXEC_CWD_TRUNCATED;
 }
 
-/* The cgroup's path as components, innermost first, like read_cwd. Writes
- * at data[off] and sets cgroup_len. */
+/* The cgroup's path as components, innermost first, like read_cwd, with
+ * plain loads and one helper per component. Writes at data[off] and sets
+ * cgroup_len. */
 static __always_inline void read_cgroup(struct kestrel_exec *e, struct task_struct *task, __u64 off)
 {
-	struct kernfs_node *kn = BPF_CORE_READ(task_cgroup(task), kn);
+	struct kernfs_node *kn = task_cgroup(task)->kn;
 
 	e->cgroup_len = 0;
 	for (int i = 0; i < KESTREL_CGROUP_DEPTH; i++) {
-		struct kernfs_node *parent = kn_parent(kn);
+		struct kernfs_node *parent;
 		__u64 used = e->cgroup_len, at = off + used, room = KESTREL_CGROUP_MAX - used;
 		long n;
 
-		if (!kn || !parent)
+		if (!kn)
+			return;
+		parent = kn_parent(kn);
+		if (!parent)
 			return; /* the hierarchy's root has no name */
+		barrier_var(at);
+		barrier_var(room);
 		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX ||
 		    room > KESTREL_CGROUP_MAX)
 			break;
-		n = bpf_probe_read_kernel_str(&e->data[at], room, BPF_CORE_READ(kn, name));
+		n = bpf_probe_read_kernel_str(&e->data[at], room, kn->name);
 		if (n <= 0 || n == room)
 			break;
 		e->cgroup_len = used + n;
@@ -468,8 +616,10 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 {
 	struct kestrel_exec *e;
 	struct mm_struct *mm;
+	struct proc_seen *ps;
 	unsigned long start, end;
 	__u64 off, len;
+	bool inet;
 	long n;
 
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
@@ -479,10 +629,10 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		return 0;
 	fill_task(&e->task, p);
 	e->res = 0;
-	e->argc = BPF_CORE_READ(bprm, argc);
+	e->argc = bprm->argc;
 	e->flags = KESTREL_EXEC_ARGV_FROM_MM;
 
-	n = bpf_probe_read_kernel_str(e->data, KESTREL_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
+	n = bpf_probe_read_kernel_str(e->data, KESTREL_FILENAME_MAX, bprm->filename);
 	if (n < 0)
 		n = 0;
 	if (n == KESTREL_FILENAME_MAX)
@@ -502,9 +652,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	read_cgroup(e, p, off);
 	off += e->cgroup_len;
 
-	mm = BPF_CORE_READ(p, mm);
-	start = BPF_CORE_READ(mm, arg_start);
-	end = BPF_CORE_READ(mm, arg_end);
+	mm = p->mm;
+	start = mm->arg_start;
+	end = mm->arg_end;
 	len = end > start ? end - start : 0;
 	if (len > KESTREL_ARGV_MAX) {
 		len = KESTREL_ARGV_MAX;
@@ -521,8 +671,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		off += len;
 	}
 
-	start = BPF_CORE_READ(mm, env_start);
-	end = BPF_CORE_READ(mm, env_end);
+	start = mm->env_start;
+	end = mm->env_end;
 	len = end > start ? end - start : 0;
 	if (len > KESTREL_ENV_MAX) {
 		len = KESTREL_ENV_MAX;
@@ -538,11 +688,16 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		off += len;
 	}
 
-	fill_fdinfo(&e->stdio[0], task_fd(p, 0));
-	fill_fdinfo(&e->stdio[1], task_fd(p, 1));
+	inet = fill_stdio(e, p);
 	fill_tty(e, p);
 	fill_ancestry(e, p);
-	check_creds(KESTREL_CRED_AT_EXEC, BPF_CORE_READ(bprm, filename));
+	ps = check_creds(KESTREL_CRED_AT_EXEC, bprm->filename);
+	if (ps) {
+		if (inet)
+			ps->flags |= PROC_STDIO_SOCKET;
+		else
+			ps->flags &= ~PROC_STDIO_SOCKET;
+	}
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
 }
@@ -611,8 +766,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	}
 	off += e->argv_len;
 
-	fill_fdinfo(&e->stdio[0], task_fd(task, 0));
-	fill_fdinfo(&e->stdio[1], task_fd(task, 1));
+	fill_stdio(e, task);
 	fill_tty(e, task);
 	check_creds(KESTREL_CRED_AT_EXEC_FAILED, NULL);
 	fill_ancestry(e, task);
@@ -628,8 +782,8 @@ int handle_execve_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret >= 0)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	return exec_failed(ctx->ret, (const char *)BPF_CORE_READ(regs, di),
-			   (const char *const *)BPF_CORE_READ(regs, si));
+	return exec_failed(ctx->ret, (const char *)regs->di,
+			   (const char *const *)regs->si);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
@@ -640,8 +794,8 @@ int handle_execveat_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret >= 0)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	return exec_failed(ctx->ret, (const char *)BPF_CORE_READ(regs, si),
-			   (const char *const *)BPF_CORE_READ(regs, dx));
+	return exec_failed(ctx->ret, (const char *)regs->si,
+			   (const char *const *)regs->dx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
@@ -650,6 +804,7 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs;
 	struct kestrel_connect e = {};
+	struct sockaddr_in6 sa = {};
 	struct sock *sk;
 	void *uaddr;
 	__u16 family = 0;
@@ -658,9 +813,13 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid || ret == -EBADF || ret == -ENOTSOCK)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	uaddr = (void *)BPF_CORE_READ(regs, si);
-	if (!uaddr || bpf_probe_read_user(&family, sizeof(family), uaddr))
+	uaddr = (void *)regs->si;
+	/* One read for a sockaddr_in6; a sockaddr_in at the very end of a
+	 * mapping would make it fail, so then the shorter one is read. */
+	if (!uaddr || (bpf_probe_read_user(&sa, sizeof(sa), uaddr) &&
+		       bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), uaddr)))
 		return 0;
+	family = sa.sin6_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 
@@ -669,22 +828,16 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e.task, task);
 	e.res = ret;
-	e.fd = (int)BPF_CORE_READ(regs, di);
+	e.fd = (int)regs->di;
 	e.addrs.family = family;
-	if (family == AF_INET) {
-		struct sockaddr_in sin = {};
-
-		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
-		e.addrs.dport = bpf_ntohs(sin.sin_port);
-		__builtin_memcpy(e.addrs.daddr, &sin.sin_addr, 4);
-	} else {
-		struct sockaddr_in6 sin6 = {};
-
-		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
-		e.addrs.dport = bpf_ntohs(sin6.sin6_port);
-		__builtin_memcpy(e.addrs.daddr, &sin6.sin6_addr, 16);
-	}
-	sk = file_sock(task_fd(task, e.fd));
+	e.addrs.dport = bpf_ntohs(sa.sin6_port);
+	if (family == AF_INET)
+		__builtin_memcpy(e.addrs.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+	else
+		__builtin_memcpy(e.addrs.daddr, &sa.sin6_addr, 16);
+	/* connect() looked the descriptor up as a socket before anything
+	 * else could fail: past EBADF and ENOTSOCK it is one. */
+	sk = socket_sock(task_fd(task, e.fd));
 	if (sk) {
 		struct kestrel_sockaddrs local = {};
 		__u64 key = (__u64)sk;
@@ -751,16 +904,16 @@ int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	struct kestrel_ptrace e = {};
 
-	e.request = (long)BPF_CORE_READ(regs, di);
+	e.request = (long)regs->di;
 	if (e.request == PTRACE_TRACEME || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
 	e.hdr.kind = KESTREL_KIND_PTRACE;
 	e.hdr.size = sizeof(e);
 	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e.task, task);
-	e.target_pid = (int)BPF_CORE_READ(regs, si);
-	e.addr = BPF_CORE_READ(regs, dx);
-	e.data = BPF_CORE_READ(regs, r10);
+	e.target_pid = (int)regs->si;
+	e.addr = regs->dx;
+	e.data = regs->r10;
 	e.res = ctx->ret;
 	submit(&e, sizeof(e), KESTREL_KIND_PTRACE);
 	check_creds(KESTREL_CRED_AT_PTRACE, NULL);
@@ -834,7 +987,8 @@ static __always_inline void dns_datagram(struct task_struct *task, int fd, struc
 /* The socket behind fd if it is a UDP inet socket. */
 static __always_inline struct sock *udp_sock(struct task_struct *task, int fd)
 {
-	struct sock *sk = file_sock(task_fd(task, fd));
+	/* A receive succeeded on fd: it is a socket. */
+	struct sock *sk = socket_sock(task_fd(task, fd));
 
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return NULL;
@@ -850,7 +1004,7 @@ static __always_inline struct sock *recv_udp_sock(long ret, struct task_struct *
 		return NULL;
 	*task = bpf_get_current_task_btf();
 	*regs = (struct pt_regs *)bpf_task_pt_regs(*task);
-	*fd = BPF_CORE_READ(*regs, di);
+	*fd = (*regs)->di;
 	return udp_sock(*task, *fd);
 }
 
@@ -868,8 +1022,8 @@ int handle_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 	barrier_var(ret);
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (sk)
-		dns_datagram(task, fd, sk, (void *)BPF_CORE_READ(regs, si), ret,
-			     (void *)BPF_CORE_READ(regs, r8));
+		dns_datagram(task, fd, sk, (void *)regs->si, ret,
+			     (void *)regs->r8);
 	return 0;
 }
 
@@ -886,7 +1040,7 @@ int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 
 	barrier_var(ret);
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
-	if (!sk || bpf_probe_read_user(&msg, sizeof(msg), (void *)BPF_CORE_READ(regs, si)))
+	if (!sk || bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 		return 0;
 	/* The question is at the front: the first buffer holds it. */
 	if (!msg.msg_iov || bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
@@ -910,7 +1064,7 @@ int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (!sk)
 		return 0;
-	vec = (struct mmsghdr *)BPF_CORE_READ(regs, si);
+	vec = (struct mmsghdr *)regs->si;
 	for (int i = 0; i < KESTREL_DNS_MMSG_MAX && i < ret; i++) {
 		struct mmsghdr m = {};
 		struct iovec iov = {};
@@ -924,7 +1078,7 @@ int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-static __always_inline void emit_cred(struct task_struct *task, struct cred_seen *old,
+static __always_inline void emit_cred(struct task_struct *task, __u32 old_uid, __u32 old_euid,
 				      __u32 trigger, const char *filename)
 {
 	__u32 zero = 0;
@@ -938,8 +1092,8 @@ static __always_inline void emit_cred(struct task_struct *task, struct cred_seen
 	e->hdr.size = sizeof(*e);
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task);
-	e->old_uid = old->uid;
-	e->old_euid = old->euid;
+	e->old_uid = old_uid;
+	e->old_euid = old_euid;
 	e->trigger = trigger;
 	e->filename[0] = 0;
 	if (filename)
@@ -948,45 +1102,46 @@ static __always_inline void emit_cred(struct task_struct *task, struct cred_seen
 }
 
 /* Compares the current task's credentials with those last seen for its
- * process; reports a change from non-root to root, then remembers. */
-static __always_inline void check_creds(__u32 trigger, const char *filename)
+ * process; reports a change from non-root to root, then remembers. Returns
+ * the process's entry (NULL only if the map refused one). */
+static __always_inline struct proc_seen *check_creds(__u32 trigger, const char *filename)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct cred_seen now = {
-		.uid = (__u32)bpf_get_current_uid_gid(),
-		.euid = task->cred->euid.val,
-	};
-	struct cred_seen *prev = bpf_map_lookup_elem(&creds, &tgid);
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	__u32 euid = task->cred->euid.val;
+	struct proc_seen *prev = bpf_map_lookup_elem(&procs, &tgid);
 
 	if (!prev) {
-		bpf_map_update_elem(&creds, &tgid, &now, BPF_ANY);
-		return;
-	}
-	if (prev->uid == now.uid && prev->euid == now.euid)
-		return;
-	if (prev->uid != 0 && prev->euid != 0 && (now.uid == 0 || now.euid == 0)) {
-		struct cred_seen old = *prev;
+		struct proc_seen now = { .uid = uid, .euid = euid };
 
-		emit_cred(task, &old, trigger, filename);
+		bpf_map_update_elem(&procs, &tgid, &now, BPF_ANY);
+		return bpf_map_lookup_elem(&procs, &tgid);
 	}
-	prev->uid = now.uid;
-	prev->euid = now.euid;
+	if (prev->uid == uid && prev->euid == euid)
+		return prev;
+	if (prev->uid != 0 && prev->euid != 0 && (uid == 0 || euid == 0))
+		emit_cred(task, prev->uid, prev->euid, trigger, filename);
+	prev->uid = uid;
+	prev->euid = euid;
+	return prev;
 }
 
-/* A new process starts with its parent's credentials. */
+/* A new process starts with its parent's credentials and descriptors. */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ctgid = child->tgid;
-	struct cred_seen c;
+	struct proc_seen c = {}, *p;
 
 	if (ctgid == parent->tgid)
 		return 0; /* a new thread of the same process */
-	check_creds(KESTREL_CRED_AT_FORK, NULL);
+	p = check_creds(KESTREL_CRED_AT_FORK, NULL);
 	c.uid = child->cred->uid.val;
 	c.euid = child->cred->euid.val;
-	bpf_map_update_elem(&creds, &ctgid, &c, BPF_ANY);
+	if (p)
+		c.flags = p->flags & PROC_STDIO_SOCKET;
+	bpf_map_update_elem(&procs, &ctgid, &c, BPF_ANY);
 	return 0;
 }
 
@@ -998,8 +1153,59 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	if (p->pid != tgid)
 		return 0; /* a thread, not the process */
 	check_creds(KESTREL_CRED_AT_EXIT, NULL);
-	bpf_map_delete_elem(&creds, &tgid);
+	bpf_map_delete_elem(&procs, &tgid);
 	return 0;
+}
+
+/* A descriptor was duplicated onto fd 0 or 1 (how shells redirect, and how
+ * a reverse shell puts its socket on stdin/stdout): re-read whether stdin
+ * or stdout is now a socket. Other duplications leave after one test. */
+static __always_inline int stdio_changed(long ret)
+{
+	struct kestrel_sockaddrs tmp;
+	struct task_struct *task;
+	struct proc_seen *ps;
+	struct file *f[2];
+
+	if (ret < 0 || ret > 1)
+		return 0;
+	task = bpf_get_current_task_btf();
+	ps = check_creds(KESTREL_CRED_AT_DUP, NULL);
+	if (!ps)
+		return 0;
+	task_stdio(task, f);
+	if (read_sock_addrs(file_sock(f[0]), &tmp) || read_sock_addrs(file_sock(f[1]), &tmp))
+		ps->flags |= PROC_STDIO_SOCKET;
+	else
+		ps->flags &= ~PROC_STDIO_SOCKET;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup")
+int handle_dup_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return stdio_changed(ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int handle_dup2_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return stdio_changed(ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int handle_dup3_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return stdio_changed(ret);
 }
 
 /* Exclusions for file creation: directories (by device and inode, filled
@@ -1109,7 +1315,7 @@ int handle_finit_module_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
 	barrier_var(ret);
-	return module_event(ret, (int)BPF_CORE_READ(regs, di), 0, (__u32)BPF_CORE_READ(regs, dx));
+	return module_event(ret, (int)regs->di, 0, (__u32)regs->dx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_init_module")
@@ -1119,7 +1325,7 @@ int handle_init_module_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
 	barrier_var(ret);
-	return module_event(ret, -1, BPF_CORE_READ(regs, si), 0);
+	return module_event(ret, -1, regs->si, 0);
 }
 
 #define O_CREAT 0100
@@ -1189,7 +1395,7 @@ int handle_openat_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
 	barrier_var(ret);
-	return file_opened(ret, BPF_CORE_READ(regs, dx));
+	return file_opened(ret, regs->dx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
@@ -1199,7 +1405,7 @@ int handle_open_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
 	barrier_var(ret);
-	return file_opened(ret, BPF_CORE_READ(regs, si));
+	return file_opened(ret, regs->si);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
@@ -1222,7 +1428,7 @@ int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret < 0)
 		return 0;
 	/* struct open_how starts with its u64 flags. */
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)BPF_CORE_READ(regs, dx));
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)regs->dx);
 	return file_opened(ret, flags);
 }
 
@@ -1275,8 +1481,8 @@ int handle_mknodat_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
 	barrier_var(ret);
-	return node_made(ret, (int)BPF_CORE_READ(regs, di), (const char *)BPF_CORE_READ(regs, si),
-			 (__u32)BPF_CORE_READ(regs, dx));
+	return node_made(ret, (int)regs->di, (const char *)regs->si,
+			 (__u32)regs->dx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_mknod")
@@ -1286,6 +1492,6 @@ int handle_mknod_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
 	barrier_var(ret);
-	return node_made(ret, AT_FDCWD, (const char *)BPF_CORE_READ(regs, di),
-			 (__u32)BPF_CORE_READ(regs, si));
+	return node_made(ret, AT_FDCWD, (const char *)regs->di,
+			 (__u32)regs->si);
 }

@@ -245,6 +245,21 @@ const PROGRAMS: &[ProbeStatus] = &[
         requires: None,
     },
     ProbeStatus {
+        program: "handle_dup_exit",
+        target: "tracepoint/syscalls/sys_exit_dup",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_dup2_exit",
+        target: "tracepoint/syscalls/sys_exit_dup2",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_dup3_exit",
+        target: "tracepoint/syscalls/sys_exit_dup3",
+        requires: None,
+    },
+    ProbeStatus {
         program: "handle_openat_exit",
         target: "tracepoint/syscalls/sys_exit_openat",
         requires: None,
@@ -300,6 +315,9 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_recvmmsg_exit" => &p.handle_recvmmsg_exit,
         "handle_fork" => &p.handle_fork,
         "handle_exit" => &p.handle_exit,
+        "handle_dup_exit" => &p.handle_dup_exit,
+        "handle_dup2_exit" => &p.handle_dup2_exit,
+        "handle_dup3_exit" => &p.handle_dup3_exit,
         "handle_finit_module_exit" => &p.handle_finit_module_exit,
         "handle_init_module_exit" => &p.handle_init_module_exit,
         "handle_openat_exit" => &p.handle_openat_exit,
@@ -321,6 +339,20 @@ fn open_program<'a, 'obj>(
         "handle_init_module_exit" => &mut p.handle_init_module_exit,
         other => unreachable!("{other} is not an optional program"),
     }
+}
+
+/// A process that was running before the agent started, as
+/// [`Probes::seed_processes`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedProcess {
+    /// Process id.
+    pub tgid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Whether its stdin or stdout is an IPv4 or IPv6 socket.
+    pub stdio_inet_socket: bool,
 }
 
 /// The loaded and attached kernel side. Dropping it detaches everything.
@@ -527,21 +559,26 @@ impl Probes {
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    /// Records the credentials of processes that were running before the
-    /// agent started, so that one escalating later is compared with them
-    /// (the kernel side learns the others at fork and exec). Existing
+    /// Records what the kernel side keeps per process for processes that
+    /// were running before the agent started: their credentials, so that
+    /// one escalating later is compared with them, and whether stdin or
+    /// stdout is an inet socket, so their descendants' execs name it (the
+    /// kernel side learns the others at fork, exec and dup). Existing
     /// entries, made since attach, are newer and kept.
-    pub fn seed_creds(&self, procs: impl IntoIterator<Item = (u32, u32, u32)>) -> usize {
+    pub fn seed_processes(&self, procs: impl IntoIterator<Item = SeedProcess>) -> usize {
         let mut n = 0;
-        for (tgid, uid, euid) in procs {
-            let mut value = [0u8; 8];
-            value[..4].copy_from_slice(&uid.to_ne_bytes());
-            value[4..].copy_from_slice(&euid.to_ne_bytes());
+        for p in procs {
+            // struct proc_seen in kestrel.bpf.c.
+            let mut value = [0u8; 16];
+            value[..4].copy_from_slice(&p.uid.to_ne_bytes());
+            value[4..8].copy_from_slice(&p.euid.to_ne_bytes());
+            let flags: u32 = if p.stdio_inet_socket { 1 } else { 0 };
+            value[8..12].copy_from_slice(&flags.to_ne_bytes());
             if self
                 .skel
                 .maps
-                .creds
-                .update(&tgid.to_ne_bytes(), &value, MapFlags::NO_EXIST)
+                .procs
+                .update(&p.tgid.to_ne_bytes(), &value, MapFlags::NO_EXIST)
                 .is_ok()
             {
                 n += 1;
