@@ -8,6 +8,8 @@ use std::ops::Range;
 /// Fixed address of the read-only IDT alias in the cpu_entry_area on
 /// x86-64 (CPU_ENTRY_AREA_RO_IDT): usable when `idt_table` is not listed.
 pub const CEA_RO_IDT: u64 = 0xfffffe00_00000000;
+/// Lowest kernel-space address on x86-64.
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 /// Gates in the IDT.
 pub const IDT_ENTRIES: usize = 256;
 /// Bytes of one 64-bit gate descriptor.
@@ -103,6 +105,11 @@ impl Symbols {
 
     /// `name+0xoff [module]` for a report, or the bare address.
     pub fn describe(&self, addr: u64) -> String {
+        // Per-cpu symbols sit at small offsets: never name a non-kernel
+        // address after them.
+        if addr < KERNEL_HALF {
+            return format!("{addr:#x}");
+        }
         match self.containing(addr) {
             Some((s, off)) if off < 1 << 20 => match &s.module {
                 Some(m) => format!("{}+{off:#x} [{m}]", s.name),
@@ -277,6 +284,14 @@ pub fn owner(addr: u64, modules: &Modules, syms: &Symbols) -> Owner {
     Owner {
         module_name: "unknown".to_string(),
         hidden: true,
+    }
+}
+
+/// Trailing zero words: the padding between a syscall table and the next
+/// symbol (kallsyms gives no object sizes). A real entry is never zero.
+pub fn trim_padding(entries: &mut Vec<u64>) {
+    while entries.len() > 1 && entries.last() == Some(&0) {
+        entries.pop();
     }
 }
 
@@ -523,6 +538,11 @@ ffffffffc0300000 t ftrace_trampoline\t[__builtin__ftrace]
         let table = [0xffffffff81100100, 0xffffffffc0000000, 0xffffffff81100300];
         let stray = stray_entries(&table, &text);
         assert_eq!(stray, [(1, 0xffffffffc0000000)]);
+        let mut padded = vec![0xffffffff81100100, 0, 0xffffffff81100100, 0, 0];
+        trim_padding(&mut padded);
+        assert_eq!(padded.len(), 3, "inner zeros stay and are reported");
+        assert_eq!(stray_entries(&padded, &text), [(1, 0)]);
+        assert_eq!(s.describe(0), "0x0");
 
         // Hidden module: known by sysfs ranges only.
         let mut mods = Modules {

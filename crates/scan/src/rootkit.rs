@@ -97,6 +97,24 @@ impl Ctx<'_> {
     fn owner(&self, addr: u64) -> Owner {
         check::owner(addr, self.modules, self.syms)
     }
+
+    /// `symbol+off [module]`, or `[module]+off` (from the module's memory
+    /// range) when kallsyms has no symbol of that module there (a hidden
+    /// module), or the bare address.
+    fn describe(&self, addr: u64) -> String {
+        if let Some(m) = self.modules.owner(addr) {
+            let named = self
+                .syms
+                .containing(addr)
+                .is_some_and(|(s, off)| s.module.as_deref() == Some(&m.name) && off < 1 << 16);
+            if !named {
+                if let Some(r) = m.ranges.iter().find(|r| r.contains(&addr)) {
+                    return format!("[{}]+{:#x}", m.name, addr - r.start);
+                }
+            }
+        }
+        self.syms.describe(addr)
+    }
 }
 
 /// Runs every check once. Findings are events, not errors: the result is
@@ -195,7 +213,7 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader) {
                 table,
                 checked: None,
                 hooked: 0,
-                note: "not in kallsyms (no KALLSYMS_ALL)".into(),
+                note: "not in kallsyms".into(),
             });
             continue;
         };
@@ -206,7 +224,7 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader) {
             .map(|b| b / 8)
             .unwrap_or(0)
             .clamp(1, MAX_TABLE_ENTRIES) as usize;
-        let entries = match reader.read_words(addr, n) {
+        let mut entries = match reader.read_words(addr, n) {
             Ok(e) => e,
             Err(e) => {
                 cx.warnings.push(format!("{table}: {e}"));
@@ -219,6 +237,7 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader) {
                 continue;
             }
         };
+        check::trim_padding(&mut entries);
         let stray = check::stray_entries(&entries, &cx.text);
         for (nr, target) in &stray {
             let owner = cx.owner(*target);
@@ -230,7 +249,7 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader) {
                     ("table", table.to_string()),
                     ("abi", prefix_note.to_string()),
                     ("hook_address", format!("{target:#x}")),
-                    ("hook_symbol", cx.syms.describe(*target)),
+                    ("hook_symbol", cx.describe(*target)),
                 ],
             });
         }
@@ -291,7 +310,7 @@ fn dispatch_functions(cx: &mut Ctx, reader: &mut Reader) {
                     ("table", func.to_string()),
                     ("call_site", cx.syms.describe(*at)),
                     ("hook_address", format!("{target:#x}")),
-                    ("hook_symbol", cx.syms.describe(*target)),
+                    ("hook_symbol", cx.describe(*target)),
                 ],
             });
         }
@@ -336,7 +355,7 @@ fn idt(cx: &mut Ctx, reader: &mut Reader) {
             fields: vec![
                 ("interrupt_number", g.vector.to_string()),
                 ("hook_address", format!("{:#x}", g.handler)),
-                ("hook_symbol", cx.syms.describe(g.handler)),
+                ("hook_symbol", cx.describe(g.handler)),
             ],
         });
     }
@@ -412,7 +431,7 @@ fn proc_fops(cx: &mut Ctx, reader: &mut Reader, opts: &Options) {
                 ("operation", op.name().into()),
                 ("expected", expected.into()),
                 ("hook_address", format!("{actual:#x}")),
-                ("hook_symbol", cx.syms.describe(actual)),
+                ("hook_symbol", cx.describe(actual)),
             ],
         });
     }
