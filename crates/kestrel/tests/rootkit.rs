@@ -4,8 +4,13 @@
 //! rootkit (tests/qemu/rootkit/) must be found by 700, 701, 702 and 703,
 //! each naming the hidden module. Needs root.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{kestrel, Agent};
 
 /// "name H/N" pairs of the summary line: (name, hooked, checked).
 fn table_counts(summary: &str) -> Vec<(String, usize, usize)> {
@@ -16,7 +21,7 @@ fn table_counts(summary: &str) -> Vec<(String, usize, usize)> {
     let body = body.rsplit_once(';').map(|(b, _)| b).unwrap_or(body);
     body.split(", ")
         .filter_map(|part| {
-            let (name, rest) = part.rsplit_once(' ').map(|(n, r)| (n, r))?;
+            let (name, rest) = part.rsplit_once(' ')?;
             // "x64_sys_call 0/367 (targets)": the count may precede a note.
             let (name, rest) = if rest.starts_with('(') {
                 let (n, c) = name.rsplit_once(' ')?;
@@ -133,5 +138,44 @@ fn summary_parser_reads_counts_and_notes() {
             ("idt".to_string(), 1, 256),
             ("proc fops".to_string(), 0, 8)
         ]
+    );
+}
+
+#[test]
+fn agent_scans_at_start_and_counts_failures() {
+    let agent = Agent::start(&["--rootkit-scan-interval-hours", "24"]);
+    // Waiting, not timing: the scan takes a second or two.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !agent.stderr().contains("rootkit scan: ") {
+        assert!(
+            Instant::now() < deadline,
+            "no scan summary in the agent's log:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stderr = agent.stderr();
+    let rootkit_events: Vec<_> = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["data_type"].as_str().is_some_and(|t| t.starts_with("70")))
+        .collect();
+    let c = agent.stop();
+    assert!(stderr.contains("; 0 findings"), "{stderr}");
+    assert!(rootkit_events.is_empty(), "{rootkit_events:?}");
+    assert_eq!(c["rootkit_scan_failures"], 0, "{c:?}");
+}
+
+#[test]
+fn agent_refuses_a_bad_scan_interval() {
+    let out = kestrel()
+        .args(["agent", "--rootkit-scan-interval-hours", "100000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rootkit_scan_interval_hours = 100000: must be between 0 and 8760"),
+        "{stderr}"
     );
 }
