@@ -130,7 +130,23 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
     }
     let core = check::core_text(&syms).ok_or(Error::MissingSymbol("_stext/_etext"))?;
     let mut reader = Reader::load()?;
-    let modules = module_views(opts, &syms);
+    let mut modules = module_views(opts, &syms);
+    if !modules.inconsistent().is_empty() {
+        // A module being loaded or unloaded is briefly in one view and not
+        // yet (or no longer) in another: look again before reporting.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let again = module_views(opts, &syms_again(opts).unwrap_or_default());
+        for (name, m) in modules.by_name.iter_mut() {
+            if let Some(a) = again.by_name.get(name) {
+                m.listed |= a.listed;
+                m.sysfs |= a.sysfs;
+            } else {
+                // Gone from every view: unloaded meanwhile.
+                m.listed = true;
+                m.sysfs = true;
+            }
+        }
+    }
     let mut cx = Ctx {
         syms: &syms,
         text: core,
@@ -183,6 +199,11 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
         counts: cx.counts,
         warnings: cx.warnings,
     })
+}
+
+fn syms_again(opts: &Options) -> Option<Symbols> {
+    let text = std::fs::read_to_string(format!("{}/kallsyms", opts.proc_dir)).ok()?;
+    Some(Symbols::parse(&text))
 }
 
 fn read(path: &str) -> Result<String, Error> {
