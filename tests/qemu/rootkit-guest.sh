@@ -38,6 +38,7 @@ if ls /proc | grep -q '^1$'; then ok proc-listing "ls /proc works through the ho
 else fail proc-listing "ls /proc lost pid 1"; fi
 
 sed 's/^/ROOTKIT enabled_functions: /' /sys/kernel/tracing/enabled_functions 2>/dev/null
+sed 's/^/ROOTKIT kprobes: /' /sys/kernel/debug/kprobes/list 2>/dev/null
 
 # (3) the scan names the module in 700, 701, 702 and 703.
 kestrel scan rootkit > /tmp/after.json 2> /tmp/after.err
@@ -49,6 +50,10 @@ for t in 700 701 702 703 704; do
   line=$(grep "\"data_type\":\"$t\"" /tmp/after.json | grep "\"module_name\":\"$MOD\"" | grep '"hidden":"1"' | head -n1)
   if [ -n "$line" ]; then ok "finding-$t" "names $MOD, hidden"
   else fail "finding-$t" "no $t event naming $MOD with hidden=1"; fi
+done
+for h in ftrace kprobe; do
+  if grep '"data_type":"704"' /tmp/after.json | grep "\"module_name\":\"$MOD\"" | grep -q "\"hook_type\":\"$h\""; then ok "hook-$h" "704 names $MOD"
+  else fail "hook-$h" "no 704 $h event naming $MOD"; fi
 done
 if grep '"data_type":"701"' /tmp/after.json | grep -q '"syscall_number":"62"'; then ok syscall-number "62 (kill)"
 else fail syscall-number "no 701 with syscall_number 62"; fi

@@ -14,6 +14,10 @@
  *                       report the operation pointers of the open file
  *                       (f_op->iterate_shared, inode->i_op->lookup, and the
  *                       seq_file's op->show when it is a seq_file).
+ *   args[0] = OP_KPROBE: the struct kprobe whose hlist node (args[2] == 0)
+ *                       or list node (args[2] == 1) is at args[1]: its
+ *                       address, probed address, handlers and next nodes,
+ *                       so user space can walk kprobe_table.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -25,6 +29,14 @@ char LICENSE[] SEC("license") = "GPL";
 #define CHUNK 4096
 #define OP_READ 1
 #define OP_FILE 2
+#define OP_KPROBE 3
+
+/* Only the member the scan reads; CO-RE finds it in the running kernel's
+ * struct kretprobe (absent from vmlinux.h: this host has no kprobes). */
+struct kretprobe___kestrel {
+	struct kprobe kp;
+	void *handler;
+} __attribute__((preserve_access_index));
 
 struct out {
 	__s64 err;
@@ -38,6 +50,15 @@ struct out {
 	__u64 private_data;
 	__u64 seq_op;
 	__u64 seq_show;
+	/* OP_KPROBE answers */
+	__u64 kp;
+	__u64 kp_addr;
+	__u64 kp_pre;
+	__u64 kp_post;
+	__u64 kp_ret_handler;
+	__u64 kp_hnext;
+	__u64 kp_list;
+	__u64 kp_lnext;
 	__u8 data[CHUNK];
 };
 
@@ -109,6 +130,35 @@ static __always_inline int do_file(struct out *o, __u64 fd)
 	return 0;
 }
 
+static __always_inline int do_kprobe(struct out *o, __u64 node, __u64 is_list)
+{
+	struct kprobe *kp;
+
+	/* Kernels without kprobes may lack the type: the branch is then
+	 * dead code and the program still loads. */
+	if (!bpf_core_type_exists(struct kprobe))
+		return 0;
+	if (is_list)
+		kp = (void *)(node - bpf_core_field_offset(struct kprobe, list));
+	else
+		kp = (void *)(node - bpf_core_field_offset(struct kprobe, hlist));
+	o->kp = (__u64)kp;
+	o->kp_addr = (__u64)BPF_CORE_READ(kp, addr);
+	o->kp_pre = (__u64)BPF_CORE_READ(kp, pre_handler);
+	o->kp_post = (__u64)BPF_CORE_READ(kp, post_handler);
+	o->kp_hnext = (__u64)BPF_CORE_READ(kp, hlist.next);
+	o->kp_list = (__u64)kp + bpf_core_field_offset(struct kprobe, list);
+	o->kp_lnext = (__u64)BPF_CORE_READ(kp, list.next);
+	/* Meaningful only when kp is the kp of a kretprobe. */
+	if (bpf_core_type_exists(struct kretprobe___kestrel)) {
+		struct kretprobe___kestrel *rp =
+			(void *)((__u64)kp - bpf_core_field_offset(struct kretprobe___kestrel, kp));
+		o->kp_ret_handler = (__u64)BPF_CORE_READ(rp, handler);
+	}
+	o->err = 0;
+	return 0;
+}
+
 SEC("raw_tp")
 int kestrel_scan_read(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -126,5 +176,7 @@ int kestrel_scan_read(struct bpf_raw_tracepoint_args *ctx)
 		return do_read(o, a1, a2);
 	if (op == OP_FILE)
 		return do_file(o, a1);
+	if (op == OP_KPROBE)
+		return do_kprobe(o, a1, a2);
 	return 0;
 }

@@ -406,6 +406,89 @@ pub fn check_dispatch(code: &[u8], base: u64, prefix: &str, syms: &Symbols) -> D
     out
 }
 
+/// One registered kprobe, read from the kernel's kprobe_table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KprobeRec {
+    /// Address of the struct kprobe.
+    pub kp: u64,
+    /// Probed address.
+    pub addr: u64,
+    /// `pre_handler`.
+    pub pre: u64,
+    /// `post_handler`.
+    pub post: u64,
+    /// `handler` of the enclosing kretprobe (valid for kretprobes only).
+    pub ret_handler: u64,
+    /// Next hlist node in the hash bucket (0 at the end).
+    pub hnext: u64,
+    /// Address of this kprobe's `list` member.
+    pub list: u64,
+    /// `list.next`: the probes an aggregated kprobe holds.
+    pub lnext: u64,
+}
+
+/// A registered kprobe and its handlers: (role, address), zeros left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kprobe {
+    /// Probed address.
+    pub addr: u64,
+    /// ("pre_handler" | "post_handler" | "kretprobe_handler", address).
+    pub handlers: Vec<(&'static str, u64)>,
+}
+
+/// Upper bound on kprobes walked: the lists are read without the
+/// kernel's lock, so a list changing under the walk must not loop forever.
+pub const MAX_KPROBES: usize = 16384;
+
+/// Walks the kernel's kprobe hash table (`heads`: its bucket heads) with
+/// `fetch(node, is_list_node)`, descending into aggregated kprobes (whose
+/// pre_handler is `aggr_pre`) and looking through kretprobes (whose
+/// pre_handler is `kret_pre`) to their own handler.
+pub fn walk_kprobes(
+    heads: &[u64],
+    aggr_pre: Option<u64>,
+    kret_pre: Option<u64>,
+    mut fetch: impl FnMut(u64, bool) -> Option<KprobeRec>,
+) -> Vec<Kprobe> {
+    let mut out = Vec::new();
+    let mut budget = MAX_KPROBES;
+    let push = |r: &KprobeRec, out: &mut Vec<Kprobe>| {
+        let mut handlers = Vec::new();
+        if kret_pre.is_some_and(|k| k == r.pre) {
+            handlers.push(("kretprobe_handler", r.ret_handler));
+        } else {
+            handlers.push(("pre_handler", r.pre));
+        }
+        handlers.push(("post_handler", r.post));
+        handlers.retain(|(_, a)| *a != 0);
+        out.push(Kprobe {
+            addr: r.addr,
+            handlers,
+        });
+    };
+    for &head in heads {
+        let mut node = head;
+        while node != 0 && budget > 0 {
+            budget -= 1;
+            let Some(r) = fetch(node, false) else { break };
+            if aggr_pre.is_some_and(|a| a == r.pre) {
+                // The probes sharing this address hang off its list.
+                let mut l = r.lnext;
+                while l != 0 && l != r.list && budget > 0 {
+                    budget -= 1;
+                    let Some(c) = fetch(l, true) else { break };
+                    push(&c, &mut out);
+                    l = c.lnext;
+                }
+            } else {
+                push(&r, &mut out);
+            }
+            node = r.hnext;
+        }
+    }
+    out
+}
+
 /// One ftrace or kprobe hook owned by a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceHook {
@@ -685,6 +768,50 @@ ffffffffc0300000 t ftrace_trampoline\t[__builtin__ftrace]
         m.entry("nfs").sysfs = false;
         assert_eq!(m.inconsistent().len(), 2);
         assert!(!m.by_name["nfs"].hidden());
+    }
+
+    #[test]
+    fn kprobe_table_walk() {
+        use std::collections::HashMap;
+        const AGGR: u64 = 0xffffffff81000100;
+        const KRET: u64 = 0xffffffff81000200;
+        let rec = |kp: u64, pre: u64, hnext: u64, lnext: u64| KprobeRec {
+            kp,
+            addr: 0xffffffff81300000 + kp,
+            pre,
+            post: 0,
+            ret_handler: 0xffffffffc0000040,
+            hnext,
+            list: kp + 0x10,
+            lnext,
+        };
+        let mut hl: HashMap<u64, KprobeRec> = HashMap::new();
+        let mut ll: HashMap<u64, KprobeRec> = HashMap::new();
+        // Bucket 0: a plain kprobe (module handler), then a kretprobe.
+        hl.insert(0x1000, rec(0x1000, 0xffffffffc0000000, 0x2000, 0));
+        hl.insert(0x2000, rec(0x2000, KRET, 0, 0));
+        // Bucket 1: an aggregated kprobe holding two probes.
+        hl.insert(0x3000, rec(0x3000, AGGR, 0, 0x4010));
+        ll.insert(0x4010, rec(0x4000, 0xffffffff81000300, 0, 0x5010));
+        ll.insert(0x5010, rec(0x5000, 0xffffffffc0000080, 0, 0x3010));
+        let walked = walk_kprobes(&[0x1000, 0x3000, 0], Some(AGGR), Some(KRET), |n, list| {
+            if list { ll.get(&n) } else { hl.get(&n) }.copied()
+        });
+        let handlers: Vec<_> = walked.iter().map(|k| k.handlers.clone()).collect();
+        assert_eq!(
+            handlers,
+            [
+                vec![("pre_handler", 0xffffffffc0000000)],
+                vec![("kretprobe_handler", 0xffffffffc0000040)],
+                vec![("pre_handler", 0xffffffff81000300)],
+                vec![("pre_handler", 0xffffffffc0000080)],
+            ]
+        );
+        // A list that loops back on itself ends at the budget.
+        let mut cyc = HashMap::new();
+        cyc.insert(0x1000u64, rec(0x1000, 1, 0x1000, 0));
+        let walked = walk_kprobes(&[0x1000], None, None, |n, _| cyc.get(&n).copied());
+        assert_eq!(walked.len(), MAX_KPROBES);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 
+use crate::check::KprobeRec;
 use crate::Error;
 
 mod skel {
@@ -19,8 +20,9 @@ use skel::{ScanSkel, ScanSkelBuilder};
 const CHUNK: usize = 4096;
 const OP_READ: u64 = 1;
 const OP_FILE: u64 = 2;
-/// Layout of `struct out` in scan.bpf.c: ten u64 words, then the data.
-const HEADER: usize = 10 * 8;
+const OP_KPROBE: u64 = 3;
+/// Layout of `struct out` in scan.bpf.c: eighteen u64 words, then the data.
+const HEADER: usize = 18 * 8;
 
 /// The kernel's operation pointers of one open file of this process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,6 +139,27 @@ impl Reader {
             lookup: word(&out, 6),
             seq_show: word(&out, 9),
         })
+    }
+}
+
+impl Reader {
+    /// The kprobe whose hlist node (or, with `list`, list node) is at
+    /// `node`. None when the kernel has no struct kprobe.
+    pub fn kprobe(&mut self, node: u64, list: bool) -> Result<Option<KprobeRec>, Error> {
+        let out = self.run(OP_KPROBE, node, u64::from(list))?;
+        if word(&out, 0) as i64 != 0 {
+            return Ok(None);
+        }
+        Ok(Some(KprobeRec {
+            kp: word(&out, 10),
+            addr: word(&out, 11),
+            pre: word(&out, 12),
+            post: word(&out, 13),
+            ret_handler: word(&out, 14),
+            hnext: word(&out, 15),
+            list: word(&out, 16),
+            lnext: word(&out, 17),
+        }))
     }
 }
 

@@ -163,6 +163,7 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
     hidden_modules(&mut cx);
     if opts.trace_hooks {
         trace_hooks(&mut cx);
+        kprobe_table(&mut cx, &mut reader);
     }
 
     let host = kestrel_enrich::Host::new();
@@ -589,6 +590,10 @@ fn trace_hooks(cx: &mut Ctx) {
         ),
     ];
     for (table, paths, parse) in sources {
+        if table == "kprobes" && cx.syms.addr("kprobe_table").is_some() {
+            // Walked in memory instead, with the handlers' owners.
+            continue;
+        }
         let Some(text) = paths
             .iter()
             .filter(|p| !p.is_empty())
@@ -598,7 +603,7 @@ fn trace_hooks(cx: &mut Ctx) {
                 table,
                 checked: None,
                 hooked: 0,
-                note: "not available (no tracefs/debugfs or feature)".into(),
+                note: "not available on this kernel (no ftrace or kprobes, or tracefs/debugfs not mounted)".into(),
             });
             continue;
         };
@@ -629,4 +634,75 @@ fn trace_hooks(cx: &mut Ctx) {
             note: String::new(),
         });
     }
+}
+
+/// 704 from the kprobes themselves, where kallsyms lists `kprobe_table`:
+/// every handler of every registered kprobe must be kernel code; a handler
+/// in a module is a module hooking through kprobes.
+fn kprobe_table(cx: &mut Ctx, reader: &mut Reader) {
+    const TABLE_SIZE: usize = 64; // KPROBE_TABLE_SIZE since Linux 2.6
+    let Some(table) = cx.syms.addr("kprobe_table") else {
+        return;
+    };
+    let heads = match reader.read_words(table, TABLE_SIZE) {
+        Ok(h) => h,
+        Err(e) => {
+            cx.warnings.push(format!("kprobe_table: {e}"));
+            cx.counts.push(Count {
+                table: "kprobes",
+                checked: None,
+                hooked: 0,
+                note: format!("unreadable: {e}"),
+            });
+            return;
+        }
+    };
+    let mut failed = None;
+    let probes = check::walk_kprobes(
+        &heads,
+        cx.syms.addr("aggr_pre_handler"),
+        cx.syms.addr("pre_handler_kretprobe"),
+        |node, list| match reader.kprobe(node, list) {
+            Ok(r) => r,
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        },
+    );
+    if let Some(e) = failed {
+        cx.warnings.push(format!("kprobe_table walk stopped: {e}"));
+    }
+    let mut hooked = 0;
+    for p in &probes {
+        let stray: Vec<_> = p
+            .handlers
+            .iter()
+            .filter(|(_, h)| !cx.text.contains(h))
+            .collect();
+        let Some((_, first)) = stray.first() else {
+            continue;
+        };
+        hooked += 1;
+        let detail = stray
+            .iter()
+            .map(|(role, h)| format!("{role}={}", cx.describe(*h)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        cx.findings.push(Finding {
+            data_type: DATA_TYPE_TRACE_HOOK,
+            owner: cx.owner(*first),
+            fields: vec![
+                ("hook_type", "kprobe".into()),
+                ("function", cx.syms.describe(p.addr)),
+                ("detail", detail),
+            ],
+        });
+    }
+    cx.counts.push(Count {
+        table: "kprobes",
+        checked: Some(probes.len()),
+        hooked,
+        note: "kprobe_table".into(),
+    });
 }

@@ -10,6 +10,7 @@
  *     cannot raise) in idt_table                                   (703)
  *   - replaces iterate_shared of /proc's root file_operations       (700)
  *   - hooks do_sys_openat2 through ftrace                         (704)
+ *   - registers a kprobe on vfs_read with its own handler           (704)
  *   - deletes itself from the module list (/proc/modules, lsmod)    (702)
  *
  * kallsyms_lookup_name is not exported on 6.1: the guest script passes the
@@ -21,6 +22,7 @@
 #include <linux/kernel.h>
 #include <linux/fs.h>
 #include <linux/ftrace.h>
+#include <linux/kprobes.h>
 #include <linux/list.h>
 #include <linux/ptrace.h>
 #include <linux/irqflags.h>
@@ -97,6 +99,16 @@ static struct ftrace_ops rk_ops = {
 	.func = rk_ftrace_cb,
 };
 
+static int rk_kprobe_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	return 0;
+}
+
+static struct kprobe rk_kp = {
+	.symbol_name = "vfs_read",
+	.pre_handler = rk_kprobe_pre,
+};
+
 static int __init rk_init(void)
 {
 	sys_call_ptr_t *table = (sys_call_ptr_t *)sct;
@@ -139,6 +151,10 @@ static int __init rk_init(void)
 		err = register_ftrace_function(&rk_ops);
 	if (err)
 		pr_warn("kestrel_rk: ftrace hook not installed (%d)\n", err);
+
+	err = register_kprobe(&rk_kp);
+	if (err)
+		pr_warn("kestrel_rk: kprobe not registered (%d)\n", err);
 
 	/* 702: gone from /proc/modules; the kobject in /sys/module stays. */
 	list_del(&THIS_MODULE->list);
