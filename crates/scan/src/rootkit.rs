@@ -572,8 +572,34 @@ fn hidden_modules(cx: &mut Ctx) {
     });
 }
 
+/// Mounts `fstype` at `target` when it is not mounted there yet (the scan
+/// may run before anything mounted tracefs or debugfs). Failures are
+/// warnings: the check then says "not available".
+fn ensure_mounted(cx: &mut Ctx, fstype: &str, target: &str) {
+    let t = Path::new(target);
+    if !t.is_dir() || t.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return;
+    }
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in constants");
+    let (src, tgt, fs) = (c("nodev"), c(target), c(fstype));
+    // SAFETY: valid NUL-terminated strings; data may be null.
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if rc == 0 {
+        tracing::info!(fstype, target, "mounted for the rootkit scan");
+    } else {
+        cx.warnings.push(format!(
+            "mounting {fstype} at {target}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+}
+
 /// 704: ftrace hooks and kprobes that belong to a module.
 fn trace_hooks(cx: &mut Ctx) {
+    ensure_mounted(cx, "tracefs", "/sys/kernel/tracing");
+    if cx.syms.addr("kprobe_table").is_none() && cx.syms.addr("register_kprobe").is_some() {
+        ensure_mounted(cx, "debugfs", "/sys/kernel/debug");
+    }
     let sources = [
         (
             "ftrace",
