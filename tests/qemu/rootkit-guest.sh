@@ -14,8 +14,9 @@ grep -E ' (sys_call_table|ia32_sys_call_table|x32_sys_call_table|x64_sys_call|ia
   | sed 's/^/ROOTKIT kallsyms: /'
 
 # (1) a clean kernel scans clean.
-kestrel scan rootkit > /tmp/before.json 2> /tmp/before.err
+time -o /tmp/before.time kestrel scan rootkit > /tmp/before.json 2> /tmp/before.err
 rc=$?
+echo "ROOTKIT scan-time: $(tr '\n' ' ' < /tmp/before.time)"
 sed 's/^/ROOTKIT before-stderr: /' /tmp/before.err
 sed 's/^/ROOTKIT before-event: /' /tmp/before.json
 n=$(grep -c . /tmp/before.json)
@@ -41,8 +42,9 @@ sed 's/^/ROOTKIT enabled_functions: /' /sys/kernel/tracing/enabled_functions 2>/
 sed 's/^/ROOTKIT kprobes: /' /sys/kernel/debug/kprobes/list 2>/dev/null
 
 # (3) the scan names the module in 700, 701, 702 and 703.
-kestrel scan rootkit > /tmp/after.json 2> /tmp/after.err
+time -o /tmp/after.time kestrel scan rootkit > /tmp/after.json 2> /tmp/after.err
 rc=$?
+echo "ROOTKIT scan-time: $(tr '\n' ' ' < /tmp/after.time)"
 sed 's/^/ROOTKIT after-stderr: /' /tmp/after.err
 sed 's/^/ROOTKIT event: /' /tmp/after.json
 [ "$rc" = 0 ] && ok after-exit "exit 0 with findings" || fail after-exit "exit $rc"

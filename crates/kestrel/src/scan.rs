@@ -22,6 +22,7 @@ pub fn run(what: What) -> anyhow::Result<()> {
             for w in &report.warnings {
                 tracing::warn!("rootkit scan: {w}");
             }
+            tracing::debug!(bpf_runs = report.bpf_runs, "rootkit scan done");
             let mut buf = Vec::new();
             for ev in &report.events {
                 ev.write_json_line(&mut buf);

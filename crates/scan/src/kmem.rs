@@ -39,20 +39,17 @@ pub struct FileOps {
 }
 
 /// A loaded reader; drop it to unload the program.
-pub struct Reader {
-    skel: ScanSkel<'static>,
+pub struct Reader<'obj> {
+    skel: ScanSkel<'obj>,
     /// Program runs so far (for the summary and the tests of bounds).
     pub runs: u64,
 }
 
-impl Reader {
+impl<'obj> Reader<'obj> {
     /// Loads the BPF program (needs CAP_BPF + CAP_PERFMON, i.e. root).
-    pub fn load() -> Result<Self, Error> {
-        // The skeleton borrows its object storage for its whole life; a
-        // scan is rare (hours apart) and the storage is small, so it is
-        // leaked rather than threaded through lifetimes.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
+    /// The skeleton lives in `storage`, which the caller keeps for as long
+    /// as the reader (one scan).
+    pub fn load(storage: &'obj mut MaybeUninit<OpenObject>) -> Result<Self, Error> {
         let open = ScanSkelBuilder::default()
             .open(storage)
             .map_err(|e| Error::Bpf(format!("opening the scan's BPF object: {e}")))?;
@@ -142,7 +139,7 @@ impl Reader {
     }
 }
 
-impl Reader {
+impl Reader<'_> {
     /// The kprobe whose hlist node (or, with `list`, list node) is at
     /// `node`. None when the kernel has no struct kprobe.
     pub fn kprobe(&mut self, node: u64, list: bool) -> Result<Option<KprobeRec>, Error> {

@@ -74,6 +74,8 @@ pub struct Report {
     pub counts: Vec<Count>,
     /// Checks that could not run completely, with the reason.
     pub warnings: Vec<String>,
+    /// Runs of the BPF reader the scan took (each copies at most 4 KiB).
+    pub bpf_runs: u64,
 }
 
 /// One finding before it becomes an event.
@@ -129,7 +131,8 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
         return Err(Error::NoAddresses);
     }
     let core = check::core_text(&syms).ok_or(Error::MissingSymbol("_stext/_etext"))?;
-    let mut reader = Reader::load()?;
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let mut reader = Reader::load(&mut storage)?;
     let mut modules = module_views(opts, &syms);
     if !modules.inconsistent().is_empty() {
         // A module being loaded or unloaded is briefly in one view and not
@@ -199,6 +202,7 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
         summary,
         counts: cx.counts,
         warnings: cx.warnings,
+        bpf_runs: reader.runs,
     })
 }
 
@@ -228,7 +232,7 @@ fn summary(counts: &[Count], findings: usize) -> String {
 
 /// 701 from the tables themselves, where kallsyms lists them (kernels
 /// with KALLSYMS_ALL, e.g. Debian's).
-fn syscall_tables(cx: &mut Ctx, reader: &mut Reader) {
+fn syscall_tables(cx: &mut Ctx, reader: &mut Reader<'_>) {
     for (table, prefix_note) in [("sys_call_table", "x64"), ("ia32_sys_call_table", "ia32")] {
         let Some(addr) = cx.syms.addr(table) else {
             cx.counts.push(Count {
@@ -286,7 +290,7 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader) {
 
 /// 701 from the code that dispatches syscalls since Linux 6.9 (and in
 /// stable backports): every direct call/jmp must reach a syscall function.
-fn dispatch_functions(cx: &mut Ctx, reader: &mut Reader) {
+fn dispatch_functions(cx: &mut Ctx, reader: &mut Reader<'_>) {
     for (func, prefix) in [("x64_sys_call", "__x64_"), ("ia32_sys_call", "__ia32_")] {
         let (Some(addr), Some(len)) = (cx.syms.addr(func), cx.syms.extent(func)) else {
             cx.counts.push(Count {
@@ -346,7 +350,7 @@ fn dispatch_functions(cx: &mut Ctx, reader: &mut Reader) {
 }
 
 /// 703: every present gate of the IDT must enter core kernel text.
-fn idt(cx: &mut Ctx, reader: &mut Reader) {
+fn idt(cx: &mut Ctx, reader: &mut Reader<'_>) {
     let (addr, source) = match cx.syms.addr("idt_table") {
         Some(a) => (a, "idt_table"),
         None => (check::CEA_RO_IDT, "cpu_entry_area"),
@@ -390,7 +394,7 @@ fn idt(cx: &mut Ctx, reader: &mut Reader) {
 }
 
 /// 700: the live operations of files the scanner opens in /proc.
-fn proc_fops(cx: &mut Ctx, reader: &mut Reader, opts: &Options) {
+fn proc_fops(cx: &mut Ctx, reader: &mut Reader<'_>, opts: &Options) {
     let p = &opts.proc_dir;
     // (file, which pointer, expected function)
     let checks: [(String, Op, &str); 8] = [
@@ -665,7 +669,7 @@ fn trace_hooks(cx: &mut Ctx) {
 /// 704 from the kprobes themselves, where kallsyms lists `kprobe_table`:
 /// every handler of every registered kprobe must be kernel code; a handler
 /// in a module is a module hooking through kprobes.
-fn kprobe_table(cx: &mut Ctx, reader: &mut Reader) {
+fn kprobe_table(cx: &mut Ctx, reader: &mut Reader<'_>) {
     const TABLE_SIZE: usize = 64; // KPROBE_TABLE_SIZE since Linux 2.6
     let Some(table) = cx.syms.addr("kprobe_table") else {
         return;
