@@ -179,3 +179,22 @@ fn agent_refuses_a_bad_scan_interval() {
         "{stderr}"
     );
 }
+
+#[test]
+fn scan_without_root_says_why_and_fails() {
+    use std::os::unix::process::CommandExt;
+    let out = kestrel()
+        .args(["scan", "rootkit"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    // kallsyms shows zero addresses to an unprivileged reader.
+    assert!(
+        stderr.contains("rootkit scan could not run") && stderr.contains("run as root"),
+        "{stderr}"
+    );
+}
