@@ -26,8 +26,10 @@ else fail clean-scan "exit $rc, $n findings"; fi
 # (2) load the rootkit with the table addresses kallsyms gives as root.
 sct=$(awk '$3 == "sys_call_table" {print $1; exit}' /proc/kallsyms)
 idt=$(awk '$3 == "idt_table" {print $1; exit}' /proc/kallsyms)
-if out=$(insmod /lib/modules/$MOD.ko sct=0x$sct idt=0x$idt 2>&1); then
-  ok insmod "sys_call_table=0x$sct idt_table=0x$idt"
+x64call=$(awk '$3 == "x64_sys_call" {print $1; exit}' /proc/kallsyms)
+sysk=$(awk '$3 == "__x64_sys_kill" {print $1; exit}' /proc/kallsyms)
+if out=$(insmod /lib/modules/$MOD.ko sct=0x$sct idt=0x$idt ${x64call:+x64call=0x$x64call sysk=0x$sysk} 2>&1); then
+  ok insmod "sys_call_table=0x$sct idt_table=0x$idt x64_sys_call=0x${x64call:-none}"
 else
   fail insmod "$out"
 fi
@@ -35,6 +37,8 @@ dmesg | grep "$MOD" | sed 's/^/ROOTKIT dmesg: /'
 if grep -q "^$MOD " /proc/modules; then fail module-hidden "still in /proc/modules"
 else ok module-hidden "absent from /proc/modules, /sys/module/$MOD: $(ls -d /sys/module/$MOD 2>&1)"; fi
 # The hooks pass through: the guest still works.
+if kill -0 1; then ok kill-works "kill(2) through the patched dispatch"
+else fail kill-works "kill -0 1 failed"; fi
 if ls /proc | grep -q '^1$'; then ok proc-listing "ls /proc works through the hook"
 else fail proc-listing "ls /proc lost pid 1"; fi
 
@@ -59,6 +63,11 @@ for h in ftrace kprobe; do
 done
 if grep '"data_type":"701"' /tmp/after.json | grep -q '"syscall_number":"62"'; then ok syscall-number "62 (kill)"
 else fail syscall-number "no 701 with syscall_number 62"; fi
+if [ -n "$x64call" ]; then
+  if grep '"data_type":"701"' /tmp/after.json | grep '"table":"x64_sys_call"' | grep -q "\"module_name\":\"$MOD\""; then
+    ok flipswitch "701 on x64_sys_call names $MOD"
+  else fail flipswitch "no 701 on x64_sys_call naming $MOD"; fi
+fi
 if grep '"data_type":"703"' /tmp/after.json | grep -q '"interrupt_number":"4"'; then ok interrupt-number "4"
 else fail interrupt-number "no 703 with interrupt_number 4"; fi
 

