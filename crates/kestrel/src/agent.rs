@@ -32,6 +32,8 @@ struct Shared {
     /// Events made in user space (inventory, logins), not read from the
     /// ring buffer.
     userspace: AtomicU64,
+    /// Anti-rootkit scans that could not run (the reason is logged).
+    rootkit_scan_failures: AtomicU64,
     /// The collecting thread has drained the ring buffer and stopped: the
     /// output thread writes what is queued and ends, without waiting for
     /// user-space sources (one may be blocked reading journalctl).
@@ -160,6 +162,16 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
                 move || inventory_loop(every, tx, stop, shared)
             })
             .context("starting the inventory thread")?;
+    }
+
+    if let Some(every) = cfg.rootkit_scan_interval {
+        let tx = tx.clone();
+        let stop = stop.clone();
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("kestrel-rootkit".into())
+            .spawn(move || rootkit_loop(every, tx, stop, shared))
+            .context("starting the rootkit scan thread")?;
     }
 
     if let Some(lc) = cfg.logins.clone() {
@@ -335,6 +347,38 @@ fn inventory_loop(every: Duration, tx: Sender<Event>, stop: Arc<AtomicBool>, sha
     }
 }
 
+/// Scans for rootkits at start and every `every`; findings go through the
+/// output queue like every other event.
+fn rootkit_loop(every: Duration, tx: Sender<Event>, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
+    loop {
+        match kestrel_scan::rootkit::scan(&kestrel_scan::rootkit::Options::default()) {
+            Ok(report) => {
+                for w in &report.warnings {
+                    tracing::warn!("rootkit scan: {w}");
+                }
+                tracing::info!("{}", report.summary);
+                for ev in report.events {
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                    shared.userspace.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                shared.rootkit_scan_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("rootkit scan could not run: {e}");
+            }
+        }
+        let next = Instant::now() + every;
+        while Instant::now() < next {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 fn runtime_counts(c: &kestrel_enrich::RuntimeCounters) -> [u64; 3] {
     [
         c.lookups.load(Ordering::Relaxed),
@@ -363,6 +407,7 @@ fn log_counters(
         decode_errors = shared.decode_errors.load(Ordering::Relaxed),
         write_errors = shared.write_errors.load(Ordering::Relaxed),
         userspace_events = shared.userspace.load(Ordering::Relaxed),
+        rootkit_scan_failures = shared.rootkit_scan_failures.load(Ordering::Relaxed),
         kernel_submitted = k.exec.submitted
             + k.connect.submitted
             + k.ptrace.submitted

@@ -88,6 +88,12 @@ pub struct AgentSettings {
     #[arg(long, value_name = "HOURS")]
     pub inventory_interval_hours: Option<u64>,
 
+    /// Hours between two anti-rootkit scans (data_type 700-704, as
+    /// `kestrel scan rootkit`) sent with the events; the first runs at
+    /// start. 0 turns it off. [default: 24]
+    #[arg(long, value_name = "HOURS")]
+    pub rootkit_scan_interval_hours: Option<u64>,
+
     /// Log files whose sshd lines give login events (data_type 1001);
     /// repeat the flag for several. [default: /var/log/auth.log,
     /// /var/log/secure]
@@ -158,6 +164,7 @@ pub struct AgentConfig {
     pub log_level: String,
     pub runtime_sockets: kestrel_enrich::RuntimeSockets,
     pub inventory_interval: Option<Duration>,
+    pub rootkit_scan_interval: Option<Duration>,
     pub logins: Option<crate::logins::LoginConfig>,
     pub cred_allowlist: Vec<String>,
     pub file_excludes: Vec<PathBuf>,
@@ -195,6 +202,9 @@ impl AgentSettings {
             inventory_interval_hours: self
                 .inventory_interval_hours
                 .or(under.inventory_interval_hours),
+            rootkit_scan_interval_hours: self
+                .rootkit_scan_interval_hours
+                .or(under.rootkit_scan_interval_hours),
             auth_logs: self.auth_logs.or(under.auth_logs),
             login_journal: self.login_journal.or(under.login_journal),
             no_logins: self.no_logins || under.no_logins,
@@ -287,6 +297,15 @@ impl AgentSettings {
             inventory_interval: match range(
                 "inventory_interval_hours",
                 self.inventory_interval_hours.unwrap_or(24),
+                0,
+                24 * 365,
+            )? {
+                0 => None,
+                h => Some(Duration::from_secs(h * 3600)),
+            },
+            rootkit_scan_interval: match range(
+                "rootkit_scan_interval_hours",
+                self.rootkit_scan_interval_hours.unwrap_or(24),
                 0,
                 24 * 365,
             )? {

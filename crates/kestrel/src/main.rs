@@ -4,6 +4,7 @@ mod agent;
 mod config;
 mod inventory;
 mod logins;
+mod scan;
 mod seed;
 
 use std::path::PathBuf;
@@ -45,6 +46,14 @@ enum Command {
         #[arg(value_enum, default_value = "all")]
         what: inventory::What,
     },
+
+    /// Run an on-demand scan and print its findings as JSON events, one
+    /// per line; a one-line summary of what was checked goes to stderr.
+    /// Exits 0 when the scan ran, whatever it found.
+    Scan {
+        #[command(subcommand)]
+        what: scan::What,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +73,10 @@ fn main() -> ExitCode {
         Command::Inventory { what } => {
             init_logging("warn");
             exit(inventory::run(what))
+        }
+        Command::Scan { what } => {
+            init_logging("warn");
+            exit(scan::run(what))
         }
     }
 }

@@ -59,6 +59,12 @@ impl Agent {
         } else {
             &["--inventory-interval-hours", "0"]
         };
+        // And the anti-rootkit scan (tests/rootkit.rs runs it on its own).
+        let rootkit: &[&str] = if args.contains(&"--rootkit-scan-interval-hours") {
+            &[]
+        } else {
+            &["--rootkit-scan-interval-hours", "0"]
+        };
         // Likewise the login monitor, which would read the host's logs.
         let logins: &[&str] = if args.contains(&"--auth-log") || args.contains(&"--login-journal") {
             &[]
@@ -68,6 +74,7 @@ impl Agent {
         let mut child = kestrel()
             .arg("agent")
             .args(inventory)
+            .args(rootkit)
             .args(logins)
             .args(args)
             .env("RUST_LOG", "info")
