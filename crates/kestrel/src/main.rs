@@ -2,6 +2,7 @@
 
 mod agent;
 mod config;
+mod control;
 mod inventory;
 mod logins;
 
@@ -44,6 +45,27 @@ enum Command {
         #[arg(value_enum, default_value = "all")]
         what: inventory::What,
     },
+
+    /// Run the control server: agents connect over gRPC/TLS (--listen),
+    /// operators use the HTTPS API and dashboard (--http). On first start
+    /// it writes DATA/ca.pem, DATA/enroll.token and DATA/admin.token.
+    Server(Box<kestrel_server::ServerArgs>),
+
+    /// Query and command the control server (needs its admin token).
+    Ctl(kestrel_server::ctl::CtlArgs),
+
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Simulate N agents, each over its own TLS connection, against a
+    /// control server; check all are online and a command reaches all.
+    Server(kestrel_server::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +85,20 @@ fn main() -> ExitCode {
         Command::Inventory { what } => {
             init_logging("warn");
             exit(inventory::run(what))
+        }
+        Command::Server(args) => {
+            init_logging(&args.log_level);
+            exit(kestrel_server::run(*args))
+        }
+        Command::Ctl(args) => {
+            init_logging("warn");
+            exit(kestrel_server::ctl::run(args))
+        }
+        Command::Bench {
+            what: BenchCmd::Server(args),
+        } => {
+            init_logging("warn");
+            exit(kestrel_server::bench::run(args))
         }
     }
 }
