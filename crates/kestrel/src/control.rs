@@ -64,7 +64,8 @@ impl Filter {
         if self.disabled.is_empty() && self.exes.is_empty() && self.comms.is_empty() {
             return false;
         }
-        ev.get("data_type").is_some_and(|t| self.disabled.contains(t))
+        ev.get("data_type")
+            .is_some_and(|t| self.disabled.contains(t))
             || ev.get("exe").is_some_and(|e| self.exes.contains(e))
             || ev.get("comm").is_some_and(|c| self.comms.contains(c))
     }
@@ -188,7 +189,11 @@ impl Runtime {
                         }
                     }
                 });
-                Ok(format!("{key}d data_type {}; disabled now: {}", show(&types), show(&f.disabled)))
+                Ok(format!(
+                    "{key}d data_type {}; disabled now: {}",
+                    show(&types),
+                    show(&f.disabled)
+                ))
             }
             "exclude_exe" | "include_exe" | "exclude_comm" | "include_comm" => {
                 let items = list();
@@ -196,7 +201,11 @@ impl Runtime {
                     return Err(format!("{key} needs a value"));
                 }
                 let f = edit(&|f| {
-                    let set = if key.ends_with("exe") { &mut f.exes } else { &mut f.comms };
+                    let set = if key.ends_with("exe") {
+                        &mut f.exes
+                    } else {
+                        &mut f.comms
+                    };
                     for i in &items {
                         if key.starts_with("exclude") {
                             set.insert(i.clone());
@@ -227,7 +236,11 @@ impl Runtime {
                     Ok(Ok(())) => Ok(format!(
                         "file creations under {} {}",
                         dir.display(),
-                        if key == "exclude_path" { "excluded" } else { "reported again" }
+                        if key == "exclude_path" {
+                            "excluded"
+                        } else {
+                            "reported again"
+                        }
                     )),
                     Ok(Err(e)) => Err(format!("{key} {}: {e}", dir.display())),
                     Err(_) => Err("the collecting thread did not answer".into()),
@@ -358,7 +371,8 @@ impl AgentHandle for Handle {
             )),
         };
         if !out.ok {
-            self.rt.set_error(format!("command {} failed: {}", cmd.kind, out.message));
+            self.rt
+                .set_error(format!("command {} failed: {}", cmd.kind, out.message));
         }
         out
     }
@@ -409,7 +423,10 @@ pub fn start(
     let ca_pem = std::fs::read(&cfg.ca_file)
         .with_context(|| format!("cannot read --ca-file {}", cfg.ca_file.display()))?;
     let agent_id = kestrel_control::agent_id(&cfg.state_dir).with_context(|| {
-        format!("agent id in the state directory {}", cfg.state_dir.display())
+        format!(
+            "agent id in the state directory {}",
+            cfg.state_dir.display()
+        )
     })?;
     let secret_file = cfg.state_dir.join(kestrel_control::SECRET_FILE);
     let enroll_token = match &cfg.enroll_token_file {
@@ -590,8 +607,16 @@ mod tests {
     #[test]
     fn config_commands_change_the_filter() {
         let rt = Runtime::new();
-        let exec = ev(&[("data_type", "59"), ("exe", "/usr/bin/true"), ("comm", "true")]);
-        let conn = ev(&[("data_type", "42"), ("exe", "/usr/bin/curl"), ("comm", "curl")]);
+        let exec = ev(&[
+            ("data_type", "59"),
+            ("exe", "/usr/bin/true"),
+            ("comm", "true"),
+        ]);
+        let conn = ev(&[
+            ("data_type", "42"),
+            ("exe", "/usr/bin/curl"),
+            ("comm", "curl"),
+        ]);
         assert!(!rt.filter().drops(&exec));
         rt.apply_config("disable=59").unwrap();
         assert!(rt.filter().drops(&exec) && !rt.filter().drops(&conn));
@@ -607,11 +632,26 @@ mod tests {
     #[test]
     fn bad_config_commands_fail_clearly() {
         let rt = Runtime::new();
-        assert!(rt.apply_config("nonsense").unwrap_err().contains("KEY=VALUE"));
-        assert!(rt.apply_config("colour=blue").unwrap_err().contains("unknown config key"));
-        assert!(rt.apply_config("disable=exec").unwrap_err().contains("data_type codes"));
-        assert!(rt.apply_config("exclude_path=relative").unwrap_err().contains("absolute"));
-        assert!(rt.apply_config("output=kafka:x").unwrap_err().contains("output"));
+        assert!(rt
+            .apply_config("nonsense")
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+        assert!(rt
+            .apply_config("colour=blue")
+            .unwrap_err()
+            .contains("unknown config key"));
+        assert!(rt
+            .apply_config("disable=exec")
+            .unwrap_err()
+            .contains("data_type codes"));
+        assert!(rt
+            .apply_config("exclude_path=relative")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(rt
+            .apply_config("output=kafka:x")
+            .unwrap_err()
+            .contains("output"));
         assert_eq!(*rt.filter(), Filter::default());
     }
 }

@@ -35,7 +35,12 @@ impl ApiClient {
     }
 
     /// Sends a request; returns the status and the JSON body.
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
         let tcp = tokio::net::TcpStream::connect(&self.addr)
             .await
             .with_context(|| format!("cannot connect to {}", self.addr))?;

@@ -123,7 +123,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.agents
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut own = None;
     let r = rt.block_on(bench(args, &mut own));
     // The simulated agents go first, so they do not see the server stop.
@@ -139,7 +141,14 @@ async fn bench(args: BenchArgs, own: &mut Option<OwnServer>) -> Result<()> {
             let dir = std::env::temp_dir().join(format!("kserver-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let child = Command::new(std::env::current_exe()?)
-                .args(["server", "--listen", &args.listen, "--http", &args.http, "--data"])
+                .args([
+                    "server",
+                    "--listen",
+                    &args.listen,
+                    "--http",
+                    &args.http,
+                    "--data",
+                ])
                 .arg(&dir)
                 .args([
                     "--offline-after-secs",
@@ -150,7 +159,10 @@ async fn bench(args: BenchArgs, own: &mut Option<OwnServer>) -> Result<()> {
                 .stdout(Stdio::null())
                 .spawn()
                 .context("starting the server")?;
-            *own = Some(OwnServer { child, dir: dir.clone() });
+            *own = Some(OwnServer {
+                child,
+                dir: dir.clone(),
+            });
             (args.listen.clone(), format!("https://{}", args.http), dir)
         }
     };
@@ -204,7 +216,11 @@ async fn bench(args: BenchArgs, own: &mut Option<OwnServer>) -> Result<()> {
             break;
         }
         if started.elapsed() > timeout {
-            bail!("only {} of {n} agents online after {} s: {s}", s["online"], args.timeout_secs);
+            bail!(
+                "only {} of {n} agents online after {} s: {s}",
+                s["online"],
+                args.timeout_secs
+            );
         }
         if s != last {
             tracing::info!(online = %s["online"], connected = %s["connected"], "waiting for the agents");
@@ -217,16 +233,26 @@ async fn bench(args: BenchArgs, own: &mut Option<OwnServer>) -> Result<()> {
 
     let sent = Instant::now();
     let b = api
-        .ok("POST", "/api/commands", Some(&json!({"kind": "config", "arg": "bench=1"})))
+        .ok(
+            "POST",
+            "/api/commands",
+            Some(&json!({"kind": "config", "arg": "bench=1"})),
+        )
         .await?;
     let batch = b["batch"].as_str().unwrap_or_default().to_string();
     let counts = loop {
-        let c = api.ok("GET", &format!("/api/batches/{batch}"), None).await?;
+        let c = api
+            .ok("GET", &format!("/api/batches/{batch}"), None)
+            .await?;
         if c["ok"].as_u64().unwrap_or(0) >= n {
             break c;
         }
         if sent.elapsed() > timeout {
-            bail!("command acknowledged by {} of {n} agents after {} s: {c}", c["ok"], args.timeout_secs);
+            bail!(
+                "command acknowledged by {} of {n} agents after {} s: {c}",
+                c["ok"],
+                args.timeout_secs
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -65,9 +65,12 @@ pub fn run(args: CtlArgs) -> Result<()> {
             .unwrap_or(std::path::Path::new("."))
             .join("ca.pem")
     });
-    let ca_pem = std::fs::read(&ca).with_context(|| format!("cannot read CA file {}", ca.display()))?;
+    let ca_pem =
+        std::fs::read(&ca).with_context(|| format!("cannot read CA file {}", ca.display()))?;
     let client = ApiClient::new(&args.api, &ca_pem, read_token(&args.token_file)?)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match args.cmd {
             CtlCmd::Agents { json } => {

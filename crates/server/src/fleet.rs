@@ -113,7 +113,10 @@ const MAX_DIRTY: usize = 100_000;
 
 impl Fleet {
     /// The fleet as stored.
-    pub fn load(store: Arc<Store>, offline_after: Duration) -> Result<Fleet, crate::store::StoreError> {
+    pub fn load(
+        store: Arc<Store>,
+        offline_after: Duration,
+    ) -> Result<Fleet, crate::store::StoreError> {
         let mut agents = HashMap::new();
         for a in store.agents()? {
             let heartbeat = a
@@ -232,7 +235,9 @@ impl Fleet {
             a.session.take()
         };
         if let Some((_, tx)) = session {
-            let _ = tx.try_send(Err(tonic::Status::permission_denied("this agent was revoked")));
+            let _ = tx.try_send(Err(tonic::Status::permission_denied(
+                "this agent was revoked",
+            )));
         }
         true
     }

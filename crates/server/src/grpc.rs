@@ -26,7 +26,10 @@ fn meta<'a>(req: &'a Request<Streaming<AgentMessage>>, key: &str) -> Option<&'a 
 
 #[tonic::async_trait]
 impl Control for Service {
-    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let peer = req.remote_addr();
         let r = req.into_inner();
         if kestrel_control::sha256_hex(&r.token) != self.enroll_sha256 {
@@ -96,13 +99,12 @@ impl Control for Service {
             // Commands queued while the agent was away.
             let store = fleet.store.clone();
             let who = id.clone();
-            if let Ok(Ok(undone)) =
-                tokio::task::spawn_blocking(move || store.undone(&who)).await
-            {
+            if let Ok(Ok(undone)) = tokio::task::spawn_blocking(move || store.undone(&who)).await {
                 let sent = fleet.deliver(&undone);
                 if !sent.is_empty() {
                     let store = fleet.store.clone();
-                    let _ = tokio::task::spawn_blocking(move || store.mark_sent(&sent, now_ms())).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || store.mark_sent(&sent, now_ms())).await;
                 }
             }
             loop {
@@ -114,12 +116,9 @@ impl Control for Service {
                         break;
                     }
                 };
-                match msg.msg {
-                    Some(agent_message::Msg::Heartbeat(hb)) => {
-                        if !fleet.heartbeat(&id, hb) {
-                            break;
-                        }
-                    }
+                // A revoked agent's heartbeats end its stream.
+                let accepted = match msg.msg {
+                    Some(agent_message::Msg::Heartbeat(hb)) => fleet.heartbeat(&id, hb),
                     Some(agent_message::Msg::Result(r)) => {
                         let store = fleet.store.clone();
                         let who = id.clone();
@@ -136,8 +135,12 @@ impl Control for Service {
                             Ok(Err(e)) => tracing::error!(error = %e, "command result not saved"),
                             Err(e) => tracing::error!(error = %e, "command result not saved"),
                         }
+                        true
                     }
-                    None => {}
+                    None => true,
+                };
+                if !accepted {
+                    break;
                 }
             }
             fleet.close_session(&id, n);

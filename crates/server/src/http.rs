@@ -84,13 +84,19 @@ async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response
             )
                 .into_response()
         } else {
-            (StatusCode::UNAUTHORIZED, Html(page("Kestrel: sign in", LOGIN))).into_response()
+            (
+                StatusCode::UNAUTHORIZED,
+                Html(page("Kestrel: sign in", LOGIN)),
+            )
+                .into_response()
         };
     }
     let mut resp = next.run(req).await;
     if let (Some(t), false) = (from_query, is_api) {
         // The token given in the URL becomes a cookie so that links work.
-        if let Ok(v) = format!("kestrel_admin={t}; HttpOnly; Secure; SameSite=Strict; Path=/").parse() {
+        if let Ok(v) =
+            format!("kestrel_admin={t}; HttpOnly; Secure; SameSite=Strict; Path=/").parse()
+        {
             resp.headers_mut().insert(header::SET_COOKIE, v);
         }
     }
@@ -120,7 +126,10 @@ async fn agent(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response 
     let store = api.fleet.store.clone();
     let who = id.clone();
     let (history, commands) = match tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.heartbeats(&who, 20)?, store.commands_of(&who, 20)?))
+        Ok::<_, crate::store::StoreError>((
+            store.heartbeats(&who, 20)?,
+            store.commands_of(&who, 20)?,
+        ))
     })
     .await
     {
@@ -158,7 +167,11 @@ pub async fn send_commands(
     if !KINDS.contains(&c.kind.as_str()) {
         return Err(err(
             StatusCode::BAD_REQUEST,
-            format!("unknown command {:?}: use one of {}", c.kind, KINDS.join(", ")),
+            format!(
+                "unknown command {:?}: use one of {}",
+                c.kind,
+                KINDS.join(", ")
+            ),
         ));
     }
     if c.kind == "config" && !c.arg.contains('=') {
@@ -326,7 +339,11 @@ async fn dashboard(State(api): State<Arc<Api>>) -> Html<String> {
 
 async fn agent_page(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     let Some((a, hb)) = api.fleet.get(&id) else {
-        return (StatusCode::NOT_FOUND, Html(page("not found", "<h1>No such agent</h1>"))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html(page("not found", "<h1>No such agent</h1>")),
+        )
+            .into_response();
     };
     let store = api.fleet.store.clone();
     let who = id.clone();
@@ -415,7 +432,11 @@ async fn command_form(
         arg: f.get("arg").cloned().unwrap_or_default(),
     };
     if api.fleet.get(&id).is_none() {
-        return (StatusCode::NOT_FOUND, Html(page("not found", "<h1>No such agent</h1>"))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html(page("not found", "<h1>No such agent</h1>")),
+        )
+            .into_response();
     }
     match send_commands(&api.fleet, vec![id.clone()], &c, None).await {
         Ok(_) => Redirect::to(&format!("/agents/{id}")).into_response(),

@@ -43,7 +43,11 @@ pub fn heartbeat_from_json(v: &Value) -> Heartbeat {
         ips: v
             .get("ips")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
         os: s("os"),
         kernel: s("kernel"),
@@ -68,7 +72,8 @@ pub fn heartbeat_from_json(v: &Value) -> Heartbeat {
             .map(|a| {
                 a.iter()
                     .map(|p| {
-                        let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                        let s =
+                            |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
                         ProbeStatus {
                             program: s("program"),
                             hook: s("hook"),

@@ -113,10 +113,16 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
         if let Some(ca) = &identity.ca_file {
             println!("CA certificate (give it to agents): {}", ca.display());
         }
-        println!("enrollment token: {}", args.data.join("enroll.token").display());
+        println!(
+            "enrollment token: {}",
+            args.data.join("enroll.token").display()
+        );
         println!("admin token: {}", args.data.join("admin.token").display());
     }
-    let store = Arc::new(store::Store::open(&args.data.join("kestrel.db"), args.history)?);
+    let store = Arc::new(store::Store::open(
+        &args.data.join("kestrel.db"),
+        args.history,
+    )?);
     let fleet = Arc::new(fleet::Fleet::load(
         store,
         Duration::from_secs(args.offline_after_secs.max(1)),
@@ -200,7 +206,9 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || f.flush()).await;
     tracing::info!(
         heartbeats = fleet.heartbeats.load(std::sync::atomic::Ordering::Relaxed),
-        heartbeats_unsaved = fleet.heartbeats_unsaved.load(std::sync::atomic::Ordering::Relaxed),
+        heartbeats_unsaved = fleet
+            .heartbeats_unsaved
+            .load(std::sync::atomic::Ordering::Relaxed),
         "kestrel server stopped"
     );
     Ok(())
@@ -226,14 +234,15 @@ async fn serve_https(
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let svc = hyper_util::service::TowerToHyperService::new(app);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)

@@ -174,7 +174,13 @@ impl Store {
     }
 
     /// Records an enrolled agent (or a new secret for a known one).
-    pub fn enroll(&self, id: &str, hostname: &str, secret_sha256: &str, now: i64) -> Result<(), StoreError> {
+    pub fn enroll(
+        &self,
+        id: &str,
+        hostname: &str,
+        secret_sha256: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.conn.lock().unwrap().execute(
             "INSERT INTO agents (id, hostname, secret_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET hostname = ?2, secret_sha256 = ?3, enrolled_at = ?4",
@@ -219,8 +225,9 @@ impl Store {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction()?;
         {
-            let mut ins =
-                tx.prepare_cached("INSERT INTO heartbeats (agent_id, at, json) VALUES (?1, ?2, ?3)")?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO heartbeats (agent_id, at, json) VALUES (?1, ?2, ?3)",
+            )?;
             let mut upd = tx.prepare_cached(
                 "UPDATE agents SET last_heartbeat = ?2, last_heartbeat_json = ?3 WHERE id = ?1",
             )?;
@@ -259,8 +266,16 @@ impl Store {
             )?;
             for m in cmds {
                 st.execute(params![
-                    m.id, m.agent_id, m.batch, m.kind, m.arg, m.status, m.result, m.created_at,
-                    m.sent_at, m.done_at
+                    m.id,
+                    m.agent_id,
+                    m.batch,
+                    m.kind,
+                    m.arg,
+                    m.status,
+                    m.result,
+                    m.created_at,
+                    m.sent_at,
+                    m.done_at
                 ])?;
             }
         }
@@ -286,7 +301,14 @@ impl Store {
 
     /// Records an agent's answer; false when the command is unknown or
     /// not this agent's.
-    pub fn finish(&self, id: &str, agent: &str, ok: bool, result: &str, now: i64) -> Result<bool, StoreError> {
+    pub fn finish(
+        &self,
+        id: &str,
+        agent: &str,
+        ok: bool,
+        result: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let n = self.conn.lock().unwrap().execute(
             "UPDATE commands SET status = ?3, result = ?4, done_at = ?5 WHERE id = ?1 AND agent_id = ?2",
             params![id, agent, if ok { "ok" } else { "failed" }, result, now],
@@ -328,9 +350,12 @@ impl Store {
     /// Counts of a batch's commands by status.
     pub fn batch(&self, batch: &str) -> Result<BatchCounts, StoreError> {
         let c = self.conn.lock().unwrap();
-        let mut st = c.prepare("SELECT status, COUNT(*) FROM commands WHERE batch = ?1 GROUP BY status")?;
+        let mut st =
+            c.prepare("SELECT status, COUNT(*) FROM commands WHERE batch = ?1 GROUP BY status")?;
         let mut out = BatchCounts::default();
-        let rows = st.query_map(params![batch], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = st.query_map(params![batch], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         for row in rows {
             let (s, n) = row?;
             let n = n as u64;
@@ -379,7 +404,8 @@ mod tests {
         let s = Store::open(&tmp("history"), 3).unwrap();
         s.enroll("a1", "h", "x", 0).unwrap();
         for i in 0..10 {
-            s.save_heartbeats(&[("a1".into(), i, format!("{{\"n\":{i}}}"))]).unwrap();
+            s.save_heartbeats(&[("a1".into(), i, format!("{{\"n\":{i}}}"))])
+                .unwrap();
         }
         let h = s.heartbeats("a1", 100).unwrap();
         assert_eq!(h.iter().map(|x| x.0).collect::<Vec<_>>(), vec![9, 8, 7]);
@@ -405,7 +431,10 @@ mod tests {
         assert_eq!(s.undone("a1").unwrap().len(), 1);
         s.mark_sent(&["c1".into()], 2).unwrap();
         assert_eq!(s.command("c1").unwrap().unwrap().status, "sent");
-        assert!(!s.finish("c1", "a2", true, "x", 3).unwrap(), "another agent's command");
+        assert!(
+            !s.finish("c1", "a2", true, "x", 3).unwrap(),
+            "another agent's command"
+        );
         assert!(s.finish("c1", "a1", true, "42 items", 3).unwrap());
         assert!(s.undone("a1").unwrap().is_empty());
         let b = s.batch("b").unwrap();

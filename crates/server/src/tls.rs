@@ -125,8 +125,7 @@ pub fn rustls_server(id: &ServerIdentity) -> Result<Arc<rustls::ServerConfig>> {
     let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("bad server certificate PEM")?;
-    let key =
-        PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).context("bad server key PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).context("bad server key PEM")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
