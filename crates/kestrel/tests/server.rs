@@ -335,6 +335,20 @@ fn two_agents_commands_offline_and_server_restart() {
         (has_exec(&e, &m1) && has_exec(&e, &m2)).then_some(())
     })
     .expect("agent B missed an exec");
+    // output: the agent flushes its file and writes to the new one.
+    let out_a2 = dir.join("a2.jsonl");
+    let arg = format!("output=file:{}", out_a2.display());
+    let r = command(&data, http, &id_a, &["config", &arg]);
+    assert_eq!(r["status"], "ok", "{r}");
+    let m3 = marker("moved");
+    exec_marker(&m3);
+    wait_until("exec in the new output", 20, || {
+        has_exec(&events(&out_a2), &m3).then_some(())
+    })
+    .expect("the exec after the output change is not in the new file");
+    assert!(!has_exec(&events(&out_a), &m3), "written to the old output too");
+    assert!(has_exec(&events(&out_a), &m2), "the old output lost events");
+
     // An unknown key fails with a clear message, and ctl says so.
     let out = ctl(&data, http, &["command", &id_a, "config", "colour=blue"]);
     assert!(!out.status.success());
