@@ -143,6 +143,15 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     // What the control server's commands change (filter, output, file
     // exclusions); inert without --server.
     let ctl = crate::control::Runtime::new();
+    {
+        let shared = shared.clone();
+        ctl.set_output_counters(Box::new(move || {
+            (
+                shared.emitted.load(Ordering::Relaxed),
+                shared.write_errors.load(Ordering::Relaxed),
+            )
+        }));
+    }
     let (tx, rx) = crossbeam_channel::bounded(cfg.queue_events);
     let output = {
         let shared = shared.clone();

@@ -71,7 +71,7 @@ impl Filter {
     }
 }
 
-/// Counters the collecting thread publishes for heartbeats.
+/// Counters for heartbeats.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     /// Events written.
@@ -81,6 +81,9 @@ pub struct Stats {
     /// Records lost in the kernel.
     pub kernel_lost: u64,
 }
+
+/// Reads the output counters (emitted, write errors) live.
+pub type OutputCounters = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 type Reply = Sender<std::result::Result<(), String>>;
 
@@ -97,7 +100,11 @@ pub struct Runtime {
     pub filtered: AtomicU64,
     output: Mutex<Option<(OutputSpec, Reply)>>,
     probes: Mutex<Vec<(ProbeRequest, Reply)>>,
+    /// Published by the collecting thread between two ring-buffer polls.
     stats: Mutex<Stats>,
+    /// Read at each heartbeat: the collecting thread can be busy for a
+    /// while, the output counters are always current.
+    output_counters: std::sync::OnceLock<OutputCounters>,
     restart: AtomicBool,
     last_error: Mutex<String>,
 }
@@ -134,6 +141,11 @@ impl Runtime {
     /// Publishes the counters heartbeats report.
     pub fn publish(&self, s: Stats) {
         *self.stats.lock().unwrap() = s;
+    }
+
+    /// Gives heartbeats the output's live counters.
+    pub fn set_output_counters(&self, f: OutputCounters) {
+        let _ = self.output_counters.set(f);
     }
 
     /// Records the agent's last error, reported in heartbeats.
@@ -300,7 +312,10 @@ struct Handle {
 
 impl AgentHandle for Handle {
     fn heartbeat(&self) -> Heartbeat {
-        let s = *self.rt.stats.lock().unwrap();
+        let mut s = *self.rt.stats.lock().unwrap();
+        if let Some(f) = self.rt.output_counters.get() {
+            (s.emitted, s.write_errors) = f();
+        }
         let (cpu_ms, rss) = self_usage();
         let now = Instant::now();
         let (eps, cpu_pct) = {

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod http;
 pub mod json;
+pub mod pg;
 pub mod store;
 pub mod tls;
 
@@ -48,6 +49,10 @@ pub struct ServerArgs {
     /// (default: three missed heartbeats at the agents' default 30 s).
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     pub offline_after_secs: u64,
+    /// Database: a postgres://USER@HOST:PORT/DB URL, for operators who
+    /// need HA. [default: SQLite, DATA/kestrel.db]
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
     /// Heartbeats kept per agent in the database.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub history: u32,
@@ -71,6 +76,20 @@ pub fn raise_nofile() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &r);
     }
     r.rlim_cur
+}
+
+/// `db` without its password, for messages.
+fn redact(db: &str) -> String {
+    match (db.find("://"), db.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &db[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &db[..s + 3], &db[at..]),
+                None => db.to_string(),
+            }
+        }
+        _ => db.to_string(),
+    }
 }
 
 /// Reads a token file, or creates it with a new random token.
@@ -119,14 +138,24 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
         );
         println!("admin token: {}", args.data.join("admin.token").display());
     }
-    let store = Arc::new(store::Store::open(
-        &args.data.join("kestrel.db"),
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| args.data.join("kestrel.db").display().to_string());
+    let (history, offline_after) = (
         args.history,
-    )?);
-    let fleet = Arc::new(fleet::Fleet::load(
-        store,
         Duration::from_secs(args.offline_after_secs.max(1)),
-    )?);
+    );
+    // Both block (a PostgreSQL client runs its own runtime).
+    let fleet = tokio::task::spawn_blocking(move || -> Result<fleet::Fleet> {
+        let store: Arc<store::Store> = Arc::from(
+            store::open(&db, history)
+                .with_context(|| format!("opening the database {}", redact(&db)))?,
+        );
+        Ok(fleet::Fleet::load(store, offline_after)?)
+    })
+    .await??;
+    let fleet = Arc::new(fleet);
 
     let grpc_listener = tokio::net::TcpListener::bind(args.listen)
         .await

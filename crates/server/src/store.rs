@@ -1,7 +1,11 @@
-//! Storage: SQLite in the data directory. Agents (with the hash of their
-//! secret and whether they are revoked), a bounded history of heartbeats,
-//! and commands with their status and result. Migrations are numbered SQL
-//! scripts applied in order, the applied count kept in `user_version`.
+//! Storage: SQLite in the data directory by default, PostgreSQL by URL
+//! (`--db postgres://...`) for operators who need HA. Agents (with the hash
+//! of their secret and whether they are revoked), a bounded history of
+//! heartbeats, and commands with their status and result. Migrations are
+//! numbered SQL scripts applied in order, the applied count kept in
+//! `user_version` (SQLite) or the `kestrel_schema` table (PostgreSQL).
+//!
+//! Every method blocks: the server calls them from tokio's blocking pool.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -15,6 +19,9 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// PostgreSQL said no.
+    #[error("database: {0}")]
+    Postgres(#[from] postgres::Error),
     /// The database was written by a newer server.
     #[error("database schema version {0} is newer than this server knows ({1})")]
     TooNew(i64, usize),
@@ -114,8 +121,74 @@ pub struct BatchCounts {
     pub failed: u64,
 }
 
+/// What the server stores, whatever the database.
+pub trait Storage: Send + Sync {
+    /// Records an enrolled agent (or a new secret for a known one).
+    fn enroll(
+        &self,
+        id: &str,
+        hostname: &str,
+        secret_sha256: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Marks an agent revoked; false when unknown.
+    fn revoke(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every agent.
+    fn agents(&self) -> Result<Vec<AgentRow>, StoreError>;
+    /// Stores heartbeats (agent id, time, JSON) in one transaction and
+    /// trims each agent's history to its bound.
+    fn save_heartbeats(&self, hbs: &[(String, i64, String)]) -> Result<(), StoreError>;
+    /// The agent's last `limit` heartbeats, newest first: (time, JSON).
+    fn heartbeats(&self, id: &str, limit: u32) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Stores new commands.
+    fn add_commands(&self, cmds: &[CommandRow]) -> Result<(), StoreError>;
+    /// Marks commands delivered.
+    fn mark_sent(&self, ids: &[String], now: i64) -> Result<(), StoreError>;
+    /// Records an agent's answer; false when the command is unknown or
+    /// not this agent's.
+    fn finish(
+        &self,
+        id: &str,
+        agent: &str,
+        ok: bool,
+        result: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Commands not yet answered by `agent`, oldest first.
+    fn undone(&self, agent: &str) -> Result<Vec<CommandRow>, StoreError>;
+    /// One command.
+    fn command(&self, id: &str) -> Result<Option<CommandRow>, StoreError>;
+    /// An agent's last `limit` commands, newest first.
+    fn commands_of(&self, agent: &str, limit: u32) -> Result<Vec<CommandRow>, StoreError>;
+    /// Counts of a batch's commands by status.
+    fn batch(&self, batch: &str) -> Result<BatchCounts, StoreError>;
+}
+
+/// The store the server uses.
+pub type Store = dyn Storage;
+
+/// Opens `db`: a `postgres://` or `postgresql://` URL, else a SQLite file.
+pub fn open(db: &str, history: u32) -> Result<Box<Store>, StoreError> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        Ok(Box::new(crate::pg::PgStore::open(db, history)?))
+    } else {
+        Ok(Box::new(SqliteStore::open(Path::new(db), history)?))
+    }
+}
+
+/// Adds a status count to a batch.
+pub(crate) fn count_status(out: &mut BatchCounts, status: &str, n: u64) {
+    out.total += n;
+    match status {
+        "pending" => out.pending += n,
+        "sent" => out.sent += n,
+        "ok" => out.ok += n,
+        _ => out.failed += n,
+    }
+}
+
 /// The SQLite database.
-pub struct Store {
+pub struct SqliteStore {
     conn: Mutex<Connection>,
     history: u32,
 }
@@ -138,10 +211,10 @@ fn cmd_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
 const CMD_COLS: &str =
     "id, agent_id, batch, kind, arg, status, result, created_at, sent_at, done_at";
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating) the database at `path` and migrates it; keeps
     /// `history` heartbeats per agent.
-    pub fn open(path: &Path, history: u32) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, history: u32) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         // WAL: readers (the API) do not wait for the heartbeat writer;
         // NORMAL sync: a crash may lose the last second of heartbeats,
@@ -149,7 +222,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let store = Store {
+        let store = SqliteStore {
             conn: Mutex::new(conn),
             history: history.max(1),
         };
@@ -172,9 +245,10 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    /// Records an enrolled agent (or a new secret for a known one).
-    pub fn enroll(
+impl Storage for SqliteStore {
+    fn enroll(
         &self,
         id: &str,
         hostname: &str,
@@ -189,8 +263,7 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an agent revoked; false when unknown.
-    pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+    fn revoke(&self, id: &str) -> Result<bool, StoreError> {
         let n = self
             .conn
             .lock()
@@ -199,8 +272,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Every agent.
-    pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+    fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
         let c = self.conn.lock().unwrap();
         let mut st = c.prepare(
             "SELECT id, hostname, secret_sha256, enrolled_at, revoked, last_heartbeat, last_heartbeat_json FROM agents",
@@ -219,9 +291,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Stores heartbeats (agent id, time, JSON) in one transaction and
-    /// trims each agent's history to its bound.
-    pub fn save_heartbeats(&self, hbs: &[(String, i64, String)]) -> Result<(), StoreError> {
+    fn save_heartbeats(&self, hbs: &[(String, i64, String)]) -> Result<(), StoreError> {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction()?;
         {
@@ -245,8 +315,7 @@ impl Store {
         Ok(())
     }
 
-    /// The agent's last `limit` heartbeats, newest first: (time, JSON).
-    pub fn heartbeats(&self, id: &str, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
+    fn heartbeats(&self, id: &str, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
         let c = self.conn.lock().unwrap();
         let mut st = c.prepare(
             "SELECT at, json FROM heartbeats WHERE agent_id = ?1 ORDER BY seq DESC LIMIT ?2",
@@ -255,8 +324,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Stores new commands.
-    pub fn add_commands(&self, cmds: &[CommandRow]) -> Result<(), StoreError> {
+    fn add_commands(&self, cmds: &[CommandRow]) -> Result<(), StoreError> {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction()?;
         {
@@ -283,8 +351,7 @@ impl Store {
         Ok(())
     }
 
-    /// Marks commands delivered.
-    pub fn mark_sent(&self, ids: &[String], now: i64) -> Result<(), StoreError> {
+    fn mark_sent(&self, ids: &[String], now: i64) -> Result<(), StoreError> {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction()?;
         {
@@ -299,9 +366,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records an agent's answer; false when the command is unknown or
-    /// not this agent's.
-    pub fn finish(
+    fn finish(
         &self,
         id: &str,
         agent: &str,
@@ -316,8 +381,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Commands not yet answered by `agent`, oldest first.
-    pub fn undone(&self, agent: &str) -> Result<Vec<CommandRow>, StoreError> {
+    fn undone(&self, agent: &str) -> Result<Vec<CommandRow>, StoreError> {
         let c = self.conn.lock().unwrap();
         let mut st = c.prepare(&format!(
             "SELECT {CMD_COLS} FROM commands WHERE agent_id = ?1 AND status IN ('pending', 'sent') ORDER BY created_at"
@@ -326,8 +390,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// One command.
-    pub fn command(&self, id: &str) -> Result<Option<CommandRow>, StoreError> {
+    fn command(&self, id: &str) -> Result<Option<CommandRow>, StoreError> {
         let c = self.conn.lock().unwrap();
         Ok(c.query_row(
             &format!("SELECT {CMD_COLS} FROM commands WHERE id = ?1"),
@@ -337,8 +400,7 @@ impl Store {
         .optional()?)
     }
 
-    /// An agent's last `limit` commands, newest first.
-    pub fn commands_of(&self, agent: &str, limit: u32) -> Result<Vec<CommandRow>, StoreError> {
+    fn commands_of(&self, agent: &str, limit: u32) -> Result<Vec<CommandRow>, StoreError> {
         let c = self.conn.lock().unwrap();
         let mut st = c.prepare(&format!(
             "SELECT {CMD_COLS} FROM commands WHERE agent_id = ?1 ORDER BY created_at DESC LIMIT ?2"
@@ -347,8 +409,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Counts of a batch's commands by status.
-    pub fn batch(&self, batch: &str) -> Result<BatchCounts, StoreError> {
+    fn batch(&self, batch: &str) -> Result<BatchCounts, StoreError> {
         let c = self.conn.lock().unwrap();
         let mut st =
             c.prepare("SELECT status, COUNT(*) FROM commands WHERE batch = ?1 GROUP BY status")?;
@@ -358,14 +419,7 @@ impl Store {
         })?;
         for row in rows {
             let (s, n) = row?;
-            let n = n as u64;
-            out.total += n;
-            match s.as_str() {
-                "pending" => out.pending += n,
-                "sent" => out.sent += n,
-                "ok" => out.ok += n,
-                _ => out.failed += n,
-            }
+            count_status(&mut out, &s, n as u64);
         }
         Ok(out)
     }
@@ -386,10 +440,10 @@ mod tests {
     fn migrates_once_and_keeps_data() {
         let p = tmp("migrate");
         {
-            let s = Store::open(&p, 3).unwrap();
+            let s = SqliteStore::open(&p, 3).unwrap();
             s.enroll("a1", "host1", "h", 1).unwrap();
         }
-        let s = Store::open(&p, 3).unwrap();
+        let s = SqliteStore::open(&p, 3).unwrap();
         let a = s.agents().unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].hostname, "host1");
@@ -401,7 +455,7 @@ mod tests {
 
     #[test]
     fn heartbeat_history_is_bounded() {
-        let s = Store::open(&tmp("history"), 3).unwrap();
+        let s = SqliteStore::open(&tmp("history"), 3).unwrap();
         s.enroll("a1", "h", "x", 0).unwrap();
         for i in 0..10 {
             s.save_heartbeats(&[("a1".into(), i, format!("{{\"n\":{i}}}"))])
@@ -414,7 +468,7 @@ mod tests {
 
     #[test]
     fn command_lifecycle_and_batches() {
-        let s = Store::open(&tmp("commands"), 3).unwrap();
+        let s = SqliteStore::open(&tmp("commands"), 3).unwrap();
         let mk = |id: &str, agent: &str| CommandRow {
             id: id.into(),
             agent_id: agent.into(),
