@@ -142,13 +142,26 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     }
 
     let shared = Arc::new(Shared::default());
+    // What the control server's commands change (filter, output, file
+    // exclusions); inert without --server.
+    let ctl = crate::control::Runtime::new();
+    {
+        let shared = shared.clone();
+        ctl.set_output_counters(Box::new(move || {
+            (
+                shared.emitted.load(Ordering::Relaxed),
+                shared.write_errors.load(Ordering::Relaxed),
+            )
+        }));
+    }
     let (tx, rx) = crossbeam_channel::bounded(cfg.queue_events);
     let output = {
         let shared = shared.clone();
         let stop = stop.clone();
+        let ctl = ctl.clone();
         std::thread::Builder::new()
             .name("kestrel-output".into())
-            .spawn(move || output_loop(sink, rx, reopen, stop, shared))
+            .spawn(move || output_loop(sink, rx, reopen, stop, shared, ctl))
             .context("starting the output thread")?
     };
 
@@ -184,6 +197,10 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
                 counted.userspace.fetch_add(1, Ordering::Relaxed);
             }),
         )?;
+    }
+
+    if let Some(cc) = &cfg.control {
+        crate::control::start(cc, ctl.clone(), tx.clone(), stop.clone(), probes.status())?;
     }
 
     let seeded = probes.seed_processes(crate::seed::running_processes());
@@ -233,6 +250,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     );
 
     let mut last_stats = Instant::now();
+    let mut last_publish = Instant::now();
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
         // Records submitted without a wakeup are collected here at the
@@ -249,6 +267,11 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
                 "the output thread stopped; see the error above"
             ));
             break;
+        }
+        ctl.serve_probes(&probes);
+        if last_publish.elapsed() >= Duration::from_secs(1) {
+            publish(&ctl, &probes, &shared);
+            last_publish = Instant::now();
         }
         if last_stats.elapsed() >= cfg.stats_interval {
             let c = collector.borrow();
@@ -283,7 +306,24 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         result = Err(anyhow::anyhow!("the output thread panicked"));
     }
     log_counters(&probes, &shared, enrich_counters, rt, max_delay_ns, "final");
+    tracing::info!(
+        target: "kestrel::stats",
+        filtered = ctl.filtered.load(Ordering::Relaxed),
+        "events dropped by the server's filter"
+    );
+    if result.is_ok() && ctl.restart_requested() {
+        return Err(crate::control::reexec());
+    }
     result
+}
+
+/// Counters for the control server's heartbeats.
+fn publish(ctl: &crate::control::Runtime, probes: &Probes, shared: &Shared) {
+    ctl.publish(crate::control::Stats {
+        emitted: shared.emitted.load(Ordering::Relaxed),
+        write_errors: shared.write_errors.load(Ordering::Relaxed),
+        kernel_lost: probes.counters().map(|k| k.lost()).unwrap_or(0),
+    });
 }
 
 /// Hashes created files once their creator had `delay` to write them, then
@@ -451,6 +491,7 @@ fn output_loop(
     reopen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    ctl: Arc<crate::control::Runtime>,
 ) {
     let mut buf = Vec::with_capacity(4096);
     let mut pending = 0u64;
@@ -458,6 +499,7 @@ fn output_loop(
     let mut fail = |shared: &Shared, n: u64, e: &std::io::Error| {
         shared.write_errors.fetch_add(n, Ordering::Relaxed);
         if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            ctl.set_error(format!("writing events failed: {e}"));
             tracing::error!(error = %e, events = n, "writing events failed (counted in write_errors)");
             last_error = Some(Instant::now());
         }
@@ -481,8 +523,29 @@ fn output_loop(
                 Err(e) => tracing::error!(error = %e, "re-opening the output failed"),
             }
         }
+        if let Some((spec, reply)) = ctl.take_output_change() {
+            // The old sink is flushed before the new one takes over, so
+            // no event is lost or written twice.
+            flush(&mut *sink, &mut pending, &shared, &mut fail);
+            match spec.open() {
+                Ok(new) => {
+                    sink = new;
+                    tracing::info!(output = %spec, "output changed on the server's command");
+                    let _ = reply.send(Ok(()));
+                }
+                Err(e) => {
+                    tracing::error!(output = %spec, error = %e, "output change refused");
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
         let Some(first) = first else { continue };
+        let filter = ctl.filter();
         for ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+            if filter.drops(&ev) {
+                ctl.filtered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             buf.clear();
             ev.write_json_line(&mut buf);
             match sink.write_line(&buf) {

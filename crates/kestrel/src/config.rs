@@ -146,6 +146,30 @@ pub struct AgentSettings {
     /// set, overrides it. [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    // --- Control server (kestrel server); see crate::control. ---
+    /// Control server, HOST:PORT: send heartbeats and take commands.
+    /// Events still go to --output; the agent works on without the server.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+
+    /// CA certificate of the control server (its DATA/ca.pem).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// File with the server's enrollment token, exchanged at first
+    /// connection for this agent's own secret (kept in --state-dir).
+    #[arg(long, value_name = "FILE")]
+    pub enroll_token_file: Option<PathBuf>,
+
+    /// Seconds between two heartbeats to the control server (1-3600).
+    /// [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_secs: Option<u64>,
+
+    /// Host name reported to the control server instead of the system's.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
 }
 
 /// Settings resolved and checked.
@@ -170,6 +194,7 @@ pub struct AgentConfig {
     pub file_excludes: Vec<PathBuf>,
     pub file_md5_delay: Duration,
     pub file_md5_max_bytes: u64,
+    pub control: Option<crate::control::ControlConfig>,
 }
 
 impl AgentSettings {
@@ -218,6 +243,11 @@ impl AgentSettings {
             crio_socket: self.crio_socket.or(under.crio_socket),
             containerd_socket: self.containerd_socket.or(under.containerd_socket),
             log_level: self.log_level.or(under.log_level),
+            server: self.server.or(under.server),
+            ca_file: self.ca_file.or(under.ca_file),
+            enroll_token_file: self.enroll_token_file.or(under.enroll_token_file),
+            heartbeat_secs: self.heartbeat_secs.or(under.heartbeat_secs),
+            hostname: self.hostname.or(under.hostname),
         }
     }
 
@@ -254,7 +284,42 @@ impl AgentSettings {
                 bail!("bad config value: btf = {}: no such file", b.display());
             }
         }
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/kestrel"));
+        let control = match &self.server {
+            None => None,
+            Some(server) => {
+                if kestrel_control::client::server_host(server).is_none() {
+                    bail!("bad config value: server = {server:?}: use HOST:PORT");
+                }
+                let ca_file = self
+                    .ca_file
+                    .clone()
+                    .context("server is set: ca_file (--ca-file) is required")?;
+                if let Some(h) = &self.hostname {
+                    if h.is_empty() || h.len() > 255 {
+                        bail!("bad config value: hostname = {h:?}: 1 to 255 characters");
+                    }
+                }
+                Some(crate::control::ControlConfig {
+                    server: server.clone(),
+                    ca_file,
+                    enroll_token_file: self.enroll_token_file.clone(),
+                    heartbeat: Duration::from_secs(range(
+                        "heartbeat_secs",
+                        self.heartbeat_secs.unwrap_or(30),
+                        1,
+                        3600,
+                    )?),
+                    hostname: self.hostname.clone(),
+                    state_dir: state_dir.clone(),
+                })
+            }
+        };
         Ok(AgentConfig {
+            control,
             output,
             ring_buffer_bytes: ring as u32,
             wakeup_bytes: wakeup,

@@ -2,6 +2,7 @@
 
 mod agent;
 mod config;
+mod control;
 mod inventory;
 mod logins;
 mod scan;
@@ -54,6 +55,27 @@ enum Command {
         #[command(subcommand)]
         what: scan::What,
     },
+
+    /// Run the control server: agents connect over gRPC/TLS (--listen),
+    /// operators use the HTTPS API and dashboard (--http). On first start
+    /// it writes DATA/ca.pem, DATA/enroll.token and DATA/admin.token.
+    Server(Box<kestrel_server::ServerArgs>),
+
+    /// Query and command the control server (needs its admin token).
+    Ctl(kestrel_server::ctl::CtlArgs),
+
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Simulate N agents, each over its own TLS connection, against a
+    /// control server; check all are online and a command reaches all.
+    Server(kestrel_server::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +99,20 @@ fn main() -> ExitCode {
         Command::Scan { what } => {
             init_logging("warn");
             exit(scan::run(what))
+        }
+        Command::Server(args) => {
+            init_logging(&args.log_level);
+            exit(kestrel_server::run(*args))
+        }
+        Command::Ctl(args) => {
+            init_logging("warn");
+            exit(kestrel_server::ctl::run(args))
+        }
+        Command::Bench {
+            what: BenchCmd::Server(args),
+        } => {
+            init_logging("warn");
+            exit(kestrel_server::bench::run(args))
         }
     }
 }

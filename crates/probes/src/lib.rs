@@ -559,6 +559,21 @@ impl Probes {
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
+    /// Reports files created under `dir` again, undoing [`Probes::exclude_dir`].
+    pub fn include_dir(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir)?;
+        let (major, minor) = (libc::major(m.dev()) as u64, libc::minor(m.dev()) as u64);
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&((major << 20) | minor).to_ne_bytes());
+        key[8..].copy_from_slice(&m.ino().to_ne_bytes());
+        self.skel
+            .maps
+            .file_excludes
+            .delete(&key)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
     /// Records what the kernel side keeps per process for processes that
     /// were running before the agent started: their credentials, so that
     /// one escalating later is compared with them, and whether stdin or

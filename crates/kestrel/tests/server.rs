@@ -1,0 +1,746 @@
+//! `kestrel server`, real agents, `kestrel ctl`, the dashboard and the
+//! bench, end to end: real processes over real TLS connections, as root.
+//! Heartbeats every second and an offline timeout of 3 s keep it quick.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{kestrel, marker};
+use serde_json::Value;
+
+/// One scenario at a time: each runs several agents or a thousand
+/// simulated ones, and they would slow each other down.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A child process whose stderr is collected; killed when dropped.
+struct Proc {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, ready: &str) -> Proc {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kestrel");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let stderr = stderr.clone();
+            let mut err = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    stderr
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let p = Proc { child, stderr };
+        wait_until(&format!("{ready:?} in the log"), 90, || {
+            p.stderr().contains(ready).then_some(())
+        })
+        .unwrap_or_else(|| panic!("process not ready:\n{}", p.stderr()));
+        p
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, and a clean exit expected.
+    fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit {status}:\n{}", self.stderr());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 100 ms for up to `secs`.
+fn wait_until<T>(_what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = PathBuf::from(format!("/tmp/kserver-{}", marker(tag)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn start_server(data: &Path, grpc: u16, http: u16) -> Proc {
+    Proc::spawn(
+        kestrel().args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{grpc}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--data",
+            data.to_str().unwrap(),
+            "--offline-after-secs",
+            "3",
+        ]),
+        "kestrel server listening",
+    )
+}
+
+/// A full agent (probes loaded) attached to the server.
+fn start_agent(
+    data: &Path,
+    grpc: u16,
+    state: &Path,
+    out: &Path,
+    extra: &[&str],
+    ready: &str,
+) -> Proc {
+    Proc::spawn(
+        kestrel()
+            .args(["agent", "--no-logins", "--inventory-interval-hours", "0"])
+            .args(["--server", &format!("127.0.0.1:{grpc}")])
+            .arg("--ca-file")
+            .arg(data.join("ca.pem"))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--output")
+            .arg(format!("file:{}", out.display()))
+            .args(["--heartbeat-secs", "1"])
+            .args(extra),
+        ready,
+    )
+}
+
+fn ctl(data: &Path, http: u16, args: &[&str]) -> Output {
+    kestrel()
+        .args([
+            "ctl",
+            "--api",
+            &format!("https://127.0.0.1:{http}"),
+            "--token-file",
+        ])
+        .arg(data.join("admin.token"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn agents(data: &Path, http: u16) -> Vec<Value> {
+    let out = ctl(data, http, &["agents", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn agent_state(data: &Path, http: u16, id: &str) -> Option<Value> {
+    agents(data, http).into_iter().find(|a| a["id"] == id)
+}
+
+fn wait_state(data: &Path, http: u16, id: &str, state: &str, secs: u64) -> Value {
+    wait_until("agent state", secs, || {
+        agent_state(data, http, id).filter(|a| a["state"] == state)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "agent {id} not {state} after {secs} s: {:?}",
+            agent_state(data, http, id)
+        )
+    })
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn command(data: &Path, http: u16, id: &str, args: &[&str]) -> Value {
+    let mut all = vec!["command", id];
+    all.extend_from_slice(args);
+    let out = ctl(data, http, &all);
+    assert!(
+        out.status.success(),
+        "ctl {all:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn exec_marker(m: &str) {
+    Command::new("/bin/sh")
+        .args(["-c", &format!("/bin/true {m}")])
+        .status()
+        .unwrap();
+}
+
+fn has_exec(evs: &[Value], m: &str) -> bool {
+    evs.iter()
+        .any(|e| e["data_type"] == "59" && e["argv"].as_str().is_some_and(|a| a.contains(m)))
+}
+
+#[test]
+fn two_agents_commands_offline_and_server_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (grpc, http) = (18410, 18411);
+    let dir = scratch("fleet");
+    let data = dir.join("server");
+    let server = start_server(&data, grpc, http);
+    for f in ["ca.pem", "enroll.token", "admin.token"] {
+        assert!(data.join(f).is_file(), "{f} not written");
+    }
+    let token = data.join("enroll.token");
+    let tok = ["--enroll-token-file", token.to_str().unwrap()];
+    let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let a = start_agent(
+        &data,
+        grpc,
+        &dir.join("state-a"),
+        &out_a,
+        &tok,
+        "control: connected",
+    );
+    let host_b = format!("kestrel-test-b-{}", std::process::id());
+    let mut extra_b = tok.to_vec();
+    extra_b.extend(["--hostname", &host_b]);
+    let b = start_agent(
+        &data,
+        grpc,
+        &dir.join("state-b"),
+        &out_b,
+        &extra_b,
+        "control: connected",
+    );
+    let id_a = std::fs::read_to_string(dir.join("state-a/agent-id")).unwrap();
+    let id_b = std::fs::read_to_string(dir.join("state-b/agent-id")).unwrap();
+    assert_ne!(id_a, id_b);
+
+    // Both online, with what the issue asks for.
+    let va = wait_state(&data, http, &id_a, "online", 30);
+    let vb = wait_state(&data, http, &id_b, "online", 30);
+    assert_eq!(vb["hostname"], host_b.as_str());
+    assert_ne!(va["hostname"], host_b.as_str());
+    for v in [&va, &vb] {
+        assert!(v["last_heartbeat"].as_i64().unwrap() > 0, "{v}");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert!(!v["kernel"].as_str().unwrap().is_empty(), "{v}");
+        assert!(!v["probes_active"].as_array().unwrap().is_empty(), "{v}");
+    }
+    let table = ctl(&data, http, &["agents"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&host_b));
+
+    // inventory: the events go out through the agent's output, the result
+    // counts them.
+    let r = command(&data, http, &id_a, &["inventory"]);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert!(
+        r["result"].as_str().unwrap().contains("inventory events"),
+        "{r}"
+    );
+    let evs = events(&out_a);
+    assert!(
+        evs.iter()
+            .any(|e| e["data_type"] == "5052" && e["username"] == "root"),
+        "no root user in the inventory"
+    );
+    assert!(
+        !events(&out_b).iter().any(|e| e["data_type"] == "5052"),
+        "the other agent ran it"
+    );
+    // "sent N inventory events (...)"
+    let sent: u64 = r["result"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sent > 0, "{r}");
+    let detail = ctl(&data, http, &["agent", &id_a]);
+    let detail: Value = serde_json::from_slice(&detail.stdout).unwrap();
+    wait_until("heartbeat counts the inventory", 10, || {
+        let d: Value = serde_json::from_slice(&ctl(&data, http, &["agent", &id_a]).stdout).ok()?;
+        (d["heartbeat"]["events_total"].as_u64()? >= sent).then_some(())
+    })
+    .unwrap_or_else(|| panic!("events_total not counted: {detail}"));
+    assert_eq!(detail["commands"][0]["kind"], "inventory", "{detail}");
+
+    // config: exec events off, then on again; an exec made while they
+    // are off is not written, one made after is.
+    let (m1, m2) = (marker("off"), marker("on"));
+    let r = command(&data, http, &id_a, &["config", "disable=59"]);
+    assert_eq!(r["status"], "ok", "{r}");
+    exec_marker(&m1);
+    // A connect (data_type 42, still enabled) after it: once it is
+    // written, the exec before it went through the filter (the ring
+    // buffer and the queue keep order).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    // Connected again every few seconds: on a busy host the kernel may
+    // drop one (and count it).
+    let mut last = Instant::now() - Duration::from_secs(10);
+    wait_until("sentinel connect", 90, || {
+        if last.elapsed() > Duration::from_secs(3) {
+            drop(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+            last = Instant::now();
+        }
+        events(&out_a)
+            .iter()
+            .any(|e| e["data_type"] == "42" && e["dport"].as_str() == Some(&port))
+            .then_some(())
+    })
+    .expect("the connect after the disabled exec was not written");
+    let r = command(&data, http, &id_a, &["config", "enable=59"]);
+    assert_eq!(r["status"], "ok", "{r}");
+    exec_marker(&m2);
+    wait_until("second exec", 60, || {
+        has_exec(&events(&out_a), &m2).then_some(())
+    })
+    .expect("the exec after enable=59 was not written");
+    assert!(
+        !has_exec(&events(&out_a), &m1),
+        "an exec was written while disabled"
+    );
+    // Agent B was not told: it saw both.
+    wait_until("B saw both", 60, || {
+        let e = events(&out_b);
+        (has_exec(&e, &m1) && has_exec(&e, &m2)).then_some(())
+    })
+    .expect("agent B missed an exec");
+    // output: the agent flushes its file and writes to the new one.
+    let out_a2 = dir.join("a2.jsonl");
+    let arg = format!("output=file:{}", out_a2.display());
+    let r = command(&data, http, &id_a, &["config", &arg]);
+    assert_eq!(r["status"], "ok", "{r}");
+    let m3 = marker("moved");
+    exec_marker(&m3);
+    wait_until("exec in the new output", 60, || {
+        has_exec(&events(&out_a2), &m3).then_some(())
+    })
+    .expect("the exec after the output change is not in the new file");
+    assert!(
+        !has_exec(&events(&out_a), &m3),
+        "written to the old output too"
+    );
+    assert!(has_exec(&events(&out_a), &m2), "the old output lost events");
+
+    // An unknown key fails with a clear message, and ctl says so.
+    let out = ctl(&data, http, &["command", &id_a, "config", "colour=blue"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown config key"),
+        "{out:?}"
+    );
+
+    // The dashboard in headless Chromium lists both agents.
+    dashboard(
+        &data,
+        http,
+        &[&va["hostname"].as_str().unwrap().to_string(), &host_b],
+    );
+
+    // The server restarts: the agents come back by themselves.
+    server.stop();
+    let server = start_server(&data, grpc, http);
+    let before = va["last_heartbeat"].as_i64().unwrap();
+    for id in [&id_a, &id_b] {
+        wait_until("reconnect", 60, || {
+            agent_state(&data, http, id).filter(|v| {
+                v["connected"] == true && v["last_heartbeat"].as_i64().unwrap_or(0) > before
+            })
+        })
+        .unwrap_or_else(|| panic!("agent {id} did not reconnect:\n{}", a.stderr()));
+    }
+    // Still commanded after the reconnection.
+    let r = command(
+        &data,
+        http,
+        &id_b,
+        &["config", "exclude_comm=kestrel-nothing"],
+    );
+    assert_eq!(r["status"], "ok", "{r}");
+
+    // restart: acknowledged, then the agent re-executes itself (same
+    // pid, new process image) and comes back with a new uptime.
+    let up = agent_state(&data, http, &id_b).unwrap()["uptime_secs"]
+        .as_u64()
+        .unwrap();
+    let r = command(&data, http, &id_b, &["restart"]);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert!(r["result"].as_str().unwrap().contains("restarting"), "{r}");
+    wait_until("re-executed", 90, || {
+        (b.stderr().matches("kestrel agent started").count() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("agent B did not restart:\n{}", b.stderr()));
+    wait_until("back after restart", 60, || {
+        agent_state(&data, http, &id_b).filter(|v| {
+            v["connected"] == true && v["uptime_secs"].as_u64().unwrap_or(u64::MAX) < up
+        })
+    })
+    .unwrap_or_else(|| panic!("agent B not back after restart:\n{}", b.stderr()));
+
+    // Agent B stops: offline after the timeout, A stays online.
+    b.stop();
+    wait_state(&data, http, &id_b, "offline", 30);
+    assert_eq!(agent_state(&data, http, &id_a).unwrap()["state"], "online");
+    a.stop();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Loads the dashboard in headless Chromium, checks it lists `hosts`, and
+/// saves a screenshot as a test artifact.
+fn dashboard(data: &Path, http: u16, hosts: &[&String]) {
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let url = format!("https://127.0.0.1:{http}/?token={}", token.trim());
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is not installed (scripts/install-deps --test installs it)");
+    let profile = data.join("chromium-profile");
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--ignore-certificate-errors",
+            "--window-size=1600,700",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    };
+    let mut dump = Command::new(chromium);
+    base(&mut dump);
+    let out = dump.args(["--dump-dom", &url]).output().unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for h in hosts {
+        assert!(
+            dom.contains(h.as_str()),
+            "dashboard does not list {h}:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains(r#"<b id="online">2</b>"#),
+        "dashboard counts:\n{dom}"
+    );
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let mut cap = Command::new(chromium);
+    base(&mut cap);
+    let out = cap
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        shot.metadata().is_ok_and(|m| m.len() > 1000),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("dashboard screenshot: {}", shot.display());
+}
+
+#[test]
+fn bad_token_unauthenticated_api_and_revocation() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (grpc, http) = (18420, 18421);
+    let dir = scratch("security");
+    let data = dir.join("server");
+    let server = start_server(&data, grpc, http);
+
+    // The API without the admin token, or with a wrong one: 401.
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for token in ["", "not-the-token"] {
+        let c = kestrel_server::api_client::ApiClient::new(
+            &format!("https://127.0.0.1:{http}"),
+            &ca,
+            token.into(),
+        )
+        .unwrap();
+        for path in ["/api/agents", "/api/summary"] {
+            let (status, _) = rt.block_on(c.call("GET", path, None)).unwrap();
+            assert_eq!(status, 401, "{path} with token {token:?}");
+        }
+    }
+    std::fs::write(dir.join("wrong.token"), "wrong\n").unwrap();
+    let out = kestrel()
+        .args([
+            "ctl",
+            "--api",
+            &format!("https://127.0.0.1:{http}"),
+            "--ca-file",
+        ])
+        .arg(data.join("ca.pem"))
+        .arg("--token-file")
+        .arg(dir.join("wrong.token"))
+        .arg("agents")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+
+    // An agent with a wrong enrollment token is refused, and keeps
+    // collecting.
+    let bad = start_agent(
+        &data,
+        grpc,
+        &dir.join("state-bad"),
+        &dir.join("bad.jsonl"),
+        &[
+            "--enroll-token-file",
+            dir.join("wrong.token").to_str().unwrap(),
+        ],
+        "bad enrollment token",
+    );
+    assert!(agents(&data, http).is_empty(), "a refused agent is listed");
+    let m = marker("bad");
+    exec_marker(&m);
+    wait_until("refused agent collects", 60, || {
+        has_exec(&events(&dir.join("bad.jsonl")), &m).then_some(())
+    })
+    .expect("the refused agent stopped collecting");
+    bad.stop();
+
+    // A good agent, revoked: its stream is cut, it cannot come back, and
+    // it keeps collecting.
+    let token = data.join("enroll.token");
+    let good = start_agent(
+        &data,
+        grpc,
+        &dir.join("state-good"),
+        &dir.join("good.jsonl"),
+        &["--enroll-token-file", token.to_str().unwrap()],
+        "control: connected",
+    );
+    let id = std::fs::read_to_string(dir.join("state-good/agent-id")).unwrap();
+    wait_state(&data, http, &id, "online", 30);
+    let out = ctl(&data, http, &["revoke", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let v = wait_state(&data, http, &id, "revoked", 10);
+    assert_eq!(v["connected"], false);
+    wait_until("agent told", 20, || {
+        good.stderr()
+            .contains("this agent was revoked")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("agent not cut off:\n{}", good.stderr()));
+    // Its reconnection attempts are refused too.
+    let refusals = |s: &str| s.matches("this agent was revoked").count();
+    wait_until("refused again", 60, || {
+        (refusals(&good.stderr()) >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no second refusal:\n{}", good.stderr()));
+    assert_eq!(agent_state(&data, http, &id).unwrap()["connected"], false);
+    // Commands to a revoked agent are refused.
+    let out = ctl(&data, http, &["command", &id, "inventory"]);
+    assert!(!out.status.success());
+    let m = marker("revoked");
+    exec_marker(&m);
+    wait_until("revoked agent collects", 60, || {
+        has_exec(&events(&dir.join("good.jsonl")), &m).then_some(())
+    })
+    .expect("the revoked agent stopped collecting");
+    good.stop();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_thousand_agents() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = kestrel()
+        .args([
+            "bench",
+            "server",
+            "--agents",
+            "1000",
+            "--listen",
+            "127.0.0.1:18430",
+            "--http",
+            "127.0.0.1:18431",
+            "--heartbeat-secs",
+            "5",
+            "--measure-secs",
+            "3",
+            "--timeout-secs",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1000 agents online"), "{stdout}");
+    assert!(
+        stdout.contains("delivered to 1000 agents and acknowledged by 1000"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn postgres_storage() {
+    use std::os::unix::process::CommandExt;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = Path::new("/usr/lib/postgresql/15/bin");
+    assert!(
+        bin.join("postgres").exists(),
+        "PostgreSQL 15 is not installed (scripts/install-deps --test installs it)"
+    );
+    let id = |flag: &str| -> u32 {
+        let o = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let dir = scratch("pg");
+    let pgdata = dir.join("pgdata");
+    std::fs::create_dir_all(&pgdata).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(&pgdata, Some(uid), Some(gid)).unwrap();
+    let out = Command::new(bin.join("initdb"))
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+        .arg(&pgdata)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "initdb: {out:?}");
+    let pg = Proc::spawn(
+        Command::new(bin.join("postgres"))
+            .arg("-D")
+            .arg(&pgdata)
+            .args(["-p", "18450", "-c", "listen_addresses=127.0.0.1", "-k"])
+            .arg(&dir)
+            .uid(uid)
+            .gid(gid),
+        "database system is ready to accept connections",
+    );
+
+    let (grpc, http) = (18451, 18452);
+    let data = dir.join("server");
+    let url = "postgres://postgres@127.0.0.1:18450/postgres";
+    let server_cmd = || {
+        let mut c = kestrel();
+        c.args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{grpc}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--offline-after-secs",
+            "3",
+            "--db",
+            url,
+            "--data",
+        ])
+        .arg(&data);
+        c
+    };
+    let server = Proc::spawn(&mut server_cmd(), "kestrel server listening");
+    assert!(
+        server.stderr().contains("database migrated"),
+        "{}",
+        server.stderr()
+    );
+    // 20 simulated agents enroll, heartbeat and acknowledge a command,
+    // all through PostgreSQL.
+    let out = kestrel()
+        .args([
+            "bench",
+            "server",
+            "--agents",
+            "20",
+            "--heartbeat-secs",
+            "1",
+            "--timeout-secs",
+            "60",
+        ])
+        .args(["--server", &format!("127.0.0.1:{grpc}")])
+        .args(["--api", &format!("https://127.0.0.1:{http}")])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("acknowledged by 20"), "{stdout}");
+    assert!(
+        !data.join("kestrel.db").exists(),
+        "SQLite used instead of PostgreSQL"
+    );
+    // A new server process finds them all in the database.
+    server.stop();
+    let server = Proc::spawn(&mut server_cmd(), "kestrel server listening");
+    assert!(
+        !server.stderr().contains("database migrated"),
+        "migrated twice"
+    );
+    let listed = agents(&data, http);
+    assert_eq!(listed.len(), 20, "{listed:?}");
+    assert!(listed
+        .iter()
+        .all(|a| a["last_heartbeat"].as_i64().unwrap_or(0) > 0));
+    server.stop();
+    pg.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

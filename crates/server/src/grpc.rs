@@ -1,0 +1,151 @@
+//! The agents' gRPC service: enrollment and the per-agent stream.
+
+use std::sync::Arc;
+
+use kestrel_control::pb::{
+    agent_message, control_server::Control, AgentMessage, EnrollRequest, EnrollResponse,
+    ServerMessage,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::{now_ms, Fleet};
+
+/// Implements `kestrel.control.v1.Control`.
+pub struct Service {
+    /// The fleet.
+    pub fleet: Arc<Fleet>,
+    /// SHA-256 of the enrollment token.
+    pub enroll_sha256: String,
+}
+
+fn meta<'a>(req: &'a Request<Streaming<AgentMessage>>, key: &str) -> Option<&'a str> {
+    req.metadata().get(key).and_then(|v| v.to_str().ok())
+}
+
+#[tonic::async_trait]
+impl Control for Service {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        if kestrel_control::sha256_hex(&r.token) != self.enroll_sha256 {
+            tracing::warn!(?peer, agent_id = %r.agent_id, "enrollment refused: bad token");
+            return Err(Status::unauthenticated("bad enrollment token"));
+        }
+        if !kestrel_control::valid_id(&r.agent_id) {
+            return Err(Status::invalid_argument(
+                "agent id must be 1-128 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if let Some((_, true)) = self.fleet.auth(&r.agent_id) {
+            tracing::warn!(?peer, agent_id = %r.agent_id, "enrollment refused: agent revoked");
+            return Err(Status::permission_denied("this agent was revoked"));
+        }
+        let secret = kestrel_control::random_hex(32);
+        let hash = kestrel_control::sha256_hex(&secret);
+        let hostname: String = r.hostname.chars().take(255).collect();
+        let store = self.fleet.store.clone();
+        let (id, h, s) = (r.agent_id.clone(), hostname.clone(), hash.clone());
+        tokio::task::spawn_blocking(move || store.enroll(&id, &h, &s, now_ms()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "enrollment not saved");
+                Status::internal("enrollment not saved")
+            })?;
+        self.fleet.enrolled(&r.agent_id, &hostname, &hash);
+        tracing::info!(?peer, agent_id = %r.agent_id, hostname = %hostname, "agent enrolled");
+        Ok(Response::new(EnrollResponse { secret }))
+    }
+
+    type SessionStream = ReceiverStream<Result<ServerMessage, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let (Some(id), Some(secret)) = (
+            meta(&req, kestrel_control::AGENT_ID_HEADER),
+            meta(&req, kestrel_control::SECRET_HEADER),
+        ) else {
+            return Err(Status::unauthenticated("agent id and secret required"));
+        };
+        let id = id.to_string();
+        match self.fleet.auth(&id) {
+            None => {
+                tracing::warn!(agent_id = %id, "stream refused: unknown agent");
+                return Err(Status::unauthenticated("unknown agent: enroll first"));
+            }
+            Some((_, true)) => {
+                tracing::warn!(agent_id = %id, "stream refused: agent revoked");
+                return Err(Status::permission_denied("this agent was revoked"));
+            }
+            Some((hash, false)) if hash != kestrel_control::sha256_hex(secret) => {
+                tracing::warn!(agent_id = %id, "stream refused: bad secret");
+                return Err(Status::unauthenticated("bad agent secret: enroll again"));
+            }
+            Some(_) => {}
+        }
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let n = self.fleet.open_session(&id, tx);
+        tracing::info!(agent_id = %id, "agent connected");
+        let fleet = self.fleet.clone();
+        tokio::spawn(async move {
+            // Commands queued while the agent was away.
+            let store = fleet.store.clone();
+            let who = id.clone();
+            if let Ok(Ok(undone)) = tokio::task::spawn_blocking(move || store.undone(&who)).await {
+                let sent = fleet.deliver(&undone);
+                if !sent.is_empty() {
+                    let store = fleet.store.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || store.mark_sent(&sent, now_ms())).await;
+                }
+            }
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(agent_id = %id, error = %e, "agent stream error");
+                        break;
+                    }
+                };
+                // A revoked agent's heartbeats end its stream.
+                let accepted = match msg.msg {
+                    Some(agent_message::Msg::Heartbeat(hb)) => fleet.heartbeat(&id, hb),
+                    Some(agent_message::Msg::Result(r)) => {
+                        let store = fleet.store.clone();
+                        let who = id.clone();
+                        let now = now_ms();
+                        match tokio::task::spawn_blocking(move || {
+                            store.finish(&r.id, &who, r.ok, &r.message, now)
+                        })
+                        .await
+                        {
+                            Ok(Ok(true)) => {}
+                            Ok(Ok(false)) => {
+                                tracing::warn!(agent_id = %id, "result for an unknown command")
+                            }
+                            Ok(Err(e)) => tracing::error!(error = %e, "command result not saved"),
+                            Err(e) => tracing::error!(error = %e, "command result not saved"),
+                        }
+                        true
+                    }
+                    None => true,
+                };
+                if !accepted {
+                    break;
+                }
+            }
+            fleet.close_session(&id, n);
+            tracing::info!(agent_id = %id, "agent disconnected");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
