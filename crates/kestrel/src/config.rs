@@ -136,6 +136,12 @@ pub struct AgentSettings {
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
+    /// Also append every raw ring-buffer record to FILE (each a
+    /// little-endian u32 length, then the record), for `kestrel bench
+    /// pipeline --replay FILE`. Off by default.
+    #[arg(long, value_name = "FILE")]
+    pub record_raw: Option<PathBuf>,
+
     /// Log verbosity: error, warn, info, debug or trace. RUST_LOG, when
     /// set, overrides it. [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -163,6 +169,7 @@ pub struct AgentConfig {
     pub file_excludes: Vec<PathBuf>,
     pub file_md5_delay: Duration,
     pub file_md5_max_bytes: u64,
+    pub record_raw: Option<PathBuf>,
 }
 
 impl AgentSettings {
@@ -208,6 +215,7 @@ impl AgentSettings {
             crio_socket: self.crio_socket.or(under.crio_socket),
             containerd_socket: self.containerd_socket.or(under.containerd_socket),
             log_level: self.log_level.or(under.log_level),
+            record_raw: self.record_raw.or(under.record_raw),
         }
     }
 
@@ -340,6 +348,7 @@ impl AgentSettings {
                 1 << 40,
             )?,
             btf: self.btf,
+            record_raw: self.record_raw,
             log_level,
             runtime_sockets: {
                 let d = kestrel_enrich::RuntimeSockets::default();
