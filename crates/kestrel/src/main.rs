@@ -1,6 +1,7 @@
 //! The `kestrel` command.
 
 mod agent;
+mod bench;
 mod config;
 mod inventory;
 mod logins;
@@ -44,6 +45,11 @@ enum Command {
         #[arg(value_enum, default_value = "all")]
         what: inventory::What,
     },
+
+    /// Benchmarks: what Kestrel costs the host (needs root). `bench all`
+    /// prints every table as Markdown for docs/performance.md.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +69,10 @@ fn main() -> ExitCode {
         Command::Inventory { what } => {
             init_logging("warn");
             exit(inventory::run(what))
+        }
+        Command::Bench(cmd) => {
+            init_logging("warn");
+            exit(bench::run(cmd))
         }
     }
 }
