@@ -92,7 +92,7 @@ fn quick_benchmark_prints_every_table() {
 
     // 3. Pipeline: replay stages and live rows, with events counted.
     let replay = table_rows(&md, "### 3. Pipeline", "stage");
-    assert_eq!(replay.len(), 4, "{md}");
+    assert_eq!(replay.len(), 5, "{md}");
     for r in &replay {
         assert!(col(r, 1).parse::<u64>().unwrap() > 0, "{r}");
     }

@@ -25,6 +25,14 @@ const RULE: &[&str] = &[
 ];
 const NEVER_TASK: &[&str] = &["-a", "never,task"];
 
+/// Adds `-a never,task` unless an earlier run left it in place.
+fn never_task() -> Result<()> {
+    match auditctl(NEVER_TASK) {
+        Err(e) if format!("{e}").contains("exists") => Ok(()),
+        r => r.map(drop),
+    }
+}
+
 fn auditctl(args: &[&str]) -> Result<String> {
     let out = Command::new("auditctl")
         .args(args)
@@ -100,7 +108,7 @@ impl Audit {
         // The default backlog of 64 overflows under a storm; 8192 is what
         // distributions' rule files set.
         auditctl(&["-b", "8192"])?;
-        auditctl(NEVER_TASK)?;
+        never_task()?;
         auditctl(&["-e", "0"])?;
         let (_, pid, _) = status()?;
         a.describe = format!(
@@ -133,7 +141,7 @@ impl Audit {
             auditctl(&del)?;
             self.rules_on = false;
         }
-        auditctl(NEVER_TASK)?;
+        never_task()?;
         Ok(())
     }
 
