@@ -35,6 +35,9 @@ pub enum HashMiss {
 pub struct Md5Cache {
     cache: LruCache<FileKey, String>,
     max_bytes: u64,
+    /// Read buffer, kept between hashes: a fresh 64 KiB one per file cost
+    /// an allocation, a memset and heap consolidation on every miss.
+    buf: Vec<u8>,
 }
 
 impl Md5Cache {
@@ -43,6 +46,7 @@ impl Md5Cache {
         Md5Cache {
             cache: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap()),
             max_bytes,
+            buf: Vec::new(),
         }
     }
 
@@ -77,10 +81,13 @@ impl Md5Cache {
             return Err(HashMiss::TooLarge);
         }
         let mut hasher = Md5::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 64 * 1024];
+        }
+        let buf = &mut self.buf;
         let mut total = 0u64;
         loop {
-            let n = f.read(&mut buf).map_err(|_| HashMiss::Unreadable)?;
+            let n = f.read(buf).map_err(|_| HashMiss::Unreadable)?;
             if n == 0 {
                 break;
             }

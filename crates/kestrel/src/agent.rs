@@ -49,6 +49,9 @@ struct Collector {
     stop: Arc<AtomicBool>,
     max_delay_ns: u64,
     last_decode_warning: Option<Instant>,
+    /// `--record-raw`: every record, length-prefixed, for replay by
+    /// `kestrel bench pipeline`. Dropped (and logged) at the first error.
+    record_raw: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Collector {
@@ -56,6 +59,16 @@ impl Collector {
     /// used only when the output thread is gone.
     fn on_record(&mut self, data: &[u8]) -> i32 {
         self.shared.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = &mut self.record_raw {
+            use std::io::Write;
+            let r = w
+                .write_all(&(data.len() as u32).to_le_bytes())
+                .and_then(|()| w.write_all(data));
+            if let Err(e) = r {
+                tracing::error!(error = %e, "recording raw records failed; recording stopped");
+                self.record_raw = None;
+            }
+        }
         let rec = match decode(data) {
             Ok(r) => r,
             Err(e) => {
@@ -223,6 +236,13 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             .context("starting the file hashing thread")?
     };
 
+    let record_raw = match &cfg.record_raw {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("creating the raw record file {}", p.display()))?,
+        )),
+        None => None,
+    };
     let collector = RefCell::new(Collector {
         enricher: Enricher::new(EnrichConfig {
             exe_md5_max_bytes: cfg.exe_md5_max_bytes,
@@ -238,6 +258,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         stop: stop.clone(),
         max_delay_ns: 0,
         last_decode_warning: None,
+        record_raw,
     });
     let ring = probes.ring_buffer(|data: &[u8]| collector.borrow_mut().on_record(data))?;
 
@@ -294,7 +315,13 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     probes.detach();
     let _ = ring.consume();
     drop(ring);
-    let collector = collector.into_inner();
+    let mut collector = collector.into_inner();
+    if let Some(mut w) = collector.record_raw.take() {
+        use std::io::Write;
+        if let Err(e) = w.flush() {
+            tracing::error!(error = %e, "writing the raw record file failed");
+        }
+    }
     let (enrich_counters, max_delay_ns) = (collector.enricher.counters(), collector.max_delay_ns);
     let rt = runtime_counts(collector.enricher.runtime_counters());
     // Closing the queue ends the output thread once it has written it all.

@@ -142,6 +142,12 @@ pub struct AgentSettings {
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
+    /// Also append every raw ring-buffer record to FILE (each a
+    /// little-endian u32 length, then the record), for `kestrel bench
+    /// pipeline --replay FILE`. Off by default.
+    #[arg(long, value_name = "FILE")]
+    pub record_raw: Option<PathBuf>,
+
     /// Log verbosity: error, warn, info, debug or trace. RUST_LOG, when
     /// set, overrides it. [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -195,6 +201,7 @@ pub struct AgentConfig {
     pub file_md5_delay: Duration,
     pub file_md5_max_bytes: u64,
     pub control: Option<crate::control::ControlConfig>,
+    pub record_raw: Option<PathBuf>,
 }
 
 impl AgentSettings {
@@ -248,6 +255,7 @@ impl AgentSettings {
             enroll_token_file: self.enroll_token_file.or(under.enroll_token_file),
             heartbeat_secs: self.heartbeat_secs.or(under.heartbeat_secs),
             hostname: self.hostname.or(under.hostname),
+            record_raw: self.record_raw.or(under.record_raw),
         }
     }
 
@@ -424,6 +432,7 @@ impl AgentSettings {
                 1 << 40,
             )?,
             btf: self.btf,
+            record_raw: self.record_raw,
             log_level,
             runtime_sockets: {
                 let d = kestrel_enrich::RuntimeSockets::default();

@@ -278,8 +278,19 @@ impl Runtime {
 
 /// Scans for rootkits on the server's command, sending findings through
 /// `tx`; returns the summary.
-fn run_rootkit_scan(_tx: &Sender<Event>) -> Result<String> {
-    Err(anyhow!("rootkit scanning is not built into this agent"))
+fn run_rootkit_scan(tx: &Sender<Event>) -> Result<String> {
+    let report = kestrel_scan::rootkit::scan(&kestrel_scan::rootkit::Options::default())
+        .map_err(|e| anyhow!("the rootkit scan could not run: {e}"))?;
+    for w in &report.warnings {
+        tracing::warn!("rootkit scan: {w}");
+    }
+    let findings = report.events.len();
+    for ev in report.events {
+        tx.send(ev)
+            .map_err(|_| anyhow!("the agent is stopping: findings not sent"))?;
+    }
+    tracing::info!(findings, "{}", report.summary);
+    Ok(report.summary)
 }
 
 /// Re-executes the agent (`/proc/self/exe`, same arguments); returns only

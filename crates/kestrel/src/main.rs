@@ -1,6 +1,7 @@
 //! The `kestrel` command.
 
 mod agent;
+mod bench;
 mod config;
 mod control;
 mod inventory;
@@ -64,18 +65,10 @@ enum Command {
     /// Query and command the control server (needs its admin token).
     Ctl(kestrel_server::ctl::CtlArgs),
 
-    /// Benchmarks.
-    Bench {
-        #[command(subcommand)]
-        what: BenchCmd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCmd {
-    /// Simulate N agents, each over its own TLS connection, against a
-    /// control server; check all are online and a command reaches all.
-    Server(kestrel_server::bench::BenchArgs),
+    /// Benchmarks: what Kestrel costs the host (needs root). `bench all`
+    /// prints every table as Markdown for docs/performance.md.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,11 +101,9 @@ fn main() -> ExitCode {
             init_logging("warn");
             exit(kestrel_server::ctl::run(args))
         }
-        Command::Bench {
-            what: BenchCmd::Server(args),
-        } => {
+        Command::Bench(cmd) => {
             init_logging("warn");
-            exit(kestrel_server::bench::run(args))
+            exit(bench::run(cmd))
         }
     }
 }

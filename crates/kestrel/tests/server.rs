@@ -299,6 +299,14 @@ fn two_agents_commands_offline_and_server_restart() {
     .unwrap_or_else(|| panic!("events_total not counted: {detail}"));
     assert_eq!(detail["commands"][0]["kind"], "inventory", "{detail}");
 
+    // scan-rootkit: runs the real scan in the agent; this host is clean,
+    // the result is the scan's summary with its per-table counts.
+    let r = command(&data, http, &id_a, &["scan-rootkit"]);
+    assert_eq!(r["status"], "ok", "{r}");
+    let summary = r["result"].as_str().unwrap();
+    assert!(summary.contains("x64_sys_call 0/"), "{r}");
+    assert!(summary.contains("0 findings"), "{r}");
+
     // config: exec events off, then on again; an exec made while they
     // are off is not written, one made after is.
     let (m1, m2) = (marker("off"), marker("on"));

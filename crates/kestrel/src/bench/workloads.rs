@@ -1,0 +1,308 @@
+//! Micro-workloads, each timed in-process as nanoseconds per operation.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// One kind of operation the agent may (or must not) pay for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// fork+execve of /bin/true (std's spawn: clone(CLONE_VFORK) + execve), waited for.
+    Exec,
+    /// TCP connect + close (RST, no TIME_WAIT) to a local listener.
+    Connect,
+    /// UDP DNS query to a local responder on port 53, reply read with recvfrom.
+    Dns,
+    /// open(O_CREAT|O_EXCL) + close + unlink in a scratch directory.
+    FileCreate,
+    /// open + close of an existing file (Kestrel must not pay for this).
+    OpenExisting,
+    /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
+    Getppid,
+}
+
+impl Kind {
+    /// Every workload, in report order.
+    pub const ALL: [Kind; 6] = [
+        Kind::Exec,
+        Kind::Connect,
+        Kind::Dns,
+        Kind::FileCreate,
+        Kind::OpenExisting,
+        Kind::Getppid,
+    ];
+
+    /// Short name used in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec storm (spawn /bin/true)",
+            Kind::Connect => "connect storm (TCP connect+close)",
+            Kind::Dns => "DNS storm (UDP query+recvfrom)",
+            Kind::FileCreate => "file-create storm (create+unlink)",
+            Kind::OpenExisting => "open existing file (open+close)",
+            Kind::Getppid => "null syscall (getppid)",
+        }
+    }
+
+    /// Operations per measurement: long enough to swamp timer noise.
+    pub fn iterations(self, quick: bool) -> u64 {
+        let (full, q) = match self {
+            Kind::Exec => (2_000, 100),
+            Kind::Connect => (20_000, 1_000),
+            Kind::Dns => (20_000, 1_000),
+            Kind::FileCreate => (20_000, 1_000),
+            Kind::OpenExisting => (200_000, 5_000),
+            Kind::Getppid => (2_000_000, 100_000),
+        };
+        if quick {
+            q
+        } else {
+            full
+        }
+    }
+}
+
+/// The local services the workloads talk to, alive for the whole run.
+pub struct Env {
+    pub tcp: SocketAddr,
+    pub dns: SocketAddr,
+    pub dir: PathBuf,
+    pub existing: PathBuf,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// Ports given to this benchmark (127.0.0.1:18600..18699).
+pub const TCP_PORT: u16 = 18600;
+
+impl Env {
+    /// Starts the TCP listener and the DNS responder and makes the scratch
+    /// directory.
+    pub fn start(dir: &Path) -> Result<Env> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = (TCP_PORT..TCP_PORT + 20)
+            .find_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .context("no free TCP port in 127.0.0.1:18600..18619")?;
+        let tcp = listener.local_addr()?;
+        {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("bench-listener".into())
+                .spawn(move || {
+                    for s in listener.incoming() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        drop(s);
+                    }
+                })?;
+        }
+        // The agent's DNS probe copies only datagrams from port 53.
+        let candidates = ["127.0.0.3:53", "127.0.86.53:53", "127.0.87.53:53"];
+        let sock = candidates
+            .iter()
+            .find_map(|a| UdpSocket::bind(a).ok())
+            .with_context(|| format!("cannot bind a DNS responder on any of {candidates:?}"))?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let dns = sock.local_addr()?;
+        {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("bench-dns".into())
+                .spawn(move || responder(sock, stop))?;
+        }
+        let dir = dir.join("files");
+        std::fs::create_dir_all(&dir)?;
+        let existing = dir.join("existing");
+        std::fs::write(&existing, b"kestrel bench\n")?;
+        Ok(Env {
+            tcp,
+            dns,
+            dir,
+            existing,
+            stop: Some(stop),
+        })
+    }
+
+    /// The services of another process's `Env` (a worker's view).
+    pub fn remote(tcp: SocketAddr, dns: SocketAddr, dir: PathBuf, existing: PathBuf) -> Env {
+        Env {
+            tcp,
+            dns,
+            dir,
+            existing,
+            stop: None,
+        }
+    }
+
+    /// Runs `n` operations of `kind`; returns ns per operation.
+    pub fn measure(&self, kind: Kind, n: u64) -> Result<f64> {
+        let t = Instant::now();
+        self.run(kind, n, None)?;
+        Ok(t.elapsed().as_nanos() as f64 / n.max(1) as f64)
+    }
+
+    /// Runs `n` operations of `kind`, at most `rate` per second if given.
+    pub fn run(&self, kind: Kind, n: u64, rate: Option<f64>) -> Result<()> {
+        let start = Instant::now();
+        let mut op = self.op(kind)?;
+        for i in 0..n {
+            if let Some(r) = rate {
+                let due = start + Duration::from_secs_f64(i as f64 / r);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            op(i)?;
+        }
+        Ok(())
+    }
+
+    /// One operation of `kind` as a closure (set-up done once).
+    pub fn op(&self, kind: Kind) -> Result<Box<dyn FnMut(u64) -> Result<()> + '_>> {
+        Ok(match kind {
+            Kind::Exec => Box::new(|_| {
+                let st = std::process::Command::new("/bin/true")
+                    .status()
+                    .context("spawning /bin/true")?;
+                if !st.success() {
+                    bail!("/bin/true failed: {st}");
+                }
+                Ok(())
+            }),
+            Kind::Connect => Box::new(|_| {
+                let s = TcpStream::connect(self.tcp).context("connecting to the listener")?;
+                // Linger 0: close sends RST, so no TIME_WAIT piles up and
+                // ephemeral ports never run out.
+                let l = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: valid socket fd and a linger struct of the right size.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &l as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as u32,
+                    )
+                };
+                Ok(())
+            }),
+            Kind::Dns => {
+                let sock = UdpSocket::bind((self.dns.ip(), 0))?;
+                sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut q = query(0);
+                let mut buf = [0u8; 512];
+                Box::new(move |i| {
+                    let id = (i & 0xffff) as u16;
+                    q[..2].copy_from_slice(&id.to_be_bytes());
+                    sock.send_to(&q, self.dns)?;
+                    // std's recv_from is recvfrom(2): the syscall whose exit
+                    // the agent's DNS probe watches.
+                    let (n, _) = sock
+                        .recv_from(&mut buf)
+                        .context("no reply from the DNS responder")?;
+                    if n < 12 || buf[..2] != id.to_be_bytes() {
+                        bail!("unexpected DNS reply");
+                    }
+                    Ok(())
+                })
+            }
+            Kind::FileCreate => {
+                let base = self.dir.join("c").into_os_string();
+                Box::new(move |i| {
+                    let mut p = base.as_bytes().to_vec();
+                    p.extend_from_slice(format!("{i}\0").as_bytes());
+                    // SAFETY: p is NUL-terminated.
+                    let fd = unsafe {
+                        libc::open(
+                            p.as_ptr().cast(),
+                            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                            0o600,
+                        )
+                    };
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error()).context("creating a file");
+                    }
+                    // SAFETY: fd was just opened; p is NUL-terminated.
+                    unsafe {
+                        libc::close(fd);
+                        libc::unlink(p.as_ptr().cast());
+                    }
+                    Ok(())
+                })
+            }
+            Kind::OpenExisting => {
+                let mut p = self.existing.as_os_str().as_bytes().to_vec();
+                p.push(0);
+                Box::new(move |_| {
+                    // SAFETY: p is NUL-terminated.
+                    let fd =
+                        unsafe { libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error()).context("opening a file");
+                    }
+                    // SAFETY: fd was just opened.
+                    unsafe { libc::close(fd) };
+                    Ok(())
+                })
+            }
+            Kind::Getppid => Box::new(|_| {
+                // SAFETY: getppid takes no arguments and cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+                Ok(())
+            }),
+        })
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop {
+            stop.store(true, Ordering::Relaxed);
+            // Wake the listener so it sees `stop`.
+            let _ = TcpStream::connect(self.tcp).map(|mut s| s.read(&mut [0u8; 1]));
+        }
+    }
+}
+
+/// An A query for "bench.kestrel.test" with id 0, recursion desired.
+fn query(id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(40);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["bench", "kestrel", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Answers every query with one A record, 192.0.2.1 (documentation range).
+fn responder(sock: UdpSocket, stop: Arc<AtomicBool>) {
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if n < 17 {
+            continue;
+        }
+        let mut a = buf[..n].to_vec();
+        a[2] = 0x81;
+        a[3] = 0x80;
+        a[7] = 1;
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let _ = sock.send_to(&a, peer);
+    }
+}
