@@ -2,8 +2,10 @@
 
 mod agent;
 mod config;
+mod identity;
 mod inventory;
 mod logins;
+mod metrics;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -148,7 +148,9 @@ impl KafkaSpec {
             let num = |lo: u64, hi: u64| -> Result<u64, BadKafkaSpec> {
                 match v.parse::<u64>() {
                     Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-                    _ => bad(format!("kafka option {k}={v:?}: must be between {lo} and {hi}")),
+                    _ => bad(format!(
+                        "kafka option {k}={v:?}: must be between {lo} and {hi}"
+                    )),
                 }
             };
             let flag = || match v {
@@ -255,9 +257,15 @@ impl KafkaSpec {
             .set("acks", &self.acks)
             .set("enable.idempotence", self.idempotence.to_string())
             .set("linger.ms", self.linger_ms.to_string())
-            .set("batch.size", self.batch_bytes.min(i32::MAX as u64).to_string())
+            .set(
+                "batch.size",
+                self.batch_bytes.min(i32::MAX as u64).to_string(),
+            )
             .set("message.timeout.ms", self.message_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", (MAX_INFLIGHT * 2).to_string())
+            .set(
+                "queue.buffering.max.messages",
+                (MAX_INFLIGHT * 2).to_string(),
+            )
             .set("queue.buffering.max.kbytes", "262144")
             .set("reconnect.backoff.max.ms", "2000")
             .set("topic.metadata.refresh.interval.ms", "10000");
@@ -292,7 +300,10 @@ impl KafkaSpec {
             let pw = std::fs::read_to_string(pf).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("kafka: cannot read sasl_password_file {}: {e}", pf.display()),
+                    format!(
+                        "kafka: cannot read sasl_password_file {}: {e}",
+                        pf.display()
+                    ),
                 )
             })?;
             c.set("sasl.mechanisms", m)
@@ -683,16 +694,19 @@ impl Sender {
             }
 
             // Hand records to librdkafka, in order.
+            let mut blocked = false;
             while let Some((index, payload)) = pending.front() {
                 let index = *index;
                 let topic = topic_of(&self.spec.topic, payload);
                 if !verified.contains(topic.as_ref()) {
+                    blocked = true;
                     if Instant::now() < next_check || stop_at.is_some() {
                         break;
                     }
                     next_check = Instant::now() + Duration::from_secs(2);
                     match self.check_topic(&topic) {
                         Ok(()) => {
+                            blocked = false;
                             tracing::info!(topic = %topic, brokers = %self.spec.brokers, "kafka: topic reachable");
                             verified.insert(topic.into_owned());
                             self.stats.broker_up.store(1, Ordering::Relaxed);
@@ -754,7 +768,9 @@ impl Sender {
                 let caught_up = pending.is_empty()
                     && inflight.is_empty()
                     && cur.index() >= self.spool.lock().unwrap().next_index();
-                if caught_up || Instant::now() >= t {
+                // Nothing in flight and no reachable topic: waiting is vain.
+                let stuck = blocked && inflight.is_empty();
+                if caught_up || stuck || Instant::now() >= t {
                     break;
                 }
             }

@@ -20,6 +20,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -172,7 +173,10 @@ fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
         _ => e,
     })?;
     if crc(len, buf) != sum {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "checksum mismatch"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "checksum mismatch",
+        ));
     }
     Ok(Some(()))
 }
@@ -189,6 +193,9 @@ impl Spool {
             )
         };
         fs::create_dir_all(&cfg.dir).map_err(|e| ctx("cannot create", e))?;
+        // Events name users, commands and peers: for root only.
+        fs::set_permissions(&cfg.dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| ctx("cannot set permissions", e))?;
         let stats = Arc::new(SpoolStats::default());
         let committed = match fs::read_to_string(cfg.dir.join("committed")) {
             Ok(s) => s.trim().parse::<u64>().unwrap_or_else(|_| {
@@ -226,7 +233,10 @@ impl Spool {
                 .write(true)
                 .open(&path)
                 .map_err(|e| ctx("cannot open a segment", e))?;
-            let size = f.metadata().map_err(|e| ctx("cannot stat a segment", e))?.len();
+            let size = f
+                .metadata()
+                .map_err(|e| ctx("cannot stat a segment", e))?
+                .len();
             let mut r = io::BufReader::with_capacity(256 << 10, &mut f);
             let (mut count, mut good) = (0u64, 0u64);
             loop {
@@ -249,7 +259,8 @@ impl Spool {
             }
             drop(r);
             if good < size {
-                f.set_len(good).map_err(|e| ctx("cannot truncate a segment", e))?;
+                f.set_len(good)
+                    .map_err(|e| ctx("cannot truncate a segment", e))?;
                 f.sync_all().map_err(|e| ctx("cannot sync a segment", e))?;
             }
             if count == 0 || first + count <= committed {
@@ -278,7 +289,10 @@ impl Spool {
             epoch: 0,
             stats,
         };
-        spool.stats.recovered.store(spool.pending(), Ordering::Relaxed);
+        spool
+            .stats
+            .recovered
+            .store(spool.pending(), Ordering::Relaxed);
         spool.update_gauges();
         Ok(spool)
     }
@@ -323,7 +337,9 @@ impl Spool {
     }
 
     fn update_gauges(&self) {
-        self.stats.bytes.store(self.total_bytes(), Ordering::Relaxed);
+        self.stats
+            .bytes
+            .store(self.total_bytes(), Ordering::Relaxed);
         self.stats.pending.store(self.pending(), Ordering::Relaxed);
     }
 
@@ -383,8 +399,11 @@ impl Spool {
             .create(true)
             .truncate(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+            })?;
         self.active = Some(BufWriter::with_capacity(256 << 10, f));
         self.segments.push_back(Segment {
             first: self.next,
@@ -602,7 +621,11 @@ mod tests {
     }
 
     fn rec(i: u64) -> Vec<u8> {
-        format!("{{\"n\":\"{i}\",\"pad\":\"{}\"}}", "x".repeat((i % 50) as usize)).into_bytes()
+        format!(
+            "{{\"n\":\"{i}\",\"pad\":\"{}\"}}",
+            "x".repeat((i % 50) as usize)
+        )
+        .into_bytes()
     }
 
     fn read_all(s: &mut Spool) -> Vec<(u64, Vec<u8>)> {
@@ -718,10 +741,16 @@ mod tests {
             fs::write(victim, &bytes).unwrap();
             let mut s = Spool::open(cfg(d.path(), 1 << 20, 8192, FullPolicy::DropNewest)).unwrap();
             let got = read_all(&mut s);
-            assert!(got.len() < originals.len(), "round {round}: corruption unnoticed");
+            assert!(
+                got.len() < originals.len(),
+                "round {round}: corruption unnoticed"
+            );
             assert!(s.stats().corrupt.load(Ordering::Relaxed) >= 1);
             for (idx, p) in &got {
-                assert_eq!(p, &originals[*idx as usize], "round {round}: garbage at {idx}");
+                assert_eq!(
+                    p, &originals[*idx as usize],
+                    "round {round}: garbage at {idx}"
+                );
             }
         }
     }
