@@ -53,7 +53,8 @@ impl Broker {
     fn restart(&mut self) {
         assert!(self.child.is_none());
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(format!("/tmp/kafka-broker-{}.log", self.port)).unwrap();
+        std::fs::create_dir_all("/tmp/kafka-brokers").unwrap();
+        let log = std::fs::File::create(format!("/tmp/kafka-brokers/{}.log", self.port)).unwrap();
         let child = Command::new(tansu())
             .args([
                 "broker",

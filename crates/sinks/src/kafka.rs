@@ -679,7 +679,10 @@ impl Sender {
                 if stop_at.is_some() {
                     break;
                 }
-                std::thread::sleep(backoff);
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(8));
                 continue;
             }
