@@ -490,7 +490,9 @@ fn broker_killed_then_back_after_20s_loses_nothing() {
     });
     let counters = agent.stop();
     assert_eq!(counters["spool_pending"], 0, "{counters:?}");
-    assert!(counters["retried"] > 0 || counters["replayed"] > 0 || peak_pending > 0);
+    // What was in flight at the kill timed out and was sent again.
+    assert!(counters["retried"] > 0, "{counters:?}");
+    assert!(counters["replayed"] > 0, "{counters:?}");
     after.catch_up(&broker.addr(), topic);
     let second = after.finish();
     let mut all = first.ids.clone();
