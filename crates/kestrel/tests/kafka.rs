@@ -304,7 +304,7 @@ impl Load {
                         let _ = TcpStream::connect(("127.0.0.1", port));
                     }
                     // Leave the agent room: this is load, not a flood.
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }));
         }
