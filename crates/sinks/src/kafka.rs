@@ -574,6 +574,7 @@ impl Sender {
         let mut next_check = Instant::now();
         let mut last_check_log: Option<Instant> = None;
         let mut rewind = false;
+        let mut rewind_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(500);
         let mut acked_since_start = false;
         let mut epoch = self.spool.lock().unwrap().epoch();
@@ -620,12 +621,26 @@ impl Sender {
                     }
                 }
             }
-            let mut upto = None;
-            while inflight.front().is_some_and(|f| f.acked) {
-                upto = Some(inflight.pop_front().unwrap().index + 1);
-            }
             {
                 let mut spool = self.spool.lock().unwrap();
+                // Records below the committed index that are acknowledged
+                // now were counted dropped when drop-oldest deleted their
+                // segment while they were in flight: they made it after all.
+                let committed = spool.committed();
+                let mut upto = None;
+                let mut undrop = 0;
+                while inflight.front().is_some_and(|f| f.acked) {
+                    let f = inflight.pop_front().unwrap();
+                    if f.index < committed {
+                        undrop += 1;
+                    } else {
+                        upto = Some(f.index + 1);
+                    }
+                }
+                self.stats
+                    .spool
+                    .dropped
+                    .fetch_sub(undrop, Ordering::Relaxed);
                 if let Some(i) = upto {
                     spool.commit(i);
                 }
@@ -657,22 +672,39 @@ impl Sender {
 
             if rewind {
                 if inflight.iter().any(|f| !f.acked && !f.failed) {
-                    // Cancel what librdkafka still holds; reports follow.
-                    self.producer
-                        .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                    self.producer.poll(Duration::from_millis(100));
-                    if inflight.iter().any(|f| !f.acked && !f.failed) {
-                        if stop_at.is_some_and(|t| Instant::now() >= t) {
-                            break;
-                        }
+                    // Give outstanding reports a second, then start a new
+                    // producer: that drops what the old one held. Purging
+                    // an idempotent producer would make it bump its epoch,
+                    // which some brokers (tansu) do not support, and waiting
+                    // for every report can hang there as well.
+                    let since = *rewind_since.get_or_insert_with(Instant::now);
+                    if stop_at.is_some_and(|t| Instant::now() >= t) {
+                        break;
+                    }
+                    if since.elapsed() < Duration::from_secs(1) {
                         continue;
                     }
-                    continue;
+                    match new_producer(&self.config) {
+                        Ok(p) => self.producer = p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "kafka: cannot create a producer");
+                            continue;
+                        }
+                    }
                 }
+                rewind_since = None;
+                let committed = self.spool.lock().unwrap().committed();
+                let undrop = inflight
+                    .iter()
+                    .filter(|f| f.acked && f.index < committed)
+                    .count() as u64;
+                self.stats
+                    .spool
+                    .dropped
+                    .fetch_sub(undrop, Ordering::Relaxed);
                 inflight.clear();
                 pending.clear();
                 verified.clear();
-                let committed = self.spool.lock().unwrap().committed();
                 cur = Cursor::at(committed);
                 rewind = false;
                 self.stats.broker_up.store(0, Ordering::Relaxed);
@@ -696,41 +728,33 @@ impl Sender {
                 }
             }
 
-            // Hand records to librdkafka, in order.
+            // Hand records to librdkafka, in order. The spool stays locked
+            // meanwhile: drop-oldest must not delete a record between the
+            // check below and its send, or it would be counted dropped and
+            // delivered too.
             let mut blocked = false;
+            let mut to_check = None;
+            let spool_arc = self.spool.clone();
+            let spool = spool_arc.lock().unwrap();
+            if spool.epoch() != epoch {
+                pending.clear();
+            }
             while let Some((index, payload)) = pending.front() {
                 let index = *index;
+                if index < spool.committed() {
+                    pending.pop_front();
+                    continue;
+                }
                 let topic = topic_of(&self.spec.topic, payload);
                 if !verified.contains(topic.as_ref()) {
                     blocked = true;
                     if Instant::now() < next_check || stop_at.is_some() {
                         break;
                     }
+                    // Checked with the spool unlocked: it may take seconds.
                     next_check = Instant::now() + Duration::from_secs(2);
-                    match self.check_topic(&topic) {
-                        Ok(()) => {
-                            blocked = false;
-                            tracing::info!(topic = %topic, brokers = %self.spec.brokers, "kafka: topic reachable");
-                            verified.insert(topic.into_owned());
-                            self.stats.broker_up.store(1, Ordering::Relaxed);
-                            backoff = Duration::from_millis(500);
-                            last_check_log = None;
-                            continue;
-                        }
-                        Err(why) => {
-                            self.stats.broker_up.store(0, Ordering::Relaxed);
-                            if last_check_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                            {
-                                tracing::error!(
-                                    brokers = %self.spec.brokers, topic = %topic,
-                                    spool = %self.spool.lock().unwrap().dir().display(),
-                                    "kafka: {why}; events are kept in the spool until it can be delivered"
-                                );
-                                last_check_log = Some(Instant::now());
-                            }
-                            break;
-                        }
-                    }
+                    to_check = Some(topic.into_owned());
+                    break;
                 }
                 let rec = BaseRecord::with_opaque_to(topic.as_ref(), index as usize)
                     .key(self.key.as_str())
@@ -767,10 +791,34 @@ impl Sender {
                 }
             }
 
+            let next_index = spool.next_index();
+            let dir = spool.dir().to_path_buf();
+            drop(spool);
+            if let Some(topic) = to_check {
+                match self.check_topic(&topic) {
+                    Ok(()) => {
+                        blocked = false;
+                        tracing::info!(topic = %topic, brokers = %self.spec.brokers, "kafka: topic reachable");
+                        verified.insert(topic);
+                        self.stats.broker_up.store(1, Ordering::Relaxed);
+                        backoff = Duration::from_millis(500);
+                        last_check_log = None;
+                    }
+                    Err(why) => {
+                        self.stats.broker_up.store(0, Ordering::Relaxed);
+                        if last_check_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            tracing::error!(
+                                brokers = %self.spec.brokers, topic = %topic, spool = %dir.display(),
+                                "kafka: {why}; events are kept in the spool until it can be delivered"
+                            );
+                            last_check_log = Some(Instant::now());
+                        }
+                    }
+                }
+            }
             if let Some(t) = stop_at {
-                let caught_up = pending.is_empty()
-                    && inflight.is_empty()
-                    && cur.index() >= self.spool.lock().unwrap().next_index();
+                let caught_up =
+                    pending.is_empty() && inflight.is_empty() && cur.index() >= next_index;
                 // Nothing in flight and no reachable topic: waiting is vain.
                 let stuck = blocked && inflight.is_empty();
                 if caught_up || stuck || Instant::now() >= t {
