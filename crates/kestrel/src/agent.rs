@@ -34,6 +34,9 @@ struct Shared {
     userspace: AtomicU64,
     /// Anti-rootkit scans that could not run (the reason is logged).
     rootkit_scan_failures: AtomicU64,
+    /// Kernel counters per probe (name, submitted, lost), refreshed by the
+    /// collecting thread about every second for the metrics endpoint.
+    kernel: std::sync::Mutex<Vec<(&'static str, u64, u64)>>,
     /// The collecting thread has drained the ring buffer and stopped: the
     /// output thread writes what is queued and ends, without waiting for
     /// user-space sources (one may be blocked reading journalctl).
@@ -133,10 +136,16 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone())
         .context("installing signal handlers")?;
 
+    let identity = crate::identity::load(&cfg.state_dir)?;
+    let kafka_id = kestrel_sinks::KafkaIdentity {
+        agent_id: identity.agent_id.clone(),
+        state_dir: cfg.state_dir.clone(),
+    };
     let sink = cfg
         .output
-        .open()
+        .open(&kafka_id)
         .with_context(|| format!("opening output {}", cfg.output))?;
+    let kafka = sink.kafka_stats();
 
     let mut probes = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.ring_buffer_bytes,
@@ -167,14 +176,29 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             )
         }));
     }
+    if let Some(addr) = cfg.metrics {
+        crate::metrics::serve(addr, metrics_page(shared.clone(), kafka.clone()))?;
+    }
     let (tx, rx) = crossbeam_channel::bounded(cfg.queue_events);
     let output = {
         let shared = shared.clone();
         let stop = stop.clone();
         let ctl = ctl.clone();
+        let ids = format!("{}-{}", identity.agent_id, identity.run);
+        let kafka_id = kafka_id.clone();
         std::thread::Builder::new()
             .name("kestrel-output".into())
-            .spawn(move || output_loop(sink, rx, reopen, stop, shared, ctl))
+            .spawn(move || {
+                output_loop(
+                    sink,
+                    rx,
+                    reopen,
+                    stop,
+                    shared,
+                    ctl,
+                    OutputIdentity { ids, kafka_id },
+                )
+            })
             .context("starting the output thread")?
     };
 
@@ -272,6 +296,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
 
     let mut last_stats = Instant::now();
     let mut last_publish = Instant::now();
+    let mut last_kernel = Instant::now() - Duration::from_secs(1);
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
         // Records submitted without a wakeup are collected here at the
@@ -291,8 +316,12 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         }
         ctl.serve_probes(&probes);
         if last_publish.elapsed() >= Duration::from_secs(1) {
-            publish(&ctl, &probes, &shared);
+            publish(&ctl, &probes, &shared, kafka.as_deref());
             last_publish = Instant::now();
+        }
+        if cfg.metrics.is_some() && last_kernel.elapsed() >= Duration::from_secs(1) {
+            *shared.kernel.lock().unwrap() = kernel_counts(&probes);
+            last_kernel = Instant::now();
         }
         if last_stats.elapsed() >= cfg.stats_interval {
             let c = collector.borrow();
@@ -305,6 +334,9 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
                 c.max_delay_ns,
                 "periodic",
             );
+            if let Some(k) = &kafka {
+                log_kafka(k, "periodic");
+            }
             last_stats = Instant::now();
         }
     }
@@ -333,6 +365,9 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         result = Err(anyhow::anyhow!("the output thread panicked"));
     }
     log_counters(&probes, &shared, enrich_counters, rt, max_delay_ns, "final");
+    if let Some(k) = &kafka {
+        log_kafka(k, "final");
+    }
     tracing::info!(
         target: "kestrel::stats",
         filtered = ctl.filtered.load(Ordering::Relaxed),
@@ -345,11 +380,18 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
 }
 
 /// Counters for the control server's heartbeats.
-fn publish(ctl: &crate::control::Runtime, probes: &Probes, shared: &Shared) {
+fn publish(
+    ctl: &crate::control::Runtime,
+    probes: &Probes,
+    shared: &Shared,
+    kafka: Option<&kestrel_sinks::KafkaStats>,
+) {
     ctl.publish(crate::control::Stats {
         emitted: shared.emitted.load(Ordering::Relaxed),
         write_errors: shared.write_errors.load(Ordering::Relaxed),
         kernel_lost: probes.counters().map(|k| k.lost()).unwrap_or(0),
+        spool_bytes: kafka.map_or(0, |k| k.spool.bytes.load(Ordering::Relaxed)),
+        spool_dropped: kafka.map_or(0, |k| k.dropped()),
     });
 }
 
@@ -510,8 +552,124 @@ fn log_counters(
     );
 }
 
+/// Per-probe kernel counters: (probe, submitted, lost).
+fn kernel_counts(probes: &Probes) -> Vec<(&'static str, u64, u64)> {
+    let Ok(k) = probes.counters() else {
+        return Vec::new();
+    };
+    [
+        ("exec", &k.exec),
+        ("connect", &k.connect),
+        ("ptrace", &k.ptrace),
+        ("dns", &k.dns),
+        ("cred", &k.cred),
+        ("module", &k.module),
+        ("file", &k.file),
+    ]
+    .into_iter()
+    .map(|(n, c)| (n, c.submitted, c.ringbuf_full + c.errors))
+    .collect()
+}
+
+/// The `/metrics` page: pipeline counters, kernel counters per probe (as
+/// of the last refresh), and the Kafka output's when it is the sink.
+fn metrics_page(
+    shared: Arc<Shared>,
+    kafka: Option<Arc<kestrel_sinks::KafkaStats>>,
+) -> crate::metrics::Render {
+    use crate::metrics::{labelled, metric};
+    Arc::new(move |out: &mut String| {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metric(
+            out,
+            "kestrel_received_total",
+            "counter",
+            "Records read from the kernel ring buffer.",
+            g(&shared.received),
+        );
+        metric(
+            out,
+            "kestrel_emitted_total",
+            "counter",
+            "Events written to the output.",
+            g(&shared.emitted),
+        );
+        metric(
+            out,
+            "kestrel_write_errors_total",
+            "counter",
+            "Events the output failed to take.",
+            g(&shared.write_errors),
+        );
+        metric(
+            out,
+            "kestrel_decode_errors_total",
+            "counter",
+            "Kernel records that did not decode.",
+            g(&shared.decode_errors),
+        );
+        metric(
+            out,
+            "kestrel_userspace_events_total",
+            "counter",
+            "Events made in user space (inventory, logins).",
+            g(&shared.userspace),
+        );
+        let kernel = shared.kernel.lock().unwrap().clone();
+        let sub: Vec<_> = kernel.iter().map(|(n, s, _)| (*n, *s)).collect();
+        let lost: Vec<_> = kernel.iter().map(|(n, _, l)| (*n, *l)).collect();
+        labelled(
+            out,
+            "kestrel_kernel_submitted_total",
+            "counter",
+            "Records the BPF programs submitted.",
+            "probe",
+            &sub,
+        );
+        labelled(
+            out,
+            "kestrel_kernel_lost_total",
+            "counter",
+            "Records the BPF programs could not submit (ring buffer full, errors).",
+            "probe",
+            &lost,
+        );
+        if let Some(k) = &kafka {
+            crate::metrics::kafka(out, k);
+        }
+    })
+}
+
+fn log_kafka(k: &kestrel_sinks::KafkaStats, when: &'static str) {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    tracing::info!(
+        target: "kestrel::stats",
+        when,
+        produced = g(&k.produced),
+        acknowledged = g(&k.acknowledged),
+        retried = g(&k.retried),
+        replayed = g(&k.replayed),
+        spooled = g(&k.spool.spooled),
+        dropped = k.dropped(),
+        spool_bytes = g(&k.spool.bytes),
+        spool_pending = g(&k.spool.pending),
+        spool_corrupt = g(&k.spool.corrupt),
+        "kafka counters"
+    );
+}
+
+/// What the output thread names events and outputs with: the `event_id`
+/// prefix (agent id and run) and, for an output opened on the server's
+/// command, the Kafka identity.
+struct OutputIdentity {
+    ids: String,
+    kafka_id: kestrel_sinks::KafkaIdentity,
+}
+
 /// Encodes and writes events, flushing whenever the queue runs dry so a
-/// quiet host sees its events at once and a busy one in batches.
+/// quiet host sees its events at once and a busy one in batches. Each
+/// event gets `event_id` = `ids`-SEQ (agent id, run, sequence: see
+/// identity.rs).
 fn output_loop(
     mut sink: Box<dyn Sink>,
     rx: Receiver<Event>,
@@ -519,7 +677,10 @@ fn output_loop(
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     ctl: Arc<crate::control::Runtime>,
+    who: OutputIdentity,
 ) {
+    let OutputIdentity { ids, kafka_id } = who;
+    let mut seq = 0u64;
     let mut buf = Vec::with_capacity(4096);
     let mut pending = 0u64;
     let mut last_error: Option<Instant> = None;
@@ -554,7 +715,7 @@ fn output_loop(
             // The old sink is flushed before the new one takes over, so
             // no event is lost or written twice.
             flush(&mut *sink, &mut pending, &shared, &mut fail);
-            match spec.open() {
+            match spec.open(&kafka_id) {
                 Ok(new) => {
                     sink = new;
                     tracing::info!(output = %spec, "output changed on the server's command");
@@ -568,11 +729,13 @@ fn output_loop(
         }
         let Some(first) = first else { continue };
         let filter = ctl.filter();
-        for ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+        for mut ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
             if filter.drops(&ev) {
                 ctl.filtered.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            ev.push("event_id", format!("{ids}-{seq}"));
+            seq += 1;
             buf.clear();
             ev.write_json_line(&mut buf);
             match sink.write_line(&buf) {

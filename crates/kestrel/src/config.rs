@@ -15,8 +15,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSettings {
-    /// Where events go: "stdout", or "file:PATH" to append JSON lines to
-    /// PATH (re-opened on SIGHUP, for log rotation). [default: stdout]
+    /// Where events go: "stdout", "file:PATH" to append JSON lines to
+    /// PATH (re-opened on SIGHUP, for log rotation), or
+    /// "kafka://HOST:PORT[,HOST:PORT...]/TOPIC[?OPTION=VALUE&...]" (options
+    /// and the on-disk spool: docs/kafka.md). [default: stdout]
     #[arg(long, value_name = "OUTPUT")]
     pub output: Option<String>,
 
@@ -110,10 +112,15 @@ pub struct AgentSettings {
     #[serde(default)]
     pub no_logins: bool,
 
-    /// Directory for the agent's state (log read positions, journal
-    /// cursor). [default: /var/lib/kestrel]
+    /// Directory for the agent's state (agent id, log read positions,
+    /// journal cursor, Kafka spool). [default: /var/lib/kestrel]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 
     /// Programs whose exec may make a process root without a credential
     /// change event (data_type 604); repeat the flag for several. [default:
@@ -202,6 +209,8 @@ pub struct AgentConfig {
     pub file_md5_max_bytes: u64,
     pub control: Option<crate::control::ControlConfig>,
     pub record_raw: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl AgentSettings {
@@ -241,6 +250,7 @@ impl AgentSettings {
             login_journal: self.login_journal.or(under.login_journal),
             no_logins: self.no_logins || under.no_logins,
             state_dir: self.state_dir.or(under.state_dir),
+            metrics: self.metrics.or(under.metrics),
             cred_allowlist: self.cred_allowlist.or(under.cred_allowlist),
             file_excludes: self.file_excludes.or(under.file_excludes),
             file_md5_delay_ms: self.file_md5_delay_ms.or(under.file_md5_delay_ms),
@@ -326,8 +336,18 @@ impl AgentSettings {
                 })
             }
         };
+        let metrics = match &self.metrics {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "bad config value: metrics = {a:?}: use IP:PORT, e.g. 127.0.0.1:9464"
+                )
+            })?),
+        };
         Ok(AgentConfig {
             control,
+            state_dir: state_dir.clone(),
+            metrics,
             output,
             ring_buffer_bytes: ring as u32,
             wakeup_bytes: wakeup,
@@ -401,10 +421,7 @@ impl AgentSettings {
                             "bad config value: login_journal = {other:?}: use auto, on or off"
                         ),
                     },
-                    state_dir: self
-                        .state_dir
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from("/var/lib/kestrel")),
+                    state_dir,
                 })
             },
             cred_allowlist: self.cred_allowlist.clone().unwrap_or_else(|| {

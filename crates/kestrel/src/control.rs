@@ -80,6 +80,10 @@ pub struct Stats {
     pub write_errors: u64,
     /// Records lost in the kernel.
     pub kernel_lost: u64,
+    /// Bytes waiting in the output's disk spool (Kafka), 0 without one.
+    pub spool_bytes: u64,
+    /// Events the output dropped for good (full spool, refused by Kafka).
+    pub spool_dropped: u64,
 }
 
 /// Reads the output counters (emitted, write errors) live.
@@ -339,8 +343,7 @@ impl AgentHandle for Handle {
             *p = (now, s.emitted, cpu_ms);
             r
         };
-        // Spooling outputs fill these two; the integrator wires them here.
-        let (spool_bytes, spool_dropped) = (0, 0);
+        let (spool_bytes, spool_dropped) = (s.spool_bytes, s.spool_dropped);
         Heartbeat {
             agent_id: self.agent_id.clone(),
             hostname: self.hostname.clone(),
@@ -354,7 +357,7 @@ impl AgentHandle for Handle {
             rss_bytes: rss,
             events_per_sec: eps,
             events_total: s.emitted,
-            drops: s.kernel_lost + s.write_errors,
+            drops: s.kernel_lost + s.write_errors + s.spool_dropped,
             kernel_lost: s.kernel_lost,
             write_errors: s.write_errors,
             filtered: self.rt.filtered.load(Ordering::Relaxed),

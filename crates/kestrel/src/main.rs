@@ -4,8 +4,10 @@ mod agent;
 mod bench;
 mod config;
 mod control;
+mod identity;
 mod inventory;
 mod logins;
+mod metrics;
 mod scan;
 mod seed;
 

@@ -2,13 +2,17 @@
 //! caller's business (write many, then flush once).
 
 mod file;
+pub mod kafka;
+pub mod spool;
 mod stdout;
 
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 pub use file::FileSink;
+pub use kafka::{KafkaIdentity, KafkaSink, KafkaSpec, KafkaStats};
 pub use stdout::StdoutSink;
 
 /// A destination for JSON lines.
@@ -22,6 +26,10 @@ pub trait Sink: Send {
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// The Kafka output's counters (delivery, spool); None for other sinks.
+    fn kafka_stats(&self) -> Option<Arc<KafkaStats>> {
+        None
+    }
 }
 
 /// Which sink to use, as written in `--output` or `output = "..."`.
@@ -31,12 +39,20 @@ pub enum OutputSpec {
     Stdout,
     /// `file:PATH`: append to PATH.
     File(PathBuf),
+    /// `kafka://HOST:PORT[,...]/TOPIC[?OPTIONS]`.
+    Kafka(Box<KafkaSpec>),
 }
 
 /// An output specification that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown output {0:?}: use \"stdout\" or \"file:PATH\"")]
-pub struct BadOutput(String);
+pub enum BadOutput {
+    /// Not a known kind of output.
+    #[error("unknown output {0:?}: use \"stdout\", \"file:PATH\" or \"kafka://HOST:PORT/TOPIC\"")]
+    Unknown(String),
+    /// A Kafka URL that does not parse.
+    #[error("bad Kafka output: {0}")]
+    Kafka(#[from] kafka::BadKafkaSpec),
+}
 
 impl FromStr for OutputSpec {
     type Err = BadOutput;
@@ -44,9 +60,12 @@ impl FromStr for OutputSpec {
     fn from_str(s: &str) -> Result<Self, BadOutput> {
         match s {
             "stdout" | "-" => Ok(OutputSpec::Stdout),
+            _ if s.starts_with("kafka://") => Ok(OutputSpec::Kafka(Box::new(KafkaSpec::parse(
+                &s["kafka://".len()..],
+            )?))),
             _ => match s.strip_prefix("file:") {
                 Some(p) if !p.is_empty() => Ok(OutputSpec::File(PathBuf::from(p))),
-                _ => Err(BadOutput(s.to_string())),
+                _ => Err(BadOutput::Unknown(s.to_string())),
             },
         }
     }
@@ -57,16 +76,20 @@ impl std::fmt::Display for OutputSpec {
         match self {
             OutputSpec::Stdout => f.write_str("stdout"),
             OutputSpec::File(p) => write!(f, "file:{}", p.display()),
+            // Options may name secrets' files: only where events go.
+            OutputSpec::Kafka(k) => write!(f, "kafka://{}/{}", k.brokers, k.topic),
         }
     }
 }
 
 impl OutputSpec {
-    /// Opens the sink.
-    pub fn open(&self) -> io::Result<Box<dyn Sink>> {
+    /// Opens the sink. `id` names the agent (Kafka message key) and its
+    /// state directory (default place of the Kafka spool).
+    pub fn open(&self, id: &KafkaIdentity) -> io::Result<Box<dyn Sink>> {
         Ok(match self {
             OutputSpec::Stdout => Box::new(StdoutSink::new()),
             OutputSpec::File(p) => Box::new(FileSink::open(p)?),
+            OutputSpec::Kafka(k) => Box::new(KafkaSink::open(k, id)?),
         })
     }
 }
@@ -84,5 +107,8 @@ mod tests {
         );
         assert!("file:".parse::<OutputSpec>().is_err());
         assert!("kafka://x".parse::<OutputSpec>().is_err());
+        assert!("ftp://x".parse::<OutputSpec>().is_err());
+        let k: OutputSpec = "kafka://127.0.0.1:9092/ev".parse().unwrap();
+        assert_eq!(k.to_string(), "kafka://127.0.0.1:9092/ev");
     }
 }
