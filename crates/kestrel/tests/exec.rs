@@ -208,15 +208,19 @@ fn assert_names_shell_socket(ev: &serde_json::Value, shell_pid: u32, lport: u16)
     assert!(!field(ev, "stdin").starts_with("socket:["), "{ev}");
 }
 
-#[test]
-fn a_socket_duplicated_onto_stdio_after_exec_is_found() {
-    let agent = Agent::start(&[]);
-    let mark = marker("dup2");
+/// Runs `redirecting_shell`, with the agent started after the shell's
+/// redirection (`agent_first` false: only the agent's start-up scan of /proc
+/// can know it) or before it (the dup2 probe sees it), and checks that the
+/// command it runs names the shell's socket.
+fn socket_holder_is_found(tag: &str, agent_first: bool) {
+    let early = agent_first.then(|| Agent::start(&[]));
+    let mark = marker(tag);
     let go = std::env::temp_dir().join(format!("{mark}.go"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let lport = listener.local_addr().unwrap().port();
     let mut shell = redirecting_shell(lport, &go, &mark);
     let (_peer, _) = listener.accept().unwrap();
+    let agent = early.unwrap_or_else(|| Agent::start(&[]));
     std::fs::write(&go, b"").unwrap();
     let ev = agent.wait_for("the command run under the redirected shell", |e| {
         e["data_type"] == "59"
@@ -230,26 +234,13 @@ fn a_socket_duplicated_onto_stdio_after_exec_is_found() {
 }
 
 #[test]
+fn a_socket_duplicated_onto_stdio_after_exec_is_found() {
+    socket_holder_is_found("dup2", true);
+}
+
+#[test]
 fn a_socket_on_stdio_before_the_agent_started_is_found() {
-    let mark = marker("seeded");
-    let go = std::env::temp_dir().join(format!("{mark}.go"));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let lport = listener.local_addr().unwrap().port();
-    let mut shell = redirecting_shell(lport, &go, &mark);
-    let (_peer, _) = listener.accept().unwrap();
-    // The shell's redirection happened before any probe was attached: only
-    // the agent's start-up scan of /proc can know it.
-    let agent = Agent::start(&[]);
-    std::fs::write(&go, b"").unwrap();
-    let ev = agent.wait_for("the command run under the older shell", |e| {
-        e["data_type"] == "59"
-            && e["filename"] == "/bin/echo"
-            && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
-    });
-    shell.wait().unwrap();
-    let _ = std::fs::remove_file(&go);
-    assert_names_shell_socket(&ev, shell.id(), lport);
-    agent.stop();
+    socket_holder_is_found("seeded", false);
 }
 
 #[test]

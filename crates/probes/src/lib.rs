@@ -355,6 +355,18 @@ pub struct SeedProcess {
     pub stdio_inet_socket: bool,
 }
 
+/// A directory as the kernel's file_excludes map keys it: (dev, ino).
+fn dir_key(dir: &Path) -> std::io::Result<[u8; 16]> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    // The kernel's dev_t is major << 20 | minor; stat's is glibc's.
+    let (major, minor) = (libc::major(m.dev()) as u64, libc::minor(m.dev()) as u64);
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&((major << 20) | minor).to_ne_bytes());
+    key[8..].copy_from_slice(&m.ino().to_ne_bytes());
+    Ok(key)
+}
+
 /// The loaded and attached kernel side. Dropping it detaches everything.
 pub struct Probes {
     skel: KestrelSkel<'static>,
@@ -545,32 +557,19 @@ impl Probes {
     /// check runs in the kernel, so excluded creations cost no ring buffer
     /// space.
     pub fn exclude_dir(&self, dir: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(dir)?;
-        // The kernel's dev_t is major << 20 | minor; stat's is glibc's.
-        let (major, minor) = (libc::major(m.dev()) as u64, libc::minor(m.dev()) as u64);
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&((major << 20) | minor).to_ne_bytes());
-        key[8..].copy_from_slice(&m.ino().to_ne_bytes());
         self.skel
             .maps
             .file_excludes
-            .update(&key, &[1u8], MapFlags::ANY)
+            .update(&dir_key(dir)?, &[1u8], MapFlags::ANY)
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Reports files created under `dir` again, undoing [`Probes::exclude_dir`].
     pub fn include_dir(&self, dir: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(dir)?;
-        let (major, minor) = (libc::major(m.dev()) as u64, libc::minor(m.dev()) as u64);
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&((major << 20) | minor).to_ne_bytes());
-        key[8..].copy_from_slice(&m.ino().to_ne_bytes());
         self.skel
             .maps
             .file_excludes
-            .delete(&key)
+            .delete(&dir_key(dir)?)
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
