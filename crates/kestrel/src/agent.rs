@@ -136,6 +136,14 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone())
         .context("installing signal handlers")?;
 
+    // Root first: the state directory and the probes both need it, and
+    // "run as root" says what to do where "permission denied" on a state
+    // file would not.
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(kestrel_probes::ProbeError::NotRoot(euid).into());
+    }
     let identity = crate::identity::load(&cfg.state_dir)?;
     let kafka_id = kestrel_sinks::KafkaIdentity {
         agent_id: identity.agent_id.clone(),
