@@ -179,23 +179,33 @@ impl Reader {
         }
     }
 
-    /// Waits until the reader has consumed up to the partition's end.
+    /// Waits until the reader has consumed up to the partition's end, and
+    /// the end has stopped moving: a produce request sent just before the
+    /// caller froze the agent may still be appended after a first look.
     fn catch_up(&self, broker: &str, topic: &str) {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", broker)
             .set("group.id", marker("wm"))
             .create()
             .unwrap();
-        let (_, high) = c
-            .fetch_watermarks(topic, 0, Duration::from_secs(10))
-            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.seen.lock().unwrap().next_offset < high {
-            assert!(
-                Instant::now() < deadline,
-                "consumer did not reach offset {high}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let mut last = None;
+        loop {
+            let (_, high) = c
+                .fetch_watermarks(topic, 0, Duration::from_secs(10))
+                .unwrap();
+            if last == Some(high) {
+                return;
+            }
+            while self.seen.lock().unwrap().next_offset < high {
+                assert!(
+                    Instant::now() < deadline,
+                    "consumer did not reach offset {high}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            last = Some(high);
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 
