@@ -270,4 +270,29 @@ struct kestrel_file {
 	char rel[256];
 };
 
+/* What the kernel keeps per process (the `procs` map, keyed by tgid), and
+ * what user space seeds it with at start for processes already running.
+ *
+ * uid/euid: the credentials last seen, to notice a uid or euid that became
+ * 0 however it happened (a setuid exec, setresuid back to a saved root
+ * uid, a kernel exploit's commit_creds inside any syscall).
+ *
+ * KESTREL_PROC_STDIO_SOCKET: stdin or stdout is an inet socket. Set at exec
+ * from the new image's descriptors, inherited at fork, re-read when
+ * dup/dup2/dup3 land on fd 0 or 1.
+ *
+ * holder: the nearest ancestor that had that flag when this process was
+ * forked (0: none), so an exec finds the socket-holding ancestor (an sshd,
+ * the shell of a reverse shell) by comparing pids during its ancestor walk
+ * instead of one map lookup per ancestor. Its descriptors are read live at
+ * the exec. */
+struct kestrel_proc {
+	__u32 uid;
+	__u32 euid;
+	__u32 flags; /* KESTREL_PROC_* */
+	__u32 holder;
+};
+
+#define KESTREL_PROC_STDIO_SOCKET (1u << 0)
+
 #endif /* KESTREL_ABI_H */

@@ -1,30 +1,64 @@
 //! What the kernel side cannot learn about processes that were running
 //! before the agent started: read from /proc once, at start.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use kestrel_probes::SeedProcess;
 
 /// Every process in /proc with its real and effective uid (the "Uid:" line
-/// of its status) and whether its stdin or stdout is an inet socket.
+/// of its status), whether its stdin or stdout is an inet socket, and the
+/// nearest ancestor whose is.
 pub fn running_processes() -> Vec<SeedProcess> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.filter_map(|e| {
-        let tgid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
-        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-        let mut it = uids.split_whitespace().map(|v| v.parse::<u32>());
-        let (uid, euid) = (it.next()?.ok()?, it.next()?.ok()?);
-        Some(SeedProcess {
-            tgid,
-            uid,
-            euid,
-            stdio_inet_socket: stdio_inet_socket(tgid),
+    let mut ppids = HashMap::new();
+    let mut procs: Vec<SeedProcess> = dir
+        .filter_map(|e| {
+            let tgid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
+            let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+            let mut it = field("Uid:")?.split_whitespace().map(|v| v.parse::<u32>());
+            let (uid, euid) = (it.next()?.ok()?, it.next()?.ok()?);
+            if let Some(ppid) = field("PPid:").and_then(|v| v.trim().parse::<u32>().ok()) {
+                ppids.insert(tgid, ppid);
+            }
+            Some(SeedProcess {
+                tgid,
+                uid,
+                euid,
+                stdio_inet_socket: stdio_inet_socket(tgid),
+                holder: 0,
+            })
         })
-    })
-    .collect()
+        .collect();
+    let holders: HashSet<u32> = procs
+        .iter()
+        .filter(|p| p.stdio_inet_socket)
+        .map(|p| p.tgid)
+        .collect();
+    for p in &mut procs {
+        p.holder = nearest_holder(p.tgid, &ppids, &holders);
+    }
+    procs
+}
+
+/// The nearest ancestor of `tgid` in `holders`, as the kernel's walk would
+/// find it (at most KESTREL_PID_TREE_MAX levels up); 0 if none.
+fn nearest_holder(tgid: u32, ppids: &HashMap<u32, u32>, holders: &HashSet<u32>) -> u32 {
+    let mut pid = tgid;
+    for _ in 0..kestrel_probes::PID_TREE_MAX {
+        match ppids.get(&pid) {
+            Some(&ppid) if ppid != 0 => {
+                if holders.contains(&ppid) {
+                    return ppid;
+                }
+                pid = ppid;
+            }
+            _ => break,
+        }
+    }
+    0
 }
 
 /// Whether fd 0 or 1 of the process is a socket listed in its network
@@ -72,6 +106,18 @@ fn inet_socket_inodes(tgid: u32) -> HashSet<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_holder_is_the_closest_socket_holding_ancestor() {
+        // 1 <- 10 (holder) <- 20 <- 30 (holder) <- 40
+        let ppids = HashMap::from([(10, 1), (20, 10), (30, 20), (40, 30), (1, 0)]);
+        let holders = HashSet::from([10, 30]);
+        assert_eq!(nearest_holder(40, &ppids, &holders), 30);
+        assert_eq!(nearest_holder(30, &ppids, &holders), 10);
+        assert_eq!(nearest_holder(20, &ppids, &holders), 10);
+        assert_eq!(nearest_holder(10, &ppids, &holders), 0);
+        assert_eq!(nearest_holder(99, &ppids, &holders), 0);
+    }
 
     #[test]
     fn parses_socket_links() {

@@ -44,6 +44,14 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Bytes this CPU submitted since it last looked at the ring's fill. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unchecked SEC(".maps");
+
 /* Records are assembled here, then copied into the ring buffer at their
  * real size: exec records are large and mostly empty. */
 struct {
@@ -71,34 +79,17 @@ struct {
 	__type(value, struct kestrel_dns);
 } dns_scratch SEC(".maps");
 
-/* What is kept per process (by tgid).
- *
- * The credentials last seen, to notice a uid or euid that became 0 however
- * it happened: a setuid exec, setresuid back to a saved root uid, or a
- * kernel exploit's commit_creds inside any syscall.
- *
- * Whether its stdin or stdout is a socket, so that an exec finds the
- * nearest ancestor holding one (an sshd, a reverse shell) with one lookup
- * per ancestor instead of reading every ancestor's descriptor table. Set
- * at exec from the new image's descriptors, inherited at fork, re-read
- * when dup/dup2/dup3 land on fd 0 or 1, seeded from /proc at start.
- *
- * Entries are made at fork (the child starts with its parent's) and exec,
- * refreshed whenever the process is seen, and dropped at exit. */
-struct proc_seen {
-	__u32 uid;
-	__u32 euid;
-	__u32 flags; /* PROC_* */
-	__u32 reserved;
-};
-
-#define PROC_STDIO_SOCKET (1u << 0)
-
+/* The process table: a struct kestrel_proc (kestrel_abi.h) in the task
+ * storage of each thread group leader. Made at fork (the child starts from
+ * its parent's) or when the process is first seen, freed with the task.
+ * Task storage, not a hash by tgid: the lookup is a few loads from the
+ * task itself, where a hash lookup missed the cache twice and was a fifth
+ * of handle_exec's time. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct proc_seen);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kestrel_proc);
 } procs SEC(".maps");
 
 struct {
@@ -131,16 +122,27 @@ static __always_inline void count(__u32 kind, __u32 ctr)
 		*v += 1;
 }
 
-/* Hand a record to user space. The wakeup is forced only when this record
- * makes the buffered bytes cross wakeup_bytes, so a burst wakes the
- * consumer once per threshold, not once per record. */
+/* Hand a record to user space without waking it: user space collects on
+ * its poll timeout, or when the buffered bytes reach wakeup_bytes. Asking
+ * the ring buffer how full it is reads the consumer's cache line (7 % of
+ * handle_exec), so each CPU asks only after every WAKEUP_CHECK_BYTES it
+ * submitted: a wakeup comes at most that much per CPU past the threshold. */
+#define WAKEUP_CHECK_BYTES (16 * 1024)
+
 static __always_inline void submit(void *rec, __u64 size, __u32 kind)
 {
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u32 zero = 0;
+	__u64 *since = bpf_map_lookup_elem(&unchecked, &zero);
 
-	if (avail < wakeup_bytes && avail + size >= wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
+	if (since) {
+		*since += size;
+		if (*since >= WAKEUP_CHECK_BYTES) {
+			*since = 0;
+			if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size >= wakeup_bytes)
+				flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	if (bpf_ringbuf_output(&events, rec, size, flags) == 0)
 		count(kind, KESTREL_CTR_SUBMITTED);
 	else
@@ -204,7 +206,7 @@ static __always_inline void pid_at_level(struct pid *pid, struct upid *out)
  * container_of) goes through bpf_probe_read_kernel, and then as few times
  * as possible: neighbouring fields are read in one call.
  */
-static __always_inline struct proc_seen *check_creds(__u32 trigger, const char *filename);
+static __always_inline struct kestrel_proc *check_creds(__u32 trigger, const char *filename);
 
 static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task)
 {
@@ -212,11 +214,11 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 	struct signal_struct *sig = task->signal;
 	struct nsproxy *nsp = task->nsproxy;
 	struct pid *tp = leader->thread_pid;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 ug = bpf_get_current_uid_gid();
+	const struct cred *cred = task->cred;
+	const char *node = nsp->uts_ns->name.nodename;
 
-	t->pid = (__u32)id;
-	t->tgid = id >> 32;
+	t->pid = task->pid;
+	t->tgid = task->tgid;
 	t->start_boottime = leader->start_boottime;
 	t->ppid = task->real_parent->tgid;
 	t->pgid = sig->pids[PIDTYPE_PGID]->numbers[0].nr;
@@ -225,12 +227,17 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 		t->sessionid = task->sessionid;
 	else
 		t->sessionid = 0xffffffff;
-	t->uid = (__u32)ug;
-	t->gid = ug >> 32;
-	t->euid = task->cred->euid.val;
-	t->egid = task->cred->egid.val;
-	bpf_get_current_comm(t->comm, sizeof(t->comm));
-	bpf_probe_read_kernel_str(t->nodename, sizeof(t->nodename), nsp->uts_ns->name.nodename);
+	t->uid = cred->uid.val;
+	t->gid = cred->gid.val;
+	t->euid = cred->euid.val;
+	t->egid = cred->egid.val;
+	/* comm and nodename are NUL-padded to their size (strscpy_pad,
+	 * sethostname's memset): word loads copy them, no string helper. */
+	*(__u64 *)&t->comm[0] = *(__u64 *)&task->comm[0];
+	*(__u64 *)&t->comm[8] = *(__u64 *)&task->comm[8];
+	for (int i = 0; i < (KESTREL_NODENAME_LEN - 1) / 8; i++)
+		*(__u64 *)&t->nodename[i * 8] = *(__u64 *)&node[i * 8];
+	t->nodename[KESTREL_NODENAME_LEN - 1] = 0;
 
 	/* The pid as the process's own namespace numbers it: at level 0 (the
 	 * host) a plain load; deeper, the array index is not a constant the
@@ -447,20 +454,14 @@ static __always_inline void ancestor_socket(struct kestrel_exec *e, struct task_
 	BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
 }
 
-/* The process tree above `task`, and the nearest ancestor holding an inet
- * socket on stdin or stdout (an sshd, or the shell of a reverse shell).
- * Plain loads walk the tree; whether an ancestor holds a socket comes from
- * the process table (one lookup), and only the one that does has its
- * descriptors read. */
+/* The process tree above `task`, with plain loads. */
 static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
 {
 	struct task_struct *t = task->real_parent;
-	__u64 holder = 0;
 	__u32 n = 0;
 
 	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
 		struct task_struct *leader;
-		struct proc_seen *ps;
 		__u32 pid;
 
 		if (!t)
@@ -473,11 +474,6 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 		*(__u64 *)&e->ancestors[i].comm[0] = *(__u64 *)&leader->comm[0];
 		*(__u64 *)&e->ancestors[i].comm[8] = *(__u64 *)&leader->comm[8];
 		n = i + 1;
-		if (!holder) {
-			ps = bpf_map_lookup_elem(&procs, &pid);
-			if (ps && (ps->flags & PROC_STDIO_SOCKET))
-				bpf_probe_read_kernel(&holder, sizeof(holder), &t);
-		}
 		if (pid == 1)
 			break;
 		t = t->real_parent;
@@ -485,8 +481,27 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
 			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
 	}
 	e->ancestors_len = n;
-	if (holder)
-		ancestor_socket(e, (struct task_struct *)holder);
+}
+
+/* The nearest ancestor holding an inet socket on stdin or stdout (an sshd,
+ * the shell of a reverse shell): the process table names it once
+ * (`holder`, inherited at fork), so the common case costs nothing and the
+ * tree walk above stays free of it (a pid comparison in that loop made the
+ * verifier's work grow by half). Rare, so walked again with helpers. */
+static __always_inline void fill_holder(struct kestrel_exec *e, struct task_struct *task,
+					__u32 holder)
+{
+	struct task_struct *t = BPF_CORE_READ(task, real_parent);
+
+	if (!holder)
+		return;
+	for (int i = 0; i < KESTREL_PID_TREE_MAX && t; i++) {
+		if (BPF_CORE_READ(t, tgid) == holder) {
+			ancestor_socket(e, t);
+			return;
+		}
+		t = BPF_CORE_READ(t, real_parent);
+	}
 }
 
 /* tty_struct.name is NUL-padded (snprintf into a zeroed allocation): copied
@@ -616,9 +631,10 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 {
 	struct kestrel_exec *e;
 	struct mm_struct *mm;
-	struct proc_seen *ps;
+	struct kestrel_proc *ps;
 	unsigned long start, end;
 	__u64 off, len;
+	__u32 holder;
 	bool inet;
 	long n;
 
@@ -690,14 +706,19 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 
 	inet = fill_stdio(e, p);
 	fill_tty(e, p);
-	fill_ancestry(e, p);
+	/* Done with the entry before the ancestor walk: a map pointer kept
+	 * alive across the loop makes the verifier walk it once per state. */
+	holder = 0;
 	ps = check_creds(KESTREL_CRED_AT_EXEC, bprm->filename);
 	if (ps) {
+		holder = ps->holder;
 		if (inet)
-			ps->flags |= PROC_STDIO_SOCKET;
+			ps->flags |= KESTREL_PROC_STDIO_SOCKET;
 		else
-			ps->flags &= ~PROC_STDIO_SOCKET;
+			ps->flags &= ~KESTREL_PROC_STDIO_SOCKET;
 	}
+	fill_ancestry(e, p);
+	fill_holder(e, p, holder);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
 }
@@ -707,6 +728,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 static __always_inline int exec_failed(long ret, const char *filename, const char *const *argv)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_proc *ps;
 	struct kestrel_exec *e;
 	__u64 off;
 	long n;
@@ -768,8 +790,9 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 
 	fill_stdio(e, task);
 	fill_tty(e, task);
-	check_creds(KESTREL_CRED_AT_EXEC_FAILED, NULL);
+	ps = check_creds(KESTREL_CRED_AT_EXEC_FAILED, NULL);
 	fill_ancestry(e, task);
+	fill_holder(e, task, ps ? ps->holder : 0);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
 }
@@ -1104,19 +1127,22 @@ static __always_inline void emit_cred(struct task_struct *task, __u32 old_uid, _
 /* Compares the current task's credentials with those last seen for its
  * process; reports a change from non-root to root, then remembers. Returns
  * the process's entry (NULL only if the map refused one). */
-static __always_inline struct proc_seen *check_creds(__u32 trigger, const char *filename)
+static __always_inline struct kestrel_proc *check_creds(__u32 trigger, const char *filename)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 uid = (__u32)bpf_get_current_uid_gid();
-	__u32 euid = task->cred->euid.val;
-	struct proc_seen *prev = bpf_map_lookup_elem(&procs, &tgid);
+	const struct cred *cred = task->cred;
+	__u32 uid = cred->uid.val;
+	__u32 euid = cred->euid.val;
+	struct kestrel_proc *prev = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
 
 	if (!prev) {
-		struct proc_seen now = { .uid = uid, .euid = euid };
+		struct kestrel_proc now = { .uid = uid, .euid = euid };
 
-		bpf_map_update_elem(&procs, &tgid, &now, BPF_ANY);
-		return bpf_map_lookup_elem(&procs, &tgid);
+		prev = bpf_task_storage_get(&procs, task->group_leader, &now,
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!prev)
+			count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
+		return prev;
 	}
 	if (prev->uid == uid && prev->euid == euid)
 		return prev;
@@ -1131,29 +1157,35 @@ static __always_inline struct proc_seen *check_creds(__u32 trigger, const char *
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 ctgid = child->tgid;
-	struct proc_seen c = {}, *p;
+	struct kestrel_proc c = {}, *p, *cp;
 
-	if (ctgid == parent->tgid)
+	if (child->tgid == parent->tgid)
 		return 0; /* a new thread of the same process */
 	p = check_creds(KESTREL_CRED_AT_FORK, NULL);
 	c.uid = child->cred->uid.val;
 	c.euid = child->cred->euid.val;
-	if (p)
-		c.flags = p->flags & PROC_STDIO_SOCKET;
-	bpf_map_update_elem(&procs, &ctgid, &c, BPF_ANY);
+	if (p) {
+		c.flags = p->flags & KESTREL_PROC_STDIO_SOCKET;
+		/* Not a ?: between the two loads: clang would merge them into
+		 * one load through two kinds of pointer, which the verifier
+		 * refuses. */
+		c.holder = p->holder;
+		if (c.flags)
+			c.holder = parent->tgid;
+	}
+	cp = bpf_task_storage_get(&procs, child, &c, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cp)
+		count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
 	return 0;
 }
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
-	__u32 tgid = p->tgid;
-
-	if (p->pid != tgid)
+	if (p->pid != p->tgid)
 		return 0; /* a thread, not the process */
+	/* The entry goes with the task. */
 	check_creds(KESTREL_CRED_AT_EXIT, NULL);
-	bpf_map_delete_elem(&procs, &tgid);
 	return 0;
 }
 
@@ -1164,7 +1196,7 @@ static __always_inline int stdio_changed(long ret)
 {
 	struct kestrel_sockaddrs tmp;
 	struct task_struct *task;
-	struct proc_seen *ps;
+	struct kestrel_proc *ps;
 	struct file *f[2];
 
 	if (ret < 0 || ret > 1)
@@ -1175,9 +1207,9 @@ static __always_inline int stdio_changed(long ret)
 		return 0;
 	task_stdio(task, f);
 	if (read_sock_addrs(file_sock(f[0]), &tmp) || read_sock_addrs(file_sock(f[1]), &tmp))
-		ps->flags |= PROC_STDIO_SOCKET;
+		ps->flags |= KESTREL_PROC_STDIO_SOCKET;
 	else
-		ps->flags &= ~PROC_STDIO_SOCKET;
+		ps->flags &= ~KESTREL_PROC_STDIO_SOCKET;
 	return 0;
 }
 

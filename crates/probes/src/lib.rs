@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,6 +28,11 @@ pub use libbpf_rs::RingBuffer as EventRing;
 
 /// Where the kernel publishes its own BTF.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Ancestors an exec record names, at most; also how far up the kernel
+/// looks for the ancestor holding a socket on stdin or stdout.
+pub const PID_TREE_MAX: u32 = abi::KESTREL_PID_TREE_MAX;
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Settings of the kernel side, fixed at load time.
@@ -353,6 +358,8 @@ pub struct SeedProcess {
     pub euid: u32,
     /// Whether its stdin or stdout is an IPv4 or IPv6 socket.
     pub stdio_inet_socket: bool,
+    /// The nearest ancestor whose stdin or stdout is one (0: none).
+    pub holder: u32,
 }
 
 /// A directory as the kernel's file_excludes map keys it: (dev, ino).
@@ -582,17 +589,36 @@ impl Probes {
     pub fn seed_processes(&self, procs: impl IntoIterator<Item = SeedProcess>) -> usize {
         let mut n = 0;
         for p in procs {
-            // struct proc_seen in kestrel.bpf.c.
-            let mut value = [0u8; 16];
-            value[..4].copy_from_slice(&p.uid.to_ne_bytes());
-            value[4..8].copy_from_slice(&p.euid.to_ne_bytes());
-            let flags: u32 = if p.stdio_inet_socket { 1 } else { 0 };
-            value[8..12].copy_from_slice(&flags.to_ne_bytes());
+            let entry = abi::kestrel_proc {
+                uid: p.uid,
+                euid: p.euid,
+                flags: if p.stdio_inet_socket {
+                    abi::KESTREL_PROC_STDIO_SOCKET
+                } else {
+                    0
+                },
+                holder: p.holder,
+            };
+            // SAFETY: kestrel_proc is four u32s, no padding.
+            let value = unsafe {
+                std::slice::from_raw_parts(
+                    (&entry as *const abi::kestrel_proc).cast::<u8>(),
+                    size_of::<abi::kestrel_proc>(),
+                )
+            };
+            // Task storage is keyed by a pidfd from user space.
+            // SAFETY: pidfd_open takes no pointers.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.tgid as libc::pid_t, 0) };
+            if fd < 0 {
+                continue; // gone since /proc was read
+            }
+            // SAFETY: a new descriptor, owned here only.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
             if self
                 .skel
                 .maps
                 .procs
-                .update(&p.tgid.to_ne_bytes(), &value, MapFlags::NO_EXIST)
+                .update(&fd.as_raw_fd().to_ne_bytes(), value, MapFlags::NO_EXIST)
                 .is_ok()
             {
                 n += 1;
