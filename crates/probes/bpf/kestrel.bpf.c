@@ -487,21 +487,24 @@ static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_st
  * the shell of a reverse shell): the process table names it once
  * (`holder`, inherited at fork), so the common case costs nothing and the
  * tree walk above stays free of it (a pid comparison in that loop made the
- * verifier's work grow by half). Rare, so walked again with helpers. */
-static __always_inline void fill_holder(struct kestrel_exec *e, struct task_struct *task,
-					__u32 holder)
+ * verifier's work grow by half). Rare, so walked again with helpers, in a
+ * global function: the verifier checks it once, not in every caller's
+ * states (inlined, it added a quarter to handle_exec's verification).
+ * `parent` is the exec'ing task's real_parent, as a number. */
+__noinline int fill_holder(struct kestrel_exec *e, __u64 parent, __u32 holder)
 {
-	struct task_struct *t = BPF_CORE_READ(task, real_parent);
+	struct task_struct *t = (struct task_struct *)parent;
 
-	if (!holder)
-		return;
+	if (!e || !holder)
+		return 0;
 	for (int i = 0; i < KESTREL_PID_TREE_MAX && t; i++) {
 		if (BPF_CORE_READ(t, tgid) == holder) {
 			ancestor_socket(e, t);
-			return;
+			return 1;
 		}
 		t = BPF_CORE_READ(t, real_parent);
 	}
+	return 0;
 }
 
 /* tty_struct.name is NUL-padded (snprintf into a zeroed allocation): copied
@@ -718,7 +721,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 			ps->flags &= ~KESTREL_PROC_STDIO_SOCKET;
 	}
 	fill_ancestry(e, p);
-	fill_holder(e, p, holder);
+	fill_holder(e, (__u64)BPF_CORE_READ(p, real_parent), holder);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
 }
@@ -792,7 +795,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	fill_tty(e, task);
 	ps = check_creds(KESTREL_CRED_AT_EXEC_FAILED, NULL);
 	fill_ancestry(e, task);
-	fill_holder(e, task, ps ? ps->holder : 0);
+	fill_holder(e, (__u64)BPF_CORE_READ(task, real_parent), ps ? ps->holder : 0);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;
 }
