@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFSOCK 0140000
 #define ENOTSOCK 88
 #define EBADF 9
+#define EINPROGRESS 115
 
 /* Set by user space before load. */
 const volatile __u32 self_tgid = 0;
@@ -839,48 +840,58 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid || ret == -EBADF || ret == -ENOTSOCK)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	uaddr = (void *)regs->si;
-	/* One read for a sockaddr_in6; a sockaddr_in at the very end of a
-	 * mapping would make it fail, so then the shorter one is read. */
-	if (!uaddr || (bpf_probe_read_user(&sa, sizeof(sa), uaddr) &&
-		       bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), uaddr)))
-		return 0;
-	family = sa.sin6_family;
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
+	e.fd = (int)regs->di;
+	/* connect() looked the descriptor up as a socket before anything
+	 * else could fail: past EBADF and ENOTSOCK it is one. */
+	sk = socket_sock(task_fd(task, e.fd));
+	/* Connected or connecting: the socket now holds both ends, the
+	 * destination being the one asked for, so the caller's memory is
+	 * not read. Any other result may have left the socket as it was
+	 * (EISCONN, EALREADY) or cleared it: then the address passed is the
+	 * truth. */
+	if (!((ret == 0 || ret == -EINPROGRESS) && read_sock_addrs(sk, &e.addrs) &&
+	      e.addrs.dport)) {
+		uaddr = (void *)regs->si;
+		/* One read for a sockaddr_in6; a sockaddr_in at the very end
+		 * of a mapping would make it fail, so then the shorter one is
+		 * read. */
+		if (!uaddr || (bpf_probe_read_user(&sa, sizeof(sa), uaddr) &&
+			       bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), uaddr)))
+			return 0;
+		family = sa.sin6_family;
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		__builtin_memset(&e.addrs, 0, sizeof(e.addrs));
+		e.addrs.family = family;
+		e.addrs.dport = bpf_ntohs(sa.sin6_port);
+		if (family == AF_INET)
+			__builtin_memcpy(e.addrs.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+		else
+			__builtin_memcpy(e.addrs.daddr, &sa.sin6_addr, 16);
+		if (sk) {
+			struct kestrel_sockaddrs local = {};
+			__u64 key = (__u64)sk;
+			struct kestrel_sockaddrs *r;
+
+			if (read_sock_addrs(sk, &local) && local.sport) {
+				e.addrs.sport = local.sport;
+				__builtin_memcpy(e.addrs.saddr, local.saddr, 16);
+			} else if ((r = bpf_map_lookup_elem(&refused, &key))) {
+				/* Only if it is this very connection attempt. */
+				if (r->dport == e.addrs.dport && same_addr(r->daddr, e.addrs.daddr)) {
+					e.addrs.sport = r->sport;
+					__builtin_memcpy(e.addrs.saddr, r->saddr, 16);
+				}
+				bpf_map_delete_elem(&refused, &key);
+			}
+		}
+	}
 
 	e.hdr.kind = KESTREL_KIND_CONNECT;
 	e.hdr.size = sizeof(e);
 	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e.task, task);
 	e.res = ret;
-	e.fd = (int)regs->di;
-	e.addrs.family = family;
-	e.addrs.dport = bpf_ntohs(sa.sin6_port);
-	if (family == AF_INET)
-		__builtin_memcpy(e.addrs.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
-	else
-		__builtin_memcpy(e.addrs.daddr, &sa.sin6_addr, 16);
-	/* connect() looked the descriptor up as a socket before anything
-	 * else could fail: past EBADF and ENOTSOCK it is one. */
-	sk = socket_sock(task_fd(task, e.fd));
-	if (sk) {
-		struct kestrel_sockaddrs local = {};
-		__u64 key = (__u64)sk;
-		struct kestrel_sockaddrs *r;
-
-		if (read_sock_addrs(sk, &local) && local.sport) {
-			e.addrs.sport = local.sport;
-			__builtin_memcpy(e.addrs.saddr, local.saddr, 16);
-		} else if ((r = bpf_map_lookup_elem(&refused, &key))) {
-			/* Only if it is this very connection attempt. */
-			if (r->dport == e.addrs.dport && same_addr(r->daddr, e.addrs.daddr)) {
-				e.addrs.sport = r->sport;
-				__builtin_memcpy(e.addrs.saddr, r->saddr, 16);
-			}
-			bpf_map_delete_elem(&refused, &key);
-		}
-	}
 	submit(&e, sizeof(e), KESTREL_KIND_CONNECT);
 	check_creds(KESTREL_CRED_AT_CONNECT, NULL);
 	return 0;
