@@ -82,12 +82,16 @@ fn quick_benchmark_prints_every_table() {
             assert!(ns > 0.0, "{r}");
         }
     }
+    // The test command installs auditd: the comparison must have run.
     let with_audit = md.contains("| auditd ns/op |");
-    let audit_missing = md.contains("auditd could not be measured");
-    assert!(
-        with_audit ^ audit_missing,
-        "auditd measured or said why not:\n{md}"
-    );
+    if std::path::Path::new("/sbin/auditd").exists() {
+        assert!(with_audit, "auditd is installed but was not measured:\n{md}");
+    } else {
+        assert!(
+            md.contains("auditd could not be measured"),
+            "auditd neither measured nor said why not:\n{md}"
+        );
+    }
     assert!(md.contains("Kestrel's getppid overhead: "), "{md}");
 
     // 3. Pipeline: replay stages and live rows, with events counted.
