@@ -5,7 +5,8 @@
 //! Included with `#[path]` by those two files only, so that the other test
 //! binaries do not link librdkafka. Every agent of a test binary holds
 //! `common::SERIAL`, and test binaries run one after another: one metrics
-//! address serves them all.
+//! address serves them all. Brokers: kafka.rs on 127.0.0.1:19092-19098,
+//! kafka_auth.rs on 19100-19106.
 
 #![allow(dead_code)]
 
