@@ -7,333 +7,17 @@
 //! the spool took is consumed at least once.
 
 mod common;
+#[path = "common/kafka.rs"]
+mod kafka_common;
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{marker, Agent};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use serde_json::Value;
-
-const METRICS: &str = "127.0.0.1:19099";
-
-fn tansu() -> PathBuf {
-    let p = std::env::var_os("KESTREL_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kestrel-tansu/bin/tansu"));
-    assert!(
-        p.is_file(),
-        "no Kafka broker at {}: run scripts/kafka-broker install (or set KESTREL_TANSU)",
-        p.display()
-    );
-    p
-}
-
-/// A tansu broker with in-memory storage on 127.0.0.1:port.
-struct Broker {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(port: u16) -> Broker {
-        let mut b = Broker { port, child: None };
-        b.restart();
-        b
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        std::fs::create_dir_all("/tmp/kafka-brokers").unwrap();
-        let log = std::fs::File::create(format!("/tmp/kafka-brokers/{}.log", self.port)).unwrap();
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn create_topic(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new(tansu())
-                .args(["topic", "create", "--broker"])
-                .arg(format!("tcp://127.0.0.1:{}", self.port))
-                .args([name, "--partitions", "1"])
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cannot create topic {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// What a consumer read: event_id → times seen, and every payload.
-#[derive(Default)]
-struct Seen {
-    ids: HashMap<String, u32>,
-    events: Vec<Value>,
-    next_offset: i64,
-}
-
-/// Reads partition 0 of `topic` from the beginning, on a thread, until
-/// stopped.
-struct Reader {
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Reader {
-    fn start(broker: &str, topic: &str) -> Reader {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker)
-            .set("group.id", marker("reader"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-                        continue;
-                    };
-                    let Ok(m) = m else { continue };
-                    let payload = m.payload().unwrap_or_default();
-                    // A corrupt record would not parse: fail loudly.
-                    let v: Value = serde_json::from_slice(payload).unwrap_or_else(|e| {
-                        panic!("bad payload {:?}: {e}", String::from_utf8_lossy(payload))
-                    });
-                    let id = v["event_id"].as_str().expect("event_id").to_string();
-                    let mut s = seen.lock().unwrap();
-                    *s.ids.entry(id).or_default() += 1;
-                    s.events.push(v);
-                    s.next_offset = m.offset() + 1;
-                }
-            })
-        };
-        Reader {
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits until the reader has consumed up to the partition's end, and
-    /// the end has stopped moving: a produce request sent just before the
-    /// caller froze the agent may still be appended after a first look.
-    fn catch_up(&self, broker: &str, topic: &str) {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker)
-            .set("group.id", marker("wm"))
-            .create()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = None;
-        loop {
-            let (_, high) = c
-                .fetch_watermarks(topic, 0, Duration::from_secs(10))
-                .unwrap();
-            if last == Some(high) {
-                return;
-            }
-            while self.seen.lock().unwrap().next_offset < high {
-                assert!(
-                    Instant::now() < deadline,
-                    "consumer did not reach offset {high}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            last = Some(high);
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-
-    fn finish(mut self) -> Seen {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-/// Sequence numbers of run `run` of agent `agent` among `ids`.
-fn seqs(ids: &HashMap<String, u32>, agent: &str, run: u64) -> BTreeSet<u64> {
-    let prefix = format!("{agent}-{run}-");
-    ids.keys()
-        .filter_map(|id| id.strip_prefix(&prefix)?.parse().ok())
-        .collect()
-}
-
-fn identity(state: &Path) -> (String, u64) {
-    let id = std::fs::read_to_string(state.join("agent-id")).unwrap();
-    let run = std::fs::read_to_string(state.join("run")).unwrap();
-    (id.trim().to_string(), run.trim().parse().unwrap())
-}
-
-/// One scrape of the agent's /metrics.
-fn metrics() -> HashMap<String, f64> {
-    let mut c = TcpStream::connect(METRICS).expect("metrics endpoint");
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-fn metric(name: &str) -> u64 {
-    *metrics()
-        .get(name)
-        .unwrap_or_else(|| panic!("no metric {name}")) as u64
-}
-
-fn wait_metric(name: &str, what: &str, secs: u64, ok: impl Fn(u64) -> bool) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let v = metric(name);
-        if ok(v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: {name} = {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Exec and connect load: /bin/true with a marker, and TCP connects to a
-/// local listener, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    execs: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    port: u16,
-}
-
-impl Load {
-    fn start(mark: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let execs = Arc::new(AtomicU64::new(0));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let mut threads = Vec::new();
-        {
-            let stop = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok(_) => {}
-                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                    }
-                }
-            }));
-        }
-        {
-            let (stop, execs, mark) = (stop.clone(), execs.clone(), mark.to_string());
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    Command::new("/bin/true")
-                        .arg(&mark)
-                        .stdin(Stdio::null())
-                        .status()
-                        .unwrap();
-                    execs.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
-        {
-            let stop = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..50 {
-                        let _ = TcpStream::connect(("127.0.0.1", port));
-                    }
-                    // Leave the agent room: this is load, not a flood.
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }));
-        }
-        Load {
-            stop,
-            execs,
-            threads,
-            port,
-        }
-    }
-
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        self.execs.load(Ordering::Relaxed)
-    }
-}
+use common::marker;
+use kafka_common::*;
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
 fn cpu_ticks(pid: u32) -> u64 {
@@ -341,43 +25,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = PathBuf::from(format!("/tmp/kafka-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn start_agent(url: &str, state: &Path) -> Agent {
-    Agent::start(&[
-        "--output",
-        url,
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--metrics",
-        METRICS,
-        "--stats-interval-secs",
-        "5",
-    ])
-}
-
-/// Asserts that run `run` delivered every sequence number below `n`, and
-/// no other.
-fn assert_complete(ids: &HashMap<String, u32>, agent: &str, run: u64, n: u64) {
-    let got = seqs(ids, agent, run);
-    let missing: Vec<u64> = (0..n).filter(|s| !got.contains(s)).take(20).collect();
-    assert!(
-        missing.is_empty(),
-        "run {run}: {} of {n} events missing, first {missing:?}",
-        n - got.range(..n).count() as u64
-    );
-    assert!(
-        got.range(n..).next().is_none(),
-        "run {run}: events beyond the {n} written: {:?}",
-        got.range(n..).take(5).collect::<Vec<_>>()
-    );
 }
 
 #[test]
@@ -420,7 +67,7 @@ fn hundred_thousand_events_exactly_once_after_dedup() {
     );
 
     let reader = Reader::start(&broker.addr(), topic);
-    reader.catch_up(&broker.addr(), topic);
+    reader.catch_up();
     let seen = reader.finish();
     assert_complete(&seen.ids, &id, run, written);
     let dups = seen.ids.values().filter(|&&n| n > 1).count();
@@ -473,7 +120,7 @@ fn broker_killed_then_back_after_20s_loses_nothing() {
     // read before it dies. Freeze the agent so no acknowledgement races
     // the kill, read to the end, kill, thaw.
     unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
-    before.catch_up(&broker.addr(), topic);
+    before.catch_up();
     broker.kill();
     unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
     let first = before.finish();
@@ -503,7 +150,7 @@ fn broker_killed_then_back_after_20s_loses_nothing() {
     // What was in flight at the kill timed out and was sent again.
     assert!(counters["retried"] > 0, "{counters:?}");
     assert!(counters["replayed"] > 0, "{counters:?}");
-    after.catch_up(&broker.addr(), topic);
+    after.catch_up();
     let second = after.finish();
     let mut all = first.ids.clone();
     for (k, v) in &second.ids {
@@ -566,7 +213,7 @@ fn sigkill_with_a_full_spool_then_restart_loses_nothing() {
     assert!(metric("kestrel_kafka_replayed_total") >= durable);
     let counters = agent.stop();
     let reader = Reader::start(&broker.addr(), topic);
-    reader.catch_up(&broker.addr(), topic);
+    reader.catch_up();
     let seen = reader.finish();
     let got = seqs(&seen.ids, &id, run1);
     let n = got.len() as u64;
@@ -604,7 +251,7 @@ fn fill_the_spool(port: u16, policy: &str) -> (BTreeSet<u64>, u64, u64, String) 
     let counters = agent.stop();
     eprintln!("kafka {policy}: {counters:?}");
     let reader = Reader::start(&broker.addr(), &topic);
-    reader.catch_up(&broker.addr(), &topic);
+    reader.catch_up();
     let seen = reader.finish();
     let _ = std::fs::remove_dir_all(&state);
     // drop_newest refuses events (never spooled); drop_oldest spools every

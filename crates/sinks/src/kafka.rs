@@ -478,10 +478,19 @@ impl Drop for KafkaSink {
 struct Ctx {
     reports: Mutex<Vec<(u64, Result<(), KafkaError>)>>,
     last_error_log: Mutex<Option<Instant>>,
+    /// The last failure librdkafka reported on a broker connection, by its
+    /// error callback (not the "all brokers down" that follows) or its
+    /// "FAIL" log lines (a dropped connection is only logged): what
+    /// `check_topic` explains when the brokers cannot be reached.
+    last_cause: Mutex<Option<(RDKafkaErrorCode, String)>>,
 }
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if fac == "FAIL" {
+            *self.last_cause.lock().unwrap() =
+                Some((RDKafkaErrorCode::BrokerTransportFailure, msg.to_string()));
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -496,6 +505,11 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            if code != RDKafkaErrorCode::AllBrokersDown {
+                *self.last_cause.lock().unwrap() = Some((code, reason.to_string()));
+            }
+        }
         // A dead broker repeats this every reconnect: once per 10 s.
         let mut last = self.last_error_log.lock().unwrap();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -522,6 +536,7 @@ fn new_producer(config: &ClientConfig) -> io::Result<BaseProducer<Ctx>> {
         .create_with_context(Ctx {
             reports: Mutex::new(Vec::new()),
             last_error_log: Mutex::new(None),
+            last_cause: Mutex::new(None),
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("kafka: {e}")))
 }
@@ -572,7 +587,8 @@ impl Sender {
         let mut pending: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
         let mut verified: HashSet<String> = HashSet::new();
         let mut next_check = Instant::now();
-        let mut last_check_log: Option<Instant> = None;
+        // When the last check failure was logged, and its kind.
+        let mut last_check_log: Option<(Instant, String)> = None;
         let mut rewind = false;
         let mut rewind_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(500);
@@ -806,12 +822,19 @@ impl Sender {
                     }
                     Err(why) => {
                         self.stats.broker_up.store(0, Ordering::Relaxed);
-                        if last_check_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        // Once a minute while it lasts, and at once when
+                        // the kind of failure changes (e.g. from "timed
+                        // out" to what librdkafka found out meanwhile).
+                        // The kind is the text before librdkafka's detail.
+                        let kind = why.split('(').next().unwrap_or_default().to_string();
+                        if last_check_log.as_ref().is_none_or(|(t, k)| {
+                            *k != kind || t.elapsed() >= Duration::from_secs(60)
+                        }) {
                             tracing::error!(
                                 brokers = %self.spec.brokers, topic = %topic, spool = %dir.display(),
                                 "kafka: {why}; events are kept in the spool until it can be delivered"
                             );
-                            last_check_log = Some(Instant::now());
+                            last_check_log = Some((Instant::now(), kind));
                         }
                     }
                 }
@@ -834,11 +857,23 @@ impl Sender {
     /// Asks the brokers for the topic's metadata: fails with a sentence
     /// when they cannot be reached or the topic does not exist.
     fn check_topic(&self, topic: &str) -> Result<(), String> {
+        let cause = &self.producer.context().last_cause;
         let md = self
             .producer
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(3))
-            .map_err(|e| format!("cannot reach the Kafka brokers: {e}"))?;
+            .map_err(|e| {
+                let advice = cause
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .and_then(|(code, reason)| advice(&self.spec, *code, reason));
+                match advice {
+                    Some(a) => format!("cannot reach the Kafka brokers: {a}"),
+                    None => format!("cannot reach the Kafka brokers: {e}"),
+                }
+            })?;
+        *cause.lock().unwrap() = None;
         let t = md
             .topics()
             .iter()
@@ -856,6 +891,42 @@ impl Sender {
         }
         Ok(())
     }
+}
+
+/// What to do about `reason`, the last error librdkafka reported on a
+/// broker connection, when the configuration can cause it (TLS, SASL);
+/// `None` for the rest (a broker down, a wrong address), which the
+/// metadata error already says.
+fn advice(spec: &KafkaSpec, code: RDKafkaErrorCode, reason: &str) -> Option<String> {
+    let reason = reason.trim();
+    if code == RDKafkaErrorCode::Authentication || reason.contains("SASL") {
+        return Some(format!(
+            "SASL authentication failed ({reason}); check sasl_mechanism (the brokers must offer it), sasl_username and the password in sasl_password_file"
+        ));
+    }
+    // A refused client certificate shows as a transport failure with the
+    // TLS alert in the reason.
+    if code == RDKafkaErrorCode::SSL || (spec.tls && reason.contains("SSL")) {
+        let client = if spec.tls_cert.is_some() {
+            "that the brokers accept the client certificate in tls_cert"
+        } else {
+            "if the brokers require a client certificate, set tls_cert and tls_key"
+        };
+        return Some(format!(
+            "TLS with the brokers failed ({reason}); check that tls_ca holds the CA that signed the brokers' certificates, that those certificates name the host in the URL, and {client}"
+        ));
+    }
+    // Connected, then dropped by the broker (librdkafka names the state
+    // the connection was in).
+    let dropped = ["in state UP", "in state APIVERSION_QUERY"]
+        .iter()
+        .any(|s| reason.contains(s));
+    if dropped && (!spec.tls || spec.sasl_mechanism.is_none()) {
+        return Some(format!(
+            "the brokers close the connection ({reason}); if they require TLS or SASL, set tls=true or sasl_mechanism (with sasl_username and sasl_password_file)"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -894,6 +965,68 @@ mod tests {
             assert!(KafkaSpec::parse(bad).is_err(), "{bad} parsed");
         }
         assert!(KafkaSpec::parse("h:1/t?acks=1&idempotence=false").is_ok());
+    }
+
+    #[test]
+    fn tls_and_sasl_failures_say_which_option_to_check() {
+        let tls = KafkaSpec::parse("h:1/t?tls=true").unwrap();
+        let plain = KafkaSpec::parse("h:1/t").unwrap();
+        let a = advice(
+            &tls,
+            RDKafkaErrorCode::SSL,
+            "ssl://h:1/bootstrap: SSL handshake failed: certificate verify failed",
+        )
+        .unwrap();
+        assert!(
+            a.contains("certificate verify failed") && a.contains("tls_ca"),
+            "{a}"
+        );
+        // A client certificate refused: a transport failure, a TLS alert.
+        let a = advice(
+            &tls,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            "Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required",
+        )
+        .unwrap();
+        assert!(a.contains("set tls_cert and tls_key"), "{a}");
+        let a = advice(
+            &plain,
+            RDKafkaErrorCode::Authentication,
+            "SASL authentication error: Authentication failed",
+        )
+        .unwrap();
+        assert!(a.contains("sasl_password_file"), "{a}");
+        // The same from a log line, which has no error code.
+        let a = advice(
+            &plain,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            "SASL authentication error: SASL SCRAM authentication failed: broker responded with unknown-user (after 68ms in state AUTH_REQ)",
+        )
+        .unwrap();
+        assert!(a.contains("sasl_password_file"), "{a}");
+        let a = advice(
+            &plain,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            "h:1/bootstrap: Disconnected (after 2ms in state UP)",
+        )
+        .unwrap();
+        assert!(a.contains("set tls=true or sasl_mechanism"), "{a}");
+        let a = advice(
+            &plain,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            "h:1/bootstrap: Send failed: Broken pipe (after 0ms in state UP)",
+        )
+        .unwrap();
+        assert!(a.contains("set tls=true or sasl_mechanism"), "{a}");
+        // Nothing listening: the metadata error says it already.
+        assert_eq!(
+            advice(
+                &plain,
+                RDKafkaErrorCode::BrokerTransportFailure,
+                "Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)",
+            ),
+            None
+        );
     }
 
     #[test]
