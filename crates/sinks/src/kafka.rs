@@ -921,12 +921,18 @@ fn advice(spec: &KafkaSpec, code: RDKafkaErrorCode, reason: &str) -> Option<Stri
     let dropped = ["in state UP", "in state APIVERSION_QUERY"]
         .iter()
         .any(|s| reason.contains(s));
-    if dropped && (!spec.tls || spec.sasl_mechanism.is_none()) {
-        return Some(format!(
-            "the brokers close the connection ({reason}); if they require TLS or SASL, set tls=true or sasl_mechanism (with sasl_username and sasl_password_file)"
-        ));
+    if !dropped {
+        return None;
     }
-    None
+    let missing = match (spec.tls, spec.sasl_mechanism.is_some()) {
+        (false, false) => "TLS or SASL, set tls=true or sasl_mechanism (with sasl_username and sasl_password_file)",
+        (true, false) => "SASL, set sasl_mechanism (with sasl_username and sasl_password_file)",
+        (false, true) => "TLS, set tls=true",
+        (true, true) => return None,
+    };
+    Some(format!(
+        "the brokers close the connection ({reason}); if they require {missing}"
+    ))
 }
 
 #[cfg(test)]
@@ -1018,6 +1024,17 @@ mod tests {
         )
         .unwrap();
         assert!(a.contains("set tls=true or sasl_mechanism"), "{a}");
+        // Only what is not set yet is suggested.
+        let a = advice(
+            &tls,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            "h:1/bootstrap: Disconnected (after 2ms in state UP)",
+        )
+        .unwrap();
+        assert!(
+            a.contains("if they require SASL, set sasl_mechanism"),
+            "{a}"
+        );
         // Nothing listening: the metadata error says it already.
         assert_eq!(
             advice(
