@@ -11,6 +11,49 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// Keeps the calling thread on one CPU, the highest it may use, until
+/// dropped. Every workload thread (the operations, the TCP listener, the
+/// DNS responder) runs there: a request and its answer then switch threads
+/// on one CPU instead of waking an idle one. On this VM a cross-CPU wakeup
+/// out of the guest's idle state cost more than the operation itself, and
+/// varied with whatever else kept the CPUs busy: with no agent running the
+/// TCP and DNS storms were slower than with one. The agent is not pinned.
+pub struct Pin(Option<libc::cpu_set_t>);
+
+impl Pin {
+    pub fn workload_cpu() -> Pin {
+        // SAFETY: cpu_set_t is plain data; the calls get its size.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if libc::sched_getaffinity(0, size, &mut old) != 0 {
+                return Pin(None);
+            }
+            let Some(cpu) = (0..libc::CPU_SETSIZE as usize)
+                .rev()
+                .find(|&c| libc::CPU_ISSET(c, &old))
+            else {
+                return Pin(None);
+            };
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            if libc::sched_setaffinity(0, size, &one) != 0 {
+                return Pin(None);
+            }
+            Pin(Some(old))
+        }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: restores the mask read in workload_cpu.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
+    }
+}
+
 /// One kind of operation the agent may (or must not) pay for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -95,6 +138,7 @@ impl Env {
             std::thread::Builder::new()
                 .name("bench-listener".into())
                 .spawn(move || {
+                    let _pin = Pin::workload_cpu();
                     for s in listener.incoming() {
                         if stop.load(Ordering::Relaxed) {
                             break;
@@ -115,7 +159,10 @@ impl Env {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("bench-dns".into())
-                .spawn(move || responder(sock, stop))?;
+                .spawn(move || {
+                    let _pin = Pin::workload_cpu();
+                    responder(sock, stop)
+                })?;
         }
         let dir = dir.join("files");
         std::fs::create_dir_all(&dir)?;
@@ -150,6 +197,7 @@ impl Env {
 
     /// Runs `n` operations of `kind`, at most `rate` per second if given.
     pub fn run(&self, kind: Kind, n: u64, rate: Option<f64>) -> Result<()> {
+        let _pin = Pin::workload_cpu();
         let start = Instant::now();
         let mut op = self.op(kind)?;
         for i in 0..n {
