@@ -85,7 +85,10 @@ fn quick_benchmark_prints_every_table() {
     // The test command installs auditd: the comparison must have run.
     let with_audit = md.contains("| auditd ns/op |");
     if std::path::Path::new("/sbin/auditd").exists() {
-        assert!(with_audit, "auditd is installed but was not measured:\n{md}");
+        assert!(
+            with_audit,
+            "auditd is installed but was not measured:\n{md}"
+        );
     } else {
         assert!(
             md.contains("auditd could not be measured"),
