@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use postgres::{Client, NoTls, Row};
 
-use crate::store::{count_status, AgentRow, BatchCounts, CommandRow, Storage, StoreError};
+use crate::store::{
+    count_status, AgentRow, BatchCounts, CommandRow, Storage, StoreError, CMD_COLS,
+};
 
 /// Schema migrations, in order. Never edit one that shipped: add another.
 const MIGRATIONS: &[&str] = &[
@@ -42,9 +44,6 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX commands_agent ON commands (agent_id, status);
      CREATE INDEX commands_batch ON commands (batch);",
 ];
-
-const CMD_COLS: &str =
-    "id, agent_id, batch, kind, arg, status, result, created_at, sent_at, done_at";
 
 fn cmd_row(r: &Row) -> CommandRow {
     CommandRow {
@@ -209,10 +208,9 @@ impl Storage for PgStore {
     fn add_commands(&self, cmds: &[CommandRow]) -> Result<(), StoreError> {
         let mut c = self.conn();
         let mut tx = c.transaction()?;
-        let st = tx.prepare(
-            "INSERT INTO commands (id, agent_id, batch, kind, arg, status, result, created_at, sent_at, done_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )?;
+        let st = tx.prepare(&format!(
+            "INSERT INTO commands ({CMD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))?;
         for m in cmds {
             tx.execute(
                 &st,

@@ -208,7 +208,9 @@ fn cmd_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
     })
 }
 
-const CMD_COLS: &str =
+/// The commands table's columns in the order `CommandRow` is read and
+/// written, for both databases.
+pub(crate) const CMD_COLS: &str =
     "id, agent_id, batch, kind, arg, status, result, created_at, sent_at, done_at";
 
 impl SqliteStore {
@@ -328,10 +330,9 @@ impl Storage for SqliteStore {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction()?;
         {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO commands (id, agent_id, batch, kind, arg, status, result, created_at, sent_at, done_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
+            let mut st = tx.prepare_cached(&format!(
+                "INSERT INTO commands ({CMD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?;
             for m in cmds {
                 st.execute(params![
                     m.id,
