@@ -100,6 +100,16 @@ impl Ctx<'_> {
         check::owner(addr, self.modules, self.syms)
     }
 
+    /// Records that `table` could not be checked, and why.
+    fn unchecked(&mut self, table: &'static str, note: impl Into<String>) {
+        self.counts.push(Count {
+            table,
+            checked: None,
+            hooked: 0,
+            note: note.into(),
+        });
+    }
+
     /// `symbol+off [module]`, or `[module]+off` (from the module's memory
     /// range) when kallsyms has no symbol of that module there (a hidden
     /// module), or the bare address.
@@ -235,12 +245,7 @@ fn summary(counts: &[Count], findings: usize) -> String {
 fn syscall_tables(cx: &mut Ctx, reader: &mut Reader<'_>) {
     for (table, prefix_note) in [("sys_call_table", "x64"), ("ia32_sys_call_table", "ia32")] {
         let Some(addr) = cx.syms.addr(table) else {
-            cx.counts.push(Count {
-                table,
-                checked: None,
-                hooked: 0,
-                note: "not in kallsyms".into(),
-            });
+            cx.unchecked(table, "not in kallsyms");
             continue;
         };
         // The next symbol bounds the table (its size is not exported).
@@ -254,12 +259,7 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader<'_>) {
             Ok(e) => e,
             Err(e) => {
                 cx.warnings.push(format!("{table}: {e}"));
-                cx.counts.push(Count {
-                    table,
-                    checked: None,
-                    hooked: 0,
-                    note: format!("unreadable: {e}"),
-                });
+                cx.unchecked(table, format!("unreadable: {e}"));
                 continue;
             }
         };
@@ -293,12 +293,10 @@ fn syscall_tables(cx: &mut Ctx, reader: &mut Reader<'_>) {
 fn dispatch_functions(cx: &mut Ctx, reader: &mut Reader<'_>) {
     for (func, prefix) in [("x64_sys_call", "__x64_"), ("ia32_sys_call", "__ia32_")] {
         let (Some(addr), Some(len)) = (cx.syms.addr(func), cx.syms.extent(func)) else {
-            cx.counts.push(Count {
-                table: func,
-                checked: None,
-                hooked: 0,
-                note: "not in kallsyms (kernel dispatches through the table)".into(),
-            });
+            cx.unchecked(
+                func,
+                "not in kallsyms (kernel dispatches through the table)",
+            );
             continue;
         };
         let len = len.min(MAX_FUNCTION_BYTES) as usize;
@@ -306,12 +304,7 @@ fn dispatch_functions(cx: &mut Ctx, reader: &mut Reader<'_>) {
             Ok(c) => c,
             Err(e) => {
                 cx.warnings.push(format!("{func}: {e}"));
-                cx.counts.push(Count {
-                    table: func,
-                    checked: None,
-                    hooked: 0,
-                    note: format!("unreadable: {e}"),
-                });
+                cx.unchecked(func, format!("unreadable: {e}"));
                 continue;
             }
         };
@@ -360,12 +353,7 @@ fn idt(cx: &mut Ctx, reader: &mut Reader<'_>) {
         Err(e) => {
             cx.warnings
                 .push(format!("idt at {addr:#x} ({source}): {e}"));
-            cx.counts.push(Count {
-                table: "idt",
-                checked: None,
-                hooked: 0,
-                note: format!("unreadable: {e}"),
-            });
+            cx.unchecked("idt", format!("unreadable: {e}"));
             return;
         }
     };
@@ -549,12 +537,10 @@ fn module_views(opts: &Options, syms: &Symbols) -> Modules {
 /// 702: a module some view shows and another misses.
 fn hidden_modules(cx: &mut Ctx) {
     if !cx.modules.supported {
-        cx.counts.push(Count {
-            table: "modules",
-            checked: None,
-            hooked: 0,
-            note: "not applicable (kernel without loadable modules)".into(),
-        });
+        cx.unchecked(
+            "modules",
+            "not applicable (kernel without loadable modules)",
+        );
         return;
     }
     let bad = cx.modules.inconsistent();
@@ -629,12 +615,10 @@ fn trace_hooks(cx: &mut Ctx) {
             .filter(|p| !p.is_empty())
             .find_map(|p| std::fs::read_to_string(p).ok())
         else {
-            cx.counts.push(Count {
+            cx.unchecked(
                 table,
-                checked: None,
-                hooked: 0,
-                note: "not available on this kernel (no ftrace or kprobes, or tracefs/debugfs not mounted)".into(),
-            });
+                "not available on this kernel (no ftrace or kprobes, or tracefs/debugfs not mounted)",
+            );
             continue;
         };
         let (n, hooks) = parse(&text);
@@ -678,12 +662,7 @@ fn kprobe_table(cx: &mut Ctx, reader: &mut Reader<'_>) {
         Ok(h) => h,
         Err(e) => {
             cx.warnings.push(format!("kprobe_table: {e}"));
-            cx.counts.push(Count {
-                table: "kprobes",
-                checked: None,
-                hooked: 0,
-                note: format!("unreadable: {e}"),
-            });
+            cx.unchecked("kprobes", format!("unreadable: {e}"));
             return;
         }
     };
