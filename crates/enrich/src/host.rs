@@ -60,7 +60,9 @@ impl Default for Host {
     }
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
+/// The time of `clock` (CLOCK_BOOTTIME, CLOCK_REALTIME, a CPU-time clock...)
+/// in nanoseconds.
+pub fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

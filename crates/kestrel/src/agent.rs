@@ -87,7 +87,8 @@ impl Collector {
             }
         };
         let ktime = rec.ktime_ns();
-        self.max_delay_ns = self.max_delay_ns.max(boottime_ns().saturating_sub(ktime));
+        let now = kestrel_enrich::clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        self.max_delay_ns = self.max_delay_ns.max(now.saturating_sub(ktime));
         let Some(mut ev) = self.enricher.enrich(&rec) else {
             return 0;
         };
@@ -114,16 +115,6 @@ impl Collector {
             }
         }
     }
-}
-
-fn boottime_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Runs the agent until SIGINT or SIGTERM.

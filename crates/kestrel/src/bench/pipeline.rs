@@ -39,13 +39,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
 }
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    kestrel_enrich::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
 }
 
 /// The load that feeds the agent: mostly connects, one exec in 50, as fast
