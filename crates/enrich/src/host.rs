@@ -84,49 +84,74 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// The first IPv4 address of an up, non-loopback interface; an IPv6 global
-/// address when there is no IPv4 one.
-pub fn local_ip() -> Option<IpAddr> {
+/// One address of a network interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddr {
+    /// The address.
+    pub ip: IpAddr,
+    /// The interface is up.
+    pub up: bool,
+    /// The interface is a loopback one.
+    pub loopback: bool,
+}
+
+/// Every IPv4 and IPv6 address of every interface, in getifaddrs order.
+pub fn interface_addrs() -> Vec<IfAddr> {
+    let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills ifap with a list we free below.
     if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return None;
+        return out;
     }
-    let mut v4 = None;
-    let mut v6 = None;
     let mut cur = ifap;
     while !cur.is_null() {
         // SAFETY: cur is a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
         cur = ifa.ifa_next;
-        let flags = ifa.ifa_flags as libc::c_int;
-        if ifa.ifa_addr.is_null() || flags & libc::IFF_UP == 0 || flags & libc::IFF_LOOPBACK != 0 {
+        if ifa.ifa_addr.is_null() {
             continue;
         }
         // SAFETY: ifa_addr is non-null and its family says which struct it is.
-        unsafe {
+        let ip = unsafe {
             match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET if v4.is_none() => {
+                libc::AF_INET => {
                     let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
-                    v4 = Some(IpAddr::from(
-                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                    ));
+                    IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
                 }
-                libc::AF_INET6 if v6.is_none() => {
+                libc::AF_INET6 => {
                     let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    // Link-local addresses say nothing to a remote reader.
-                    if ip.segments()[0] & 0xffc0 != 0xfe80 {
-                        v6 = Some(IpAddr::V6(ip));
-                    }
+                    IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr))
                 }
-                _ => {}
+                _ => continue,
             }
-        }
+        };
+        let flags = ifa.ifa_flags as libc::c_int;
+        out.push(IfAddr {
+            ip,
+            up: flags & libc::IFF_UP != 0,
+            loopback: flags & libc::IFF_LOOPBACK != 0,
+        });
     }
     // SAFETY: ifap came from getifaddrs.
     unsafe { libc::freeifaddrs(ifap) };
-    v4.or(v6)
+    out
+}
+
+/// The first IPv4 address of an up, non-loopback interface; an IPv6 global
+/// address when there is no IPv4 one.
+pub fn local_ip() -> Option<IpAddr> {
+    let addrs: Vec<IpAddr> = interface_addrs()
+        .into_iter()
+        .filter(|a| a.up && !a.loopback)
+        .map(|a| a.ip)
+        .collect();
+    addrs.iter().find(|ip| ip.is_ipv4()).copied().or_else(|| {
+        // Link-local addresses say nothing to a remote reader.
+        addrs
+            .iter()
+            .find(|ip| matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 != 0xfe80))
+            .copied()
+    })
 }
 
 /// Inode number of a namespace file (/proc/PID/ns/net and the like).
@@ -164,4 +189,24 @@ pub fn netns_local_ip(ns_path: &std::path::Path, inum: u32) -> Option<IpAddr> {
         );
     }
     ip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_addresses_name_loopback_and_local_ip_skips_it() {
+        let addrs = interface_addrs();
+        assert!(
+            addrs
+                .iter()
+                .any(|a| a.ip == IpAddr::from([127, 0, 0, 1]) && a.up && a.loopback),
+            "{addrs:?}"
+        );
+        if let Some(ip) = local_ip() {
+            assert!(!ip.is_loopback(), "{ip}");
+            assert!(addrs.iter().any(|a| a.ip == ip && a.up && !a.loopback));
+        }
+    }
 }

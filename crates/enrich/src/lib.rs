@@ -31,7 +31,7 @@ use lru::LruCache;
 
 pub use container::Container;
 pub use hash::{HashMiss, Md5Cache};
-pub use host::{clock_ns, Host};
+pub use host::{clock_ns, interface_addrs, Host, IfAddr};
 pub use procfs::{LiveView, Procfs};
 pub use runtime::{ContainerNames, NameResolver, RuntimeCounters, RuntimeSockets};
 pub use users::Users;

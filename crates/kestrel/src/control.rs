@@ -561,14 +561,15 @@ fn self_usage() -> (u64, u64) {
 }
 
 fn os_name() -> String {
-    std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "Linux".into())
+    os_pretty_name().unwrap_or_else(|| "Linux".into())
+}
+
+/// PRETTY_NAME from /etc/os-release.
+pub(crate) fn os_pretty_name() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
 }
 
 fn kernel_release() -> String {
@@ -586,36 +587,11 @@ fn kernel_release() -> String {
 
 /// The host's addresses, loopback left out.
 fn local_ips() -> Vec<String> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk and free.
-    unsafe {
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return out;
-        }
-        let mut p = ifap;
-        while !p.is_null() {
-            let a = (*p).ifa_addr;
-            if !a.is_null() {
-                let ip: Option<std::net::IpAddr> = match (*a).sa_family as i32 {
-                    libc::AF_INET => {
-                        let s = &*(a as *const libc::sockaddr_in);
-                        Some(std::net::Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)).into())
-                    }
-                    libc::AF_INET6 => {
-                        let s = &*(a as *const libc::sockaddr_in6);
-                        Some(std::net::Ipv6Addr::from(s.sin6_addr.s6_addr).into())
-                    }
-                    _ => None,
-                };
-                if let Some(ip) = ip.filter(|ip| !ip.is_loopback()) {
-                    out.push(ip.to_string());
-                }
-            }
-            p = (*p).ifa_next;
-        }
-        libc::freeifaddrs(ifap);
-    }
+    let mut out: Vec<String> = kestrel_enrich::interface_addrs()
+        .into_iter()
+        .filter(|a| !a.ip.is_loopback())
+        .map(|a| a.ip.to_string())
+        .collect();
     out.sort();
     out.dedup();
     out
