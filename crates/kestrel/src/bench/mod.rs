@@ -188,14 +188,7 @@ fn header(plan: &Plan, what: &str) -> String {
                 .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
         })
         .map_or(0.0, |kb| kb as f64 / (1 << 20) as f64);
-    let os = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|o| {
-            o.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_default();
+    let os = crate::control::os_pretty_name().unwrap_or_default();
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
