@@ -270,7 +270,7 @@ struct kestrel_file {
 	char rel[256];
 };
 
-/* What the kernel keeps per process (the `procs` map, keyed by tgid), and
+/* What the kernel keeps per process (the `procs` task storage, on the thread group leader), and
  * what user space seeds it with at start for processes already running.
  *
  * uid/euid: the credentials last seen, to notice a uid or euid that became
@@ -291,6 +291,19 @@ struct kestrel_proc {
 	__u32 euid;
 	__u32 flags; /* KESTREL_PROC_* */
 	__u32 holder;
+	/* What every event's struct kestrel_task repeats about the process and
+	 * reaches through chains of cold pointers: kept here with the kernel
+	 * address each group was read through, reused while the task still
+	 * points at the same object (see fill_task). Zero: not cached. */
+	__u64 c_leader;  /* task_struct: start_boottime, ns_pid, pid_ns */
+	__u64 c_nsproxy; /* nsproxy: mnt_ns, net_ns */
+	__u64 c_cgroups; /* css_set: cgroup_id */
+	__u64 start_boottime;
+	__u64 cgroup_id;
+	__u32 ns_pid;
+	__u32 pid_ns;
+	__u32 mnt_ns;
+	__u32 net_ns;
 };
 
 #define KESTREL_PROC_STDIO_SOCKET (1u << 0)

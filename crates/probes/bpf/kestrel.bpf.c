@@ -130,9 +130,8 @@ static __always_inline void count(__u32 kind, __u32 ctr)
  * submitted: a wakeup comes at most that much per CPU past the threshold. */
 #define WAKEUP_CHECK_BYTES (16 * 1024)
 
-static __always_inline void submit(void *rec, __u64 size, __u32 kind)
+static __always_inline __u64 wakeup_flags(__u64 size)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u32 zero = 0;
 	__u64 *since = bpf_map_lookup_elem(&unchecked, &zero);
 
@@ -141,10 +140,16 @@ static __always_inline void submit(void *rec, __u64 size, __u32 kind)
 		if (*since >= WAKEUP_CHECK_BYTES) {
 			*since = 0;
 			if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size >= wakeup_bytes)
-				flags = BPF_RB_FORCE_WAKEUP;
+				return BPF_RB_FORCE_WAKEUP;
 		}
 	}
-	if (bpf_ringbuf_output(&events, rec, size, flags) == 0)
+	return BPF_RB_NO_WAKEUP;
+}
+
+/* A record assembled elsewhere (a scratch map: variable-sized records). */
+static __always_inline void submit(void *rec, __u64 size, __u32 kind)
+{
+	if (bpf_ringbuf_output(&events, rec, size, wakeup_flags(size)) == 0)
 		count(kind, KESTREL_CTR_SUBMITTED);
 	else
 		count(kind, KESTREL_CTR_RINGBUF_FULL);
@@ -207,20 +212,58 @@ static __always_inline void pid_at_level(struct pid *pid, struct upid *out)
  * container_of) goes through bpf_probe_read_kernel, and then as few times
  * as possible: neighbouring fields are read in one call.
  */
-static __always_inline struct kestrel_proc *check_creds(__u32 trigger, const char *filename);
 
-static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task)
+/* The process's entry in the process table, made from the task's
+ * credentials if it has none yet. NULL only if the map refused one. */
+static __always_inline struct kestrel_proc *proc_entry(struct task_struct *task)
+{
+	struct kestrel_proc *ps = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
+
+	if (!ps) {
+		const struct cred *cred = task->cred;
+		struct kestrel_proc now = { .uid = cred->uid.val, .euid = cred->euid.val };
+
+		ps = bpf_task_storage_get(&procs, task->group_leader, &now,
+					  BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!ps)
+			count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
+	}
+	return ps;
+}
+
+static __always_inline void check_creds(struct kestrel_proc *ps, struct task_struct *task,
+					__u32 trigger, const char *filename);
+
+/*
+ * The task's identity, as of now. What lies behind chains of pointers that
+ * rarely change (the leader's pid numbers, the namespaces, the cgroup) is
+ * cached in the process's entry `ps` with the address it was read through,
+ * and read again when the task points elsewhere: those loads mostly miss
+ * the CPU's cache (caching them took 8-12 % off a connect). Only the leader's own events
+ * use and fill the cache, so that no two CPUs write one entry at once.
+ * A pointer compared equal could in principle be a new object at a freed
+ * one's address; the namespace and cgroup groups are therefore also
+ * cleared when the process calls unshare or setns or is moved to another
+ * cgroup (handle_unshare_exit, handle_setns_exit, handle_cgroup_attach). The leader's group is
+ * tied to the entry's own task. pgid, sid, ppid, credentials, comm and
+ * nodename are read live: each is one or two loads, and they change without
+ * leaving a trace that a tracepoint sees.
+ */
+static __always_inline void fill_task(struct kestrel_task *t, struct task_struct *task,
+				      struct kestrel_proc *ps)
 {
 	struct task_struct *leader = task->group_leader;
 	struct signal_struct *sig = task->signal;
 	struct nsproxy *nsp = task->nsproxy;
-	struct pid *tp = leader->thread_pid;
+	struct css_set *cgs = task->cgroups;
 	const struct cred *cred = task->cred;
 	const char *node = nsp->uts_ns->name.nodename;
 
+	if (task != leader)
+		ps = NULL;
+
 	t->pid = task->pid;
 	t->tgid = task->tgid;
-	t->start_boottime = leader->start_boottime;
 	t->ppid = task->real_parent->tgid;
 	t->pgid = sig->pids[PIDTYPE_PGID]->numbers[0].nr;
 	t->sid = sig->pids[PIDTYPE_SID]->numbers[0].nr;
@@ -239,23 +282,60 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 	for (int i = 0; i < (KESTREL_NODENAME_LEN - 1) / 8; i++)
 		*(__u64 *)&t->nodename[i * 8] = *(__u64 *)&node[i * 8];
 	t->nodename[KESTREL_NODENAME_LEN - 1] = 0;
+	t->reserved[0] = 0;
+	t->reserved[1] = 0;
+	t->reserved[2] = 0;
 
-	/* The pid as the process's own namespace numbers it: at level 0 (the
-	 * host) a plain load; deeper, the array index is not a constant the
-	 * verifier accepts, so a helper reads that one entry. */
-	if (tp->level == 0) {
-		t->ns_pid = tp->numbers[0].nr;
-		t->pid_ns = tp->numbers[0].ns->ns.inum;
+	if (ps && ps->c_leader == (__u64)leader) {
+		t->start_boottime = ps->start_boottime;
+		t->ns_pid = ps->ns_pid;
+		t->pid_ns = ps->pid_ns;
 	} else {
-		struct upid up = {};
+		struct pid *tp = leader->thread_pid;
 
-		pid_at_level(tp, &up);
-		t->ns_pid = up.nr;
-		t->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+		t->start_boottime = leader->start_boottime;
+		/* The pid as the process's own namespace numbers it: at level
+		 * 0 (the host) a plain load; deeper, the array index is not a
+		 * constant the verifier accepts, so a helper reads that one
+		 * entry. */
+		if (tp->level == 0) {
+			t->ns_pid = tp->numbers[0].nr;
+			t->pid_ns = tp->numbers[0].ns->ns.inum;
+		} else {
+			struct upid up = {};
+
+			pid_at_level(tp, &up);
+			t->ns_pid = up.nr;
+			t->pid_ns = BPF_CORE_READ(up.ns, ns.inum);
+		}
+		if (ps) {
+			ps->start_boottime = t->start_boottime;
+			ps->ns_pid = t->ns_pid;
+			ps->pid_ns = t->pid_ns;
+			ps->c_leader = (__u64)leader;
+		}
 	}
-	t->mnt_ns = nsp->mnt_ns->ns.inum;
-	t->net_ns = nsp->net_ns->ns.inum;
-	t->cgroup_id = task_cgroup(task)->kn->id;
+	if (ps && ps->c_nsproxy == (__u64)nsp) {
+		t->mnt_ns = ps->mnt_ns;
+		t->net_ns = ps->net_ns;
+	} else {
+		t->mnt_ns = nsp->mnt_ns->ns.inum;
+		t->net_ns = nsp->net_ns->ns.inum;
+		if (ps) {
+			ps->mnt_ns = t->mnt_ns;
+			ps->net_ns = t->net_ns;
+			ps->c_nsproxy = (__u64)nsp;
+		}
+	}
+	if (ps && ps->c_cgroups == (__u64)cgs) {
+		t->cgroup_id = ps->cgroup_id;
+	} else {
+		t->cgroup_id = task_cgroup(task)->kn->id;
+		if (ps) {
+			ps->cgroup_id = t->cgroup_id;
+			ps->c_cgroups = (__u64)cgs;
+		}
+	}
 }
 
 static __always_inline struct file *task_fd(struct task_struct *task, unsigned int fd)
@@ -281,10 +361,24 @@ static __always_inline void task_stdio(struct task_struct *task, struct file **f
 	bpf_probe_read_kernel(f, 2 * sizeof(*f), fdt->fd);
 }
 
+/*
+ * A pointer the verifier cannot type (read with a helper, or a void *) is
+ * given its type with bpf_core_cast (the bpf_rdonly_cast kfunc, Linux 6.2+,
+ * which the verifier turns into a register move): its fields are then
+ * plain guarded loads instead of one helper call each, a call costing
+ * some 30-60 ns on this kind of VM. `typed()` says whether this kernel has
+ * it; libbpf resolves the test at load time and the verifier drops the
+ * branch not taken, so older kernels run the helper reads below each fast
+ * path.
+ */
+#define typed() bpf_ksym_exists(bpf_rdonly_cast)
+
 static __always_inline struct inode *file_inode(struct file *f)
 {
 	struct inode *inode = NULL;
 
+	if (typed())
+		return f ? bpf_core_cast(f, struct file)->f_inode : NULL;
 	bpf_probe_read_kernel(&inode, sizeof(inode),
 			      (void *)f + bpf_core_field_offset(struct file, f_inode));
 	return inode;
@@ -308,6 +402,12 @@ static __always_inline void fill_fdinfo(struct kestrel_fdinfo *fi, struct file *
 	inode = file_inode(f);
 	if (!inode)
 		return;
+	if (typed()) {
+		fi->mode = inode->i_mode;
+		fi->rdev = inode->i_rdev;
+		fi->ino = inode->i_ino;
+		return;
+	}
 	if (om + 2 <= INODE_HEAD && or + 4 <= INODE_HEAD && oi + 8 <= INODE_HEAD &&
 	    bpf_probe_read_kernel(head, sizeof(head), inode) == 0) {
 		fi->mode = *(__u16 *)((void *)head + om);
@@ -329,6 +429,10 @@ static __always_inline struct sock *socket_sock(struct file *f)
 
 	if (!f)
 		return NULL;
+	if (typed()) {
+		sock = bpf_core_cast(bpf_core_cast(f, struct file)->private_data, struct socket);
+		return sock ? sock->sk : NULL;
+	}
 	bpf_probe_read_kernel(&sock, sizeof(sock),
 			      (void *)f + bpf_core_field_offset(struct file, private_data));
 	if (sock)
@@ -347,7 +451,10 @@ static __always_inline struct sock *file_sock(struct file *f)
 	inode = file_inode(f);
 	if (!inode)
 		return NULL;
-	bpf_probe_read_kernel(&mode, sizeof(mode),
+	if (typed())
+		mode = inode->i_mode;
+	else
+		bpf_probe_read_kernel(&mode, sizeof(mode),
 			      (void *)inode + bpf_core_field_offset(struct inode, i_mode));
 	if ((mode & S_IFMT) != S_IFSOCK)
 		return NULL;
@@ -371,6 +478,26 @@ static __always_inline bool read_sock_addrs(struct sock *sk, struct kestrel_sock
 
 	if (!sk)
 		return false;
+	if (typed()) {
+		struct sock_common *c = &sk->__sk_common;
+
+		family = c->skc_family;
+		if (family != AF_INET && family != AF_INET6)
+			return false;
+		a->family = family;
+		a->sport = c->skc_num;
+		a->dport = bpf_ntohs(c->skc_dport);
+		if (family == AF_INET) {
+			*(__u32 *)a->saddr = c->skc_rcv_saddr;
+			*(__u32 *)a->daddr = c->skc_daddr;
+		} else {
+			*(__u64 *)&a->daddr[0] = *(__u64 *)&c->skc_v6_daddr.in6_u.u6_addr8[0];
+			*(__u64 *)&a->daddr[8] = *(__u64 *)&c->skc_v6_daddr.in6_u.u6_addr8[8];
+			*(__u64 *)&a->saddr[0] = *(__u64 *)&c->skc_v6_rcv_saddr.in6_u.u6_addr8[0];
+			*(__u64 *)&a->saddr[8] = *(__u64 *)&c->skc_v6_rcv_saddr.in6_u.u6_addr8[8];
+		}
+		return true;
+	}
 	if (o_daddr + 4 > sizeof(head) || o_saddr + 4 > sizeof(head) || o_dport + 2 > sizeof(head) ||
 	    o_num + 2 > sizeof(head) || o_family + 2 > sizeof(head) ||
 	    bpf_probe_read_kernel(head, sizeof(head), sk))
@@ -647,7 +774,6 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	e = exec_record();
 	if (!e)
 		return 0;
-	fill_task(&e->task, p);
 	e->res = 0;
 	e->argc = bprm->argc;
 	e->flags = KESTREL_EXEC_ARGV_FROM_MM;
@@ -713,7 +839,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	/* Done with the entry before the ancestor walk: a map pointer kept
 	 * alive across the loop makes the verifier walk it once per state. */
 	holder = 0;
-	ps = check_creds(KESTREL_CRED_AT_EXEC, bprm->filename);
+	ps = proc_entry(p);
+	fill_task(&e->task, p, ps);
+	check_creds(ps, p, KESTREL_CRED_AT_EXEC, bprm->filename);
 	if (ps) {
 		holder = ps->holder;
 		if (inet)
@@ -742,7 +870,6 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	e = exec_record();
 	if (!e)
 		return 0;
-	fill_task(&e->task, task);
 	e->res = ret;
 
 	n = bpf_probe_read_user_str(e->data, KESTREL_FILENAME_MAX, filename);
@@ -794,7 +921,9 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 
 	fill_stdio(e, task);
 	fill_tty(e, task);
-	ps = check_creds(KESTREL_CRED_AT_EXEC_FAILED, NULL);
+	ps = proc_entry(task);
+	fill_task(&e->task, task, ps);
+	check_creds(ps, task, KESTREL_CRED_AT_EXEC_FAILED, NULL);
 	fill_ancestry(e, task);
 	fill_holder(e, (__u64)BPF_CORE_READ(task, real_parent), ps ? ps->holder : 0);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
@@ -829,28 +958,31 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_sockaddrs addrs = {};
+	struct kestrel_connect *e;
+	struct kestrel_proc *ps;
 	struct pt_regs *regs;
-	struct kestrel_connect e = {};
 	struct sockaddr_in6 sa = {};
 	struct sock *sk;
 	void *uaddr;
 	__u16 family = 0;
 	long ret = ctx->ret;
+	int fd;
 
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid || ret == -EBADF || ret == -ENOTSOCK)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	e.fd = (int)regs->di;
+	fd = (int)regs->di;
 	/* connect() looked the descriptor up as a socket before anything
 	 * else could fail: past EBADF and ENOTSOCK it is one. */
-	sk = socket_sock(task_fd(task, e.fd));
+	sk = socket_sock(task_fd(task, fd));
 	/* Connected or connecting: the socket now holds both ends, the
 	 * destination being the one asked for, so the caller's memory is
 	 * not read. Any other result may have left the socket as it was
 	 * (EISCONN, EALREADY) or cleared it: then the address passed is the
 	 * truth. */
-	if (!((ret == 0 || ret == -EINPROGRESS) && read_sock_addrs(sk, &e.addrs) &&
-	      e.addrs.dport)) {
+	if (!((ret == 0 || ret == -EINPROGRESS) && read_sock_addrs(sk, &addrs) &&
+	      addrs.dport)) {
 		uaddr = (void *)regs->si;
 		/* One read for a sockaddr_in6; a sockaddr_in at the very end
 		 * of a mapping would make it fail, so then the shorter one is
@@ -861,39 +993,50 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		family = sa.sin6_family;
 		if (family != AF_INET && family != AF_INET6)
 			return 0;
-		__builtin_memset(&e.addrs, 0, sizeof(e.addrs));
-		e.addrs.family = family;
-		e.addrs.dport = bpf_ntohs(sa.sin6_port);
+		__builtin_memset(&addrs, 0, sizeof(addrs));
+		addrs.family = family;
+		addrs.dport = bpf_ntohs(sa.sin6_port);
 		if (family == AF_INET)
-			__builtin_memcpy(e.addrs.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+			__builtin_memcpy(addrs.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
 		else
-			__builtin_memcpy(e.addrs.daddr, &sa.sin6_addr, 16);
+			__builtin_memcpy(addrs.daddr, &sa.sin6_addr, 16);
 		if (sk) {
 			struct kestrel_sockaddrs local = {};
 			__u64 key = (__u64)sk;
 			struct kestrel_sockaddrs *r;
 
 			if (read_sock_addrs(sk, &local) && local.sport) {
-				e.addrs.sport = local.sport;
-				__builtin_memcpy(e.addrs.saddr, local.saddr, 16);
+				addrs.sport = local.sport;
+				__builtin_memcpy(addrs.saddr, local.saddr, 16);
 			} else if ((r = bpf_map_lookup_elem(&refused, &key))) {
 				/* Only if it is this very connection attempt. */
-				if (r->dport == e.addrs.dport && same_addr(r->daddr, e.addrs.daddr)) {
-					e.addrs.sport = r->sport;
-					__builtin_memcpy(e.addrs.saddr, r->saddr, 16);
+				if (r->dport == addrs.dport && same_addr(r->daddr, addrs.daddr)) {
+					addrs.sport = r->sport;
+					__builtin_memcpy(addrs.saddr, r->saddr, 16);
 				}
 				bpf_map_delete_elem(&refused, &key);
 			}
 		}
 	}
 
-	e.hdr.kind = KESTREL_KIND_CONNECT;
-	e.hdr.size = sizeof(e);
-	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e.task, task);
-	e.res = ret;
-	submit(&e, sizeof(e), KESTREL_KIND_CONNECT);
-	check_creds(KESTREL_CRED_AT_CONNECT, NULL);
+	/* Built in place in the ring buffer: no copy, nothing to zero. */
+	ps = proc_entry(task);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		e->hdr.kind = KESTREL_KIND_CONNECT;
+		e->hdr.reserved = 0;
+		e->hdr.size = sizeof(*e);
+		e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+		fill_task(&e->task, task, ps);
+		e->res = ret;
+		e->fd = fd;
+		e->addrs = addrs;
+		bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_SUBMITTED);
+	} else {
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_RINGBUF_FULL);
+	}
+	check_creds(ps, task, KESTREL_CRED_AT_CONNECT, NULL);
 	return 0;
 }
 
@@ -940,6 +1083,7 @@ int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	struct kestrel_ptrace e = {};
+	struct kestrel_proc *ps;
 
 	e.request = (long)regs->di;
 	if (e.request == PTRACE_TRACEME || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
@@ -947,13 +1091,14 @@ int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
 	e.hdr.kind = KESTREL_KIND_PTRACE;
 	e.hdr.size = sizeof(e);
 	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e.task, task);
+	ps = proc_entry(task);
+	fill_task(&e.task, task, ps);
 	e.target_pid = (int)regs->si;
 	e.addr = regs->dx;
 	e.data = regs->r10;
 	e.res = ctx->ret;
 	submit(&e, sizeof(e), KESTREL_KIND_PTRACE);
-	check_creds(KESTREL_CRED_AT_PTRACE, NULL);
+	check_creds(ps, task, KESTREL_CRED_AT_PTRACE, NULL);
 	return 0;
 }
 
@@ -1007,7 +1152,7 @@ static __always_inline void dns_datagram(struct task_struct *task, int fd, struc
 		return;
 	e->hdr.kind = KESTREL_KIND_DNS;
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e->task, task);
+	fill_task(&e->task, task, proc_entry(task));
 	e->fd = fd;
 	e->msg_len = len;
 	n = len < KESTREL_DNS_PAYLOAD_MAX ? len : KESTREL_DNS_PAYLOAD_MAX;
@@ -1027,7 +1172,7 @@ static __always_inline struct sock *udp_sock(struct task_struct *task, int fd)
 	/* A receive succeeded on fd: it is a socket. */
 	struct sock *sk = socket_sock(task_fd(task, fd));
 
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	if (!sk || (typed() ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) != IPPROTO_UDP)
 		return NULL;
 	return sk;
 }
@@ -1115,7 +1260,7 @@ int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-static __always_inline void emit_cred(struct task_struct *task, __u32 old_uid, __u32 old_euid,
+static __always_inline void emit_cred(struct task_struct *task, struct kestrel_proc *ps,
 				      __u32 trigger, const char *filename)
 {
 	__u32 zero = 0;
@@ -1128,9 +1273,9 @@ static __always_inline void emit_cred(struct task_struct *task, __u32 old_uid, _
 	e->hdr.kind = KESTREL_KIND_CRED;
 	e->hdr.size = sizeof(*e);
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e->task, task);
-	e->old_uid = old_uid;
-	e->old_euid = old_euid;
+	fill_task(&e->task, task, ps);
+	e->old_uid = ps->uid;
+	e->old_euid = ps->euid;
 	e->trigger = trigger;
 	e->filename[0] = 0;
 	if (filename)
@@ -1138,33 +1283,22 @@ static __always_inline void emit_cred(struct task_struct *task, __u32 old_uid, _
 	submit(e, sizeof(*e), KESTREL_KIND_CRED);
 }
 
-/* Compares the current task's credentials with those last seen for its
- * process; reports a change from non-root to root, then remembers. Returns
- * the process's entry (NULL only if the map refused one). */
-static __always_inline struct kestrel_proc *check_creds(__u32 trigger, const char *filename)
+/* Compares the task's credentials with those last seen for its process
+ * (its entry `ps`, from proc_entry); reports a change from non-root to
+ * root, then remembers. */
+static __always_inline void check_creds(struct kestrel_proc *ps, struct task_struct *task,
+					__u32 trigger, const char *filename)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	const struct cred *cred = task->cred;
 	__u32 uid = cred->uid.val;
 	__u32 euid = cred->euid.val;
-	struct kestrel_proc *prev = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
 
-	if (!prev) {
-		struct kestrel_proc now = { .uid = uid, .euid = euid };
-
-		prev = bpf_task_storage_get(&procs, task->group_leader, &now,
-					    BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!prev)
-			count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
-		return prev;
-	}
-	if (prev->uid == uid && prev->euid == euid)
-		return prev;
-	if (prev->uid != 0 && prev->euid != 0 && (uid == 0 || euid == 0))
-		emit_cred(task, prev->uid, prev->euid, trigger, filename);
-	prev->uid = uid;
-	prev->euid = euid;
-	return prev;
+	if (!ps || (ps->uid == uid && ps->euid == euid))
+		return;
+	if (ps->uid != 0 && ps->euid != 0 && (uid == 0 || euid == 0))
+		emit_cred(task, ps, trigger, filename);
+	ps->uid = uid;
+	ps->euid = euid;
 }
 
 /* A new process starts with its parent's credentials and descriptors. */
@@ -1175,10 +1309,15 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (child->tgid == parent->tgid)
 		return 0; /* a new thread of the same process */
-	p = check_creds(KESTREL_CRED_AT_FORK, NULL);
-	c.uid = child->cred->uid.val;
-	c.euid = child->cred->euid.val;
+	p = proc_entry(parent);
+	check_creds(p, parent, KESTREL_CRED_AT_FORK, NULL);
 	if (p) {
+		/* The child shares its parent's namespaces and cgroup unless
+		 * clone said otherwise: it starts from the parent's cache (new
+		 * objects have new addresses), copied only from the leader,
+		 * the one writer (see fill_task). */
+		if (parent == parent->group_leader)
+			c = *p;
 		c.flags = p->flags & KESTREL_PROC_STDIO_SOCKET;
 		/* Not a ?: between the two loads: clang would merge them into
 		 * one load through two kinds of pointer, which the verifier
@@ -1187,6 +1326,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		if (c.flags)
 			c.holder = parent->tgid;
 	}
+	c.uid = child->cred->uid.val;
+	c.euid = child->cred->euid.val;
 	cp = bpf_task_storage_get(&procs, child, &c, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!cp)
 		count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
@@ -1199,7 +1340,48 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	if (p->pid != p->tgid)
 		return 0; /* a thread, not the process */
 	/* The entry goes with the task. */
-	check_creds(KESTREL_CRED_AT_EXIT, NULL);
+	check_creds(proc_entry(p), p, KESTREL_CRED_AT_EXIT, NULL);
+	return 0;
+}
+
+/* The process's namespaces or cgroup may have changed: forget what
+ * fill_task cached about them (it compares addresses; this makes a new
+ * object at an old one's address harmless). Rare calls, one lookup. */
+static __always_inline void forget_cached(struct task_struct *task, bool ns, bool cgroup)
+{
+	struct kestrel_proc *ps = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
+
+	if (!ps)
+		return;
+	if (ns)
+		ps->c_nsproxy = 0;
+	if (cgroup)
+		ps->c_cgroups = 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int handle_unshare_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret == 0)
+		forget_cached(bpf_get_current_task_btf(), true, false);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int handle_setns_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret == 0)
+		forget_cached(bpf_get_current_task_btf(), true, false);
+	return 0;
+}
+
+/* Fires in the process that wrote cgroup.procs or tasks, about the task
+ * (or whole thread group) moved. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(handle_cgroup_attach, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	forget_cached(task, false, true);
 	return 0;
 }
 
@@ -1216,7 +1398,8 @@ static __always_inline int stdio_changed(long ret)
 	if (ret < 0 || ret > 1)
 		return 0;
 	task = bpf_get_current_task_btf();
-	ps = check_creds(KESTREL_CRED_AT_DUP, NULL);
+	ps = proc_entry(task);
+	check_creds(ps, task, KESTREL_CRED_AT_DUP, NULL);
 	if (!ps)
 		return 0;
 	task_stdio(task, f);
@@ -1334,7 +1517,7 @@ static __always_inline int module_event(long ret, int fd, __u64 image_len, __u32
 	m->hdr.kind = KESTREL_KIND_MODULE;
 	m->hdr.size = sizeof(*m);
 	m->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&m->task, task);
+	fill_task(&m->task, task, proc_entry(task));
 	m->res = ret;
 	m->fd = fd;
 	m->image_len = image_len;
@@ -1425,7 +1608,7 @@ static __always_inline int file_opened(long ret, __u64 flags)
 	if (!walk_path(&e->path, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), true))
 		return 0; /* under an excluded directory */
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e->task, task);
+	fill_task(&e->task, task, proc_entry(task));
 	e->res = ret;
 	e->mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if (tmpfile)
@@ -1512,7 +1695,7 @@ static __always_inline int node_made(long ret, int dfd, const char *upath, __u32
 	if (!ok)
 		return 0;
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e->task, task);
+	fill_task(&e->task, task, proc_entry(task));
 	e->res = 0;
 	e->mode = mode;
 	e->flags |= KESTREL_FILE_MKNOD;

@@ -250,6 +250,21 @@ const PROGRAMS: &[ProbeStatus] = &[
         requires: None,
     },
     ProbeStatus {
+        program: "handle_unshare_exit",
+        target: "tracepoint/syscalls/sys_exit_unshare",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_setns_exit",
+        target: "tracepoint/syscalls/sys_exit_setns",
+        requires: None,
+    },
+    ProbeStatus {
+        program: "handle_cgroup_attach",
+        target: "tp_btf/cgroup_attach_task",
+        requires: None,
+    },
+    ProbeStatus {
         program: "handle_dup_exit",
         target: "tracepoint/syscalls/sys_exit_dup",
         requires: None,
@@ -320,6 +335,9 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_recvmmsg_exit" => &p.handle_recvmmsg_exit,
         "handle_fork" => &p.handle_fork,
         "handle_exit" => &p.handle_exit,
+        "handle_unshare_exit" => &p.handle_unshare_exit,
+        "handle_setns_exit" => &p.handle_setns_exit,
+        "handle_cgroup_attach" => &p.handle_cgroup_attach,
         "handle_dup_exit" => &p.handle_dup_exit,
         "handle_dup2_exit" => &p.handle_dup2_exit,
         "handle_dup3_exit" => &p.handle_dup3_exit,
@@ -598,8 +616,11 @@ impl Probes {
                     0
                 },
                 holder: p.holder,
+                // Nothing cached: the kernel side reads it at the first event.
+                ..Default::default()
             };
-            // SAFETY: kestrel_proc is four u32s, no padding.
+            // SAFETY: kestrel_proc is plain integers, its u64s 8-aligned,
+            // no padding.
             let value = unsafe {
                 std::slice::from_raw_parts(
                     (&entry as *const abi::kestrel_proc).cast::<u8>(),
