@@ -125,6 +125,77 @@ fn cgroup_paths_give_container_identity() {
     agent.stop();
 }
 
+/// The kernel side caches a process's namespaces and cgroup between its
+/// events: a process moved to another cgroup, then entering a new network
+/// namespace, must be reported where it is at each event. Perl (in
+/// perl-base, always installed) is the subject: one single-threaded process
+/// that connects, is moved, connects, unshares, connects.
+#[test]
+fn a_process_that_moves_is_reported_where_it_is_now() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let agent = Agent::start(&[]);
+    let script = r#"
+        use Socket;
+        $| = 1;
+        sub conn { socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+                   connect($s, pack_sockaddr_in(1, inet_aton("127.0.0.1"))); close $s; }
+        conn(); print "moved?\n"; <STDIN>;
+        conn();
+        syscall(272, 0x40000000) == 0 or die "unshare(CLONE_NEWNET): $!";
+        conn(); print readlink("/proc/self/ns/net"), "\n";
+    "#;
+    let mut child = Command::new("perl")
+        .arg("-e")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "moved?\n");
+
+    let dir = cgroup_root().join(marker("move"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cg = Cgroup(dir.clone());
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let new_net = line
+        .trim()
+        .trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .to_string();
+    assert!(child.wait().unwrap().success());
+    assert!(new_net.parse::<u64>().is_ok(), "perl printed {line:?}");
+
+    let tgid = pid.to_string();
+    let mine = |e: &serde_json::Value| e["data_type"] == "42" && e["tgid"] == tgid.as_str();
+    agent.wait_for("the connect from the new network namespace", |e| {
+        mine(e) && e["net_ns"] == new_net.as_str()
+    });
+    let conns: Vec<_> = agent.events().into_iter().filter(|e| mine(e)).collect();
+    assert_eq!(conns.len(), 3, "{conns:#?}");
+    let host_net = ns_inode("/proc/self/ns/net");
+    let (before, moved, unshared) = (&conns[0], &conns[1], &conns[2]);
+    assert_eq!(field(before, "net_ns"), host_net);
+    assert_eq!(field(moved, "net_ns"), host_net);
+    assert_eq!(field(unshared, "net_ns"), new_net);
+    assert_ne!(field(moved, "cgroup_id"), field(before, "cgroup_id"));
+    assert_eq!(
+        field(moved, "cgroup_id"),
+        std::fs::metadata(&dir).unwrap().ino().to_string(),
+        "the cgroup id is its directory's inode"
+    );
+    assert_eq!(field(unshared, "cgroup_id"), field(moved, "cgroup_id"));
+    agent.stop();
+}
+
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().unwrap();
     assert!(st.success(), "ip {args:?}");
