@@ -769,7 +769,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	bool inet;
 	long n;
 
-	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
+	if (p->tgid == self_tgid)
 		return 0;
 	e = exec_record();
 	if (!e)
@@ -969,7 +969,9 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	int fd;
 
-	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid || ret == -EBADF || ret == -ENOTSOCK)
+	/* The task's own tgid, not bpf_get_current_pid_tgid: a load instead
+	 * of a helper call. */
+	if (ret == -EBADF || ret == -ENOTSOCK || task->tgid == self_tgid)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	fd = (int)regs->di;
@@ -1182,9 +1184,11 @@ static __always_inline struct sock *udp_sock(struct task_struct *task, int fd)
 static __always_inline struct sock *recv_udp_sock(long ret, struct task_struct **task,
 						  struct pt_regs **regs, int *fd)
 {
-	if (ret <= 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+	if (ret <= 0)
 		return NULL;
 	*task = bpf_get_current_task_btf();
+	if ((*task)->tgid == self_tgid)
+		return NULL;
 	*regs = (struct pt_regs *)bpf_task_pt_regs(*task);
 	*fd = (*regs)->di;
 	return udp_sock(*task, *fd);
