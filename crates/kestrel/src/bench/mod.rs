@@ -58,8 +58,9 @@ pub struct Opts {
     /// Also write the Markdown to FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Runs per configuration in the overhead benchmark (at least 5 for
-    /// published figures). [default: 5, or 2 with --quick]
+    /// Runs per configuration in the overhead benchmark, and rounds of
+    /// every workload in the per-hook benchmark (at least 5 for published
+    /// figures). [default: 5, or 2 with --quick]
     #[arg(long, value_name = "N")]
     pub runs: Option<usize>,
     /// Leave auditd out of the overhead comparison.
