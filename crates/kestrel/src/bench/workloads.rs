@@ -243,6 +243,27 @@ impl Env {
                         std::mem::size_of::<libc::linger>() as u32,
                     )
                 };
+                // Wait for the listener to accept and close it (EOF):
+                // otherwise a client that outruns the listener on their
+                // shared CPU overflows the accept queue, the SYN is dropped
+                // and connect() waits a second for its retransmission, which
+                // made this storm's figures swing by 3x between runs. read(2),
+                // not recv: nothing of Kestrel's runs on it.
+                let mut b = [0u8; 1];
+                loop {
+                    // SAFETY: valid socket fd, a one-byte buffer.
+                    let n = unsafe { libc::read(s.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+                    if n == 0 {
+                        break;
+                    }
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() == std::io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        return Err(e).context("waiting for the listener to close");
+                    }
+                }
                 Ok(())
             }),
             Kind::Dns => {
