@@ -51,7 +51,7 @@ fn mixed_load(env: &Env, rate: Option<f64>, dur: Duration, threads: usize) -> Re
             .map(|_| {
                 sc.spawn(move || -> Result<u64> {
                     let mut exec = env.op(Kind::Exec)?;
-                    let mut connect = env.op(Kind::Connect)?;
+                    let mut connect = env.connect_op(false);
                     let start = Instant::now();
                     let per_thread = rate.map(|r| r / threads as f64);
                     let mut i = 0u64;

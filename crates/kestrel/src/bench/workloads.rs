@@ -213,6 +213,57 @@ impl Env {
         Ok(())
     }
 
+    /// TCP connect to the listener, close with RST. With `wait`, first
+    /// waits until the listener has accepted and closed the connection (the
+    /// overhead and hook storms); without, as fast as one thread can
+    /// connect (the pipeline's live load, which needs 10,000 a second).
+    pub fn connect_op(&self, wait: bool) -> Box<dyn FnMut(u64) -> Result<()> + '_> {
+        Box::new(move |_| {
+            let s = TcpStream::connect(self.tcp).context("connecting to the listener")?;
+            // Linger 0: close sends RST, so no TIME_WAIT piles up and
+            // ephemeral ports never run out.
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: valid socket fd and a linger struct of the right size.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &l as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            };
+            if !wait {
+                return Ok(());
+            }
+            // Wait for the listener to accept and close it (EOF):
+            // otherwise a client that outruns the listener on their
+            // shared CPU overflows the accept queue, the SYN is dropped
+            // and connect() waits a second for its retransmission, which
+            // made this storm's figures swing by 3x between runs. read(2),
+            // not recv: nothing of Kestrel's runs on it.
+            let mut b = [0u8; 1];
+            loop {
+                // SAFETY: valid socket fd, a one-byte buffer.
+                let n = unsafe { libc::read(s.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+                if n == 0 {
+                    break;
+                }
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e).context("waiting for the listener to close");
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// One operation of `kind` as a closure (set-up done once).
     pub fn op(&self, kind: Kind) -> Result<Box<dyn FnMut(u64) -> Result<()> + '_>> {
         Ok(match kind {
@@ -225,47 +276,7 @@ impl Env {
                 }
                 Ok(())
             }),
-            Kind::Connect => Box::new(|_| {
-                let s = TcpStream::connect(self.tcp).context("connecting to the listener")?;
-                // Linger 0: close sends RST, so no TIME_WAIT piles up and
-                // ephemeral ports never run out.
-                let l = libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                };
-                // SAFETY: valid socket fd and a linger struct of the right size.
-                unsafe {
-                    libc::setsockopt(
-                        s.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_LINGER,
-                        &l as *const _ as *const libc::c_void,
-                        std::mem::size_of::<libc::linger>() as u32,
-                    )
-                };
-                // Wait for the listener to accept and close it (EOF):
-                // otherwise a client that outruns the listener on their
-                // shared CPU overflows the accept queue, the SYN is dropped
-                // and connect() waits a second for its retransmission, which
-                // made this storm's figures swing by 3x between runs. read(2),
-                // not recv: nothing of Kestrel's runs on it.
-                let mut b = [0u8; 1];
-                loop {
-                    // SAFETY: valid socket fd, a one-byte buffer.
-                    let n = unsafe { libc::read(s.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
-                    if n == 0 {
-                        break;
-                    }
-                    if n < 0 {
-                        let e = std::io::Error::last_os_error();
-                        if e.kind() == std::io::ErrorKind::Interrupted {
-                            continue;
-                        }
-                        return Err(e).context("waiting for the listener to close");
-                    }
-                }
-                Ok(())
-            }),
+            Kind::Connect => self.connect_op(true),
             Kind::Dns => {
                 let sock = UdpSocket::bind((self.dns.ip(), 0))?;
                 sock.set_read_timeout(Some(Duration::from_secs(2)))?;
