@@ -239,8 +239,9 @@ static __always_inline void check_creds(struct kestrel_proc *ps, struct task_str
  * rarely change (the leader's pid numbers, the namespaces, the cgroup) is
  * cached in the process's entry `ps` with the address it was read through,
  * and read again when the task points elsewhere: those loads mostly miss
- * the CPU's cache (caching them took 8-12 % off a connect). Only the leader's own events
- * use and fill the cache, so that no two CPUs write one entry at once.
+ * the CPU's cache (caching them took 8-14 % off a connect). Only the
+ * leader's own events use and fill the cache, so that no two CPUs write one
+ * entry at once.
  * A pointer compared equal could in principle be a new object at a freed
  * one's address; the namespace and cgroup groups are therefore also
  * cleared when the process calls unshare or setns or is moved to another
