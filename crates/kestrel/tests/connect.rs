@@ -102,3 +102,66 @@ fn non_blocking_connect_reports_einprogress() {
     assert_eq!(field(&ev, "sip"), "127.0.0.1");
     agent.stop();
 }
+
+/// ppid, pgid and sid are cached per process in the kernel side: a process
+/// whose parent exits (it is reparented) and which then starts a new
+/// session must be reported with its new parent, then its new session, at
+/// the connects in between. Perl (perl-base, always installed) forks the
+/// subject itself so the test controls when its parent exits.
+#[test]
+fn ppid_pgid_and_sid_follow_reparenting_and_setsid() {
+    let agent = Agent::start(&[]);
+    let script = r#"
+        use Socket; use POSIX ();
+        $| = 1;
+        sub conn { socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+                   connect($s, pack_sockaddr_in(1, inet_aton("127.0.0.1"))); close $s; }
+        pipe(my $r, my $w) or die "pipe: $!";
+        my $p = $$;
+        my $c = fork() // die "fork: $!";
+        if ($c) { close $w; <$r>; exit 0; }
+        close $r;
+        conn();
+        print "$$ $p\n";
+        close $w;
+        select(undef, undef, undef, 0.02) while getppid() == $p;
+        conn();
+        my $pp = getppid();
+        POSIX::setsid() or die "setsid: $!";
+        conn();
+        print "$pp\n";
+        exec "/bin/true", "kestrel-setsid" or die "exec: $!";
+    "#;
+    let out = std::process::Command::new("perl")
+        .arg("-e")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let nums: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(nums.len(), 3, "perl printed {text:?}");
+    let (child, parent, reaper) = (nums[0], nums[1], nums[2]);
+    assert_ne!(reaper, parent);
+
+    // The exec that ends it names the session (connect records have no
+    // sid field).
+    let exec = agent.wait_for("the exec after setsid", |e| {
+        e["data_type"] == "59" && e["tgid"] == child && e["comm"] == "true"
+    });
+    assert_eq!(field(&exec, "sid"), child, "after setsid");
+    assert_eq!(field(&exec, "pgid"), child, "after setsid");
+    assert_eq!(field(&exec, "ppid"), reaper);
+    let conns: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["data_type"] == "42" && e["tgid"] == child)
+        .collect();
+    assert_eq!(conns.len(), 3, "{conns:#?}");
+    assert_eq!(field(&conns[0], "ppid"), parent);
+    assert_eq!(field(&conns[1], "ppid"), reaper, "after its parent exited");
+    assert_ne!(field(&conns[1], "pgid"), child);
+    assert_eq!(field(&conns[2], "ppid"), reaper);
+    assert_eq!(field(&conns[2], "pgid"), child, "after setsid");
+    agent.stop();
+}
