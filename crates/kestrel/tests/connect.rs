@@ -4,7 +4,7 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use common::{field, Agent};
+use common::{field, Agent, PERL_CONN};
 use serde_json::Value;
 
 fn is_connect_to(e: &Value, port: u16) -> bool {
@@ -103,19 +103,15 @@ fn non_blocking_connect_reports_einprogress() {
     agent.stop();
 }
 
-/// ppid, pgid and sid are cached per process in the kernel side: a process
-/// whose parent exits (it is reparented) and which then starts a new
-/// session must be reported with its new parent, then its new session, at
-/// the connects in between. Perl (perl-base, always installed) forks the
-/// subject itself so the test controls when its parent exits.
+/// A process whose parent exits (it is reparented) and which then starts a
+/// new session must be reported with its new parent, then its new session,
+/// at the connects in between (the kernel side caches part of a process's
+/// identity; this keeps ppid, pgid and sid honest if it ever caches them).
+/// Perl forks the subject itself so the test controls when its parent exits.
 #[test]
 fn ppid_pgid_and_sid_follow_reparenting_and_setsid() {
     let agent = Agent::start(&[]);
-    let script = r#"
-        use Socket; use POSIX ();
-        $| = 1;
-        sub conn { socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-                   connect($s, pack_sockaddr_in(1, inet_aton("127.0.0.1"))); close $s; }
+    let body = r#"
         pipe(my $r, my $w) or die "pipe: $!";
         my $p = $$;
         my $c = fork() // die "fork: $!";
@@ -132,6 +128,7 @@ fn ppid_pgid_and_sid_follow_reparenting_and_setsid() {
         print "$pp\n";
         exec "/bin/true", "kestrel-setsid" or die "exec: $!";
     "#;
+    let script = format!("{PERL_CONN}{body}");
     let out = std::process::Command::new("perl")
         .arg("-e")
         .arg(script)

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{field, marker, Agent};
+use common::{field, marker, Agent, PERL_CONN};
 
 fn ns_inode(path: &str) -> String {
     std::fs::metadata(path).unwrap().ino().to_string()
@@ -136,16 +136,13 @@ fn a_process_that_moves_is_reported_where_it_is_now() {
     use std::process::Stdio;
 
     let agent = Agent::start(&[]);
-    let script = r#"
-        use Socket;
-        $| = 1;
-        sub conn { socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-                   connect($s, pack_sockaddr_in(1, inet_aton("127.0.0.1"))); close $s; }
+    let body = r#"
         conn(); print "moved?\n"; <STDIN>;
         conn();
         syscall(272, 0x40000000) == 0 or die "unshare(CLONE_NEWNET): $!";
         conn(); print readlink("/proc/self/ns/net"), "\n";
     "#;
+    let script = format!("{PERL_CONN}{body}");
     let mut child = Command::new("perl")
         .arg("-e")
         .arg(script)

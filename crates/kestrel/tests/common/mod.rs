@@ -27,6 +27,17 @@ pub struct Agent {
     _serial: MutexGuard<'static, ()>,
 }
 
+/// Start of a Perl script (perl-base is on every Debian system) for a
+/// single-threaded subject process: unbuffered output, `Socket` and `POSIX`
+/// loaded, and `conn()`, one TCP connect to 127.0.0.1:1 (refused: one
+/// connect event per call).
+pub const PERL_CONN: &str = r#"
+    use Socket; use POSIX ();
+    $| = 1;
+    sub conn { socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
+               connect($s, pack_sockaddr_in(1, inet_aton("127.0.0.1"))); close $s; }
+"#;
+
 /// A unique marker for this test run.
 pub fn marker(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
