@@ -85,6 +85,14 @@ struct AgentCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Agent(_) | Command::Server(_)) {
+        // A one-shot command piped into `head` should end quietly, as any
+        // Unix tool does, not panic in println!. Rust ignores SIGPIPE; the
+        // agent and server keep that, since a closed socket must not kill
+        // them.
+        // SAFETY: no other thread exists yet; SIG_DFL is always valid.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Agent(cmd) => exit(run_agent(*cmd)),
         Command::Inventory { what } => {

@@ -104,3 +104,28 @@ fn btf_that_is_not_btf_is_refused_clearly() {
         "the error shows libbpf's reason: {text}"
     );
 }
+
+#[test]
+fn a_closed_pipe_ends_a_one_shot_command_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    // The package inventory is far larger than a pipe's buffer: the
+    // command is still writing when the reader goes away, like `| head`.
+    let mut child = kestrel()
+        .args(["inventory", "packages"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+}
