@@ -425,6 +425,52 @@ fn two_agents_commands_offline_and_server_restart() {
     b.stop();
     wait_state(&data, http, &id_b, "offline", 30);
     assert_eq!(agent_state(&data, http, &id_a).unwrap()["state"], "online");
+
+    // Commands queued while B is away, more than its stream's queue holds
+    // (64): when it is back, every one is delivered, and none twice.
+    let mut queued = Vec::new();
+    for i in 0..100 {
+        let arg = format!("exclude_comm=kestrel-queued-{i}");
+        let out = ctl(
+            &data,
+            http,
+            &["command", &id_b, "config", &arg, "--timeout-secs", "0"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        // "command ID queued"
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        queued.push(line.split_whitespace().nth(1).unwrap().to_string());
+    }
+    let b = start_agent(
+        &data,
+        grpc,
+        &dir.join("state-b"),
+        &out_b,
+        &extra_b,
+        "control: connected",
+    );
+    for cid in &queued {
+        wait_until("queued command done", 60, || {
+            let out = ctl(&data, http, &["status", cid]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["status"] == "ok").then_some(())
+        })
+        .unwrap_or_else(|| {
+            let out = ctl(&data, http, &["status", cid]);
+            panic!(
+                "queued command {cid} not done: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                b.stderr()
+            )
+        });
+    }
+    assert_eq!(
+        b.stderr().matches("control: command received").count(),
+        queued.len(),
+        "{}",
+        b.stderr()
+    );
+    b.stop();
     a.stop();
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);

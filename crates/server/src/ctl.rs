@@ -50,6 +50,12 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
     },
+    /// One command's status and result (JSON), e.g. one sent with
+    /// --timeout-secs 0.
+    Status {
+        /// Command id, as `command` printed it.
+        id: String,
+    },
     /// Revoke an agent: its stream is cut and it can no longer connect.
     Revoke {
         /// Agent id.
@@ -83,6 +89,10 @@ pub fn run(args: CtlArgs) -> Result<()> {
             }
             CtlCmd::Agent { id } => {
                 let v = client.ok("GET", &format!("/api/agents/{id}"), None).await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            CtlCmd::Status { id } => {
+                let v = client.ok("GET", &format!("/api/commands/{id}"), None).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             CtlCmd::Revoke { id } => {

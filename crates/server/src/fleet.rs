@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use kestrel_control::pb::{server_message, Command, Heartbeat, ServerMessage};
+use kestrel_control::pb::{Heartbeat, ServerMessage};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use crate::store::{CommandRow, Store};
+use crate::store::Store;
 
 /// Outbound half of an agent's stream.
 pub type SessionTx = mpsc::Sender<Result<ServerMessage, tonic::Status>>;
@@ -32,6 +32,9 @@ struct Live {
     last_heartbeat: Option<i64>,
     heartbeat: Option<Heartbeat>,
     session: Option<(u64, SessionTx)>,
+    /// Woken when the agent has new commands: its session task alone sends
+    /// them, so no command goes out twice on one stream.
+    wake: Arc<Notify>,
 }
 
 /// An agent as the API shows it.
@@ -133,6 +136,7 @@ impl Fleet {
                     last_heartbeat: a.last_heartbeat,
                     heartbeat,
                     session: None,
+                    wake: Arc::new(Notify::new()),
                 },
             );
         }
@@ -166,6 +170,7 @@ impl Fleet {
             last_heartbeat: None,
             heartbeat: None,
             session: None,
+            wake: Arc::new(Notify::new()),
         });
         e.hostname = hostname.to_string();
         e.secret_sha256 = secret_sha256.to_string();
@@ -242,27 +247,28 @@ impl Fleet {
         true
     }
 
-    /// Sends commands to their agents where a stream is open; returns the
-    /// ids delivered. The others wait for the agent's next connection.
-    pub fn deliver(&self, cmds: &[CommandRow]) -> Vec<String> {
+    /// Tells the session tasks of these agents that they have new
+    /// commands. An agent without a stream gets them when it connects.
+    pub fn wake<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         let m = self.agents.read().unwrap();
-        let mut sent = Vec::new();
-        for c in cmds {
-            let Some((_, tx)) = m.get(&c.agent_id).and_then(|a| a.session.as_ref()) else {
-                continue;
-            };
-            let msg = ServerMessage {
-                msg: Some(server_message::Msg::Command(Command {
-                    id: c.id.clone(),
-                    kind: c.kind.clone(),
-                    arg: c.arg.clone(),
-                })),
-            };
-            if tx.try_send(Ok(msg)).is_ok() {
-                sent.push(c.id.clone());
+        for id in ids {
+            if let Some(a) = m.get(id) {
+                // A permit is kept if the task is busy: no wakeup is lost.
+                a.wake.notify_one();
             }
         }
-        sent
+    }
+
+    /// What wakes `id`'s session task (see `wake`).
+    pub fn waker(&self, id: &str) -> Option<Arc<Notify>> {
+        self.agents.read().unwrap().get(id).map(|a| a.wake.clone())
+    }
+
+    /// The sender of session `n` of `id`, if it is still the current one.
+    pub fn session_tx(&self, id: &str, n: u64) -> Option<SessionTx> {
+        let m = self.agents.read().unwrap();
+        let (cur, tx) = m.get(id)?.session.as_ref()?;
+        (*cur == n).then(|| tx.clone())
     }
 
     /// Ids of every agent not revoked.

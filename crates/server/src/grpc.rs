@@ -1,13 +1,15 @@
 //! The agents' gRPC service: enrollment and the per-agent stream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kestrel_control::pb::{
-    agent_message, control_server::Control, AgentMessage, EnrollRequest, EnrollResponse,
-    ServerMessage,
+    agent_message, control_server::Control, server_message, AgentMessage, Command, EnrollRequest,
+    EnrollResponse, ServerMessage,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::{now_ms, Fleet};
@@ -93,59 +95,129 @@ impl Control for Service {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let n = self.fleet.open_session(&id, tx);
+        let Some(wake) = self.fleet.waker(&id) else {
+            return Err(Status::unauthenticated("unknown agent: enroll first"));
+        };
         tracing::info!(agent_id = %id, "agent connected");
         let fleet = self.fleet.clone();
         tokio::spawn(async move {
-            // Commands queued while the agent was away.
-            let store = fleet.store.clone();
-            let who = id.clone();
-            if let Ok(Ok(undone)) = tokio::task::spawn_blocking(move || store.undone(&who)).await {
-                let sent = fleet.deliver(&undone);
-                if !sent.is_empty() {
-                    let store = fleet.store.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || store.mark_sent(&sent, now_ms())).await;
-                }
-            }
+            // Commands queued while the agent was away, and those sent on
+            // an earlier stream without a result.
+            let mut backlog = !send_undone(&fleet, &id, n, false).await;
             loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(agent_id = %id, error = %e, "agent stream error");
+                let msg = tokio::select! {
+                    _ = wake.notified() => None,
+                    // A full queue with a silent agent: try again soon.
+                    _ = tokio::time::sleep(BACKLOG_RETRY), if backlog => None,
+                    m = inbound.next() => match m {
+                        Some(Ok(m)) => Some(m),
+                        None => break,
+                        Some(Err(e)) => {
+                            tracing::debug!(agent_id = %id, error = %e, "agent stream error");
+                            break;
+                        }
+                    },
+                };
+                if let Some(msg) = msg {
+                    // A revoked agent's heartbeats end its stream.
+                    let accepted = match msg.msg {
+                        Some(agent_message::Msg::Heartbeat(hb)) => fleet.heartbeat(&id, hb),
+                        Some(agent_message::Msg::Result(r)) => {
+                            let store = fleet.store.clone();
+                            let who = id.clone();
+                            let now = now_ms();
+                            match tokio::task::spawn_blocking(move || {
+                                store.finish(&r.id, &who, r.ok, &r.message, now)
+                            })
+                            .await
+                            {
+                                Ok(Ok(true)) => {}
+                                Ok(Ok(false)) => {
+                                    tracing::warn!(agent_id = %id, "result for an unknown command")
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::error!(error = %e, "command result not saved")
+                                }
+                                Err(e) => tracing::error!(error = %e, "command result not saved"),
+                            }
+                            true
+                        }
+                        None => true,
+                    };
+                    if !accepted {
                         break;
                     }
-                };
-                // A revoked agent's heartbeats end its stream.
-                let accepted = match msg.msg {
-                    Some(agent_message::Msg::Heartbeat(hb)) => fleet.heartbeat(&id, hb),
-                    Some(agent_message::Msg::Result(r)) => {
-                        let store = fleet.store.clone();
-                        let who = id.clone();
-                        let now = now_ms();
-                        match tokio::task::spawn_blocking(move || {
-                            store.finish(&r.id, &who, r.ok, &r.message, now)
-                        })
-                        .await
-                        {
-                            Ok(Ok(true)) => {}
-                            Ok(Ok(false)) => {
-                                tracing::warn!(agent_id = %id, "result for an unknown command")
-                            }
-                            Ok(Err(e)) => tracing::error!(error = %e, "command result not saved"),
-                            Err(e) => tracing::error!(error = %e, "command result not saved"),
-                        }
-                        true
+                    // The agent drains its queue as it reads: a message
+                    // from it is the moment to send what did not fit.
+                    if !backlog {
+                        continue;
                     }
-                    None => true,
-                };
-                if !accepted {
-                    break;
                 }
+                backlog = !send_undone(&fleet, &id, n, true).await;
             }
             fleet.close_session(&id, n);
             tracing::info!(agent_id = %id, "agent disconnected");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// How soon a session retries commands that found its queue full when the
+/// agent sends nothing in between.
+const BACKLOG_RETRY: Duration = Duration::from_secs(1);
+
+/// Sends `id`'s unfinished commands on session `n`, oldest first, and
+/// marks them sent. `pending_only` leaves out those already sent. False
+/// when the queue filled up and some are still pending.
+async fn send_undone(fleet: &Arc<Fleet>, id: &str, n: u64, pending_only: bool) -> bool {
+    let Some(tx) = fleet.session_tx(id, n) else {
+        return true;
+    };
+    let store = fleet.store.clone();
+    let who = id.to_string();
+    let undone = match tokio::task::spawn_blocking(move || store.undone(&who)).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::error!(agent_id = %id, error = %e, "cannot read the agent's commands; retrying");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(agent_id = %id, error = %e, "cannot read the agent's commands; retrying");
+            return false;
+        }
+    };
+    let mut sent = Vec::new();
+    let mut fit = true;
+    for c in undone {
+        if pending_only && c.status != "pending" {
+            continue;
+        }
+        let msg = ServerMessage {
+            msg: Some(server_message::Msg::Command(Command {
+                id: c.id.clone(),
+                kind: c.kind,
+                arg: c.arg,
+            })),
+        };
+        match tx.try_send(Ok(msg)) {
+            Ok(()) => sent.push(c.id),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(agent_id = %id, sent = sent.len(),
+                    "agent's command queue is full: the rest follow as it drains");
+                fit = false;
+                break;
+            }
+            // The stream is gone: its next one gets them.
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+        }
+    }
+    if !sent.is_empty() {
+        let store = fleet.store.clone();
+        match tokio::task::spawn_blocking(move || store.mark_sent(&sent, now_ms())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(agent_id = %id, error = %e, "commands not marked sent"),
+            Err(e) => tracing::error!(agent_id = %id, error = %e, "commands not marked sent"),
+        }
+    }
+    fit
 }

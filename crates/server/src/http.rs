@@ -199,11 +199,7 @@ pub async fn send_commands(
         .await
         .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let sent = fleet.deliver(&rows);
-    if !sent.is_empty() {
-        let store = fleet.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.mark_sent(&sent, now_ms())).await;
-    }
+    fleet.wake(rows.iter().map(|r| r.agent_id.as_str()));
     Ok(rows)
 }
 
