@@ -1049,29 +1049,34 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 
 /* A SYN that was never answered, or answered by a reset: keep the local
  * end, which the kernel is about to release. Runs in whatever context
- * processed the reset, so it is keyed by socket, not by task. */
-SEC("tracepoint/sock/inet_sock_set_state")
-int handle_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+ * processed the reset, so it is keyed by socket, not by task.
+ * tp_btf, not the classic tracepoint: this fires on every TCP state change
+ * (8 per connect and close on loopback), and the classic one first copies
+ * the socket's addresses into a trace record on each; this one gets the
+ * socket itself and reads it only in the rare case it wants. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_sock_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct kestrel_sockaddrs v = {};
 	__u64 key;
 
-	if (ctx->oldstate != TCP_SYN_SENT || ctx->newstate != TCP_CLOSE ||
-	    ctx->protocol != IPPROTO_TCP)
+	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	key = (__u64)ctx->skaddr;
-	v.family = ctx->family;
-	v.sport = ctx->sport;
-	v.dport = ctx->dport;
-	/* Copied with a helper: the verifier refuses loads through a context
-	 * pointer moved by a variable offset, which memcpy may produce. */
-	if (ctx->family == AF_INET) {
-		bpf_probe_read_kernel(v.saddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(v.daddr, 4, ctx->daddr);
+	/* The local port from inet_sport: by now the port may be released
+	 * and skc_num zero. Rare, so helper reads throughout. */
+	v.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	v.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	v.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (v.family == AF_INET) {
+		*(__u32 *)v.saddr = BPF_CORE_READ((struct inet_sock *)sk, inet_saddr);
+		*(__u32 *)v.daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	} else if (v.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&v.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&v.daddr, sk, __sk_common.skc_v6_daddr);
 	} else {
-		bpf_probe_read_kernel(v.saddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(v.daddr, 16, ctx->daddr_v6);
+		return 0;
 	}
+	key = (__u64)sk;
 	bpf_map_update_elem(&refused, &key, &v, BPF_ANY);
 	return 0;
 }

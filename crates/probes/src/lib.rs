@@ -191,6 +191,12 @@ pub struct ProbeReport {
     pub state: ProbeState,
 }
 
+/// The names of every program Kestrel attaches (the kernel keeps only
+/// the first 15 bytes of each).
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    PROGRAMS.iter().map(|p| p.program)
+}
+
 /// Every program Kestrel attaches, with its tracepoint. All are required:
 /// each is the only source of its events.
 const PROGRAMS: &[ProbeStatus] = &[
@@ -216,7 +222,7 @@ const PROGRAMS: &[ProbeStatus] = &[
     },
     ProbeStatus {
         program: "handle_sock_state",
-        target: "tracepoint/sock/inet_sock_set_state",
+        target: "tp_btf/inet_sock_set_state",
         requires: None,
     },
     ProbeStatus {
