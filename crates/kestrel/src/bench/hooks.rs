@@ -15,34 +15,12 @@ pub struct ProgStat {
     pub run_time_ns: u64,
 }
 
-/// Full names of the agent's programs; the kernel keeps only 15 bytes.
-const PROGRAMS: &[&str] = &[
-    "handle_exec",
-    "handle_execve_exit",
-    "handle_execveat_exit",
-    "handle_connect_exit",
-    "handle_sock_state",
-    "handle_ptrace_exit",
-    "handle_recvfrom_exit",
-    "handle_recvmsg_exit",
-    "handle_recvmmsg_exit",
-    "handle_fork",
-    "handle_exit",
-    "handle_openat_exit",
-    "handle_open_exit",
-    "handle_creat_exit",
-    "handle_openat2_exit",
-    "handle_mknodat_exit",
-    "handle_mknod_exit",
-    "handle_finit_module_exit",
-    "handle_init_module_exit",
-];
-
+/// The full name of a program of the agent's; the kernel keeps only 15
+/// bytes.
 fn full_name(kernel_name: &str) -> String {
-    PROGRAMS
-        .iter()
-        .find(|p| **p == kernel_name)
-        .or_else(|| PROGRAMS.iter().find(|p| p.starts_with(kernel_name)))
+    kestrel_probes::program_names()
+        .find(|p| *p == kernel_name)
+        .or_else(|| kestrel_probes::program_names().find(|p| p.starts_with(kernel_name)))
         .map_or_else(|| kernel_name.to_string(), |p| p.to_string())
 }
 
@@ -200,8 +178,13 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
     );
     let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---|---:|");
     let mut worst: BTreeMap<String, f64> = BTreeMap::new();
+    // Per workload: every program's share of one operation (runs/op x
+    // median), so that work moved from one program to another (exec to
+    // fork, say) shows.
+    let mut per_op: Vec<(&'static str, Vec<(String, f64)>)> = Vec::new();
     for (kind, n, progs) in &mut rows {
         let ops = *n * rounds;
+        let mut parts = Vec::new();
         if progs.is_empty() {
             let _ = writeln!(
                 s,
@@ -213,6 +196,7 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
             let lo = p.avg_ns.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = p.avg_ns.iter().copied().fold(0.0, f64::max);
             let avg = median(&mut p.avg_ns);
+            parts.push((name.clone(), p.runs as f64 / ops as f64 * avg));
             let e = worst.entry(name.clone()).or_insert(0.0);
             if p.runs >= ops / 2 {
                 *e = e.max(avg);
@@ -232,6 +216,8 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
                 p.runs as f64 / ops as f64
             );
         }
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        per_op.push((kind.name(), parts));
     }
     let goal: Vec<String> = ["handle_exec", "handle_connect_exit", "handle_recvfrom_exit"]
         .iter()
@@ -255,5 +241,24 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
         counters.get("kernel_submitted").copied().unwrap_or(0),
         counters.get("kernel_lost").copied().unwrap_or(0)
     );
+    let _ = writeln!(
+        s,
+        "Kestrel's kernel time per operation, all its programs together (runs/op x median \
+         ns/run, summed; the three largest named):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | kernel ns per op | largest parts (ns per op) |"
+    );
+    let _ = writeln!(s, "|---|---:|---|");
+    for (name, parts) in &per_op {
+        let total: f64 = parts.iter().map(|p| p.1).sum();
+        let top: Vec<String> = parts
+            .iter()
+            .take(3)
+            .map(|(p, ns)| format!("`{p}` {ns:.0}"))
+            .collect();
+        let _ = writeln!(s, "| {name} | {total:.0} | {} |", top.join(", "));
+    }
     Ok(s)
 }
