@@ -244,7 +244,10 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
     let _ = writeln!(
         s,
         "Kestrel's kernel time per operation, all its programs together (runs/op x median \
-         ns/run, summed; the three largest named):\n"
+         ns/run, summed; the three largest named). `bpf_stats` times each run with two clock \
+         reads, which inflates small programs, and leaves out the kernel's own path into a \
+         syscall tracepoint's program (`perf_syscall_exit`, `trace_call_bpf`), which perf \
+         sees on top:\n"
     );
     let _ = writeln!(
         s,
@@ -260,5 +263,6 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
             .collect();
         let _ = writeln!(s, "| {name} | {total:.0} | {} |", top.join(", "));
     }
+    let _ = writeln!(s);
     Ok(s)
 }
