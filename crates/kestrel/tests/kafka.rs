@@ -226,6 +226,9 @@ fn sigkill_with_a_full_spool_then_restart_loses_nothing() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
+/// What the agent logs when its spool is full and events are dropped.
+const SPOOL_FULL_LOG: &str = "the spool is full; events dropped";
+
 /// Runs the agent against a dead broker with a small spool, then brings
 /// the broker up; returns (delivered seqs, events written to the sink,
 /// dropped, stderr).
@@ -247,6 +250,13 @@ fn fill_the_spool(port: u16, policy: &str) -> (BTreeSet<u64>, u64, u64, String) 
     wait_metric("kestrel_kafka_spool_pending_events", "drain", 60, |v| {
         v == 0
     });
+    // The warning is written by the agent's output thread and read by
+    // ours: on a loaded host the reader may lag, so wait for it a while
+    // instead of looking once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.stderr().contains(SPOOL_FULL_LOG) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let stderr = agent.stderr();
     let counters = agent.stop();
     eprintln!("kafka {policy}: {counters:?}");
@@ -297,10 +307,7 @@ fn spool_drops_are_counted(port: u16, policy: &str) -> Vec<u64> {
         ranges(&missing)
     );
     assert_eq!(got.len() as u64, total - dropped);
-    assert!(
-        stderr.contains("the spool is full; events dropped"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(SPOOL_FULL_LOG), "{stderr}");
     missing
 }
 

@@ -236,14 +236,17 @@ fn two_agents_commands_offline_and_server_restart() {
     let host_b = format!("kestrel-test-b-{}", std::process::id());
     let mut extra_b = tok.to_vec();
     extra_b.extend(["--hostname", &host_b]);
-    let b = start_agent(
-        &data,
-        grpc,
-        &dir.join("state-b"),
-        &out_b,
-        &extra_b,
-        "control: connected",
-    );
+    let start_b = || {
+        start_agent(
+            &data,
+            grpc,
+            &dir.join("state-b"),
+            &out_b,
+            &extra_b,
+            "control: connected",
+        )
+    };
+    let b = start_b();
     let id_a = std::fs::read_to_string(dir.join("state-a/agent-id")).unwrap();
     let id_b = std::fs::read_to_string(dir.join("state-b/agent-id")).unwrap();
     assert_ne!(id_a, id_b);
@@ -441,14 +444,8 @@ fn two_agents_commands_offline_and_server_restart() {
         let line = String::from_utf8_lossy(&out.stdout).to_string();
         queued.push(line.split_whitespace().nth(1).unwrap().to_string());
     }
-    let b = start_agent(
-        &data,
-        grpc,
-        &dir.join("state-b"),
-        &out_b,
-        &extra_b,
-        "control: connected",
-    );
+    // Back again, to the same state directory.
+    let b = start_b();
     for cid in &queued {
         wait_until("queued command done", 60, || {
             let out = ctl(&data, http, &["status", cid]);
