@@ -31,10 +31,10 @@ struct Live {
     revoked: bool,
     last_heartbeat: Option<i64>,
     heartbeat: Option<Heartbeat>,
-    session: Option<(u64, SessionTx)>,
-    /// Woken when the agent has new commands: its session task alone sends
-    /// them, so no command goes out twice on one stream.
-    wake: Arc<Notify>,
+    /// The open stream: its number, its sender, and what wakes its task
+    /// when the agent has new commands (the task alone sends them, so no
+    /// command goes out twice on one stream).
+    session: Option<(u64, SessionTx, Arc<Notify>)>,
 }
 
 /// An agent as the API shows it.
@@ -136,7 +136,6 @@ impl Fleet {
                     last_heartbeat: a.last_heartbeat,
                     heartbeat,
                     session: None,
-                    wake: Arc::new(Notify::new()),
                 },
             );
         }
@@ -170,20 +169,21 @@ impl Fleet {
             last_heartbeat: None,
             heartbeat: None,
             session: None,
-            wake: Arc::new(Notify::new()),
         });
         e.hostname = hostname.to_string();
         e.secret_sha256 = secret_sha256.to_string();
     }
 
     /// Registers a new stream for `id`, replacing (and so closing) any
-    /// older one. Returns the session number.
-    pub fn open_session(&self, id: &str, tx: SessionTx) -> u64 {
+    /// older one. Returns the session number and what wakes its task
+    /// (see `wake`).
+    pub fn open_session(&self, id: &str, tx: SessionTx) -> (u64, Arc<Notify>) {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let wake = Arc::new(Notify::new());
         if let Some(a) = self.agents.write().unwrap().get_mut(id) {
-            a.session = Some((n, tx));
+            a.session = Some((n, tx, wake.clone()));
         }
-        n
+        (n, wake)
     }
 
     /// Forgets session `n` of `id` if it is still the current one.
@@ -239,7 +239,7 @@ impl Fleet {
             a.revoked = true;
             a.session.take()
         };
-        if let Some((_, tx)) = session {
+        if let Some((_, tx, _)) = session {
             let _ = tx.try_send(Err(tonic::Status::permission_denied(
                 "this agent was revoked",
             )));
@@ -252,22 +252,17 @@ impl Fleet {
     pub fn wake<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         let m = self.agents.read().unwrap();
         for id in ids {
-            if let Some(a) = m.get(id) {
+            if let Some((_, _, wake)) = m.get(id).and_then(|a| a.session.as_ref()) {
                 // A permit is kept if the task is busy: no wakeup is lost.
-                a.wake.notify_one();
+                wake.notify_one();
             }
         }
-    }
-
-    /// What wakes `id`'s session task (see `wake`).
-    pub fn waker(&self, id: &str) -> Option<Arc<Notify>> {
-        self.agents.read().unwrap().get(id).map(|a| a.wake.clone())
     }
 
     /// The sender of session `n` of `id`, if it is still the current one.
     pub fn session_tx(&self, id: &str, n: u64) -> Option<SessionTx> {
         let m = self.agents.read().unwrap();
-        let (cur, tx) = m.get(id)?.session.as_ref()?;
+        let (cur, tx, _) = m.get(id)?.session.as_ref()?;
         (*cur == n).then(|| tx.clone())
     }
 

@@ -94,10 +94,7 @@ impl Control for Service {
         }
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        let n = self.fleet.open_session(&id, tx);
-        let Some(wake) = self.fleet.waker(&id) else {
-            return Err(Status::unauthenticated("unknown agent: enroll first"));
-        };
+        let (n, wake) = self.fleet.open_session(&id, tx);
         tracing::info!(agent_id = %id, "agent connected");
         let fleet = self.fleet.clone();
         tokio::spawn(async move {
