@@ -1062,20 +1062,13 @@ int BPF_PROG(handle_sock_state, const struct sock *sk, const int oldstate, const
 
 	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	/* The local port from inet_sport: by now the port may be released
-	 * and skc_num zero. Rare, so helper reads throughout. */
-	v.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	v.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	v.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (v.family == AF_INET) {
-		*(__u32 *)v.saddr = BPF_CORE_READ((struct inet_sock *)sk, inet_saddr);
-		*(__u32 *)v.daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-	} else if (v.family == AF_INET6) {
-		BPF_CORE_READ_INTO(&v.saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&v.daddr, sk, __sk_common.skc_v6_daddr);
-	} else {
+	if (!read_sock_addrs((struct sock *)sk, &v))
 		return 0;
-	}
+	/* The local end as inet_sock holds it: by now the port may be
+	 * released and skc_num zero. */
+	v.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (v.family == AF_INET)
+		*(__u32 *)v.saddr = BPF_CORE_READ((struct inet_sock *)sk, inet_saddr);
 	key = (__u64)sk;
 	bpf_map_update_elem(&refused, &key, &v, BPF_ANY);
 	return 0;
