@@ -241,14 +241,8 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
 
     let seeded = probes.seed_processes(crate::seed::running_processes());
     tracing::debug!(processes = seeded, "running processes recorded");
-    for dir in &cfg.file_excludes {
-        match probes.exclude_dir(dir) {
-            Ok(()) => tracing::info!(dir = %dir.display(), "file creations excluded"),
-            Err(e) => {
-                tracing::debug!(dir = %dir.display(), error = %e, "file exclusion not applied")
-            }
-        }
-    }
+    let mut excludes = crate::excludes::FileExcludes::new(&cfg.file_excludes);
+    excludes.refresh(&probes);
     let (to_hash, hash_rx) = crossbeam_channel::bounded::<(Instant, Event)>(cfg.queue_events);
     let hasher = {
         let tx = tx.clone();
@@ -313,7 +307,8 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             ));
             break;
         }
-        ctl.serve_probes(&probes);
+        ctl.serve_probes(&probes, &mut excludes);
+        excludes.refresh_if_due(&probes);
         if last_publish.elapsed() >= Duration::from_secs(1) {
             publish(&ctl, &probes, &shared, kafka.as_deref());
             last_publish = Instant::now();

@@ -10,6 +10,9 @@ use clap::Args;
 use kestrel_sinks::OutputSpec;
 use serde::Deserialize;
 
+/// The kernel's file_excludes map holds this many directories.
+pub const MAX_FILE_EXCLUDES: usize = 256;
+
 /// Agent settings, as given. The same struct reads the TOML file (keys in
 /// snake_case) and the command line (flags in kebab-case).
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -129,8 +132,9 @@ pub struct AgentSettings {
     pub cred_allowlist: Option<Vec<String>>,
 
     /// Directories under which created files are not reported; filtered
-    /// in the kernel. Repeat the flag for several. [default: /proc, /sys,
-    /// /var/lib/kestrel]
+    /// in the kernel. Repeat the flag for several; at most 256. A directory
+    /// that does not exist yet is excluded once it does. [default: /proc,
+    /// /sys and the state directory]
     #[arg(long = "file-exclude", value_name = "DIR")]
     pub file_excludes: Option<Vec<PathBuf>>,
 
@@ -306,6 +310,25 @@ impl AgentSettings {
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/kestrel"));
+        let file_excludes = self.file_excludes.clone().unwrap_or_else(|| {
+            vec![
+                PathBuf::from("/proc"),
+                PathBuf::from("/sys"),
+                state_dir.clone(),
+            ]
+        });
+        if let Some(rel) = file_excludes.iter().find(|d| !d.is_absolute()) {
+            bail!(
+                "bad config value: file_excludes: {}: use an absolute directory",
+                rel.display()
+            );
+        }
+        if file_excludes.len() > MAX_FILE_EXCLUDES {
+            bail!(
+                "bad config value: file_excludes: {} directories; at most {MAX_FILE_EXCLUDES}",
+                file_excludes.len()
+            );
+        }
         let control = match &self.server {
             None => None,
             Some(server) => {
@@ -430,12 +453,7 @@ impl AgentSettings {
                     .map(|s| s.to_string())
                     .collect()
             }),
-            file_excludes: self.file_excludes.clone().unwrap_or_else(|| {
-                ["/proc", "/sys", "/var/lib/kestrel"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .collect()
-            }),
+            file_excludes,
             file_md5_delay: Duration::from_millis(range(
                 "file_md5_delay_ms",
                 self.file_md5_delay_ms.unwrap_or(1000),

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::excludes::FileExcludes;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::Sender;
 use kestrel_control::client::{AgentHandle, ClientConfig, Outcome};
@@ -131,12 +132,12 @@ impl Runtime {
 
     /// Applies waiting file exclusion changes; called by the thread that
     /// owns the probes.
-    pub fn serve_probes(&self, probes: &Probes) {
+    pub fn serve_probes(&self, probes: &Probes, excludes: &mut FileExcludes) {
         let reqs = std::mem::take(&mut *self.probes.lock().unwrap());
         for (req, reply) in reqs {
             let r = match &req {
-                ProbeRequest::Exclude(d) => probes.exclude_dir(d),
-                ProbeRequest::Include(d) => probes.include_dir(d),
+                ProbeRequest::Exclude(d) => excludes.add(d, probes),
+                ProbeRequest::Include(d) => excludes.remove(d, probes),
             };
             let _ = reply.send(r.map_err(|e| e.to_string()));
         }

@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod config;
 mod control;
+mod excludes;
 mod identity;
 mod inventory;
 mod logins;

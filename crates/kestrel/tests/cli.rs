@@ -55,6 +55,7 @@ fn bad_config_values_name_the_key() {
         ("output = \"carrier-pigeon\"\n", "output"),
         ("max_latency_ms = -5\n", "max_latency_ms"),
         ("surprise = true\n", "surprise"),
+        ("file_excludes = [\"relative/dir\"]\n", "file_excludes"),
     ] {
         let f = dir.join("k.toml");
         std::fs::write(&f, toml).unwrap();

@@ -169,3 +169,80 @@ fn created_files_are_reported_once_with_their_hash() {
     std::fs::remove_dir_all(&dir).unwrap();
     let _: PathBuf = dir;
 }
+
+/// Lines of the agent's log that say `what` about `dir`.
+fn log_lines(agent: &Agent, what: &str, dir: &Path) -> usize {
+    let dir = dir.to_str().unwrap();
+    agent
+        .stderr()
+        .lines()
+        .filter(|l| l.contains(what) && l.contains(dir))
+        .count()
+}
+
+/// Waits (up to two refresh periods) until the log says `what` about `dir`
+/// `n` times.
+fn wait_log(agent: &Agent, what: &str, dir: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while log_lines(agent, what, dir) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} log for {} (want {n}):\n{}",
+            dir.display(),
+            agent.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The kernel knows an excluded directory by device and inode: a directory
+/// created after the agent started, and one replaced by another of the same
+/// name, must still be excluded (the agent looks the name up again).
+#[test]
+fn an_exclusion_follows_its_directory_by_name() {
+    let dir = std::env::temp_dir().join(marker("excl"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let later = dir.join("later");
+    let agent = Agent::start(&["--file-exclude", later.to_str().unwrap()]);
+    wait_log(&agent, "file exclusion waits", &later, 1);
+    let flags = libc::O_CREAT | libc::O_WRONLY;
+    let reported = |name: &str| {
+        let path = dir.join(name);
+        let p = path.to_str().unwrap();
+        assert!(create(&path, flags, b"x") >= 0);
+        agent.wait_for(name, |e| e["data_type"] == "602" && e["file_path"] == p);
+    };
+
+    // Created after the start.
+    std::fs::create_dir(&later).unwrap();
+    wait_log(&agent, "file creations excluded", &later, 1);
+    assert!(create(&later.join("one"), flags, b"1") >= 0);
+    reported("marker-one");
+
+    // Replaced: the old directory moved away (so its inode cannot be
+    // reused), a new one made under the name.
+    let moved = dir.join("moved");
+    std::fs::rename(&later, &moved).unwrap();
+    std::fs::create_dir(&later).unwrap();
+    wait_log(&agent, "file creations excluded", &later, 2);
+    assert!(create(&later.join("two"), flags, b"2") >= 0);
+    // The old directory, no longer under an excluded name, is reported.
+    assert!(create(&moved.join("three"), flags, b"3") >= 0);
+    reported("marker-two");
+    let m = moved.join("three");
+    agent.wait_for("the creation under the moved directory", |e| {
+        e["data_type"] == "602" && e["file_path"] == m.to_str().unwrap()
+    });
+
+    let events = agent.events();
+    for name in ["one", "two"] {
+        let p = later.join(name);
+        assert!(
+            created(&events, p.to_str().unwrap()).is_empty(),
+            "{} was reported though excluded",
+            p.display()
+        );
+    }
+    agent.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

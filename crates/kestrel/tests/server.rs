@@ -377,6 +377,46 @@ fn two_agents_commands_offline_and_server_restart() {
         "{out:?}"
     );
 
+    // exclude_path / include_path: creations under the directory stop, in
+    // the kernel, and resume; a path that is not a directory is refused.
+    let quiet = dir.join("quiet");
+    std::fs::create_dir_all(&quiet).unwrap();
+    let (hidden, seen) = (quiet.join("hidden"), quiet.join("seen"));
+    let arg = format!("exclude_path={}", quiet.display());
+    let r = command(&data, http, &id_a, &["config", &arg]);
+    assert_eq!(r["status"], "ok", "{r}");
+    std::fs::write(&hidden, b"x").unwrap();
+    let arg = format!("include_path={}", quiet.display());
+    let r = command(&data, http, &id_a, &["config", &arg]);
+    assert_eq!(r["status"], "ok", "{r}");
+    std::fs::write(&seen, b"x").unwrap();
+    let created = |p: &Path| {
+        events(&out_a2)
+            .iter()
+            .any(|e| e["data_type"] == "602" && e["file_path"].as_str() == p.to_str())
+    };
+    // Created files leave in creation order: once the second is written,
+    // the first would have been.
+    wait_until("creation after include_path", 60, || {
+        created(&seen).then_some(())
+    })
+    .expect("a creation after include_path was not written");
+    assert!(
+        !created(&hidden),
+        "a creation under an excluded directory was written"
+    );
+    let out = ctl(
+        &data,
+        http,
+        &["command", &id_a, "config", "exclude_path=/nonexistent/dir"],
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("/nonexistent/dir") && said.contains("No such file"),
+        "{out:?}"
+    );
+
     // The dashboard in headless Chromium lists both agents.
     dashboard(
         &data,
