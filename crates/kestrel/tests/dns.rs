@@ -150,3 +150,109 @@ fn other_udp_traffic_is_filtered_in_the_kernel() {
     );
     let _ = port;
 }
+
+/// Go's resolver reads its answers with read(2) from a connected UDP
+/// socket; readv(2) is the same path with a vector. Both are seen (through
+/// sock:sock_recv_length), once each, with the socket's descriptor.
+#[test]
+fn answers_taken_with_read_and_readv() {
+    use std::os::fd::AsRawFd;
+    let agent = Agent::start(&[]);
+    responder("127.0.0.4:53");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect("127.0.0.4:53").unwrap();
+    let fd = sock.as_raw_fd();
+    let (by_read, by_readv) = (
+        format!("ok-{}", marker("read")),
+        format!("ok-{}", marker("readv")),
+    );
+    let mut buf = [0u8; 512];
+    sock.send(&dns::build::message(9, 0x0100, &by_read, 1))
+        .unwrap();
+    // SAFETY: read into a buffer this test owns, on its own socket.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n > 12, "read: {}", std::io::Error::last_os_error());
+    sock.send(&dns::build::message(10, 0x0100, &by_readv, 1))
+        .unwrap();
+    let iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
+    // SAFETY: as above, one vector over the same buffer.
+    let n = unsafe { libc::readv(fd, iov.as_ptr(), 1) };
+    assert!(n > 12, "readv: {}", std::io::Error::last_os_error());
+
+    for name in [&by_read, &by_readv] {
+        let ev = agent.wait_for(name, |e| {
+            e["data_type"] == "601" && e["query"].as_str() == Some(name.as_str())
+        });
+        assert_eq!(field(&ev, "rcode"), "0");
+        assert_eq!(field(&ev, "dip"), "127.0.0.4");
+        assert_eq!(field(&ev, "dport"), "53");
+        assert_eq!(field(&ev, "fd"), fd.to_string());
+        assert_eq!(field(&ev, "tgid"), std::process::id().to_string());
+    }
+    let c = agent.stop();
+    assert_eq!(c["dns_submitted"], 2, "each answer once: {c:?}");
+}
+
+/// A real Go program (tests/go-resolver, built here with the Debian Go
+/// toolchain the test dependencies install) resolving through Go's own
+/// resolver: its A and AAAA answers are seen.
+#[test]
+fn answers_to_a_go_program() {
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-resolver");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let bin = out_dir.join("go-resolver");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-resolver/main.go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .env("GOCACHE", out_dir.join("cache"))
+        .env("GOPATH", out_dir.join("gopath"))
+        .env("HOME", &out_dir)
+        .output()
+        .expect("go (golang-go, from scripts/install-deps --test)");
+    assert!(built.status.success(), "go build: {built:?}");
+
+    let agent = Agent::start(&[]);
+    responder("127.0.0.6:53");
+    let tag = marker("godns").replace('-', "");
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.6\noptions timeout:2 attempts:1\n",
+    )
+    .unwrap();
+    let name = format!("ok-go.{tag}.test");
+    let script = format!(
+        "mount --bind {r} /etc/resolv.conf && {b} {name}",
+        r = resolv.display(),
+        b = bin.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env("GODEBUG", "netdns=go")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("192.0.2.99"),
+        "the Go program resolved through the responder: {out:?}"
+    );
+    let exe = bin.to_str().unwrap();
+    for qtype in ["1", "28"] {
+        let ev = agent.wait_for(&format!("the Go program's answer, type {qtype}"), |e| {
+            e["data_type"] == "601"
+                && e["query"].as_str() == Some(name.as_str())
+                && e["qtype"] == qtype
+        });
+        assert_eq!(field(&ev, "exe"), exe);
+        assert_eq!(field(&ev, "dip"), "127.0.0.6");
+        assert_eq!(field(&ev, "rcode"), "0");
+    }
+    agent.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1263,6 +1263,48 @@ int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* x86-64 syscall numbers, and task flags for threads without user
+ * registers of their own (macros, so not in vmlinux.h). */
+#define NR_READ 0
+#define NR_READV 19
+#define PF_IO_WORKER 0x00000010
+#define PF_KTHREAD 0x00200000
+
+/* A datagram taken with read(2) or readv(2): how Go's resolver reads its
+ * answers, from a connected UDP socket. A program on read's own syscall
+ * tracepoint would run on every file read; sock:sock_recv_length (Linux
+ * 6.3+) runs on socket receives only. recvfrom, recvmsg and recvmmsg pass
+ * here too and are left to their own programs (which see the source
+ * address and every message of a recvmmsg). Kernel threads and io_uring
+ * workers have no syscall registers to read the buffer from. */
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
+{
+	struct task_struct *task;
+	struct pt_regs *regs;
+	long nr;
+
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	task = bpf_get_current_task_btf();
+	if (task->tgid == self_tgid || (task->flags & (PF_KTHREAD | PF_IO_WORKER)))
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	nr = regs->orig_ax;
+	if (nr == NR_READ) {
+		dns_datagram(task, regs->di, sk, (void *)regs->si, ret, NULL);
+	} else if (nr == NR_READV) {
+		struct iovec iov = {};
+
+		/* The question is at the front: the first buffer holds it. */
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)regs->si))
+			return 0;
+		dns_datagram(task, regs->di, sk, iov.iov_base,
+			     (__u64)ret < iov.iov_len ? (__u64)ret : iov.iov_len, NULL);
+	}
+	return 0;
+}
+
 static __always_inline void emit_cred(struct task_struct *task, struct kestrel_proc *ps,
 				      __u32 trigger, const char *filename)
 {

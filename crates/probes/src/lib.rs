@@ -167,8 +167,9 @@ pub struct ProbeStatus {
     /// Tracepoint it is attached to.
     pub target: &'static str,
     /// A tracefs event (under events/) that must exist for the program to
-    /// apply at all; `None` for programs every supported kernel can run.
-    pub requires: Option<&'static str>,
+    /// apply at all, and what is not seen without it; `None` for programs
+    /// every supported kernel can run.
+    pub requires: Option<(&'static str, &'static str)>,
 }
 
 /// What became of one program at start.
@@ -197,8 +198,12 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
     PROGRAMS.iter().map(|p| p.program)
 }
 
-/// Every program Kestrel attaches, with its tracepoint. All are required:
-/// each is the only source of its events.
+/// Why the module programs may not apply.
+const MODULES_MISSING: &str = "built without the feature it watches";
+
+/// Every program Kestrel attaches, with its tracepoint. Each is the only
+/// source of its events; those with `requires` are left out, and said to
+/// be, on kernels without their tracepoint.
 const PROGRAMS: &[ProbeStatus] = &[
     ProbeStatus {
         program: "handle_exec",
@@ -244,6 +249,15 @@ const PROGRAMS: &[ProbeStatus] = &[
         program: "handle_recvmmsg_exit",
         target: "tracepoint/syscalls/sys_exit_recvmmsg",
         requires: None,
+    },
+    ProbeStatus {
+        program: "handle_sock_recv",
+        target: "tp_btf/sock_recv_length",
+        requires: Some((
+            "sock/sock_recv_length",
+            "added in Linux 6.3: DNS answers taken with read(2) or readv(2), as Go's resolver \
+             does, are not seen",
+        )),
     },
     ProbeStatus {
         program: "handle_fork",
@@ -318,12 +332,12 @@ const PROGRAMS: &[ProbeStatus] = &[
     ProbeStatus {
         program: "handle_finit_module_exit",
         target: "tracepoint/syscalls/sys_exit_finit_module",
-        requires: Some("syscalls/sys_exit_finit_module"),
+        requires: Some(("syscalls/sys_exit_finit_module", MODULES_MISSING)),
     },
     ProbeStatus {
         program: "handle_init_module_exit",
         target: "tracepoint/syscalls/sys_exit_init_module",
-        requires: Some("syscalls/sys_exit_init_module"),
+        requires: Some(("syscalls/sys_exit_init_module", MODULES_MISSING)),
     },
 ];
 
@@ -339,6 +353,7 @@ fn program<'a>(skel: &'a KestrelSkel<'static>, name: &str) -> &'a libbpf_rs::Pro
         "handle_recvfrom_exit" => &p.handle_recvfrom_exit,
         "handle_recvmsg_exit" => &p.handle_recvmsg_exit,
         "handle_recvmmsg_exit" => &p.handle_recvmmsg_exit,
+        "handle_sock_recv" => &p.handle_sock_recv,
         "handle_fork" => &p.handle_fork,
         "handle_exit" => &p.handle_exit,
         "handle_unshare_exit" => &p.handle_unshare_exit,
@@ -366,6 +381,7 @@ fn open_program<'a, 'obj>(
     match name {
         "handle_finit_module_exit" => &mut p.handle_finit_module_exit,
         "handle_init_module_exit" => &mut p.handle_init_module_exit,
+        "handle_sock_recv" => &mut p.handle_sock_recv,
         other => unreachable!("{other} is not an optional program"),
     }
 }
@@ -546,10 +562,10 @@ impl Probes {
         let mut report = Vec::new();
         for p in PROGRAMS {
             let state = match p.requires {
-                Some(ev) if !Path::new(TRACEFS).join("events").join(ev).exists() => {
+                Some((ev, lost)) if !Path::new(TRACEFS).join("events").join(ev).exists() => {
                     open_program(&mut open.progs, p.program).set_autoload(false);
                     ProbeState::NotApplicable(format!(
-                        "this kernel has no tracepoint {ev} (built without the feature it watches)"
+                        "this kernel has no tracepoint {ev} ({lost})"
                     ))
                 }
                 _ => ProbeState::Attached,
