@@ -35,7 +35,9 @@ else
 fi
 dmesg | grep "$MOD" | sed 's/^/ROOTKIT dmesg: /'
 if grep -q "^$MOD " /proc/modules; then fail module-hidden "still in /proc/modules"
-else ok module-hidden "absent from /proc/modules, /sys/module/$MOD: $(ls -d /sys/module/$MOD 2>&1)"; fi
+elif [ -e /sys/module/$MOD ]; then fail module-hidden "still in /sys/module"
+elif grep -q "\[$MOD\]" /proc/kallsyms; then fail module-hidden "still in /proc/kallsyms"
+else ok module-hidden "absent from /proc/modules, /sys/module and /proc/kallsyms"; fi
 # The hooks pass through: the guest still works.
 if kill -0 1; then ok kill-works "kill(2) through the patched dispatch"
 else fail kill-works "kill -0 1 failed"; fi
@@ -57,6 +59,8 @@ for t in 700 701 702 703 704; do
   if [ -n "$line" ]; then ok "finding-$t" "names $MOD, hidden"
   else fail "finding-$t" "no $t event naming $MOD with hidden=1"; fi
 done
+if grep '"data_type":"702"' /tmp/after.json | grep "\"module_name\":\"$MOD\"" | grep -q '"seen_by":"mod_tree"'; then ok mod-tree "702 seen only by mod_tree"
+else fail mod-tree "no 702 naming $MOD seen by mod_tree alone"; fi
 for h in ftrace kprobe; do
   if grep '"data_type":"704"' /tmp/after.json | grep "\"module_name\":\"$MOD\"" | grep -q "\"hook_type\":\"$h\""; then ok "hook-$h" "704 names $MOD"
   else fail "hook-$h" "no 704 $h event naming $MOD"; fi

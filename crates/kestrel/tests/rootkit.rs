@@ -115,7 +115,7 @@ fn rootkit_found_in_a_qemu_guest() {
     for (t, extra) in [
         ("700", ("proc_path", "/proc")),
         ("701", ("syscall_number", "62")),
-        ("702", ("seen_by", "")),
+        ("702", ("seen_by", "mod_tree")),
         ("703", ("interrupt_number", "4")),
     ] {
         let found = events.iter().any(|e| {

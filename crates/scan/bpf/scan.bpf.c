@@ -18,6 +18,9 @@
  *                       or list node (args[2] == 1) is at args[1]: its
  *                       address, probed address, handlers and next nodes,
  *                       so user space can walk kprobe_table.
+ *   args[0] = OP_MODLAYOUT: the offsets of the module address tree and of
+ *                       struct module's name and memory areas in the
+ *                       running kernel, so user space can walk mod_tree.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,12 +33,55 @@ char LICENSE[] SEC("license") = "GPL";
 #define OP_READ 1
 #define OP_FILE 2
 #define OP_KPROBE 3
+#define OP_MODLAYOUT 4
+
+#define MODLAYOUT_TREE 1
+#define MODLAYOUT_MEM 2    /* struct module_memory mem[] (6.4+) */
+#define MODLAYOUT_LAYOUT 4 /* core_layout and init_layout */
 
 /* Only the member the scan reads; CO-RE finds it in the running kernel's
  * struct kretprobe (absent from vmlinux.h: this host has no kprobes). */
 struct kretprobe___kestrel {
 	struct kprobe kp;
 	void *handler;
+} __attribute__((preserve_access_index));
+
+/* The module address tree (CONFIG_MODULES_TREE_LOOKUP), declared here
+ * because this host's kernel, built without modules, has none of these
+ * types: CO-RE finds them in the running kernel's BTF, and where they are
+ * missing the branch that uses them is dead code. */
+struct mod_tree_node___kestrel {
+	struct module *mod;
+	struct latch_tree_node node;
+} __attribute__((preserve_access_index));
+
+struct mod_tree_root___kestrel {
+	struct latch_tree_root root;
+} __attribute__((preserve_access_index));
+
+/* Linux 6.4+: one memory area per type (text, data, rodata...). */
+struct module_memory___kestrel {
+	void *base;
+	unsigned int size;
+	struct mod_tree_node___kestrel mtn;
+} __attribute__((preserve_access_index));
+
+struct module___v64 {
+	char name[56];
+	struct module_memory___kestrel mem[7];
+} __attribute__((preserve_access_index));
+
+/* Before 6.4: a core and an init area. */
+struct module_layout___kestrel {
+	void *base;
+	unsigned int size;
+	struct mod_tree_node___kestrel mtn;
+} __attribute__((preserve_access_index));
+
+struct module___pre64 {
+	char name[56];
+	struct module_layout___kestrel core_layout;
+	struct module_layout___kestrel init_layout;
 } __attribute__((preserve_access_index));
 
 struct out {
@@ -159,6 +205,48 @@ static __always_inline int do_kprobe(struct out *o, __u64 node, __u64 is_list)
 	return 0;
 }
 
+/* The offsets user space needs to walk mod_tree with plain reads, from
+ * the running kernel's BTF (see the MODLAYOUT_* words in kmem.rs). */
+static __always_inline int do_modlayout(struct out *o)
+{
+	__u64 *w = (__u64 *)o->data;
+
+	o->len = 16 * 8;
+	o->err = 0;
+	for (int i = 0; i < 16; i++)
+		w[i] = 0;
+	if (!bpf_core_type_exists(struct mod_tree_node___kestrel) ||
+	    !bpf_core_type_exists(struct mod_tree_root___kestrel))
+		return 0;
+	w[0] = MODLAYOUT_TREE;
+	w[1] = bpf_core_field_offset(struct mod_tree_root___kestrel, root.tree);
+	w[2] = bpf_core_field_offset(struct mod_tree_node___kestrel, node);
+	w[3] = bpf_core_field_offset(struct mod_tree_node___kestrel, mod);
+	if (bpf_core_field_exists(struct module___v64, mem) &&
+	    bpf_core_field_exists(struct module_memory___kestrel, mtn)) {
+		w[0] |= MODLAYOUT_MEM;
+		w[4] = bpf_core_field_offset(struct module___v64, name);
+		w[5] = bpf_core_field_size(struct module___v64, name);
+		w[6] = bpf_core_field_offset(struct module___v64, mem);
+		w[7] = bpf_core_type_size(struct module_memory___kestrel);
+		w[8] = bpf_core_field_size(struct module___v64, mem);
+		w[9] = bpf_core_field_offset(struct module_memory___kestrel, base);
+		w[10] = bpf_core_field_offset(struct module_memory___kestrel, size);
+		w[11] = bpf_core_field_offset(struct module_memory___kestrel, mtn);
+	} else if (bpf_core_field_exists(struct module___pre64, core_layout) &&
+		   bpf_core_field_exists(struct module_layout___kestrel, mtn)) {
+		w[0] |= MODLAYOUT_LAYOUT;
+		w[4] = bpf_core_field_offset(struct module___pre64, name);
+		w[5] = bpf_core_field_size(struct module___pre64, name);
+		w[6] = bpf_core_field_offset(struct module___pre64, core_layout);
+		w[7] = bpf_core_field_offset(struct module___pre64, init_layout);
+		w[9] = bpf_core_field_offset(struct module_layout___kestrel, base);
+		w[10] = bpf_core_field_offset(struct module_layout___kestrel, size);
+		w[11] = bpf_core_field_offset(struct module_layout___kestrel, mtn);
+	}
+	return 0;
+}
+
 SEC("raw_tp")
 int kestrel_scan_read(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -178,5 +266,7 @@ int kestrel_scan_read(struct bpf_raw_tracepoint_args *ctx)
 		return do_file(o, a1);
 	if (op == OP_KPROBE)
 		return do_kprobe(o, a1, a2);
+	if (op == OP_MODLAYOUT)
+		return do_modlayout(o);
 	return 0;
 }

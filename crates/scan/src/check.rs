@@ -173,6 +173,8 @@ pub struct Module {
     pub sysfs: bool,
     /// Owns symbols in /proc/kallsyms.
     pub kallsyms: bool,
+    /// In the module address tree (`mod_tree`).
+    pub mod_tree: bool,
     /// Address ranges known to belong to it.
     pub ranges: Vec<Range<u64>>,
 }
@@ -195,6 +197,9 @@ impl Module {
         if self.kallsyms {
             v.push("kallsyms");
         }
+        if self.mod_tree {
+            v.push("mod_tree");
+        }
         v.join(",")
     }
 }
@@ -206,6 +211,20 @@ pub struct Modules {
     pub by_name: BTreeMap<String, Module>,
     /// False on a kernel built without module support.
     pub supported: bool,
+    /// What became of the module address tree view.
+    pub tree: TreeView,
+}
+
+/// The module address tree view of one scan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum TreeView {
+    /// The kernel has no module address tree.
+    #[default]
+    Absent,
+    /// Walked: this many nodes.
+    Walked(usize),
+    /// Could not be read (why).
+    Failed(String),
 }
 
 impl Modules {
@@ -404,6 +423,116 @@ pub fn check_dispatch(code: &[u8], base: u64, prefix: &str, syms: &Symbols) -> D
         }
     }
     out
+}
+
+/// Where struct module keeps its memory areas (see [`ModLayout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModAreas {
+    /// Linux 6.4+: `mem[count]`, `stride` bytes apart from offset `off`.
+    Mem {
+        /// Offset of `mem`.
+        off: u64,
+        /// Size of one `struct module_memory`.
+        stride: u64,
+        /// Entries of `mem`.
+        count: u64,
+    },
+    /// Before 6.4: `core_layout` and `init_layout`, at these offsets.
+    Layouts {
+        /// Offset of `core_layout`.
+        core: u64,
+        /// Offset of `init_layout`.
+        init: u64,
+    },
+}
+
+/// Offsets, from the running kernel's BTF, for walking the module address
+/// tree (`mod_tree`) with plain reads. That tree is how the kernel finds
+/// the module behind a code address; a module that takes itself off the
+/// module list and out of sysfs is still in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModLayout {
+    /// Offset of `root.tree[0]` in `struct mod_tree_root`.
+    pub root_tree: u64,
+    /// Offset of `node` in `struct mod_tree_node`.
+    pub mtn_node: u64,
+    /// Offset of `mod` in `struct mod_tree_node`.
+    pub mtn_mod: u64,
+    /// Offset and size of `name` in `struct module`.
+    pub name: u64,
+    /// Size of `name`.
+    pub name_len: u64,
+    /// Where the memory areas are.
+    pub areas: ModAreas,
+    /// Offsets of `base`, `size` (u32) and `mtn` in one memory area.
+    pub area_base: u64,
+    /// See `area_base`.
+    pub area_size: u64,
+    /// See `area_base`.
+    pub area_mtn: u64,
+}
+
+/// A module's name and one of its memory areas, as a tree node names them.
+pub type ModArea = (String, Range<u64>);
+
+/// Most tree nodes walked (modules times memory areas): more means the
+/// reads are not following a tree.
+pub const MOD_TREE_MAX_NODES: usize = 8192;
+
+/// Every module in the module address tree whose root (`struct
+/// mod_tree_root`) is at `tree`, with the memory area each node stands for
+/// (empty when the node matches none of the module's areas). `mem(addr,
+/// len)` reads kernel memory.
+pub fn walk_mod_tree(
+    l: &ModLayout,
+    tree: u64,
+    mem: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, String>,
+) -> Result<Vec<ModArea>, String> {
+    fn word(
+        mem: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, String>,
+        addr: u64,
+        len: usize,
+    ) -> Result<u64, String> {
+        let b = mem(addr, len)?;
+        let mut w = [0u8; 8];
+        w[..len].copy_from_slice(&b[..len]);
+        Ok(u64::from_le_bytes(w))
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![word(mem, tree + l.root_tree, 8)?];
+    let mut walked = 0;
+    while let Some(node) = stack.pop() {
+        if node == 0 {
+            continue;
+        }
+        walked += 1;
+        if walked > MOD_TREE_MAX_NODES {
+            return Err(format!("more than {MOD_TREE_MAX_NODES} nodes: not a tree"));
+        }
+        // struct rb_node: __rb_parent_color, rb_right, rb_left.
+        stack.push(word(mem, node + 8, 8)?);
+        stack.push(word(mem, node + 16, 8)?);
+        let mtn = node - l.mtn_node;
+        let module = word(mem, mtn + l.mtn_mod, 8)?;
+        let raw = mem(module + l.name, l.name_len as usize)?;
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        let name = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let areas: Vec<u64> = match l.areas {
+            ModAreas::Mem { off, stride, count } => {
+                (0..count).map(|i| module + off + i * stride).collect()
+            }
+            ModAreas::Layouts { core, init } => vec![module + core, module + init],
+        };
+        let range = match areas.into_iter().find(|a| a + l.area_mtn == mtn) {
+            Some(a) => {
+                let base = word(mem, a + l.area_base, 8)?;
+                base..base + word(mem, a + l.area_size, 4)?
+            }
+            None => 0..0,
+        };
+        out.push((name, range));
+    }
+    Ok(out)
 }
 
 /// One registered kprobe, read from the kernel's kprobe_table.
@@ -841,5 +970,130 @@ ffffffffc0000000  k  rk_other+0x0  [rk]  [DISABLED]
             ("rk_other+0x0", "rk")
         );
         assert_eq!(kprobe_hooks("").0, 0);
+    }
+
+    /// Kernel memory for the tree tests: bytes at addresses.
+    struct Mem(std::collections::HashMap<u64, u8>);
+
+    impl Mem {
+        fn put(&mut self, addr: u64, bytes: &[u8]) {
+            for (i, b) in bytes.iter().enumerate() {
+                self.0.insert(addr + i as u64, *b);
+            }
+        }
+        fn word(&mut self, addr: u64, w: u64) {
+            self.put(addr, &w.to_le_bytes());
+        }
+        fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+            (0..len as u64)
+                .map(|i| {
+                    self.0
+                        .get(&(addr + i))
+                        .copied()
+                        .ok_or(format!("fault at {:#x}", addr + i))
+                })
+                .collect()
+        }
+    }
+
+    /// A module at `m` with its name, and `areas` (base, size) at the
+    /// layout's area offsets; returns the address of each area's tree node.
+    fn module(mem: &mut Mem, l: &ModLayout, m: u64, name: &str, areas: &[(u64, u32)]) -> Vec<u64> {
+        let mut n = name.as_bytes().to_vec();
+        n.resize(l.name_len as usize, 0);
+        mem.put(m + l.name, &n);
+        let area_at = |i: u64| match l.areas {
+            ModAreas::Mem { off, stride, .. } => m + off + i * stride,
+            ModAreas::Layouts { core, init } => m + if i == 0 { core } else { init },
+        };
+        let mut nodes = Vec::new();
+        for (i, (base, size)) in areas.iter().enumerate() {
+            let a = area_at(i as u64);
+            mem.word(a + l.area_base, *base);
+            mem.put(a + l.area_size, &size.to_le_bytes());
+            let mtn = a + l.area_mtn;
+            mem.word(mtn + l.mtn_mod, m);
+            let node = mtn + l.mtn_node;
+            mem.word(node, 0);
+            mem.word(node + 8, 0);
+            mem.word(node + 16, 0);
+            nodes.push(node);
+        }
+        nodes
+    }
+
+    fn layout(areas: ModAreas) -> ModLayout {
+        ModLayout {
+            root_tree: 8,
+            mtn_node: 8,
+            mtn_mod: 0,
+            name: 24,
+            name_len: 56,
+            areas,
+            area_base: 0,
+            area_size: 8,
+            area_mtn: 16,
+        }
+    }
+
+    #[test]
+    fn mod_tree_names_every_module_and_area() {
+        for areas in [
+            ModAreas::Mem {
+                off: 0x100,
+                stride: 0x60,
+                count: 7,
+            },
+            ModAreas::Layouts {
+                core: 0x100,
+                init: 0x160,
+            },
+        ] {
+            let l = layout(areas);
+            let mut mem = Mem(Default::default());
+            let (tree, a, b) = (0x1000, 0x10_000, 0x20_000);
+            let na = module(
+                &mut mem,
+                &l,
+                a,
+                "visible",
+                &[(0xa000, 0x100), (0xb000, 0x40)],
+            );
+            let nb = module(&mut mem, &l, b, "kestrel_rk", &[(0xc000, 0x200)]);
+            // Root na[0]; na[1] on its left, nb[0] on its right.
+            mem.word(tree + l.root_tree, na[0]);
+            mem.word(na[0] + 16, na[1]);
+            mem.word(na[0] + 8, nb[0]);
+            let mut got = walk_mod_tree(&l, tree, &mut |addr, len| mem.read(addr, len)).unwrap();
+            got.sort_by_key(|(_, r)| r.start);
+            assert_eq!(
+                got,
+                vec![
+                    ("visible".to_string(), 0xa000..0xa100),
+                    ("visible".to_string(), 0xb000..0xb040),
+                    ("kestrel_rk".to_string(), 0xc000..0xc200),
+                ],
+                "{areas:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mod_tree_walk_is_bounded_and_reports_faults() {
+        let l = layout(ModAreas::Layouts {
+            core: 0x100,
+            init: 0x160,
+        });
+        let mut mem = Mem(Default::default());
+        let n = module(&mut mem, &l, 0x10_000, "loop", &[(0xa000, 0x10)]);
+        // A node that is its own child: not a tree.
+        mem.word(0x1000 + l.root_tree, n[0]);
+        mem.word(n[0] + 8, n[0]);
+        let e = walk_mod_tree(&l, 0x1000, &mut |a, len| mem.read(a, len)).unwrap_err();
+        assert!(e.contains("not a tree"), "{e}");
+        // A child pointer into unreadable memory.
+        mem.word(n[0] + 8, 0xdead_0000);
+        let e = walk_mod_tree(&l, 0x1000, &mut |a, len| mem.read(a, len)).unwrap_err();
+        assert!(e.contains("fault"), "{e}");
     }
 }

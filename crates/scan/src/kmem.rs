@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 
-use crate::check::KprobeRec;
+use crate::check::{KprobeRec, ModAreas, ModLayout};
 use crate::Error;
 
 mod skel {
@@ -21,6 +21,7 @@ const CHUNK: usize = 4096;
 const OP_READ: u64 = 1;
 const OP_FILE: u64 = 2;
 const OP_KPROBE: u64 = 3;
+const OP_MODLAYOUT: u64 = 4;
 /// Layout of `struct out` in scan.bpf.c: eighteen u64 words, then the data.
 const HEADER: usize = 18 * 8;
 
@@ -156,6 +157,46 @@ impl Reader<'_> {
             hnext: word(&out, 15),
             list: word(&out, 16),
             lnext: word(&out, 17),
+        }))
+    }
+}
+
+impl Reader<'_> {
+    /// Where the module address tree and struct module's fields are in
+    /// the running kernel; None when it has no such tree (no modules, or
+    /// built without CONFIG_MODULES_TREE_LOOKUP).
+    pub fn module_layout(&mut self) -> Result<Option<ModLayout>, Error> {
+        let out = self.run(OP_MODLAYOUT, 0, 0)?;
+        let w = |i: usize| word(&out, HEADER / 8 + i);
+        const TREE: u64 = 1;
+        const MEM: u64 = 2;
+        const LAYOUT: u64 = 4;
+        let flags = w(0);
+        if flags & TREE == 0 || flags & (MEM | LAYOUT) == 0 {
+            return Ok(None);
+        }
+        let areas = if flags & MEM != 0 {
+            ModAreas::Mem {
+                off: w(6),
+                stride: w(7),
+                count: if w(7) == 0 { 0 } else { w(8) / w(7) },
+            }
+        } else {
+            ModAreas::Layouts {
+                core: w(6),
+                init: w(7),
+            }
+        };
+        Ok(Some(ModLayout {
+            root_tree: w(1),
+            mtn_node: w(2),
+            mtn_mod: w(3),
+            name: w(4),
+            name_len: w(5),
+            areas,
+            area_base: w(9),
+            area_size: w(10),
+            area_mtn: w(11),
         }))
     }
 }

