@@ -43,20 +43,28 @@ fn responder(addr: &str) -> SocketAddr {
     local
 }
 
-#[test]
-fn dns_answers_from_getent_getaddrinfo_and_dig() {
-    let agent = Agent::start(&[]);
-    responder("127.0.0.2:53");
-    responder("[::1]:53");
-    let tag = marker("dns").replace('-', "");
+/// A scratch directory named by a fresh tag (no dashes: it goes into DNS
+/// names) holding a resolv.conf that names only `nameserver`, for a
+/// lookup run in a mount namespace with it bound over /etc/resolv.conf.
+fn resolv_conf(tag: &str, nameserver: &str) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let tag = marker(tag).replace('-', "");
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir).unwrap();
     let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,
-        "nameserver 127.0.0.2\noptions timeout:2 attempts:1\n",
+        format!("nameserver {nameserver}\noptions timeout:2 attempts:1\n"),
     )
     .unwrap();
+    (tag, dir, resolv)
+}
+
+#[test]
+fn dns_answers_from_getent_getaddrinfo_and_dig() {
+    let agent = Agent::start(&[]);
+    responder("127.0.0.2:53");
+    responder("[::1]:53");
+    let (tag, dir, resolv) = resolv_conf("dns", "127.0.0.2");
     let before = std::fs::read("/etc/resolv.conf").unwrap();
     let script = format!(
         "mount --bind {r} /etc/resolv.conf && \
@@ -218,15 +226,7 @@ fn answers_to_a_go_program() {
 
     let agent = Agent::start(&[]);
     responder("127.0.0.6:53");
-    let tag = marker("godns").replace('-', "");
-    let dir = std::env::temp_dir().join(&tag);
-    std::fs::create_dir_all(&dir).unwrap();
-    let resolv = dir.join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        "nameserver 127.0.0.6\noptions timeout:2 attempts:1\n",
-    )
-    .unwrap();
+    let (tag, dir, resolv) = resolv_conf("godns", "127.0.0.6");
     let name = format!("ok-go.{tag}.test");
     let script = format!(
         "mount --bind {r} /etc/resolv.conf && {b} {name}",
