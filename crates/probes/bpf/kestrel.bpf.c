@@ -756,6 +756,34 @@ static __always_inline void read_cgroup(struct kestrel_exec *e, struct task_stru
 	e->flags |= KESTREL_EXEC_CGROUP_TRUNCATED;
 }
 
+/* After the filename (`n`, what the string read returned, at data[0]):
+ * its length, the working directory and the cgroup. Returns where the
+ * next field starts. The bound tests only give the verifier its bounds:
+ * `off` cannot exceed them, and the callers test again. */
+static __always_inline __u64 exec_paths(struct kestrel_exec *e, struct task_struct *task, long n)
+{
+	__u64 off;
+
+	if (n < 0)
+		n = 0;
+	if (n == KESTREL_FILENAME_MAX)
+		e->flags |= KESTREL_EXEC_FILENAME_TRUNCATED;
+	off = n & (KESTREL_FILENAME_MAX - 1);
+	if (n == KESTREL_FILENAME_MAX)
+		off = KESTREL_FILENAME_MAX;
+	e->filename_len = off;
+	barrier_var(off);
+	if (off > KESTREL_FILENAME_MAX)
+		return off;
+	read_cwd(e, task, off);
+	off += e->cwd_len;
+	barrier_var(off);
+	if (off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
+		return off;
+	read_cgroup(e, task, off);
+	return off + e->cgroup_len;
+}
+
 /* A successful exec: the new image is in place, its argument and
  * environment areas are in the new mm and are read in one copy each. */
 SEC("tp_btf/sched_process_exec")
@@ -780,24 +808,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	e->flags = KESTREL_EXEC_ARGV_FROM_MM;
 
 	n = bpf_probe_read_kernel_str(e->data, KESTREL_FILENAME_MAX, bprm->filename);
-	if (n < 0)
-		n = 0;
-	if (n == KESTREL_FILENAME_MAX)
-		e->flags |= KESTREL_EXEC_FILENAME_TRUNCATED;
-	off = n & (KESTREL_FILENAME_MAX - 1);
-	if (n == KESTREL_FILENAME_MAX)
-		off = KESTREL_FILENAME_MAX;
-	e->filename_len = off;
-	barrier_var(off);
-	if (off > KESTREL_FILENAME_MAX)
-		return 0;
-	read_cwd(e, p, off);
-	off += e->cwd_len;
-	barrier_var(off);
-	if (off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
-		return 0;
-	read_cgroup(e, p, off);
-	off += e->cgroup_len;
+	off = exec_paths(e, p, n);
 
 	mm = p->mm;
 	start = mm->arg_start;
@@ -874,24 +885,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	e->res = ret;
 
 	n = bpf_probe_read_user_str(e->data, KESTREL_FILENAME_MAX, filename);
-	if (n < 0)
-		n = 0;
-	if (n == KESTREL_FILENAME_MAX)
-		e->flags |= KESTREL_EXEC_FILENAME_TRUNCATED;
-	off = n & (KESTREL_FILENAME_MAX - 1);
-	if (n == KESTREL_FILENAME_MAX)
-		off = KESTREL_FILENAME_MAX;
-	e->filename_len = off;
-	barrier_var(off);
-	if (off > KESTREL_FILENAME_MAX)
-		return 0;
-	read_cwd(e, task, off);
-	off += e->cwd_len;
-	barrier_var(off);
-	if (off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
-		return 0;
-	read_cgroup(e, task, off);
-	off += e->cgroup_len;
+	off = exec_paths(e, task, n);
 
 	for (int i = 0; i < KESTREL_ARGS_MAX && argv; i++) {
 		const char *arg = NULL;
