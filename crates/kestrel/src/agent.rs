@@ -241,8 +241,8 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
 
     let seeded = probes.seed_processes(crate::seed::running_processes());
     tracing::debug!(processes = seeded, "running processes recorded");
-    let mut excludes = crate::excludes::FileExcludes::new(&cfg.file_excludes);
-    excludes.refresh(&probes);
+    let mut excludes =
+        crate::excludes::FileExcludes::start(&cfg.file_excludes, &probes, stop.clone())?;
     let (to_hash, hash_rx) = crossbeam_channel::bounded::<(Instant, Event)>(cfg.queue_events);
     let hasher = {
         let tx = tx.clone();
@@ -308,7 +308,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             break;
         }
         ctl.serve_probes(&probes, &mut excludes);
-        excludes.refresh_if_due(&probes);
+        excludes.refresh(&probes);
         if last_publish.elapsed() >= Duration::from_secs(1) {
             publish(&ctl, &probes, &shared, kafka.as_deref());
             last_publish = Instant::now();

@@ -93,7 +93,9 @@ pub type OutputCounters = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 type Reply = Sender<std::result::Result<(), String>>;
 
 enum ProbeRequest {
-    Exclude(PathBuf),
+    /// A directory, and the key it names now (looked up by the control
+    /// thread: a stat may hang, and the collecting thread must not).
+    Exclude(PathBuf, kestrel_probes::DirKey),
     Include(PathBuf),
 }
 
@@ -136,7 +138,7 @@ impl Runtime {
         let reqs = std::mem::take(&mut *self.probes.lock().unwrap());
         for (req, reply) in reqs {
             let r = match &req {
-                ProbeRequest::Exclude(d) => excludes.add(d, probes),
+                ProbeRequest::Exclude(d, key) => excludes.add(d, *key, probes),
                 ProbeRequest::Include(d) => excludes.remove(d, probes),
             };
             let _ = reply.send(r.map_err(|e| e.to_string()));
@@ -244,7 +246,10 @@ impl Runtime {
                 }
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 let req = if key == "exclude_path" {
-                    ProbeRequest::Exclude(dir.clone())
+                    match kestrel_probes::DirKey::of(&dir) {
+                        Ok(k) => ProbeRequest::Exclude(dir.clone(), k),
+                        Err(e) => return Err(format!("{key} {}: {e}", dir.display())),
+                    }
                 } else {
                     ProbeRequest::Include(dir.clone())
                 };

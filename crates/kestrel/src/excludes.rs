@@ -4,23 +4,44 @@
 //! The map names what a directory is, not its path, so a path has to be
 //! looked up again when what it names changes: a directory created after
 //! the agent started, removed and created again, or covered by a mount.
-//! [`FileExcludes::refresh`] does that every [`REFRESH`]; the collecting
-//! thread, which owns the probes, calls it. Until a directory exists
-//! nothing can be created under its name, so waiting for it loses nothing.
+//! A thread of its own looks every path up every [`REFRESH`] (a `stat` can
+//! hang on a dead network filesystem, and the collecting thread must never
+//! wait on one); the collecting thread, which owns the probes, applies what
+//! it found. Until a directory exists nothing can be created under its
+//! name, so waiting for it loses nothing.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
 use kestrel_probes::{DirKey, Probes};
 
 /// How often every excluded path is looked up again.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
+/// How long the agent's start waits for the first lookups.
+const FIRST_LOOKUP: Duration = Duration::from_secs(2);
+
+/// One round of lookups: each path and what it names now.
+type Lookups = Vec<(PathBuf, io::Result<DirKey>)>;
+
+/// What the lookup thread and the collecting thread share.
+#[derive(Default)]
+struct Shared {
+    /// The paths to look up (the collecting thread's list).
+    paths: Mutex<Vec<PathBuf>>,
+    /// The latest round, until the collecting thread takes it.
+    found: Mutex<Option<Lookups>>,
+    ready: Condvar,
+}
+
 /// The excluded directories and what the kernel map holds for each.
 pub struct FileExcludes {
     dirs: Vec<Dir>,
-    last_refresh: Option<Instant>,
+    shared: Arc<Shared>,
 }
 
 struct Dir {
@@ -33,48 +54,73 @@ struct Dir {
 }
 
 impl FileExcludes {
-    /// The configured directories; nothing is in the kernel map until the
-    /// first [`FileExcludes::refresh`].
-    pub fn new(paths: &[PathBuf]) -> FileExcludes {
-        let mut ex = FileExcludes {
-            dirs: Vec::new(),
-            last_refresh: None,
-        };
+    /// Starts the lookup thread for `paths` and applies its first round,
+    /// waiting for it at most [`FIRST_LOOKUP`] (a slow filesystem delays
+    /// its exclusion, not the agent).
+    pub fn start(paths: &[PathBuf], probes: &Probes, stop: Arc<AtomicBool>) -> Result<Self> {
+        let mut dirs: Vec<Dir> = Vec::new();
         for p in paths {
-            if !ex.dirs.iter().any(|d| d.path == *p) {
-                ex.dirs.push(Dir {
+            if !dirs.iter().any(|d| d.path == *p) {
+                dirs.push(Dir {
                     path: p.clone(),
                     key: None,
                     failed: None,
                 });
             }
         }
-        ex
+        let shared = Arc::new(Shared::default());
+        *shared.paths.lock().unwrap() = dirs.iter().map(|d| d.path.clone()).collect();
+        {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("kestrel-excludes".into())
+                .spawn(move || lookup_loop(&shared, &stop))
+                .context("starting the file exclusion thread")?;
+        }
+        let mut ex = FileExcludes { dirs, shared };
+        let found = {
+            let deadline = Instant::now() + FIRST_LOOKUP;
+            let mut found = ex.shared.found.lock().unwrap();
+            while found.is_none() && Instant::now() < deadline {
+                found = ex.shared.ready.wait_timeout(found, FIRST_LOOKUP).unwrap().0;
+            }
+            found.take()
+        };
+        match found {
+            Some(f) => ex.apply(f, probes),
+            None => tracing::warn!(
+                "looking up the excluded directories takes over {} s (a slow filesystem?): \
+                 they are excluded once it is done",
+                FIRST_LOOKUP.as_secs()
+            ),
+        }
+        Ok(ex)
     }
 
-    /// [`FileExcludes::refresh`] when the last one is [`REFRESH`] old.
-    pub fn refresh_if_due(&mut self, probes: &Probes) {
-        if self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
-            self.refresh(probes);
+    /// Applies the lookup thread's latest round, if there is one. Never
+    /// blocks.
+    pub fn refresh(&mut self, probes: &Probes) {
+        let found = self.shared.found.lock().unwrap().take();
+        if let Some(f) = found {
+            self.apply(f, probes);
         }
     }
 
-    /// Looks every path up again and brings the kernel map in line.
-    pub fn refresh(&mut self, probes: &Probes) {
-        self.last_refresh = Some(Instant::now());
-        for i in 0..self.dirs.len() {
-            let now = DirKey::of(&self.dirs[i].path);
-            if let Err(e) = self.update(i, now, probes) {
-                self.report_failure(i, &e);
+    fn apply(&mut self, found: Lookups, probes: &Probes) {
+        for (path, now) in found {
+            // A path the list no longer has was removed meanwhile.
+            if let Some(i) = self.dirs.iter().position(|d| d.path == path) {
+                if let Err(e) = self.update(i, now, probes) {
+                    self.report_failure(i, &e);
+                }
             }
         }
     }
 
-    /// Excludes `path` from now on (the `exclude_path` command). Fails when
-    /// it does not name a directory now, so that the operator hears of a
-    /// mistyped path at once.
-    pub fn add(&mut self, path: &Path, probes: &Probes) -> io::Result<()> {
-        let key = DirKey::of(path)?;
+    /// Excludes `path`, which names the directory `key` now (the
+    /// `exclude_path` command: its caller looked the path up, so that a
+    /// mistyped one is refused at once, and off this thread).
+    pub fn add(&mut self, path: &Path, key: DirKey, probes: &Probes) -> io::Result<()> {
         let known = self.dirs.iter().position(|d| d.path == path);
         let i = match known {
             Some(i) => i,
@@ -97,6 +143,7 @@ impl FileExcludes {
         if r.is_err() && known.is_none() {
             self.dirs.remove(i);
         }
+        self.publish_paths();
         r
     }
 
@@ -110,7 +157,12 @@ impl FileExcludes {
             self.drop_key(i, old, probes)?;
         }
         self.dirs.remove(i);
+        self.publish_paths();
         Ok(())
+    }
+
+    fn publish_paths(&self) {
+        *self.shared.paths.lock().unwrap() = self.dirs.iter().map(|d| d.path.clone()).collect();
     }
 
     /// Moves entry `i` to the key its path names now (`now`).
@@ -172,6 +224,26 @@ impl FileExcludes {
                 "file exclusion not applied; tried again every {} s",
                 REFRESH.as_secs()
             );
+        }
+    }
+}
+
+/// The lookup thread: every path, every [`REFRESH`], until `stop`.
+fn lookup_loop(shared: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let paths = shared.paths.lock().unwrap().clone();
+        let found: Lookups = paths
+            .into_iter()
+            .map(|p| {
+                let k = DirKey::of(&p);
+                (p, k)
+            })
+            .collect();
+        *shared.found.lock().unwrap() = Some(found);
+        shared.ready.notify_all();
+        let until = Instant::now() + REFRESH;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
