@@ -517,6 +517,18 @@ pub fn walk_mod_tree(
         let raw = mem(module + l.name, l.name_len as usize)?;
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         let name = String::from_utf8_lossy(&raw[..end]).into_owned();
+        // What the kernel accepts as a module name. Anything else means the
+        // reads are not following the layout BTF described (a kernel this
+        // code has not met): say so rather than report a hidden module.
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "implausible module name {name:?} at {module:#x}: the tree does not read as BTF describes it"
+            ));
+        }
         let areas: Vec<u64> = match l.areas {
             ModAreas::Mem { off, stride, count } => {
                 (0..count).map(|i| module + off + i * stride).collect()
@@ -1091,6 +1103,12 @@ ffffffffc0000000  k  rk_other+0x0  [rk]  [DISABLED]
         mem.word(n[0] + 8, n[0]);
         let e = walk_mod_tree(&l, 0x1000, &mut |a, len| mem.read(a, len)).unwrap_err();
         assert!(e.contains("not a tree"), "{e}");
+        // A name that is no module name: the layout is not what was read.
+        let mut mem2 = Mem(Default::default());
+        let n2 = module(&mut mem2, &l, 0x10_000, "bad\u{1}name", &[(0xa000, 0x10)]);
+        mem2.word(0x1000 + l.root_tree, n2[0]);
+        let e = walk_mod_tree(&l, 0x1000, &mut |a, len| mem2.read(a, len)).unwrap_err();
+        assert!(e.contains("implausible module name"), "{e}");
         // A child pointer into unreadable memory.
         mem.word(n[0] + 8, 0xdead_0000);
         let e = walk_mod_tree(&l, 0x1000, &mut |a, len| mem.read(a, len)).unwrap_err();
