@@ -131,6 +131,36 @@ fn rootkit_found_in_a_qemu_guest() {
     }
 }
 
+/// A module hidden from the list, sysfs and kallsyms, on Debian 12's 6.12
+/// kernel (struct module's memory areas as on every kernel since 6.4; the
+/// test above covers 6.1's layout): found through the module address tree
+/// alone, and a visible module beside it is not reported.
+#[test]
+fn hidden_module_found_through_mod_tree_on_6_12() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(repo.join("tests/qemu/modtree.sh"))
+        .arg("6.12")
+        .env("KESTREL_BIN", env!("CARGO_BIN_EXE_kestrel"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("MODTREE"))
+        .collect();
+    println!("{}", lines.join("\n"));
+    assert!(
+        out.status.success() && stdout.contains("MODTREE RESULT: PASS"),
+        "mod_tree proof failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("MODTREE kernel: 6.12."), "{stdout}");
+    assert!(stdout.contains("MODTREE found: ok"), "{stdout}");
+    assert!(stdout.contains("MODTREE no-false-positive: ok"), "{stdout}");
+}
+
 #[test]
 fn summary_parser_reads_counts_and_notes() {
     let c = table_counts(
