@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::{kestrel, Agent};
 
+/// One qemu guest at a time: two TCG guests on this machine's two cores
+/// would each run past their timeouts.
+static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// "name H/N" pairs of the summary line: (name, hooked, checked).
 fn table_counts(summary: &str) -> Vec<(String, usize, usize)> {
     let body = summary
@@ -77,6 +81,7 @@ fn host_scan_is_clean_and_counts_every_table() {
 
 #[test]
 fn rootkit_found_in_a_qemu_guest() {
+    let _one_guest = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new("bash")
         .arg(repo.join("tests/qemu/rootkit.sh"))
@@ -137,6 +142,7 @@ fn rootkit_found_in_a_qemu_guest() {
 /// alone, and a visible module beside it is not reported.
 #[test]
 fn hidden_module_found_through_mod_tree_on_6_12() {
+    let _one_guest = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new("bash")
         .arg(repo.join("tests/qemu/modtree.sh"))
