@@ -19,15 +19,9 @@ export KESTREL_QEMU_SERIES=${1:-6.12}
 
 "$qemu_dir/prepare" >/dev/null || die "scripts/qemu/prepare failed"
 
-kestrel=${KESTREL_BIN:-}
-if [ -z "$kestrel" ]; then
-  target=${CARGO_TARGET_DIR:-/tmp/qemu-target}
-  echo "modtree: building kestrel (release) into $target" >&2
-  ( cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release --locked -q -p kestrel ) \
-    || die "cargo build failed (set KESTREL_BIN to a built binary)"
-  kestrel=$target/release/kestrel
-fi
-[ -x "$kestrel" ] || die "kestrel binary not found: $kestrel"
+# shellcheck source=tests/qemu/lib.sh
+. "$repo/tests/qemu/lib.sh"
+kestrel=$(kestrel_binary modtree) || exit 1
 
 work=/tmp/kestrel-qemu-modules/modtree.$$
 trap 'rm -rf "$work"' EXIT

@@ -9,7 +9,8 @@
 #   KESTREL_BIN=PATH   use this kestrel binary instead of building one
 #   CARGO_TARGET_DIR   where to build it (default /tmp/qemu-target)
 #   ROOTKIT_LOG=FILE   console log (default /tmp/kestrel-qemu-rootkit.log)
-# Exit status: 0 PASS; 77 when qemu cannot start (skipped, with a message);
+# Exit status: 0 PASS; 77 when qemu cannot start (with a message; the Rust
+# test fails on it like on any other status);
 # anything else FAIL.
 set -euo pipefail
 
@@ -22,15 +23,9 @@ if ! "$qemu_dir/prepare" >/dev/null; then
   exit 77
 fi
 
-kestrel=${KESTREL_BIN:-}
-if [ -z "$kestrel" ]; then
-  target=${CARGO_TARGET_DIR:-/tmp/qemu-target}
-  echo "rootkit: building kestrel (release) into $target" >&2
-  ( cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release --locked -q -p kestrel ) \
-    || die "cargo build failed (set KESTREL_BIN to a built binary)"
-  kestrel=$target/release/kestrel
-fi
-[ -x "$kestrel" ] || die "kestrel binary not found: $kestrel"
+# shellcheck source=tests/qemu/lib.sh
+. "$repo/tests/qemu/lib.sh"
+kestrel=$(kestrel_binary rootkit) || exit 1
 
 echo "rootkit: building the test-only rootkit module" >&2
 blog=$(mktemp /tmp/kestrel-qemu-kbuild.XXXXXX)

@@ -18,15 +18,9 @@ die() { echo "smoke: error: $*" >&2; exit 1; }
 
 "$qemu_dir/prepare" >/dev/null || die "scripts/qemu/prepare failed"
 
-kestrel=${KESTREL_BIN:-}
-if [ -z "$kestrel" ]; then
-  target=${CARGO_TARGET_DIR:-/tmp/qemu-target}
-  echo "smoke: building kestrel (release) into $target" >&2
-  ( cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -q -p kestrel ) \
-    || die "cargo build failed (the workspace may be mid-edit: set KESTREL_BIN to a built binary)"
-  kestrel=$target/release/kestrel
-fi
-[ -x "$kestrel" ] || die "kestrel binary not found: $kestrel"
+# shellcheck source=tests/qemu/lib.sh
+. "$repo/tests/qemu/lib.sh"
+kestrel=$(kestrel_binary smoke) || exit 1
 
 echo "smoke: building the test module" >&2
 blog=$(mktemp /tmp/kestrel-qemu-kbuild.XXXXXX)

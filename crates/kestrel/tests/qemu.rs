@@ -3,25 +3,16 @@
 //! this build's kestrel and a test module (tests/qemu/smoke.sh). The guest
 //! also proves the agent's programs load and run on 6.1. Needs root.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 #[test]
 fn module_load_in_a_qemu_guest() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/qemu/smoke.sh"))
-        .env("KESTREL_BIN", env!("CARGO_BIN_EXE_kestrel"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let smoke: Vec<&str> = stdout.lines().filter(|l| l.starts_with("SMOKE")).collect();
-    println!("{}", smoke.join("\n"));
+    let run = common::qemu_script("smoke.sh", &[], "SMOKE");
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
-        out.status.success() && stdout.contains("SMOKE RESULT: PASS"),
+        run.ok,
         "guest smoke test failed ({}):\n{stdout}\n{stderr}",
-        out.status
+        run.status
     );
     assert!(stdout.contains("SMOKE module-event: ok"), "{stdout}");
     assert!(stdout.contains("SMOKE exec-event: ok"), "{stdout}");

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -82,27 +81,12 @@ fn host_scan_is_clean_and_counts_every_table() {
 #[test]
 fn rootkit_found_in_a_qemu_guest() {
     let _one_guest = QEMU.lock().unwrap_or_else(|e| e.into_inner());
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/qemu/rootkit.sh"))
-        .env("KESTREL_BIN", env!("CARGO_BIN_EXE_kestrel"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(77) {
-        println!("SKIPPED: qemu cannot start on this machine:\n{stderr}");
-        return;
-    }
-    let lines: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("ROOTKIT"))
-        .collect();
-    println!("{}", lines.join("\n"));
+    let run = common::qemu_script("rootkit.sh", &[], "ROOTKIT");
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
-        out.status.success() && stdout.contains("ROOTKIT RESULT: PASS"),
+        run.ok,
         "rootkit proof failed ({}):\n{stdout}\n{stderr}",
-        out.status
+        run.status
     );
     assert!(stdout.contains("ROOTKIT clean-scan: ok"), "{stdout}");
     assert!(stdout.contains("ROOTKIT module-hidden: ok"), "{stdout}");
@@ -143,24 +127,12 @@ fn rootkit_found_in_a_qemu_guest() {
 #[test]
 fn hidden_module_found_through_mod_tree_on_6_12() {
     let _one_guest = QEMU.lock().unwrap_or_else(|e| e.into_inner());
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/qemu/modtree.sh"))
-        .arg("6.12")
-        .env("KESTREL_BIN", env!("CARGO_BIN_EXE_kestrel"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("MODTREE"))
-        .collect();
-    println!("{}", lines.join("\n"));
+    let run = common::qemu_script("modtree.sh", &["6.12"], "MODTREE");
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
-        out.status.success() && stdout.contains("MODTREE RESULT: PASS"),
+        run.ok,
         "mod_tree proof failed ({}):\n{stdout}\n{stderr}",
-        out.status
+        run.status
     );
     assert!(stdout.contains("MODTREE kernel: 6.12."), "{stdout}");
     assert!(stdout.contains("MODTREE found: ok"), "{stdout}");

@@ -235,3 +235,34 @@ pub fn md5_hex(path: &Path) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// What a qemu test script (tests/qemu/*.sh) did.
+pub struct GuestRun {
+    pub ok: bool,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the qemu test script `script` (under tests/qemu) with `args` and
+/// this build's kestrel, prints the guest's lines that start with
+/// `prefix`, and says whether it exited 0 with "`prefix` RESULT: PASS".
+pub fn qemu_script(script: &str, args: &[&str], prefix: &str) -> GuestRun {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(repo.join("tests/qemu").join(script))
+        .args(args)
+        .env("KESTREL_BIN", env!("CARGO_BIN_EXE_kestrel"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(prefix)).collect();
+    println!("{}", lines.join("\n"));
+    GuestRun {
+        ok: out.status.success() && stdout.contains(&format!("{prefix} RESULT: PASS")),
+        status: out.status,
+        stdout,
+        stderr,
+    }
+}
