@@ -1161,6 +1161,20 @@ static __always_inline void dns_datagram(struct task_struct *task, int fd, struc
 	submit(e, __builtin_offsetof(struct kestrel_dns, payload) + n, KESTREL_KIND_DNS);
 }
 
+/* A datagram received into the vector at `iovp` (recvmsg, recvmmsg,
+ * readv): the question is at the front, so the first buffer holds it.
+ * False when the vector cannot be read. */
+static __always_inline bool dns_iov(struct task_struct *task, int fd, struct sock *sk,
+				    const struct iovec *iovp, __u64 len, const void *src)
+{
+	struct iovec iov = {};
+
+	if (!iovp || bpf_probe_read_user(&iov, sizeof(iov), iovp))
+		return false;
+	dns_datagram(task, fd, sk, iov.iov_base, len < iov.iov_len ? len : iov.iov_len, src);
+	return true;
+}
+
 /* The socket behind fd if it is a UDP inet socket. */
 static __always_inline struct sock *udp_sock(struct task_struct *task, int fd)
 {
@@ -1213,7 +1227,6 @@ int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct user_msghdr msg = {};
-	struct iovec iov = {};
 	struct sock *sk;
 	int fd;
 
@@ -1221,11 +1234,7 @@ int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (!sk || bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 		return 0;
-	/* The question is at the front: the first buffer holds it. */
-	if (!msg.msg_iov || bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
-		return 0;
-	dns_datagram(task, fd, sk, iov.iov_base, (__u64)ret < iov.iov_len ? (__u64)ret : iov.iov_len,
-		     msg.msg_name);
+	dns_iov(task, fd, sk, msg.msg_iov, ret, msg.msg_name);
 	return 0;
 }
 
@@ -1246,13 +1255,10 @@ int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	vec = (struct mmsghdr *)regs->si;
 	for (int i = 0; i < KESTREL_DNS_MMSG_MAX && i < ret; i++) {
 		struct mmsghdr m = {};
-		struct iovec iov = {};
 
-		if (bpf_probe_read_user(&m, sizeof(m), &vec[i]) || !m.msg_hdr.msg_iov ||
-		    bpf_probe_read_user(&iov, sizeof(iov), m.msg_hdr.msg_iov))
+		if (bpf_probe_read_user(&m, sizeof(m), &vec[i]) ||
+		    !dns_iov(task, fd, sk, m.msg_hdr.msg_iov, m.msg_len, m.msg_hdr.msg_name))
 			break;
-		dns_datagram(task, fd, sk, iov.iov_base,
-			     m.msg_len < iov.iov_len ? m.msg_len : iov.iov_len, m.msg_hdr.msg_name);
 	}
 	return 0;
 }
@@ -1288,13 +1294,7 @@ int BPF_PROG(handle_sock_recv, struct sock *sk, int ret, int flags)
 	if (nr == NR_READ) {
 		dns_datagram(task, regs->di, sk, (void *)regs->si, ret, NULL);
 	} else if (nr == NR_READV) {
-		struct iovec iov = {};
-
-		/* The question is at the front: the first buffer holds it. */
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)regs->si))
-			return 0;
-		dns_datagram(task, regs->di, sk, iov.iov_base,
-			     (__u64)ret < iov.iov_len ? (__u64)ret : iov.iov_len, NULL);
+		dns_iov(task, regs->di, sk, (const struct iovec *)regs->si, ret, NULL);
 	}
 	return 0;
 }
