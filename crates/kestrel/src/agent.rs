@@ -34,6 +34,9 @@ struct Shared {
     userspace: AtomicU64,
     /// Anti-rootkit scans that could not run (the reason is logged).
     rootkit_scan_failures: AtomicU64,
+    /// Credential changes dropped because an allowlisted program was
+    /// exec'd.
+    cred_allowlisted: AtomicU64,
     /// Kernel counters per probe (name, submitted, lost), refreshed by the
     /// collecting thread about every second for the metrics endpoint.
     kernel: std::sync::Mutex<Vec<(&'static str, u64, u64)>>,
@@ -51,6 +54,9 @@ struct Collector {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     max_delay_ns: u64,
+    /// Programs whose setuid exec to root is expected (sudo, su, sshd):
+    /// no credential change event for them.
+    cred_allowlist: Vec<String>,
     last_decode_warning: Option<Instant>,
     /// `--record-raw`: every record, length-prefixed, for replay by
     /// `kestrel bench pipeline`. Dropped (and logged) at the first error.
@@ -87,11 +93,20 @@ impl Collector {
             }
         };
         let ktime = rec.ktime_ns();
-        let now = kestrel_enrich::clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        let now = kestrel_event::host::clock_ns(libc::CLOCK_BOOTTIME) as u64;
         self.max_delay_ns = self.max_delay_ns.max(now.saturating_sub(ktime));
         let Some(mut ev) = self.enricher.enrich(&rec) else {
             return 0;
         };
+        if ev.get("data_type") == Some(kestrel_event::DATA_TYPE_CRED)
+            && ev.get("trigger") == Some("exec")
+            && ev
+                .get("filename")
+                .is_some_and(|f| self.cred_allowlist.iter().any(|a| a == f))
+        {
+            self.shared.cred_allowlisted.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
         if matches!(rec, kestrel_decode::Record::File(_)) {
             return match self.to_hash.send((Instant::now(), ev)) {
                 Ok(()) => 0,
@@ -266,9 +281,9 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             process_cache_entries: cfg.process_cache_entries,
             hash_cache_entries: cfg.hash_cache_entries,
             runtime_sockets: cfg.runtime_sockets.clone(),
-            cred_allowlist: cfg.cred_allowlist.clone(),
             ..EnrichConfig::default()
         }),
+        cred_allowlist: cfg.cred_allowlist.clone(),
         tx,
         to_hash,
         shared: shared.clone(),
@@ -420,7 +435,7 @@ fn hash_loop(
 /// Takes the host inventory at start and every `every`, through the same
 /// output queue as kernel events. Warnings go to the log.
 fn inventory_loop(every: Duration, tx: Sender<Event>, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
-    let host = kestrel_enrich::Host::new();
+    let host = kestrel_event::Host::new();
     loop {
         let started = Instant::now();
         let (events, warnings) = crate::inventory::collect(crate::inventory::What::All, &host);
@@ -530,7 +545,7 @@ fn log_counters(
         dns_malformed = en.dns_malformed,
         cred_submitted = k.cred.submitted,
         cred_lost = k.cred.ringbuf_full + k.cred.errors,
-        cred_allowlisted = en.cred_allowlisted,
+        cred_allowlisted = shared.cred_allowlisted.load(Ordering::Relaxed),
         file_submitted = k.file.submitted,
         file_lost = k.file.ringbuf_full + k.file.errors,
         module_submitted = k.module.submitted,

@@ -189,6 +189,17 @@ pub struct AgentSettings {
     pub hostname: Option<String>,
 }
 
+/// Programs that become root by design, at their usual paths.
+pub const DEFAULT_CRED_ALLOWLIST: &[&str] = &[
+    "/usr/bin/sudo",
+    "/bin/sudo",
+    "/usr/bin/su",
+    "/bin/su",
+    "/usr/sbin/sshd",
+    "/usr/lib/openssh/sshd-session",
+    "/usr/libexec/openssh/sshd-session",
+];
+
 /// Settings resolved and checked.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -448,7 +459,7 @@ impl AgentSettings {
                 })
             },
             cred_allowlist: self.cred_allowlist.clone().unwrap_or_else(|| {
-                kestrel_enrich::DEFAULT_CRED_ALLOWLIST
+                DEFAULT_CRED_ALLOWLIST
                     .iter()
                     .map(|s| s.to_string())
                     .collect()

@@ -421,7 +421,7 @@ impl AgentHandle for Handle {
 
 impl Handle {
     fn inventory(&self) -> Outcome {
-        let host = kestrel_enrich::Host::new();
+        let host = kestrel_event::Host::new();
         let started = Instant::now();
         let (events, warnings) = crate::inventory::collect(crate::inventory::What::All, &host);
         let mut counts = std::collections::BTreeMap::<String, u64>::new();
@@ -478,7 +478,7 @@ pub fn start(
     let hostname = cfg
         .hostname
         .clone()
-        .unwrap_or_else(|| kestrel_enrich::Host::new().hostname.clone());
+        .unwrap_or_else(|| kestrel_event::Host::new().hostname.clone());
     let client = ClientConfig {
         server: cfg.server.clone(),
         ca_pem,
@@ -593,7 +593,7 @@ fn kernel_release() -> String {
 
 /// The host's addresses, loopback left out.
 fn local_ips() -> Vec<String> {
-    let mut out: Vec<String> = kestrel_enrich::interface_addrs()
+    let mut out: Vec<String> = kestrel_event::host::interface_addrs()
         .into_iter()
         .filter(|a| !a.ip.is_loopback())
         .map(|a| a.ip.to_string())

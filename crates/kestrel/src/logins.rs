@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use kestrel_enrich::Host;
 use kestrel_event::Event;
+use kestrel_event::Host;
 use kestrel_logins::{FollowerOptions, JournalOptions, JournalSource, LogFollower};
 
 /// Whether to read the journal.
@@ -126,8 +126,7 @@ fn follow_loop(
                             kestrel_logins::parse_message("sshd", None, line.trim_end_matches('\r'))
                         });
                         if let Some(login) = login {
-                            let ev =
-                                kestrel_logins::to_event(&login, &host.hostname, &host.local_ip);
+                            let ev = kestrel_logins::to_event(&login, &host);
                             if tx.send(ev).is_err() {
                                 return;
                             }
@@ -157,7 +156,7 @@ fn journal_loop(
         match source.next_login() {
             Ok(Some(login)) => {
                 host.maybe_refresh();
-                let ev = kestrel_logins::to_event(&login, &host.hostname, &host.local_ip);
+                let ev = kestrel_logins::to_event(&login, &host);
                 if tx.send(ev).is_err() {
                     return;
                 }
