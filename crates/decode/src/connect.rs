@@ -30,3 +30,22 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Connect, De
         addrs: sockaddrs(&c.addrs).unwrap_or_else(|| unspecified(c.addrs.family)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use crate::{decode, raw, Record};
+
+    #[test]
+    fn connect_round_trip() {
+        let rec = raw::connect(raw::task(7, 1, 1000, b"curl"), -111, [10, 0, 0, 1], 443);
+        let Record::Connect(c) = decode(&rec).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.res, -111);
+        assert_eq!(c.addrs.dip, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.addrs.dport, 443);
+        assert_eq!(c.task.uid, 1000);
+    }
+}

@@ -207,6 +207,21 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{decode, raw, Record};
+
+    #[test]
+    fn the_record_carries_the_parsed_message_or_why_not() {
+        let m = build::message(9, 0x8180, "a.example", 1);
+        let Record::Dns(d) = decode(&raw::dns(raw::task(5, 1, 0, b"dig"), &m)).unwrap() else {
+            panic!("not a dns record")
+        };
+        assert_eq!(d.message.unwrap().query, "a.example");
+        assert_eq!((d.addrs.dport, d.msg_len), (53, m.len() as u32));
+        let Record::Dns(d) = decode(&raw::dns(raw::task(5, 1, 0, b"dig"), &m[..5])).unwrap() else {
+            panic!("not a dns record")
+        };
+        assert_eq!(d.message, Err(DnsError::Truncated));
+    }
 
     #[test]
     fn parses_a_response() {
