@@ -7,13 +7,13 @@
 //! containers and host facts. A process that exited before it could be
 //! looked at still gives its event, with those fields empty, and is counted.
 //!
-//! The flow reads in the module tree: [`lookup`] holds the sources, each
+//! The flow reads in the module tree: `lookup` holds the sources, each
 //! with its bounded cache; `context` looks up once per event what the
 //! event needs from them; `render` writes each kind's fields from the
 //! record and that context.
 
 mod context;
-pub mod lookup;
+mod lookup;
 mod render;
 
 use std::path::PathBuf;
