@@ -60,6 +60,11 @@ impl Fixture {
             symlink("/dev/pts/9", dir.join("fd/0")).unwrap();
             symlink("pipe:[777]", dir.join("fd/1")).unwrap();
             std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+            std::fs::write(
+                dir.join("environ"),
+                b"PATH=/bin\0SSH_CONNECTION=192.0.2.1 6000 192.0.2.2 22\0LD_PRELOAD=/late.so\0",
+            )
+            .unwrap();
             // Not a namespace: its inode never matches the task's.
             std::fs::write(dir.join("ns/net"), b"").unwrap();
         };
@@ -193,6 +198,37 @@ fn records(fx: &Fixture) -> Vec<(&'static str, Record, bool)> {
     e.argv_truncated = true;
     e.pid_tree_truncated = true;
     out.push(("exec truncated cwd", Record::Exec(e), true));
+
+    // The kernel's copy of the environment cut short: what it missed is
+    // read from /proc while the process lives, and only then.
+    let rec = raw::exec(
+        task!(fx, LIVE, 1000, b"tool"),
+        b"/bin/tool",
+        &[b"work"],
+        &[],
+        &[b"tool"],
+        &[b"LD_PRELOAD=/early.so"],
+        &[],
+    );
+    let Record::Exec(mut e) = decoded(&rec) else {
+        unreachable!()
+    };
+    e.env_truncated = true;
+    out.push(("exec env truncated", Record::Exec(e), true));
+    let rec = raw::exec(
+        task!(fx, 0x7fff_fff3, 0, b"x"),
+        b"/x",
+        &[],
+        &[],
+        &[b"x"],
+        &[],
+        &[],
+    );
+    let Record::Exec(mut e) = decoded(&rec) else {
+        unreachable!()
+    };
+    e.env_truncated = true;
+    out.push(("exec env truncated gone", Record::Exec(e), true));
 
     // Gone before /proc was read, its cwd truncated too.
     let rec = raw::exec(
