@@ -34,6 +34,9 @@ pub(crate) struct Context {
     pub(crate) container: Container,
     /// What its runtime calls it, when already known.
     pub(crate) names: ContainerNames,
+    /// For an exec: the ancestor holding the session's socket, when the
+    /// kernel found one and it could be looked up.
+    pub(crate) socket_holder: Option<Arc<Process>>,
 }
 
 impl Context {
@@ -63,8 +66,6 @@ pub(crate) struct ExecView {
     pub(crate) stdio: [String; 2],
     /// The watched environment variables, in `WATCHED_ENV` order.
     pub(crate) env: [String; 2],
-    /// The ancestor holding the session's socket.
-    pub(crate) socket_holder: Option<Arc<Process>>,
 }
 
 /// What a module load adds: the file loaded from.
@@ -134,6 +135,7 @@ impl Lookups {
             foreign_ip,
             container,
             names,
+            socket_holder: None,
         }
     }
 
@@ -211,14 +213,11 @@ impl Lookups {
             }
             value.map(|v| lossless_string(&v)).unwrap_or_default()
         });
-        let cx = self.around(t, Some(process), Some(&e.cgroup), None);
-        let view = ExecView {
-            cwd,
-            stdio,
-            env,
+        let cx = Context {
             socket_holder,
+            ..self.around(t, Some(process), Some(&e.cgroup), None)
         };
-        (cx, view)
+        (cx, ExecView { cwd, stdio, env })
     }
 
     /// The context of a module load and the file it loaded.

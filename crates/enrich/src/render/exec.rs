@@ -13,7 +13,6 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
         cwd,
         stdio: [stdin, stdout],
         env,
-        socket_holder,
     } = view;
     head(&mut ev, t, DATA_TYPE_EXEC);
     ev.push("run_path", cwd);
@@ -34,7 +33,7 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
     );
     ev.push(
         "socket_process_exe",
-        socket_holder
+        cx.socket_holder
             .as_ref()
             .map(|p| p.exe.clone())
             .unwrap_or_default(),
@@ -46,7 +45,10 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
     ev.push("exe_md5", cx.exe_md5());
     ev.push(
         "socket_process_exe_md5",
-        socket_holder.map(|p| p.exe_md5.clone()).unwrap_or_default(),
+        cx.socket_holder
+            .as_ref()
+            .map(|p| p.exe_md5.clone())
+            .unwrap_or_default(),
     );
     // Kestrel's additions, beside the reference fields.
     ev.push("res", e.res.to_string());
