@@ -3,15 +3,13 @@
 //! field is written. Renderers only read it.
 
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kestrel_decode::{Exec, Module, Task};
 use kestrel_event::lossless_string;
-use lru::LruCache;
 
-use crate::lookup::container::{self, Container};
+use crate::lookup::container::{Container, Containers};
 use crate::lookup::hash::Md5Cache;
 use crate::lookup::modinfo;
 use crate::lookup::netns::NetnsAddrs;
@@ -83,8 +81,7 @@ pub(crate) struct ModuleFile {
 pub(crate) struct Lookups {
     pub(crate) processes: Processes,
     users: Users,
-    /// cgroup id → the container it belongs to (None: not a container).
-    containers: LruCache<u64, Option<Container>>,
+    containers: Containers,
     netns: NetnsAddrs,
     pub(crate) names: NameResolver,
 }
@@ -98,9 +95,7 @@ impl Lookups {
                 cfg.process_cache_entries,
             ),
             users: Users::new(&cfg.passwd),
-            containers: LruCache::new(
-                NonZeroUsize::new(cfg.container_cache_entries.max(1)).unwrap(),
-            ),
+            containers: Containers::new(cfg.container_cache_entries),
             netns: NetnsAddrs::new(cfg.container_cache_entries),
             names: NameResolver::start(cfg.runtime_sockets.clone(), cfg.container_cache_entries),
         }
@@ -124,7 +119,10 @@ impl Lookups {
     ) -> Context {
         let user = self.users.name(t.uid).to_string();
         let foreign_ip = self.netns.foreign_ip(&self.processes.procfs, t, sip);
-        let container = self.container(t, cgroup_path).unwrap_or_default();
+        let container = self
+            .containers
+            .of_task(&self.processes.procfs, t, cgroup_path)
+            .unwrap_or_default();
         let names = self
             .names
             .lookup(container.runtime, &container.id)
@@ -137,24 +135,6 @@ impl Lookups {
             names,
             socket_holder: None,
         }
-    }
-
-    /// The container of a task, from its cgroup path when the kernel sent
-    /// one, else from the cache or /proc/PID/cgroup.
-    fn container(&mut self, t: &Task, cgroup_path: Option<&[u8]>) -> Option<Container> {
-        if let Some(path) = cgroup_path {
-            let c = container::from_cgroup_path(&lossless_string(path));
-            self.containers.put(t.cgroup_id, c.clone());
-            return c;
-        }
-        if let Some(c) = self.containers.get(&t.cgroup_id) {
-            return c.clone();
-        }
-        let path = self.processes.procfs.path(t.tgid, "cgroup");
-        let text = std::fs::read_to_string(path).ok()?;
-        let c = container::path_from_proc_cgroup(&text).and_then(container::from_cgroup_path);
-        self.containers.put(t.cgroup_id, c.clone());
-        c
     }
 
     /// The context of an exec and its view. The kernel's view, captured at

@@ -1,6 +1,6 @@
 //! Who a process is: its executable and that file's MD5, remembered per
-//! process so its later events (and those of its children's sessions)
-//! reuse what one read of /proc found.
+//! process so its later events reuse what one read of /proc (or its exec
+//! event) found.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
