@@ -101,9 +101,13 @@ pub enum Error {
     /// The server address or CA is unusable.
     #[error("bad control configuration: {0}")]
     Config(String),
+    /// The server's certificate is not signed by the CA the agent was
+    /// given, or does not name the server.
+    #[error("the server's certificate did not verify against the CA file given (--ca-file): {0}")]
+    Certificate(String),
     /// The server could not be reached or the TLS handshake failed.
-    #[error("cannot reach the server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error("cannot reach the server: {}", causes(.0))]
+    Transport(tonic::transport::Error),
     /// The server answered with an error.
     #[error("server said: {} ({:?})", .0.message(), .0.code())]
     Status(#[from] tonic::Status),
@@ -113,6 +117,48 @@ pub enum Error {
     /// The server closed the stream.
     #[error("the server closed the stream")]
     Closed,
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Error {
+        match rejected_certificate(&e) {
+            Some(why) => Error::Certificate(why),
+            None => Error::Transport(e),
+        }
+    }
+}
+
+/// What rustls said of the server's certificate, if that is why the
+/// connection failed (it travels inside an `io::Error` in the chain).
+fn rejected_certificate(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(t @ rustls::Error::InvalidCertificate(_)) = tls {
+            return Some(t.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// `e` and its causes, "a: b: c" ("transport error" alone says nothing).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
 }
 
 /// The endpoint for `cfg.server` with TLS checked against `cfg.ca_pem`.
@@ -179,7 +225,9 @@ pub async fn run(cfg: ClientConfig, agent: Arc<dyn AgentHandle>) {
                     let _ = std::fs::remove_file(p);
                 }
             }
-            if s.code() == Code::PermissionDenied {
+            // Revoked, or an enrolled id waiting for an admin's approval:
+            // nothing changes soon.
+            if matches!(s.code(), Code::PermissionDenied | Code::AlreadyExists) {
                 backoff = cfg.backoff_max;
             }
         }
