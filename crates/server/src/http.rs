@@ -215,7 +215,7 @@ async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response
 }
 
 /// What every dashboard page says to the browser: not cached, never in a
-/// frame, no scripts, forms only to itself, no referrer.
+/// frame, no scripts, forms only to itself, no referrer to other sites.
 fn html_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     for (k, v) in [
@@ -225,7 +225,9 @@ fn html_headers(mut resp: Response) -> Response {
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
         ),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // same-origin, not no-referrer: with no-referrer, browsers send
+        // `Origin: null` on the dashboard's own forms.
+        (header::REFERRER_POLICY, "same-origin"),
     ] {
         h.insert(k, HeaderValue::from_static(v));
     }
