@@ -758,6 +758,22 @@ fn an_agent_given_the_wrong_ca_says_so() {
     // With rustls's reason (the other CA has the same name: BadSignature).
     assert!(line.contains("invalid peer certificate"), "{line}");
     agent.stop();
+    // And so does `kestrel ctl`.
+    let out = kestrel()
+        .args(["ctl", "--api", &format!("https://127.0.0.1:{http}")])
+        .arg("--ca-file")
+        .arg(other.join("ca.pem"))
+        .arg("--token-file")
+        .arg(data.join("admin.token"))
+        .arg("agents")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the server's certificate did not verify against the CA file (--ca-file)"),
+        "{said}"
+    );
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
