@@ -218,8 +218,10 @@ pub async fn run(cfg: ClientConfig, agent: Arc<dyn AgentHandle>) {
         agent.connection(false, Some(&msg));
         if let Error::Status(s) = &err {
             if s.code() == Code::Unauthenticated {
-                // The server does not know this secret (its database was
-                // reset): enroll again with the token.
+                // The server does not know this secret: its database was
+                // reset (enrolling again with the token works), or the id
+                // was enrolled again with an admin's approval (enrolling
+                // is refused until an admin approves again).
                 secret = None;
                 if let Some(p) = &cfg.secret_file {
                     let _ = std::fs::remove_file(p);
