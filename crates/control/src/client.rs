@@ -300,7 +300,8 @@ async fn session(
             msg = inbound.message() => {
                 let Some(msg) = msg? else { return Err(Error::Closed) };
                 let Some(server_message::Msg::Command(cmd)) = msg.msg else { continue };
-                tracing::info!(id = %cmd.id, kind = %cmd.kind, arg = %cmd.arg, "control: command received");
+                // Quoted and escaped: a command cannot forge a log line.
+                tracing::info!(id = ?cmd.id, kind = ?cmd.kind, arg = ?cmd.arg, "control: command received");
                 let (agent, tx) = (agent.clone(), tx.clone());
                 tokio::spawn(async move {
                     let id = cmd.id.clone();
@@ -310,7 +311,7 @@ async fn session(
                     })
                     .await
                     .unwrap_or_else(|e| Outcome::failed(format!("the command panicked: {e}")));
-                    tracing::info!(id = %id, ok = out.ok, result = %out.message, "control: command done");
+                    tracing::info!(id = ?id, ok = out.ok, result = ?out.message, "control: command done");
                     let res = AgentMessage {
                         msg: Some(agent_message::Msg::Result(CommandResult {
                             id,

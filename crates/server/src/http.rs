@@ -727,3 +727,69 @@ async fn command_form(
         Err(r) => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> Api {
+        let dir = std::env::temp_dir().join(format!("kserver-http-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: Arc<crate::store::Store> =
+            Arc::from(crate::store::open(dir.join("kestrel.db").to_str().unwrap(), 3).unwrap());
+        let fleet = Fleet::load(store, Duration::from_secs(90)).unwrap();
+        Api::new(Arc::new(fleet), kestrel_control::sha256_hex("admin"))
+    }
+
+    #[test]
+    fn sessions_are_random_server_side_and_end() {
+        let api = api();
+        let a = api.open_session();
+        let b = api.open_session();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(api.use_session(&a) && api.use_session(&b));
+        assert!(!api.use_session("admin"), "the token is not a session");
+        api.close_session(&a);
+        assert!(!api.use_session(&a));
+        assert!(api.use_session(&b));
+        // Past the bound, the oldest goes.
+        for _ in 0..MAX_SESSIONS {
+            api.open_session();
+        }
+        assert!(!api.use_session(&b));
+        assert!(api.sessions.lock().unwrap().len() <= MAX_SESSIONS);
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_or_old() {
+        let now = Instant::now();
+        let s = |created: u64, used: u64| Session {
+            created: now - Duration::from_secs(created),
+            last_used: now - Duration::from_secs(used),
+        };
+        assert!(live(&s(10, 5), now));
+        assert!(!live(&s(4000, 3700), now), "idle");
+        assert!(!live(&s(13 * 3600, 1), now), "too old");
+    }
+
+    #[test]
+    fn forms_from_other_sites_are_told_apart() {
+        let req = |origin: Option<&str>| {
+            let mut b = axum::http::Request::builder()
+                .method("POST")
+                .uri("/login")
+                .header(header::HOST, "127.0.0.1:8444");
+            if let Some(o) = origin {
+                b = b.header(header::ORIGIN, o);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        assert!(!cross_site(&req(None)));
+        assert!(!cross_site(&req(Some("https://127.0.0.1:8444"))));
+        assert!(cross_site(&req(Some("https://evil.example"))));
+        assert!(cross_site(&req(Some("null"))));
+        assert!(cross_site(&req(Some("http://127.0.0.1:8444"))));
+    }
+}
