@@ -79,22 +79,30 @@ impl Kill {
         }
     }
 
-    /// Err once killed; otherwise remembers who to wake.
-    fn check(&self, cx: &Context<'_>) -> io::Result<()> {
-        if !self.killed.load(Ordering::SeqCst) {
+    /// Err once killed.
+    fn check(&self) -> io::Result<()> {
+        if self.killed.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by the server",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Err once killed; otherwise remembers to wake the reader: a
+    /// connection always has a read pending (TLS handshake, HTTP/2, HTTP/1
+    /// waiting for a request), so waking it is enough to end it.
+    fn check_reading(&self, cx: &Context<'_>) -> io::Result<()> {
+        self.check()?;
+        {
             let mut w = self.waker.lock().unwrap();
             if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *w = Some(cx.waker().clone());
             }
-            // Killed while the waker was being stored: seen now.
-            if !self.killed.load(Ordering::SeqCst) {
-                return Ok(());
-            }
         }
-        Err(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "closed by the server",
-        ))
+        // Killed while the waker was being stored: seen now.
+        self.check()
     }
 }
 
@@ -347,7 +355,7 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.guard.kill.check(cx)?;
+        self.guard.kill.check_reading(cx)?;
         Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
@@ -358,12 +366,12 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.guard.kill.check(cx)?;
+        self.guard.kill.check()?;
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.guard.kill.check(cx)?;
+        self.guard.kill.check()?;
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
