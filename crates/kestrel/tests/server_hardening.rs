@@ -272,6 +272,15 @@ fn enrolled_identity_cannot_be_taken_over() {
         "{line}"
     );
 
+    // Repeated attempts do not flood the log: a line a second at most,
+    // with the count of those left out.
+    for _ in 0..20 {
+        let r = rt.block_on(enroll_once(&attack));
+        assert_eq!(code(&r), Some(tonic::Code::AlreadyExists));
+    }
+    let lines = server.stderr().matches("already enrolled").count();
+    assert!(lines <= 4, "{lines} takeover lines for 21 attempts");
+
     // An admin approves: the next enrollment of the id replaces the secret
     // and cuts the stream that used the old one.
     ctl_ok(&data, http, &["approve", &id]);

@@ -48,19 +48,45 @@ impl RateLimited {
 
     /// `Some(left_out)` when a line may be logged now.
     pub fn allow(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap();
-        let now = Instant::now();
-        match s.0 {
-            Some(t) if now.duration_since(t) < self.every => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                let left_out = std::mem::take(&mut s.1);
-                s.0 = Some(now);
-                Some(left_out)
-            }
+        allow_at(&mut self.state.lock().unwrap(), self.every)
+    }
+}
+
+fn allow_at(s: &mut (Option<Instant>, u64), every: Duration) -> Option<u64> {
+    let now = Instant::now();
+    match s.0 {
+        Some(t) if now.duration_since(t) < every => {
+            s.1 += 1;
+            None
         }
+        _ => {
+            let left_out = std::mem::take(&mut s.1);
+            s.0 = Some(now);
+            Some(left_out)
+        }
+    }
+}
+
+/// [`RateLimited`] for several kinds of line, by name: refusals that
+/// anyone on the network can provoke at will, each kind logged at most
+/// once a second.
+pub struct Throttle {
+    state: Mutex<HashMap<&'static str, (Option<Instant>, u64)>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Throttle {
+    /// `Some(left_out)` when a line of this kind may be logged now.
+    pub fn allow(&self, kind: &'static str) -> Option<u64> {
+        let mut m = self.state.lock().unwrap();
+        allow_at(m.entry(kind).or_insert((None, 0)), Duration::from_secs(1))
     }
 }
 

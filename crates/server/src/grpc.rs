@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::conn::ConnInfo;
+use crate::conn::{ConnInfo, Throttle};
 use crate::fleet::{now_ms, Fleet};
 use crate::store::{Credential, Enrolled};
 
@@ -23,6 +23,8 @@ pub struct Service {
     /// SHA-256 of the fleet-wide enrollment token; `None`: only per-host
     /// tokens enroll.
     pub enroll_sha256: Option<String>,
+    /// Refusals, logged at most once a second each.
+    pub refusals: Throttle,
 }
 
 fn meta<'a>(req: &'a Request<Streaming<AgentMessage>>, key: &str) -> Option<&'a str> {
@@ -48,7 +50,9 @@ impl Control for Service {
         let token_sha = kestrel_control::sha256_hex(&r.token);
         let host_token = self.enroll_sha256.as_deref() != Some(token_sha.as_str());
         if !kestrel_control::valid_id(&r.agent_id) {
-            tracing::warn!(?peer, agent_id = ?r.agent_id, "enrollment refused: bad agent id");
+            if let Some(left_out) = self.refusals.allow("enroll-bad-id") {
+                tracing::warn!(?peer, left_out, agent_id = ?r.agent_id, "enrollment refused: bad agent id");
+            }
             return Err(Status::invalid_argument(
                 "agent id must be 1-128 characters of A-Z a-z 0-9 . _ -",
             ));
@@ -75,19 +79,25 @@ impl Control for Service {
         let id = &r.agent_id;
         match outcome {
             Enrolled::BadToken => {
-                tracing::warn!(?peer, agent_id = %id, hostname = ?hostname,
-                    "enrollment refused: bad, revoked, expired or spent enrollment token");
+                if let Some(left_out) = self.refusals.allow("enroll-bad-token") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, hostname = ?hostname,
+                        "enrollment refused: bad, revoked, expired or spent enrollment token");
+                }
                 return Err(Status::unauthenticated("bad enrollment token"));
             }
             Enrolled::Revoked => {
-                tracing::warn!(?peer, agent_id = %id, hostname = ?hostname,
-                    "enrollment refused: agent revoked");
+                if let Some(left_out) = self.refusals.allow("enroll-revoked") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, hostname = ?hostname,
+                        "enrollment refused: agent revoked");
+                }
                 return Err(Status::permission_denied("this agent was revoked"));
             }
             Enrolled::Taken(enrolled_as) => {
-                tracing::warn!(?peer, agent_id = %id, hostname = ?hostname,
-                    enrolled_hostname = ?enrolled_as,
-                    "enrollment refused: this agent id is already enrolled (an attempt to take over its identity, or an agent that lost its secret: `kestrel ctl approve ID` lets it enroll again)");
+                if let Some(left_out) = self.refusals.allow("enroll-taken") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, hostname = ?hostname,
+                        enrolled_hostname = ?enrolled_as,
+                        "enrollment refused: this agent id is already enrolled (an attempt to take over its identity, or an agent that lost its secret: `kestrel ctl approve ID` lets it enroll again)");
+                }
                 return Err(Status::already_exists(
                     "this agent id is already enrolled: an admin must approve its re-enrollment (kestrel ctl approve ID)",
                 ));
@@ -123,21 +133,29 @@ impl Control for Service {
             return Err(Status::unauthenticated("agent id and secret required"));
         };
         if !kestrel_control::valid_id(id) {
-            tracing::warn!(?peer, agent_id = ?id, "stream refused: bad agent id");
+            if let Some(left_out) = self.refusals.allow("stream-bad-id") {
+                tracing::warn!(?peer, left_out, agent_id = ?id, "stream refused: bad agent id");
+            }
             return Err(Status::unauthenticated("unknown agent: enroll first"));
         }
         let id = id.to_string();
         match self.fleet.auth(&id) {
             None => {
-                tracing::warn!(?peer, agent_id = %id, "stream refused: unknown agent");
+                if let Some(left_out) = self.refusals.allow("stream-unknown") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, "stream refused: unknown agent");
+                }
                 return Err(Status::unauthenticated("unknown agent: enroll first"));
             }
             Some((_, true)) => {
-                tracing::warn!(?peer, agent_id = %id, "stream refused: agent revoked");
+                if let Some(left_out) = self.refusals.allow("stream-revoked") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, "stream refused: agent revoked");
+                }
                 return Err(Status::permission_denied("this agent was revoked"));
             }
             Some((hash, false)) if hash != kestrel_control::sha256_hex(secret) => {
-                tracing::warn!(?peer, agent_id = %id, "stream refused: bad secret");
+                if let Some(left_out) = self.refusals.allow("stream-bad-secret") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, "stream refused: bad secret");
+                }
                 return Err(Status::unauthenticated("bad agent secret"));
             }
             Some(_) => {}

@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::conn::Throttle;
 use crate::fleet::{now_ms, Fleet};
 use crate::store::{CommandRow, TokenRow};
 
@@ -52,6 +53,8 @@ pub struct Api {
     /// Dashboard sessions by the SHA-256 of their id (the ids themselves
     /// are only in the browsers).
     sessions: Mutex<HashMap<String, Session>>,
+    /// Refusals, logged at most once a second each.
+    refusals: Throttle,
 }
 
 impl Api {
@@ -61,6 +64,7 @@ impl Api {
             fleet,
             admin_sha256,
             sessions: Mutex::new(HashMap::new()),
+            refusals: Throttle::default(),
         }
     }
 
@@ -196,7 +200,9 @@ async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response
     }
     if req.method() == Method::POST && cross_site(&req) {
         let peer = req.extensions().get::<Peer>().map(|p| p.0);
-        tracing::warn!(?peer, path = ?path, "dashboard form posted from another site: refused");
+        if let Some(left_out) = api.refusals.allow("cross-site") {
+            tracing::warn!(?peer, left_out, path = ?path, "dashboard form posted from another site: refused");
+        }
         return html_headers(
             (
                 StatusCode::FORBIDDEN,
@@ -261,7 +267,13 @@ async fn login(
 ) -> Response {
     let peer = peer.map(|p| p.0 .0);
     if !f.get("token").is_some_and(|t| api.is_admin_token(t)) {
-        tracing::warn!(?peer, "dashboard sign-in refused: wrong admin token");
+        if let Some(left_out) = api.refusals.allow("sign-in") {
+            tracing::warn!(
+                ?peer,
+                left_out,
+                "dashboard sign-in refused: wrong admin token"
+            );
+        }
         return (StatusCode::UNAUTHORIZED, Html(login_html("Wrong token."))).into_response();
     }
     let sid = api.open_session();

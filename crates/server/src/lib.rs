@@ -190,6 +190,7 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
     let svc = grpc::Service {
         fleet: fleet.clone(),
         enroll_sha256: enroll.as_deref().map(kestrel_control::sha256_hex),
+        refusals: conn::Throttle::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Descriptors: the HTTP listener's share, a reserve for the database,
