@@ -786,3 +786,60 @@ fn an_agent_given_the_wrong_ca_says_so() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn start_agent(data: &Path, grpc: u16, dir: &Path, ready: &str) -> Proc {
+    Proc::spawn(
+        kestrel()
+            .args(["agent", "--no-logins", "--inventory-interval-hours", "0"])
+            .args(["--rootkit-scan-interval-hours", "0"])
+            .args(["--server", &format!("127.0.0.1:{grpc}")])
+            .args(["--heartbeat-secs", "1"])
+            .arg("--ca-file")
+            .arg(data.join("ca.pem"))
+            .arg("--enroll-token-file")
+            .arg(data.join("enroll.token"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--output")
+            .arg(format!("file:{}", dir.join("events.jsonl").display())),
+        ready,
+    )
+}
+
+#[test]
+fn an_agent_that_lost_its_secret_comes_back_once_approved() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (grpc, http) = (18470, 18471);
+    let dir = scratch("lost-secret");
+    let data = dir.join("server");
+    let server = start_server(&data, grpc, http, &[]);
+    let agent = start_agent(&data, grpc, &dir, "control: connected");
+    let id = std::fs::read_to_string(dir.join("state/agent-id")).unwrap();
+    agent.stop();
+
+    // Its secret is gone, its id stays: enrolling again is refused, and
+    // the agent keeps collecting while it waits.
+    std::fs::remove_file(dir.join("state").join(kestrel_control::SECRET_FILE)).unwrap();
+    let agent = start_agent(&data, grpc, &dir, "already enrolled");
+    assert!(
+        !agent.stderr().contains("control: connected"),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(agent_view(&data, http, &id).unwrap()["connected"], false);
+
+    // An admin approves: it enrolls at its next attempt (30 s backoff at
+    // most, plus jitter) and connects.
+    ctl_ok(&data, http, &["approve", &id]);
+    wait_until(60, || {
+        agent_view(&data, http, &id).filter(|v| v["connected"] == true && v["state"] == "online")
+    })
+    .unwrap_or_else(|| panic!("not back after approval:\n{}", agent.stderr()));
+    assert!(dir
+        .join("state")
+        .join(kestrel_control::SECRET_FILE)
+        .exists());
+    agent.stop();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
