@@ -222,7 +222,8 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            // An agent uses one stream at a time, two while enrolling.
+            // An agent needs one stream at a time: its session, or an
+            // enrollment before it.
             .max_concurrent_streams(Some(8))
             .add_service(ControlServer::new(svc))
             .serve_with_incoming_shutdown(
