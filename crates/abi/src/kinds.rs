@@ -45,8 +45,8 @@ pub struct KindSpec {
     /// The programs whose own records these are.
     pub programs: &'static [Program],
     /// The programs of other kinds or of [`STATE_PROGRAMS`] that make
-    /// records of this kind too, in words for the docs; empty when none do.
-    pub also_made_by: &'static str,
+    /// records of this kind too.
+    pub also_made_by: &'static [&'static str],
 }
 
 /// A BPF program, by its name in bpf/*.bpf.c.
@@ -140,7 +140,7 @@ impl Kind {
                         "tracepoint/syscalls/sys_exit_execveat"
                     ),
                 ],
-                also_made_by: "",
+                also_made_by: &[],
             },
             Kind::Connect => &KindSpec {
                 kind: Kind::Connect,
@@ -150,7 +150,7 @@ impl Kind {
                     "handle_connect_exit",
                     "tracepoint/syscalls/sys_exit_connect"
                 )],
-                also_made_by: "",
+                also_made_by: &[],
             },
             Kind::Ptrace => &KindSpec {
                 kind: Kind::Ptrace,
@@ -160,7 +160,7 @@ impl Kind {
                     "handle_ptrace_exit",
                     "tracepoint/syscalls/sys_exit_ptrace"
                 )],
-                also_made_by: "",
+                also_made_by: &[],
             },
             Kind::Dns => &KindSpec {
                 kind: Kind::Dns,
@@ -189,18 +189,27 @@ impl Kind {
                         }),
                     },
                 ],
-                also_made_by: "",
+                also_made_by: &[],
             },
             Kind::Cred => &KindSpec {
                 kind: Kind::Cred,
                 name: "cred",
                 data_types: &["604"],
                 programs: &[],
-                also_made_by: "every program that compares the process's credentials with \
-                               those last seen: handle_exec, handle_execve_exit, \
-                               handle_execveat_exit, handle_connect_exit, handle_ptrace_exit, \
-                               handle_fork, handle_exit, handle_dup_exit, handle_dup2_exit, \
-                               handle_dup3_exit",
+                // Each compares the process's uid and euid with those last
+                // seen (kestrel_cred.trigger says which one noticed).
+                also_made_by: &[
+                    "handle_exec",
+                    "handle_execve_exit",
+                    "handle_execveat_exit",
+                    "handle_connect_exit",
+                    "handle_ptrace_exit",
+                    "handle_fork",
+                    "handle_exit",
+                    "handle_dup_exit",
+                    "handle_dup2_exit",
+                    "handle_dup3_exit",
+                ],
             },
             Kind::Module => &KindSpec {
                 kind: Kind::Module,
@@ -210,7 +219,7 @@ impl Kind {
                     program!("handle_finit_module_exit", "tracepoint/syscalls/sys_exit_finit_module", needs_modules "syscalls/sys_exit_finit_module"),
                     program!("handle_init_module_exit", "tracepoint/syscalls/sys_exit_init_module", needs_modules "syscalls/sys_exit_init_module"),
                 ],
-                also_made_by: "",
+                also_made_by: &[],
             },
             Kind::File => &KindSpec {
                 kind: Kind::File,
@@ -230,7 +239,7 @@ impl Kind {
                     ),
                     program!("handle_mknod_exit", "tracepoint/syscalls/sys_exit_mknod"),
                 ],
-                also_made_by: "",
+                also_made_by: &[],
             },
         }
     }
@@ -315,5 +324,10 @@ mod tests {
         progs.sort();
         progs.dedup();
         assert_eq!(progs.len(), n, "a program is listed twice");
+        for k in Kind::ALL {
+            for p in k.spec().also_made_by {
+                assert!(progs.contains(p), "{}: no program {p}", k.name());
+            }
+        }
     }
 }
