@@ -4,8 +4,10 @@
 //! added to the header without a row here does not build.
 //!
 //! Everything that lists kinds or programs (loading and attaching, the
-//! kernel counters, the agent's counters, docs/events.md) iterates this
-//! table rather than keeping its own list.
+//! kernel counters and their totals, the metrics, docs/events.md) iterates
+//! this table rather than keeping its own list. The agent's `counters` log
+//! line, whose field names are fixed in its source, is checked against it
+//! by crates/kestrel/tests/loss.rs.
 
 use crate::{
     KESTREL_KIND_CONNECT, KESTREL_KIND_CRED, KESTREL_KIND_DNS, KESTREL_KIND_EXEC,
