@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -149,15 +149,16 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     // record the kernel wrote.
     assert_eq!(get("received"), get("kernel_submitted"), "{c:?}");
 
-    let caused: HashMap<&str, usize> = HashMap::from([
-        ("exec", EXECS),
-        ("connect", CONNECTS + 2 * CREDS),
-        ("cred", CREDS),
-        ("dns", DNS_ANSWERS),
-        ("file", FILES),
-        ("ptrace", PTRACES),
-    ]);
+    let caused = [
+        (Kind::Exec, EXECS),
+        (Kind::Connect, CONNECTS + 2 * CREDS),
+        (Kind::Cred, CREDS),
+        (Kind::Dns, DNS_ANSWERS),
+        (Kind::File, FILES),
+        (Kind::Ptrace, PTRACES),
+    ];
     for (kind, n) in caused {
+        let kind = kind.name();
         let (s, l) = (
             get(&format!("{kind}_submitted")),
             get(&format!("{kind}_lost")),
