@@ -2,20 +2,14 @@
 //! bench, end to end: real processes over real TLS connections, as root.
 //! Heartbeats every second and an offline timeout of 3 s keep it quick.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{kestrel, marker};
+use crate::support::{kestrel, marker, serial};
 use serde_json::Value;
-
-/// One scenario at a time: each runs several agents or a thousand
-/// simulated ones, and they would slow each other down.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A child process whose stderr is collected; killed when dropped.
 struct Proc {
@@ -214,7 +208,7 @@ fn has_exec(evs: &[Value], m: &str) -> bool {
 
 #[test]
 fn two_agents_commands_offline_and_server_restart() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18410, 18411);
     let dir = scratch("fleet");
     let data = dir.join("server");
@@ -576,7 +570,7 @@ fn dashboard(data: &Path, http: u16, hosts: &[&String]) {
 
 #[test]
 fn bad_token_unauthenticated_api_and_revocation() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18420, 18421);
     let dir = scratch("security");
     let data = dir.join("server");
@@ -688,7 +682,7 @@ fn bad_token_unauthenticated_api_and_revocation() {
 
 #[test]
 fn bench_thousand_agents() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let out = kestrel()
         .args([
             "bench",
@@ -725,7 +719,7 @@ fn bench_thousand_agents() {
 #[test]
 fn postgres_storage() {
     use std::os::unix::process::CommandExt;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let bin = Path::new("/usr/lib/postgresql/15/bin");
     assert!(
         bin.join("postgres").exists(),
