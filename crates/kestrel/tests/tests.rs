@@ -1,7 +1,8 @@
 //! Kestrel end to end: the real `kestrel` binary against the real kernel,
 //! as root. One test binary with one module per area, so that the support
 //! code is compiled once; tests run as threads of this process, and those
-//! that do system-wide work take turns (see `support::serial`).
+//! that do system-wide work take turns (see `support::serial`). One area:
+//! `cargo test -p kestrel --test tests exec::`.
 
 mod support;
 
