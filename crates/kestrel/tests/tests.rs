@@ -24,6 +24,7 @@ mod ptrace;
 mod qemu;
 mod rootkit;
 mod server;
+mod server_hardening;
 
 /// Cargo builds this file only (`autotests = false`): a test file added
 /// next to it but not declared above would never run.

@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod qemu;
+pub mod server;
 pub mod sshd;
 
 use std::cell::Cell;
