@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kestrel_decode::decode;
 use kestrel_enrich::{EnrichConfig, EnrichCounters, Enricher};
 use kestrel_event::Event;
-use kestrel_probes::{ProbeConfig, Probes};
+use kestrel_probes::{Kind, ProbeConfig, Probes};
 use kestrel_sinks::Sink;
 
 use crate::config::AgentConfig;
@@ -511,30 +511,24 @@ fn log_counters(
         write_errors = shared.write_errors.load(Ordering::Relaxed),
         userspace_events = shared.userspace.load(Ordering::Relaxed),
         rootkit_scan_failures = shared.rootkit_scan_failures.load(Ordering::Relaxed),
-        kernel_submitted = k.exec.submitted
-            + k.connect.submitted
-            + k.ptrace.submitted
-            + k.dns.submitted
-            + k.cred.submitted
-            + k.module.submitted
-            + k.file.submitted,
+        kernel_submitted = k.submitted(),
         kernel_lost = k.lost(),
-        exec_submitted = k.exec.submitted,
-        exec_lost = k.exec.ringbuf_full + k.exec.errors,
-        connect_submitted = k.connect.submitted,
-        connect_lost = k.connect.ringbuf_full + k.connect.errors,
-        ptrace_submitted = k.ptrace.submitted,
-        ptrace_lost = k.ptrace.ringbuf_full + k.ptrace.errors,
-        dns_submitted = k.dns.submitted,
-        dns_lost = k.dns.ringbuf_full + k.dns.errors,
+        exec_submitted = k[Kind::Exec].submitted,
+        exec_lost = k[Kind::Exec].lost(),
+        connect_submitted = k[Kind::Connect].submitted,
+        connect_lost = k[Kind::Connect].lost(),
+        ptrace_submitted = k[Kind::Ptrace].submitted,
+        ptrace_lost = k[Kind::Ptrace].lost(),
+        dns_submitted = k[Kind::Dns].submitted,
+        dns_lost = k[Kind::Dns].lost(),
         dns_malformed = en.dns_malformed,
-        cred_submitted = k.cred.submitted,
-        cred_lost = k.cred.ringbuf_full + k.cred.errors,
+        cred_submitted = k[Kind::Cred].submitted,
+        cred_lost = k[Kind::Cred].lost(),
         cred_allowlisted = en.cred_allowlisted,
-        file_submitted = k.file.submitted,
-        file_lost = k.file.ringbuf_full + k.file.errors,
-        module_submitted = k.module.submitted,
-        module_lost = k.module.ringbuf_full + k.module.errors,
+        file_submitted = k[Kind::File].submitted,
+        file_lost = k[Kind::File].lost(),
+        module_submitted = k[Kind::Module].submitted,
+        module_lost = k[Kind::Module].lost(),
         process_gone = en.process_gone,
         md5_too_large = en.md5_too_large,
         md5_unreadable = en.md5_unreadable,
@@ -551,18 +545,9 @@ fn kernel_counts(probes: &Probes) -> Vec<(&'static str, u64, u64)> {
     let Ok(k) = probes.counters() else {
         return Vec::new();
     };
-    [
-        ("exec", &k.exec),
-        ("connect", &k.connect),
-        ("ptrace", &k.ptrace),
-        ("dns", &k.dns),
-        ("cred", &k.cred),
-        ("module", &k.module),
-        ("file", &k.file),
-    ]
-    .into_iter()
-    .map(|(n, c)| (n, c.submitted, c.ringbuf_full + c.errors))
-    .collect()
+    k.iter()
+        .map(|(kind, c)| (kind.name(), c.submitted, c.lost()))
+        .collect()
 }
 
 /// The `/metrics` page: pipeline counters, kernel counters per probe (as
