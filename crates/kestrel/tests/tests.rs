@@ -19,6 +19,7 @@ mod inventory;
 mod kafka;
 mod kafka_auth;
 mod logins;
+mod loss;
 mod module;
 mod ptrace;
 mod qemu;
