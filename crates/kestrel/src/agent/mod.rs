@@ -34,12 +34,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use kestrel_event::Event;
 use kestrel_probes::Probes;
 
 use crate::config::AgentConfig;
 use counters::Counters;
+
+/// How long an output may take nothing, while events wait for it, before
+/// the agent stops without it.
+const OUTPUT_STALL: Duration = Duration::from_secs(10);
 
 /// The next stage has stopped taking events (its queue is gone).
 #[derive(Debug)]
@@ -144,6 +148,8 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     // exclusions); inert without --server.
     let detect = detect::Detect::new(&cfg.detect, counters.detect.clone());
     let ctl = crate::control::Runtime::new(detect.filter(), output_switch.clone());
+    // Kept to count what a stalled output leaves in its queue at exit.
+    let output_queue = output_rx.clone();
     let output = output::start(
         output::OutputStage {
             sink,
@@ -230,6 +236,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
                     "detection"
                 }
             ));
+            stop.store(true, Ordering::Relaxed);
             break;
         }
         ctl.serve_probes(&probes, &mut excludes);
@@ -259,14 +266,47 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     if detector.join().is_err() {
         result = Err(anyhow::anyhow!("the detection thread panicked"));
     }
-    if output.join().is_err() {
-        result = Err(anyhow::anyhow!("the output thread panicked"));
+    if let Err(e) = wait_output(output, &output_queue, &counters.output) {
+        result = Err(e);
     }
     finish(&counters, &probes, &enrich_counters);
     if result.is_ok() && ctl.restart_requested() {
         return Err(crate::control::reexec());
     }
     result
+}
+
+/// Waits for the output thread to write out its queue. An output that
+/// takes nothing for [`OUTPUT_STALL`] while events wait for it (a reader
+/// that paused its pipe) is given up on: the events in its queue are
+/// counted in `write_errors`, and the agent ends without it.
+fn wait_output(
+    output: std::thread::JoinHandle<()>,
+    queue: &Receiver<Event>,
+    counters: &output::OutputCounters,
+) -> Result<()> {
+    let done =
+        || counters.emitted.load(Ordering::Relaxed) + counters.write_errors.load(Ordering::Relaxed);
+    let (mut seen, mut since) = (done(), Instant::now());
+    while !output.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if done() != seen || queue.is_empty() {
+            (seen, since) = (done(), Instant::now());
+        } else if since.elapsed() >= OUTPUT_STALL {
+            let left = queue.try_iter().count() as u64;
+            counters.write_errors.fetch_add(left, Ordering::Relaxed);
+            tracing::error!(
+                events = left,
+                "the output has taken nothing for {} s: stopping without it (its queued events \
+                 are counted in write_errors, the batch it is writing is lost)",
+                OUTPUT_STALL.as_secs()
+            );
+            return Ok(());
+        }
+    }
+    output
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))
 }
 
 /// The final counters.
