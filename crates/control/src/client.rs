@@ -101,9 +101,13 @@ pub enum Error {
     /// The server address or CA is unusable.
     #[error("bad control configuration: {0}")]
     Config(String),
+    /// The server's certificate is not signed by the CA the agent was
+    /// given, or does not name the server.
+    #[error("the server's certificate did not verify against the CA file given (--ca-file): {0}")]
+    Certificate(String),
     /// The server could not be reached or the TLS handshake failed.
-    #[error("cannot reach the server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error("cannot reach the server: {}", causes(.0))]
+    Transport(tonic::transport::Error),
     /// The server answered with an error.
     #[error("server said: {} ({:?})", .0.message(), .0.code())]
     Status(#[from] tonic::Status),
@@ -113,6 +117,48 @@ pub enum Error {
     /// The server closed the stream.
     #[error("the server closed the stream")]
     Closed,
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Error {
+        match rejected_certificate(&e) {
+            Some(why) => Error::Certificate(why),
+            None => Error::Transport(e),
+        }
+    }
+}
+
+/// What rustls said of the server's certificate, if that is why the
+/// connection failed (it travels inside an `io::Error` in the chain).
+fn rejected_certificate(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(t @ rustls::Error::InvalidCertificate(_)) = tls {
+            return Some(t.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// `e` and its causes, "a: b: c" ("transport error" alone says nothing).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
 }
 
 /// The endpoint for `cfg.server` with TLS checked against `cfg.ca_pem`.
@@ -172,14 +218,18 @@ pub async fn run(cfg: ClientConfig, agent: Arc<dyn AgentHandle>) {
         agent.connection(false, Some(&msg));
         if let Error::Status(s) = &err {
             if s.code() == Code::Unauthenticated {
-                // The server does not know this secret (its database was
-                // reset): enroll again with the token.
+                // The server does not know this secret: its database was
+                // reset (enrolling again with the token works), or the id
+                // was enrolled again with an admin's approval (enrolling
+                // is refused until an admin approves again).
                 secret = None;
                 if let Some(p) = &cfg.secret_file {
                     let _ = std::fs::remove_file(p);
                 }
             }
-            if s.code() == Code::PermissionDenied {
+            // Revoked, or an enrolled id waiting for an admin's approval:
+            // nothing changes soon.
+            if matches!(s.code(), Code::PermissionDenied | Code::AlreadyExists) {
                 backoff = cfg.backoff_max;
             }
         }
@@ -250,7 +300,8 @@ async fn session(
             msg = inbound.message() => {
                 let Some(msg) = msg? else { return Err(Error::Closed) };
                 let Some(server_message::Msg::Command(cmd)) = msg.msg else { continue };
-                tracing::info!(id = %cmd.id, kind = %cmd.kind, arg = %cmd.arg, "control: command received");
+                // Quoted and escaped: a command cannot forge a log line.
+                tracing::info!(id = ?cmd.id, kind = ?cmd.kind, arg = ?cmd.arg, "control: command received");
                 let (agent, tx) = (agent.clone(), tx.clone());
                 tokio::spawn(async move {
                     let id = cmd.id.clone();
@@ -260,7 +311,7 @@ async fn session(
                     })
                     .await
                     .unwrap_or_else(|e| Outcome::failed(format!("the command panicked: {e}")));
-                    tracing::info!(id = %id, ok = out.ok, result = %out.message, "control: command done");
+                    tracing::info!(id = ?id, ok = out.ok, result = ?out.message, "control: command done");
                     let res = AgentMessage {
                         msg: Some(agent_message::Msg::Result(CommandResult {
                             id,

@@ -2,6 +2,7 @@
 //! bench, end to end: real processes over real TLS connections, as root.
 //! Heartbeats every second and an offline timeout of 3 s keep it quick.
 
+mod browser;
 mod common;
 
 use std::io::Read;
@@ -513,35 +514,17 @@ fn two_agents_commands_offline_and_server_restart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Loads the dashboard in headless Chromium, checks it lists `hosts`, and
-/// saves a screenshot as a test artifact.
+/// Signs in to the dashboard in headless Chromium through its form,
+/// checks it lists `hosts` and that an agent's page opens, and saves a
+/// screenshot of each page as a test artifact.
 fn dashboard(data: &Path, http: u16, hosts: &[&String]) {
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-    let url = format!("https://127.0.0.1:{http}/?token={}", token.trim());
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("chromium is not installed (scripts/install-deps --test installs it)");
-    let profile = data.join("chromium-profile");
-    let base = |c: &mut Command| {
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--ignore-certificate-errors",
-            "--window-size=1600,700",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()));
-    };
-    let mut dump = Command::new(chromium);
-    base(&mut dump);
-    let out = dump.args(["--dump-dom", &url]).output().unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let base = format!("https://127.0.0.1:{http}");
+    let mut b = browser::Browser::launch(&data.join("chromium-profile"));
+    b.open(&format!("{base}/"));
+    b.screenshot("dashboard-sign-in.png");
+    b.sign_in(&base, &token);
+    let dom = b.html();
     for h in hosts {
         assert!(
             dom.contains(h.as_str()),
@@ -552,26 +535,12 @@ fn dashboard(data: &Path, http: u16, hosts: &[&String]) {
         dom.contains(r#"<b id="online">2</b>"#),
         "dashboard counts:\n{dom}"
     );
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("dashboard.png");
-    let _ = std::fs::remove_file(&shot);
-    let mut cap = Command::new(chromium);
-    base(&mut cap);
-    let out = cap
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        shot.metadata().is_ok_and(|m| m.len() > 1000),
-        "no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("dashboard screenshot: {}", shot.display());
+    b.screenshot("dashboard.png");
+    let href = b.eval("document.querySelector('tr.agent a').getAttribute('href')");
+    b.open(&format!("{base}{}", href.as_str().unwrap()));
+    let dom = b.html();
+    assert!(dom.contains("<h2>Probes</h2>"), "agent page:\n{dom}");
+    b.screenshot("dashboard-agent.png");
 }
 
 #[test]

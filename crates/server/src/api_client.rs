@@ -46,11 +46,19 @@ impl ApiClient {
             .with_context(|| format!("cannot connect to {}", self.addr))?;
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| anyhow!("bad server name {}: {e}", self.host))?;
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS with {}", self.addr))?;
+        let tls = match self.tls.connect(name, tcp).await {
+            Ok(t) => t,
+            Err(e) => {
+                let bad_cert = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .filter(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                if let Some(r) = bad_cert {
+                    bail!("{}: the server's certificate did not verify against the CA file (--ca-file): {r}", self.addr);
+                }
+                return Err(e).with_context(|| format!("TLS with {}", self.addr));
+            }
+        };
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(conn);

@@ -151,6 +151,9 @@ async fn bench(args: BenchArgs, own: &mut Option<OwnServer>) -> Result<()> {
                 ])
                 .arg(&dir)
                 .args([
+                    // Every simulated agent connects from this host at once.
+                    "--max-pending-per-ip",
+                    &args.agents.max(64).to_string(),
                     "--offline-after-secs",
                     &(args.heartbeat_secs * 3).to_string(),
                     "--log-level",

@@ -159,19 +159,28 @@ impl Fleet {
             .map(|a| (a.secret_sha256.clone(), a.revoked))
     }
 
-    /// Records an enrollment.
+    /// Records an enrollment. A stream open with the old secret (an id
+    /// enrolled again) is cut.
     pub fn enrolled(&self, id: &str, hostname: &str, secret_sha256: &str) {
-        let mut m = self.agents.write().unwrap();
-        let e = m.entry(id.to_string()).or_insert_with(|| Live {
-            hostname: hostname.to_string(),
-            secret_sha256: String::new(),
-            revoked: false,
-            last_heartbeat: None,
-            heartbeat: None,
-            session: None,
-        });
-        e.hostname = hostname.to_string();
-        e.secret_sha256 = secret_sha256.to_string();
+        let session = {
+            let mut m = self.agents.write().unwrap();
+            let e = m.entry(id.to_string()).or_insert_with(|| Live {
+                hostname: hostname.to_string(),
+                secret_sha256: String::new(),
+                revoked: false,
+                last_heartbeat: None,
+                heartbeat: None,
+                session: None,
+            });
+            e.hostname = hostname.to_string();
+            e.secret_sha256 = secret_sha256.to_string();
+            e.session.take()
+        };
+        if let Some((_, tx, _)) = session {
+            let _ = tx.try_send(Err(tonic::Status::unauthenticated(
+                "this agent id was enrolled again",
+            )));
+        }
     }
 
     /// Registers a new stream for `id`, replacing (and so closing) any

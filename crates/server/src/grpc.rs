@@ -12,18 +12,28 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::conn::{ConnInfo, Throttle};
 use crate::fleet::{now_ms, Fleet};
+use crate::store::{Credential, Enrolled};
 
 /// Implements `kestrel.control.v1.Control`.
 pub struct Service {
     /// The fleet.
     pub fleet: Arc<Fleet>,
-    /// SHA-256 of the enrollment token.
-    pub enroll_sha256: String,
+    /// SHA-256 of the fleet-wide enrollment token; `None`: only per-host
+    /// tokens enroll.
+    pub enroll_sha256: Option<String>,
+    /// Refusals, logged at most once a second each.
+    pub refusals: Throttle,
 }
 
 fn meta<'a>(req: &'a Request<Streaming<AgentMessage>>, key: &str) -> Option<&'a str> {
     req.metadata().get(key).and_then(|v| v.to_str().ok())
+}
+
+/// The connection a request came on (our listener puts it there).
+fn conn<T>(req: &Request<T>) -> Option<ConnInfo> {
+    req.extensions().get::<ConnInfo>().cloned()
 }
 
 #[tonic::async_trait]
@@ -32,35 +42,79 @@ impl Control for Service {
         &self,
         req: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        let peer = req.remote_addr();
+        let conn = conn(&req);
+        let peer = conn.as_ref().map(|c| c.peer);
         let r = req.into_inner();
-        if kestrel_control::sha256_hex(&r.token) != self.enroll_sha256 {
-            tracing::warn!(?peer, agent_id = %r.agent_id, "enrollment refused: bad token");
-            return Err(Status::unauthenticated("bad enrollment token"));
-        }
+        // What an agent sends is logged with `?`: quoted and escaped, so
+        // that a control character cannot forge or split a log line.
+        let token_sha = kestrel_control::sha256_hex(&r.token);
+        let host_token = self.enroll_sha256.as_deref() != Some(token_sha.as_str());
         if !kestrel_control::valid_id(&r.agent_id) {
+            if let Some(left_out) = self.refusals.allow("enroll-bad-id") {
+                tracing::warn!(?peer, left_out, agent_id = ?r.agent_id, "enrollment refused: bad agent id");
+            }
             return Err(Status::invalid_argument(
                 "agent id must be 1-128 characters of A-Z a-z 0-9 . _ -",
             ));
-        }
-        if let Some((_, true)) = self.fleet.auth(&r.agent_id) {
-            tracing::warn!(?peer, agent_id = %r.agent_id, "enrollment refused: agent revoked");
-            return Err(Status::permission_denied("this agent was revoked"));
         }
         let secret = kestrel_control::random_hex(32);
         let hash = kestrel_control::sha256_hex(&secret);
         let hostname: String = r.hostname.chars().take(255).collect();
         let store = self.fleet.store.clone();
         let (id, h, s) = (r.agent_id.clone(), hostname.clone(), hash.clone());
-        tokio::task::spawn_blocking(move || store.enroll(&id, &h, &s, now_ms()))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "enrollment not saved");
-                Status::internal("enrollment not saved")
-            })?;
-        self.fleet.enrolled(&r.agent_id, &hostname, &hash);
-        tracing::info!(?peer, agent_id = %r.agent_id, hostname = %hostname, "agent enrolled");
+        let outcome = tokio::task::spawn_blocking(move || {
+            let cred = if host_token {
+                Credential::Host(&token_sha)
+            } else {
+                Credential::Fleet
+            };
+            store.enroll(&id, &h, &s, cred, now_ms())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "enrollment not saved");
+            Status::internal("enrollment not saved")
+        })?;
+        let id = &r.agent_id;
+        match outcome {
+            Enrolled::BadToken => {
+                if let Some(left_out) = self.refusals.allow("enroll-bad-token") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, hostname = ?hostname,
+                        "enrollment refused: bad, revoked, expired or spent enrollment token");
+                }
+                return Err(Status::unauthenticated("bad enrollment token"));
+            }
+            Enrolled::Revoked => {
+                if let Some(left_out) = self.refusals.allow("enroll-revoked") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, hostname = ?hostname,
+                        "enrollment refused: agent revoked");
+                }
+                return Err(Status::permission_denied("this agent was revoked"));
+            }
+            Enrolled::Taken(enrolled_as) => {
+                if let Some(left_out) = self.refusals.allow("enroll-taken") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, hostname = ?hostname,
+                        enrolled_hostname = ?enrolled_as,
+                        "enrollment refused: this agent id is already enrolled (an attempt to take over its identity, or an agent that lost its secret: `kestrel ctl approve ID` lets it enroll again)");
+                }
+                return Err(Status::already_exists(
+                    "this agent id is already enrolled: an admin must approve its re-enrollment (kestrel ctl approve ID)",
+                ));
+            }
+            Enrolled::New => {
+                tracing::info!(?peer, agent_id = %id, hostname = ?hostname,
+                    token = if host_token { "per-host" } else { "fleet" }, "agent enrolled");
+            }
+            Enrolled::Reenrolled => {
+                tracing::warn!(?peer, agent_id = %id, hostname = ?hostname,
+                    "agent enrolled again, as an admin approved: its old secret no longer works");
+            }
+        }
+        self.fleet.enrolled(id, &hostname, &hash);
+        if let Some(c) = conn {
+            c.authenticated();
+        }
         Ok(Response::new(EnrollResponse { secret }))
     }
 
@@ -70,27 +124,44 @@ impl Control for Service {
         &self,
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let conn = conn(&req);
+        let peer = conn.as_ref().map(|c| c.peer);
         let (Some(id), Some(secret)) = (
             meta(&req, kestrel_control::AGENT_ID_HEADER),
             meta(&req, kestrel_control::SECRET_HEADER),
         ) else {
             return Err(Status::unauthenticated("agent id and secret required"));
         };
+        if !kestrel_control::valid_id(id) {
+            if let Some(left_out) = self.refusals.allow("stream-bad-id") {
+                tracing::warn!(?peer, left_out, agent_id = ?id, "stream refused: bad agent id");
+            }
+            return Err(Status::unauthenticated("unknown agent: enroll first"));
+        }
         let id = id.to_string();
         match self.fleet.auth(&id) {
             None => {
-                tracing::warn!(agent_id = %id, "stream refused: unknown agent");
+                if let Some(left_out) = self.refusals.allow("stream-unknown") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, "stream refused: unknown agent");
+                }
                 return Err(Status::unauthenticated("unknown agent: enroll first"));
             }
             Some((_, true)) => {
-                tracing::warn!(agent_id = %id, "stream refused: agent revoked");
+                if let Some(left_out) = self.refusals.allow("stream-revoked") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, "stream refused: agent revoked");
+                }
                 return Err(Status::permission_denied("this agent was revoked"));
             }
             Some((hash, false)) if hash != kestrel_control::sha256_hex(secret) => {
-                tracing::warn!(agent_id = %id, "stream refused: bad secret");
-                return Err(Status::unauthenticated("bad agent secret: enroll again"));
+                if let Some(left_out) = self.refusals.allow("stream-bad-secret") {
+                    tracing::warn!(?peer, left_out, agent_id = %id, "stream refused: bad secret");
+                }
+                return Err(Status::unauthenticated("bad agent secret"));
             }
             Some(_) => {}
+        }
+        if let Some(c) = conn {
+            c.authenticated();
         }
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);

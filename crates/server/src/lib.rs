@@ -5,6 +5,7 @@
 
 pub mod api_client;
 pub mod bench;
+pub mod conn;
 pub mod ctl;
 pub mod fleet;
 pub mod grpc;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kestrel_control::pb::control_server::ControlServer;
+use tokio_stream::StreamExt;
 
 /// `kestrel server` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +58,20 @@ pub struct ServerArgs {
     /// Heartbeats kept per agent in the database.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub history: u32,
+    /// Refuse the fleet-wide token (DATA/enroll.token): only per-host
+    /// tokens (`kestrel ctl token create`) enroll agents.
+    #[arg(long)]
+    pub no_fleet_token: bool,
+    /// A gRPC connection that has not authenticated (enrolled, or opened
+    /// its stream with its secret) this many seconds after it was accepted,
+    /// TLS handshake included, is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub auth_timeout_secs: u64,
+    /// Most connections one address may hold that have not authenticated
+    /// yet (gRPC), or at all (HTTP); raise it for many agents behind one
+    /// NAT address.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_pending_per_ip: usize,
     /// Log verbosity (RUST_LOG overrides).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -126,16 +142,23 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let own = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
     let (identity, created) = tls::load_or_create(&args.data, own, &args.sans)?;
-    let (enroll, new_enroll) = token_file(&args.data.join("enroll.token"))?;
+    let (enroll, new_enroll) = if args.no_fleet_token {
+        (None, false)
+    } else {
+        let (t, new) = token_file(&args.data.join("enroll.token"))?;
+        (Some(t), new)
+    };
     let (admin, new_admin) = token_file(&args.data.join("admin.token"))?;
     if created || new_enroll || new_admin {
         if let Some(ca) = &identity.ca_file {
             println!("CA certificate (give it to agents): {}", ca.display());
         }
-        println!(
-            "enrollment token: {}",
-            args.data.join("enroll.token").display()
-        );
+        if enroll.is_some() {
+            println!(
+                "enrollment token: {}",
+                args.data.join("enroll.token").display()
+            );
+        }
         println!("admin token: {}", args.data.join("admin.token").display());
     }
     let db = args
@@ -166,21 +189,45 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
 
     let svc = grpc::Service {
         fleet: fleet.clone(),
-        enroll_sha256: kestrel_control::sha256_hex(&enroll),
+        enroll_sha256: enroll.as_deref().map(kestrel_control::sha256_hex),
+        refusals: conn::Throttle::default(),
     };
-    let tls = tonic::transport::ServerTlsConfig::new().identity(
-        tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem),
-    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Descriptors: the HTTP listener's share, a reserve for the database,
+    // logs and the runtime, the rest for agents.
+    let grpc_limits = conn::Limits {
+        auth_timeout: Duration::from_secs(args.auth_timeout_secs.max(1)),
+        pending_per_ip: args.max_pending_per_ip.max(1),
+        max_conns: (nofile as usize)
+            .saturating_sub(HTTP_MAX_CONNS + RESERVED_FDS)
+            .max(16),
+    };
+    let http_limits = conn::Limits {
+        auth_timeout: HTTP_LIFETIME,
+        pending_per_ip: args.max_pending_per_ip.clamp(1, HTTP_MAX_CONNS),
+        max_conns: HTTP_MAX_CONNS,
+    };
+    let grpc_tls = tokio_rustls::TlsAcceptor::from(tls::rustls_server(&identity, &[b"h2"])?);
+    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(256);
+    let grpc_accept = tokio::spawn(conn::accept_loop(
+        grpc_listener,
+        conn::Registry::new("grpc", grpc_limits),
+        grpc_tls,
+        conn::GrpcConn,
+        conn_tx,
+        stop_rx.clone(),
+    ));
     let grpc = {
         let mut stop = stop_rx.clone();
         tonic::transport::Server::builder()
-            .tls_config(tls)?
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // An agent needs one stream at a time: its session, or an
+            // enrollment before it.
+            .max_concurrent_streams(Some(8))
             .add_service(ControlServer::new(svc))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                tokio_stream::wrappers::ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>),
                 async move {
                     let _ = stop.changed().await;
                 },
@@ -188,13 +235,19 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
     };
     let grpc = tokio::spawn(grpc);
 
-    let api = Arc::new(http::Api {
-        fleet: fleet.clone(),
-        admin_sha256: kestrel_control::sha256_hex(&admin),
-    });
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::rustls_server(&identity)?);
+    let api = Arc::new(http::Api::new(
+        fleet.clone(),
+        kestrel_control::sha256_hex(&admin),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::rustls_server(&identity, &[])?);
     let app = http::router(api);
-    let http_task = tokio::spawn(serve_https(http_listener, acceptor, app, stop_rx.clone()));
+    let http_task = tokio::spawn(serve_https(
+        http_listener,
+        conn::Registry::new("http", http_limits),
+        acceptor,
+        app,
+        stop_rx.clone(),
+    ));
 
     let flusher = {
         let fleet = fleet.clone();
@@ -218,6 +271,7 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
         data = %args.data.display(),
         agents = fleet.summary().total,
         nofile,
+        max_agent_conns = grpc_limits.max_conns,
         offline_after_secs = args.offline_after_secs,
         "kestrel server listening"
     );
@@ -229,6 +283,7 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    let _ = grpc_accept.await;
     let _ = http_task.await;
     let _ = flusher.await;
     let f = fleet.clone();
@@ -243,37 +298,45 @@ async fn serve(args: ServerArgs, nofile: u64) -> Result<()> {
     Ok(())
 }
 
+/// Most HTTP connections at once: the API and dashboard are for a few
+/// operators.
+const HTTP_MAX_CONNS: usize = 128;
+/// Descriptors kept for the database, logs and the runtime.
+const RESERVED_FDS: usize = 64;
+/// An HTTP connection serves one request, and is closed this long after it
+/// was accepted at the latest (slow clients cannot hold it).
+const HTTP_LIFETIME: Duration = Duration::from_secs(30);
+
 async fn serve_https(
     listener: tokio::net::TcpListener,
+    reg: Arc<conn::Registry>,
     acceptor: tokio_rustls::TlsAcceptor,
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let accept = tokio::spawn(conn::accept_loop(
+        listener,
+        reg,
+        acceptor,
+        |tls| tls,
+        tx,
+        stop.clone(),
+    ));
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+        let tls = tokio::select! {
+            t = rx.recv() => match t {
+                Some(t) => t,
+                None => break,
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let peer = tls.get_ref().0.guard().peer();
+        let app = app.clone().layer(axum::Extension(http::Peer(peer)));
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
             let svc = hyper_util::service::TowerToHyperService::new(app);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
                 .await
             {
@@ -281,4 +344,5 @@ async fn serve_https(
             }
         });
     }
+    let _ = accept.await;
 }

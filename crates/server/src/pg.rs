@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls, Row};
 
 use crate::store::{
-    count_status, AgentRow, BatchCounts, CommandRow, Storage, StoreError, CMD_COLS,
+    count_status, token_unusable, AgentRow, BatchCounts, CommandRow, Credential, Enrolled, Storage,
+    StoreError, TokenRow, CMD_COLS,
 };
 
 /// Schema migrations, in order. Never edit one that shipped: add another.
@@ -43,6 +44,18 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX commands_agent ON commands (agent_id, status);
      CREATE INDEX commands_batch ON commands (batch);",
+    // 2: re-enrollment approvals, per-host enrollment tokens.
+    "ALTER TABLE agents ADD COLUMN reenroll_until BIGINT;
+     CREATE TABLE enroll_tokens (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE,
+        used_by TEXT,
+        used_at BIGINT
+     );",
 ];
 
 fn cmd_row(r: &Row) -> CommandRow {
@@ -141,14 +154,111 @@ impl Storage for PgStore {
         id: &str,
         hostname: &str,
         secret_sha256: &str,
+        cred: Credential<'_>,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Enrolled, StoreError> {
+        let mut c = self.conn();
+        let mut tx = c.transaction()?;
+        // Row locks: a token or an id is decided by one enrollment at a
+        // time, even with two servers on the database.
+        if let Credential::Host(sha) = cred {
+            let t = tx.query_opt(
+                "SELECT revoked, used_by, expires_at FROM enroll_tokens WHERE token_sha256 = $1 FOR UPDATE",
+                &[&sha],
+            )?;
+            match t {
+                Some(r) if !token_unusable(r.get(0), &r.get(1), r.get(2), now) => {}
+                _ => return Ok(Enrolled::BadToken),
+            }
+        }
+        let known = tx.query_opt(
+            "SELECT hostname, revoked, reenroll_until FROM agents WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?;
+        let out = match known {
+            None => {
+                let n = tx.execute(
+                    "INSERT INTO agents (id, hostname, secret_sha256, enrolled_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&id, &hostname, &secret_sha256, &now],
+                )?;
+                if n == 0 {
+                    // Enrolled by another server in between.
+                    return Ok(Enrolled::Taken(String::new()));
+                }
+                Enrolled::New
+            }
+            Some(r) if r.get::<_, bool>(1) => return Ok(Enrolled::Revoked),
+            Some(r) if r.get::<_, Option<i64>>(2).is_some_and(|u| u > now) => {
+                tx.execute(
+                    "UPDATE agents SET hostname = $2, secret_sha256 = $3, enrolled_at = $4, reenroll_until = NULL WHERE id = $1",
+                    &[&id, &hostname, &secret_sha256, &now],
+                )?;
+                Enrolled::Reenrolled
+            }
+            Some(r) => return Ok(Enrolled::Taken(r.get(0))),
+        };
+        if let Credential::Host(sha) = cred {
+            tx.execute(
+                "UPDATE enroll_tokens SET used_by = $2, used_at = $3 WHERE token_sha256 = $1",
+                &[&sha, &id, &now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn approve_reenroll(&self, id: &str, until: i64) -> Result<Option<bool>, StoreError> {
+        let mut c = self.conn();
+        let r = c.query_opt("SELECT revoked FROM agents WHERE id = $1", &[&id])?;
+        match r {
+            None => Ok(None),
+            Some(r) if r.get::<_, bool>(0) => Ok(Some(false)),
+            Some(_) => {
+                c.execute(
+                    "UPDATE agents SET reenroll_until = $2 WHERE id = $1",
+                    &[&id, &until],
+                )?;
+                Ok(Some(true))
+            }
+        }
+    }
+
+    fn add_token(&self, t: &TokenRow) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO agents (id, hostname, secret_sha256, enrolled_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET hostname = $2, secret_sha256 = $3, enrolled_at = $4",
-            &[&id, &hostname, &secret_sha256, &now],
+            "INSERT INTO enroll_tokens (id, host, token_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&t.id, &t.host, &t.token_sha256, &t.created_at, &t.expires_at],
         )?;
         Ok(())
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = self.conn().query(
+            "SELECT id, host, token_sha256, created_at, expires_at, revoked, used_by, used_at
+             FROM enroll_tokens ORDER BY created_at DESC",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenRow {
+                id: r.get(0),
+                host: r.get(1),
+                token_sha256: r.get(2),
+                created_at: r.get(3),
+                expires_at: r.get(4),
+                revoked: r.get(5),
+                used_by: r.get(6),
+                used_at: r.get(7),
+            })
+            .collect())
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE enroll_tokens SET revoked = TRUE WHERE id = $1",
+            &[&id],
+        )?;
+        Ok(n > 0)
     }
 
     fn revoke(&self, id: &str) -> Result<bool, StoreError> {

@@ -1,7 +1,9 @@
 //! Storage: SQLite in the data directory by default, PostgreSQL by URL
 //! (`--db postgres://...`) for operators who need HA. Agents (with the hash
-//! of their secret and whether they are revoked), a bounded history of
-//! heartbeats, and commands with their status and result. Migrations are
+//! of their secret, whether they are revoked, and until when an admin
+//! allows their id to be enrolled again), per-host enrollment tokens (their
+//! hash), a bounded history of heartbeats, and commands with their status
+//! and result. Migrations are
 //! numbered SQL scripts applied in order, the applied count kept in
 //! `user_version` (SQLite) or the `kestrel_schema` table (PostgreSQL).
 //!
@@ -60,7 +62,79 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX commands_agent ON commands (agent_id, status);
      CREATE INDEX commands_batch ON commands (batch);",
+    // 2: re-enrollment approvals, per-host enrollment tokens.
+    "ALTER TABLE agents ADD COLUMN reenroll_until INTEGER;
+     CREATE TABLE enroll_tokens (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        used_by TEXT,
+        used_at INTEGER
+     );",
 ];
+
+/// What an enrollment presents besides the agent's id.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// The fleet-wide token (checked by the caller).
+    Fleet,
+    /// A per-host token, by its SHA-256: valid once, unless revoked or
+    /// expired.
+    Host(&'a str),
+}
+
+/// What became of an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// A new agent.
+    New,
+    /// An enrolled id again, as an admin approved: its secret is replaced.
+    Reenrolled,
+    /// The id is enrolled and no admin approved enrolling it again: the
+    /// request is refused, the secret kept. Carries the host name on record.
+    Taken(String),
+    /// The id was revoked.
+    Revoked,
+    /// The per-host token is unknown, revoked, expired or spent.
+    BadToken,
+}
+
+/// A per-host enrollment token as stored (the token itself only as its
+/// hash, never shown again after creation).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    /// Token id, to list and revoke it.
+    pub id: String,
+    /// The host it was made for (a label: the host name an agent reports
+    /// proves nothing).
+    pub host: String,
+    /// SHA-256 of the token.
+    #[serde(skip)]
+    pub token_sha256: String,
+    /// ms since the epoch.
+    pub created_at: i64,
+    /// Refused from then on (ms since the epoch); null: never.
+    pub expires_at: Option<i64>,
+    /// Refused once revoked.
+    pub revoked: bool,
+    /// The agent it enrolled: a token enrolls one agent.
+    pub used_by: Option<String>,
+    /// ms since the epoch.
+    pub used_at: Option<i64>,
+}
+
+/// Whether a per-host token no longer enrolls.
+pub(crate) fn token_unusable(
+    revoked: bool,
+    used_by: &Option<String>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> bool {
+    revoked || used_by.is_some() || expires_at.is_some_and(|e| e <= now)
+}
 
 /// An agent as stored.
 #[derive(Debug, Clone)]
@@ -123,14 +197,27 @@ pub struct BatchCounts {
 
 /// What the server stores, whatever the database.
 pub trait Storage: Send + Sync {
-    /// Records an enrolled agent (or a new secret for a known one).
+    /// Enrolls `id` with a new secret, in one transaction: a new id is
+    /// recorded; an enrolled one only if an admin approved it (the approval
+    /// is used up); a per-host token is spent by it.
     fn enroll(
         &self,
         id: &str,
         hostname: &str,
         secret_sha256: &str,
+        cred: Credential<'_>,
         now: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Enrolled, StoreError>;
+    /// Lets the next enrollment of `id` before `until` (ms since the
+    /// epoch) replace its secret. `None` when unknown, `Some(false)` when
+    /// revoked.
+    fn approve_reenroll(&self, id: &str, until: i64) -> Result<Option<bool>, StoreError>;
+    /// Stores a new per-host token.
+    fn add_token(&self, t: &TokenRow) -> Result<(), StoreError>;
+    /// Every per-host token, newest first.
+    fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    /// Revokes a per-host token; false when unknown.
+    fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
     /// Marks an agent revoked; false when unknown.
     fn revoke(&self, id: &str) -> Result<bool, StoreError>;
     /// Every agent.
@@ -255,14 +342,129 @@ impl Storage for SqliteStore {
         id: &str,
         hostname: &str,
         secret_sha256: &str,
+        cred: Credential<'_>,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Enrolled, StoreError> {
+        let mut c = self.conn.lock().unwrap();
+        // IMMEDIATE: the checks and the writes see the same rows.
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if let Credential::Host(sha) = cred {
+            let t = tx
+                .query_row(
+                    "SELECT revoked, used_by, expires_at FROM enroll_tokens WHERE token_sha256 = ?1",
+                    params![sha],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)? != 0,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            match t {
+                Some((rev, used, exp)) if !token_unusable(rev, &used, exp, now) => {}
+                _ => return Ok(Enrolled::BadToken),
+            }
+        }
+        let known = tx
+            .query_row(
+                "SELECT hostname, revoked, reenroll_until FROM agents WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? != 0,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let out = match known {
+            None => {
+                tx.execute(
+                    "INSERT INTO agents (id, hostname, secret_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, hostname, secret_sha256, now],
+                )?;
+                Enrolled::New
+            }
+            Some((_, true, _)) => return Ok(Enrolled::Revoked),
+            Some((_, false, Some(until))) if until > now => {
+                tx.execute(
+                    "UPDATE agents SET hostname = ?2, secret_sha256 = ?3, enrolled_at = ?4, reenroll_until = NULL WHERE id = ?1",
+                    params![id, hostname, secret_sha256, now],
+                )?;
+                Enrolled::Reenrolled
+            }
+            Some((host, false, _)) => return Ok(Enrolled::Taken(host)),
+        };
+        if let Credential::Host(sha) = cred {
+            tx.execute(
+                "UPDATE enroll_tokens SET used_by = ?2, used_at = ?3 WHERE token_sha256 = ?1",
+                params![sha, id, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn approve_reenroll(&self, id: &str, until: i64) -> Result<Option<bool>, StoreError> {
+        let c = self.conn.lock().unwrap();
+        let revoked = c
+            .query_row(
+                "SELECT revoked FROM agents WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?;
+        match revoked {
+            None => Ok(None),
+            Some(r) if r != 0 => Ok(Some(false)),
+            Some(_) => {
+                c.execute(
+                    "UPDATE agents SET reenroll_until = ?2 WHERE id = ?1",
+                    params![id, until],
+                )?;
+                Ok(Some(true))
+            }
+        }
+    }
+
+    fn add_token(&self, t: &TokenRow) -> Result<(), StoreError> {
         self.conn.lock().unwrap().execute(
-            "INSERT INTO agents (id, hostname, secret_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET hostname = ?2, secret_sha256 = ?3, enrolled_at = ?4",
-            params![id, hostname, secret_sha256, now],
+            "INSERT INTO enroll_tokens (id, host, token_sha256, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.id, t.host, t.token_sha256, t.created_at, t.expires_at],
         )?;
         Ok(())
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let c = self.conn.lock().unwrap();
+        let mut st = c.prepare(
+            "SELECT id, host, token_sha256, created_at, expires_at, revoked, used_by, used_at
+             FROM enroll_tokens ORDER BY created_at DESC",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(TokenRow {
+                id: r.get(0)?,
+                host: r.get(1)?,
+                token_sha256: r.get(2)?,
+                created_at: r.get(3)?,
+                expires_at: r.get(4)?,
+                revoked: r.get::<_, i64>(5)? != 0,
+                used_by: r.get(6)?,
+                used_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.conn.lock().unwrap().execute(
+            "UPDATE enroll_tokens SET revoked = 1 WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(n > 0)
     }
 
     fn revoke(&self, id: &str) -> Result<bool, StoreError> {
@@ -442,7 +644,7 @@ mod tests {
         let p = tmp("migrate");
         {
             let s = SqliteStore::open(&p, 3).unwrap();
-            s.enroll("a1", "host1", "h", 1).unwrap();
+            s.enroll("a1", "host1", "h", Credential::Fleet, 1).unwrap();
         }
         let s = SqliteStore::open(&p, 3).unwrap();
         let a = s.agents().unwrap();
@@ -455,9 +657,105 @@ mod tests {
     }
 
     #[test]
+    fn an_enrolled_id_needs_an_approval_to_enroll_again() {
+        let s = SqliteStore::open(&tmp("reenroll"), 3).unwrap();
+        assert_eq!(
+            s.enroll("a1", "web", "s1", Credential::Fleet, 10).unwrap(),
+            Enrolled::New
+        );
+        assert_eq!(
+            s.enroll("a1", "evil", "s2", Credential::Fleet, 11).unwrap(),
+            Enrolled::Taken("web".into())
+        );
+        assert_eq!(s.agents().unwrap()[0].secret_sha256, "s1");
+        assert_eq!(s.approve_reenroll("nobody", 100).unwrap(), None);
+        assert_eq!(s.approve_reenroll("a1", 100).unwrap(), Some(true));
+        // Expired approvals do not count.
+        assert_eq!(
+            s.enroll("a1", "web", "s3", Credential::Fleet, 100).unwrap(),
+            Enrolled::Taken("web".into())
+        );
+        s.approve_reenroll("a1", 200).unwrap();
+        assert_eq!(
+            s.enroll("a1", "web", "s3", Credential::Fleet, 150).unwrap(),
+            Enrolled::Reenrolled
+        );
+        assert_eq!(s.agents().unwrap()[0].secret_sha256, "s3");
+        // Used up.
+        assert_eq!(
+            s.enroll("a1", "web", "s4", Credential::Fleet, 160).unwrap(),
+            Enrolled::Taken("web".into())
+        );
+        s.revoke("a1").unwrap();
+        assert_eq!(s.approve_reenroll("a1", 1000).unwrap(), Some(false));
+        assert_eq!(
+            s.enroll("a1", "web", "s5", Credential::Fleet, 170).unwrap(),
+            Enrolled::Revoked
+        );
+    }
+
+    #[test]
+    fn host_tokens_enroll_once_until_revoked_or_expired() {
+        let s = SqliteStore::open(&tmp("tokens"), 3).unwrap();
+        let tok = |id: &str, sha: &str, exp: Option<i64>| TokenRow {
+            id: id.into(),
+            host: "web".into(),
+            token_sha256: sha.into(),
+            created_at: 1,
+            expires_at: exp,
+            revoked: false,
+            used_by: None,
+            used_at: None,
+        };
+        s.add_token(&tok("t1", "h1", None)).unwrap();
+        s.add_token(&tok("t2", "h2", Some(50))).unwrap();
+        s.add_token(&tok("t3", "h3", None)).unwrap();
+        let host = Credential::Host;
+        assert_eq!(
+            s.enroll("a1", "w", "x", host("nope"), 10).unwrap(),
+            Enrolled::BadToken
+        );
+        assert_eq!(
+            s.enroll("a1", "w", "x", host("h1"), 10).unwrap(),
+            Enrolled::New
+        );
+        assert_eq!(
+            s.enroll("a2", "w", "x", host("h1"), 11).unwrap(),
+            Enrolled::BadToken,
+            "spent"
+        );
+        assert_eq!(
+            s.enroll("a2", "w", "x", host("h2"), 60).unwrap(),
+            Enrolled::BadToken,
+            "expired"
+        );
+        assert!(s.revoke_token("t3").unwrap());
+        assert!(!s.revoke_token("t9").unwrap());
+        assert_eq!(
+            s.enroll("a2", "w", "x", host("h3"), 12).unwrap(),
+            Enrolled::BadToken,
+            "revoked"
+        );
+        // A refused takeover does not spend the token.
+        s.add_token(&tok("t4", "h4", None)).unwrap();
+        assert_eq!(
+            s.enroll("a1", "w", "y", host("h4"), 13).unwrap(),
+            Enrolled::Taken("w".into())
+        );
+        assert_eq!(
+            s.enroll("a3", "w", "y", host("h4"), 14).unwrap(),
+            Enrolled::New
+        );
+        let t = s.tokens().unwrap();
+        let t1 = t.iter().find(|t| t.id == "t1").unwrap();
+        assert_eq!(t1.used_by.as_deref(), Some("a1"));
+        assert!(t.iter().find(|t| t.id == "t3").unwrap().revoked);
+    }
+
+    #[test]
     fn heartbeat_history_is_bounded() {
         let s = SqliteStore::open(&tmp("history"), 3).unwrap();
-        s.enroll("a1", "h", "x", 0).unwrap();
+        s.enroll("a1", "h", "x", Credential::Fleet, 0).unwrap();
         for i in 0..10 {
             s.save_heartbeats(&[("a1".into(), i, format!("{{\"n\":{i}}}"))])
                 .unwrap();

@@ -118,8 +118,9 @@ fn hostname() -> Option<String> {
     (!h.is_empty()).then_some(h)
 }
 
-/// A rustls server configuration (HTTP API) from PEM.
-pub fn rustls_server(id: &ServerIdentity) -> Result<Arc<rustls::ServerConfig>> {
+/// A rustls server configuration from PEM, offering the `alpn` protocols
+/// (gRPC needs `h2`).
+pub fn rustls_server(id: &ServerIdentity, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
@@ -127,10 +128,11 @@ pub fn rustls_server(id: &ServerIdentity) -> Result<Arc<rustls::ServerConfig>> {
         .context("bad server certificate PEM")?;
     let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).context("bad server key PEM")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 
