@@ -1,5 +1,7 @@
 //! Compiles the BPF programs with clang (CO-RE, against the vmlinux.h kept in
-//! bpf/) and generates their libbpf-rs skeleton.
+//! bpf/) and generates their libbpf-rs skeleton. bpf/kestrel.bpf.c includes
+//! one source per event family, which include the helpers of bpf/lib/: one
+//! translation unit, one object.
 
 use std::env;
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ fn main() {
         eprintln!("error: building the BPF programs failed: {e:#}");
         std::process::exit(1);
     }
+    // A directory: cargo watches everything below it, bpf/lib/ included.
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed={}", kestrel_abi::INCLUDE_DIR);
     println!("cargo:rerun-if-env-changed=CLANG");

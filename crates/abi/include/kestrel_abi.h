@@ -43,7 +43,13 @@
 #define KESTREL_DNS_PAYLOAD_MAX 512
 #define KESTREL_DNS_MMSG_MAX 8
 
-/* Record kinds. Also the row index of the per-CPU counter map. */
+/* Directories under which file creations are not reported (the BPF map
+ * file_excludes; user space refuses a configuration naming more). */
+#define KESTREL_FILE_EXCLUDES_MAX 256
+
+/* Record kinds. Also the row index of the per-CPU counter map. Each has a
+ * row in crates/abi/src/kinds.rs (its name, data_type and programs), which
+ * fails to build until it does. */
 enum kestrel_kind {
 	KESTREL_KIND_EXEC = 1,
 	KESTREL_KIND_CONNECT = 2,

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kestrel_abi as abi;
-use kestrel_probes::{ProbeConfig, Probes};
+use kestrel_probes::{Kind, ProbeConfig, Probes};
 
 #[test]
 fn exec_and_connect_records_reach_the_ring_buffer() {
@@ -52,7 +52,10 @@ fn exec_and_connect_records_reach_the_ring_buffer() {
             .any(|&(k, p)| k == abi::KESTREL_KIND_CONNECT as u16 && p == sh_pid);
         if exec && connect {
             let c = probes.counters().unwrap();
-            assert!(c.exec.submitted >= 1 && c.connect.submitted >= 1, "{c:?}");
+            assert!(
+                c[Kind::Exec].submitted >= 1 && c[Kind::Connect].submitted >= 1,
+                "{c:?}"
+            );
             return;
         }
     }

@@ -28,25 +28,35 @@ pub struct KernelPart {
     pub kinds: Vec<(&'static str, u64, u64)>,
 }
 
+/// The order of the kinds in the log line, older than the table of kinds
+/// (which has module loads before file creations); kinds added later
+/// follow in the table's order.
+const LINE_ORDER: [&str; 7] = ["exec", "connect", "ptrace", "dns", "cred", "file", "module"];
+
+impl KernelPart {
+    /// From each kind's (name, submitted, lost), totals summed.
+    fn from_kinds(kinds: impl IntoIterator<Item = (&'static str, u64, u64)>) -> Self {
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|k| {
+            LINE_ORDER
+                .iter()
+                .position(|n| *n == k.0)
+                .unwrap_or(LINE_ORDER.len())
+        });
+        KernelPart {
+            submitted: kinds.iter().map(|k| k.1).sum(),
+            lost: kinds.iter().map(|k| k.2).sum(),
+            kinds,
+        }
+    }
+}
+
 /// The kernel's counters, per record kind and in total.
 pub fn kernel_part(k: &KernelCounters) -> KernelPart {
-    let kinds: Vec<(&'static str, u64, u64)> = [
-        ("exec", &k.exec),
-        ("connect", &k.connect),
-        ("ptrace", &k.ptrace),
-        ("dns", &k.dns),
-        ("cred", &k.cred),
-        ("file", &k.file),
-        ("module", &k.module),
-    ]
-    .into_iter()
-    .map(|(n, c)| (n, c.submitted, c.ringbuf_full + c.errors))
-    .collect();
-    KernelPart {
-        submitted: kinds.iter().map(|k| k.1).sum(),
-        lost: k.lost(),
-        kinds,
-    }
+    KernelPart::from_kinds(
+        k.iter()
+            .map(|(kind, c)| (kind.name(), c.submitted, c.lost())),
+    )
 }
 
 /// Every stage's counters.
@@ -263,12 +273,19 @@ mod tests {
         let c = Counters::new(None);
         c.collect.received.store(7, Ordering::Relaxed);
         c.detect.cred_allowlisted.store(2, Ordering::Relaxed);
-        let mut k = KernelCounters::default();
-        k.dns.submitted = 3;
-        k.exec.ringbuf_full = 1;
+        // In the table's order, as the kernel gives them.
+        let k = KernelPart::from_kinds([
+            ("exec", 0, 1),
+            ("connect", 0, 0),
+            ("ptrace", 0, 0),
+            ("dns", 3, 0),
+            ("cred", 0, 0),
+            ("module", 0, 0),
+            ("file", 0, 0),
+        ]);
         let mut en = EnrichStageCounters::default();
         en.enrich.dns_malformed = 4;
-        let line = c.line(&kernel_part(&k), &en, "final");
+        let line = c.line(&k, &en, "final");
         assert_eq!(
             line,
             "counters when=\"final\" received=7 emitted=0 decode_errors=0 write_errors=0 \

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Connect records (data_type 42), and the TCP state change that keeps the
+ * local end of a refused connect.
+ */
+#include "lib/ringbuf.h"
+#include "lib/task.h"
+#include "lib/procs.h"
+#include "lib/creds.h"
+#include "lib/files.h"
+#include "lib/sockets.h"
+
+#define ENOTSOCK 88
+#define EBADF 9
+#define EINPROGRESS 115
+
+/* Both ends of a TCP socket whose SYN was answered by a reset, keyed by
+ * the socket. A refused connect() releases the local port before the
+ * syscall returns, so its exit program would otherwise see no source; the
+ * state tracepoint sees the socket just before that. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct kestrel_sockaddrs);
+} refused SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_sockaddrs addrs = {};
+	struct kestrel_connect *e;
+	struct kestrel_proc *ps;
+	struct pt_regs *regs;
+	struct sockaddr_in6 sa = {};
+	struct sock *sk;
+	void *uaddr;
+	__u16 family = 0;
+	long ret = ctx->ret;
+	int fd;
+
+	/* The task's own tgid, not bpf_get_current_pid_tgid: a load instead
+	 * of a helper call. */
+	if (ret == -EBADF || ret == -ENOTSOCK || task->tgid == self_tgid)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	fd = (int)regs->di;
+	/* connect() looked the descriptor up as a socket before anything
+	 * else could fail: past EBADF and ENOTSOCK it is one. */
+	sk = socket_sock(task_fd(task, fd));
+	/* Connected or connecting: the socket now holds both ends, the
+	 * destination being the one asked for, so the caller's memory is
+	 * not read. Any other result may have left the socket as it was
+	 * (EISCONN, EALREADY) or cleared it: then the address passed is the
+	 * truth. */
+	if (!((ret == 0 || ret == -EINPROGRESS) && read_sock_addrs(sk, &addrs) &&
+	      addrs.dport)) {
+		uaddr = (void *)regs->si;
+		/* One read for a sockaddr_in6; a sockaddr_in at the very end
+		 * of a mapping would make it fail, so then the shorter one is
+		 * read. */
+		if (!uaddr || (bpf_probe_read_user(&sa, sizeof(sa), uaddr) &&
+			       bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), uaddr)))
+			return 0;
+		family = sa.sin6_family;
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		__builtin_memset(&addrs, 0, sizeof(addrs));
+		addrs.family = family;
+		addrs.dport = bpf_ntohs(sa.sin6_port);
+		if (family == AF_INET)
+			__builtin_memcpy(addrs.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+		else
+			__builtin_memcpy(addrs.daddr, &sa.sin6_addr, 16);
+		if (sk) {
+			struct kestrel_sockaddrs local = {};
+			__u64 key = (__u64)sk;
+			struct kestrel_sockaddrs *r;
+
+			if (read_sock_addrs(sk, &local) && local.sport) {
+				addrs.sport = local.sport;
+				__builtin_memcpy(addrs.saddr, local.saddr, 16);
+			} else if ((r = bpf_map_lookup_elem(&refused, &key))) {
+				/* Only if it is this very connection attempt. */
+				if (r->dport == addrs.dport && same_addr(r->daddr, addrs.daddr)) {
+					addrs.sport = r->sport;
+					__builtin_memcpy(addrs.saddr, r->saddr, 16);
+				}
+				bpf_map_delete_elem(&refused, &key);
+			}
+		}
+	}
+
+	/* Built in place in the ring buffer: no copy, nothing to zero. */
+	ps = proc_entry(task);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		e->hdr.kind = KESTREL_KIND_CONNECT;
+		e->hdr.reserved = 0;
+		e->hdr.size = sizeof(*e);
+		e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+		fill_task(&e->task, task, ps);
+		e->res = ret;
+		e->fd = fd;
+		e->addrs = addrs;
+		bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_SUBMITTED);
+	} else {
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_RINGBUF_FULL);
+	}
+	check_creds(ps, task, KESTREL_CRED_AT_CONNECT, NULL);
+	return 0;
+}
+
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define IPPROTO_TCP 6
+
+/* A SYN that was never answered, or answered by a reset: keep the local
+ * end, which the kernel is about to release. Runs in whatever context
+ * processed the reset, so it is keyed by socket, not by task.
+ * tp_btf, not the classic tracepoint: this fires on every TCP state change
+ * (8 per connect and close on loopback), and the classic one first copies
+ * the socket's addresses into a trace record on each; this one gets the
+ * socket itself and reads it only in the rare case it wants. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_sock_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct kestrel_sockaddrs v = {};
+	__u64 key;
+
+	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (!read_sock_addrs((struct sock *)sk, &v))
+		return 0;
+	/* The local end as inet_sock holds it: by now the port may be
+	 * released and skc_num zero. */
+	v.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (v.family == AF_INET)
+		*(__u32 *)v.saddr = BPF_CORE_READ((struct inet_sock *)sk, inet_saddr);
+	key = (__u64)sk;
+	bpf_map_update_elem(&refused, &key, &v, BPF_ANY);
+	return 0;
+}

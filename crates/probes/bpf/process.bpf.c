@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The process table's life: made at fork, checked at exit, its caches
+ * cleared on namespace and cgroup changes, its stdio flag kept at dup.
+ * No records of their own; credential changes are noticed here too.
+ */
+#include "lib/ringbuf.h"
+#include "lib/procs.h"
+#include "lib/creds.h"
+#include "lib/files.h"
+#include "lib/sockets.h"
+
+/* A new process starts with its parent's credentials and descriptors. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct kestrel_proc c = {}, *p, *cp;
+
+	if (child->tgid == parent->tgid)
+		return 0; /* a new thread of the same process */
+	p = proc_entry(parent);
+	check_creds(p, parent, KESTREL_CRED_AT_FORK, NULL);
+	if (p) {
+		/* The child shares its parent's namespaces and cgroup unless
+		 * clone said otherwise: it starts from the parent's cache (new
+		 * objects have new addresses), copied only from the leader,
+		 * the one writer (see fill_task). */
+		if (parent == parent->group_leader)
+			c = *p;
+		c.flags = p->flags & KESTREL_PROC_STDIO_SOCKET;
+		/* Not a ?: between the two loads: clang would merge them into
+		 * one load through two kinds of pointer, which the verifier
+		 * refuses. */
+		c.holder = p->holder;
+		if (c.flags)
+			c.holder = parent->tgid;
+	}
+	c.uid = child->cred->uid.val;
+	c.euid = child->cred->euid.val;
+	cp = bpf_task_storage_get(&procs, child, &c, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cp)
+		count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *p)
+{
+	if (p->pid != p->tgid)
+		return 0; /* a thread, not the process */
+	/* The entry goes with the task. */
+	check_creds(proc_entry(p), p, KESTREL_CRED_AT_EXIT, NULL);
+	return 0;
+}
+
+/* The process's namespaces or cgroup may have changed: forget what
+ * fill_task cached about them (it compares addresses; this makes a new
+ * object at an old one's address harmless). Rare calls, one lookup. */
+static __always_inline void forget_cached(struct task_struct *task, bool ns, bool cgroup)
+{
+	struct kestrel_proc *ps = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
+
+	if (!ps)
+		return;
+	if (ns)
+		ps->c_nsproxy = 0;
+	if (cgroup)
+		ps->c_cgroups = 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int handle_unshare_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret == 0)
+		forget_cached(bpf_get_current_task_btf(), true, false);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int handle_setns_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret == 0)
+		forget_cached(bpf_get_current_task_btf(), true, false);
+	return 0;
+}
+
+/* Fires in the process that wrote cgroup.procs or tasks, about the task
+ * (or whole thread group) moved. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(handle_cgroup_attach, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	forget_cached(task, false, true);
+	return 0;
+}
+
+/* A descriptor was duplicated onto fd 0 or 1 (how shells redirect, and how
+ * a reverse shell puts its socket on stdin/stdout): re-read whether stdin
+ * or stdout is now a socket. Other duplications leave after one test. */
+static __always_inline int stdio_changed(long ret)
+{
+	struct kestrel_sockaddrs tmp;
+	struct task_struct *task;
+	struct kestrel_proc *ps;
+	struct file *f[2];
+
+	if (ret < 0 || ret > 1)
+		return 0;
+	task = bpf_get_current_task_btf();
+	ps = proc_entry(task);
+	check_creds(ps, task, KESTREL_CRED_AT_DUP, NULL);
+	if (!ps)
+		return 0;
+	task_stdio(task, f);
+	if (read_sock_addrs(file_sock(f[0]), &tmp) || read_sock_addrs(file_sock(f[1]), &tmp))
+		ps->flags |= KESTREL_PROC_STDIO_SOCKET;
+	else
+		ps->flags &= ~KESTREL_PROC_STDIO_SOCKET;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup")
+int handle_dup_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return stdio_changed(ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int handle_dup2_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return stdio_changed(ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int handle_dup3_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	return stdio_changed(ret);
+}

@@ -1,0 +1,259 @@
+//! Opening, checking, loading and attaching the BPF object.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{OpenObject, PrintLevel};
+
+use crate::skel::KestrelSkelBuilder;
+use crate::{
+    fmt_log, kinds, ProbeConfig, ProbeError, ProbeReport, ProbeState, Probes, KERNEL_BTF, TRACEFS,
+};
+
+static LIBBPF_LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+const LOG_LINES: usize = 60;
+
+fn libbpf_print(level: PrintLevel, msg: String) {
+    if matches!(level, PrintLevel::Debug) {
+        return;
+    }
+    let mut log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    for line in msg.lines() {
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line.to_string());
+    }
+}
+
+pub(crate) fn take_log() -> String {
+    let mut log = LIBBPF_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let s = log.iter().cloned().collect::<Vec<_>>().join("\n");
+    log.clear();
+    s
+}
+
+/// Finds the program libbpf complained about ("prog 'handle_exec': ...").
+fn refused_program(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        let start = l.find("prog '")? + 6;
+        let len = l[start..].find('\'')?;
+        Some(l[start..start + len].to_string())
+    })
+}
+
+/// Checks what must hold before anything is loaded.
+pub fn preflight(cfg: &ProbeConfig) -> Result<(), ProbeError> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(ProbeError::NotRoot(euid));
+    }
+    let btf = cfg.btf.clone().unwrap_or_else(|| PathBuf::from(KERNEL_BTF));
+    if !btf.is_file() {
+        return Err(ProbeError::NoBtf(btf));
+    }
+    Ok(())
+}
+
+/// Mounts tracefs if this machine has not: syscall tracepoints are found
+/// through it.
+pub fn ensure_tracefs() -> Result<(), ProbeError> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let src = CString::new("nodev").unwrap();
+    let target = CString::new(TRACEFS).unwrap();
+    let fstype = CString::new("tracefs").unwrap();
+    // SAFETY: all pointers are valid NUL-terminated strings; data may be null.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!(path = TRACEFS, "mounted tracefs");
+    Ok(())
+}
+
+/// Checks that the object holds exactly the table's programs, each in the
+/// section the table names: the table is what everything else iterates,
+/// so a program it misses would never be attached.
+fn check_object(obj: &OpenObject) -> Result<(), ProbeError> {
+    for p in obj.progs() {
+        let name = p.name().to_string_lossy();
+        let Some(row) = kinds::programs().find(|t| t.name == name) else {
+            return Err(ProbeError::Table(format!(
+                "the object has a program {name} that the table does not list"
+            )));
+        };
+        if p.section() != row.hook {
+            return Err(ProbeError::Table(format!(
+                "program {name} is in section {}, the table says {}",
+                p.section().to_string_lossy(),
+                row.hook
+            )));
+        }
+    }
+    if let Some(missing) = kinds::programs().find(|t| !obj.progs().any(|p| p.name() == t.name)) {
+        return Err(ProbeError::Table(format!(
+            "the table lists program {}, which the object lacks",
+            missing.name
+        )));
+    }
+    Ok(())
+}
+
+impl Probes {
+    /// Loads and attaches every program.
+    pub fn load(cfg: &ProbeConfig) -> Result<Self, ProbeError> {
+        preflight(cfg)?;
+        ensure_tracefs()?;
+        libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
+        take_log();
+
+        // The skeleton borrows its object storage for as long as it lives;
+        // the agent loads once per process, so the storage is leaked.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let builder = KestrelSkelBuilder::default();
+        let btf_path = cfg
+            .btf
+            .as_ref()
+            .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).expect("path has no NUL"));
+        let open = match &btf_path {
+            Some(p) => {
+                let opts = libbpf_sys::bpf_object_open_opts {
+                    sz: size_of::<libbpf_sys::bpf_object_open_opts>() as libbpf_sys::size_t,
+                    btf_custom_path: p.as_ptr(),
+                    ..Default::default()
+                };
+                builder.open_opts(opts, storage)
+            }
+            None => builder.open(storage),
+        };
+        let mut open = open.map_err(|source| ProbeError::Libbpf {
+            what: "opening the BPF object failed",
+            source,
+            log: take_log(),
+        })?;
+        check_object(open.open_object())?;
+
+        open.maps
+            .events
+            .set_max_entries(cfg.ring_buffer_bytes)
+            .map_err(|source| ProbeError::Libbpf {
+                what: "sizing the ring buffer failed",
+                source,
+                log: take_log(),
+            })?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has read-only settings");
+        rodata.self_tgid = std::process::id();
+        rodata.wakeup_bytes = cfg.wakeup_bytes;
+
+        // A program whose tracepoint this kernel lacks watches something
+        // that cannot happen here (module loading on a kernel without
+        // modules): leave it out and say so, rather than fail.
+        let mut report = Vec::new();
+        for p in kinds::programs() {
+            let state = match &p.requires {
+                Some(r)
+                    if !Path::new(TRACEFS)
+                        .join("events")
+                        .join(r.tracefs_event)
+                        .exists() =>
+                {
+                    for mut prog in open.open_object_mut().progs_mut() {
+                        if prog.name() == p.name {
+                            prog.set_autoload(false);
+                        }
+                    }
+                    ProbeState::NotApplicable(format!(
+                        "this kernel has no tracepoint {} ({})",
+                        r.tracefs_event, r.without
+                    ))
+                }
+                _ => ProbeState::Attached,
+            };
+            report.push(ProbeReport {
+                program: p.name,
+                target: p.hook,
+                state,
+            });
+        }
+
+        let skel = open.load().map_err(|e| {
+            let log = take_log();
+            ProbeError::Load {
+                program: refused_program(&log).unwrap_or_else(|| "(unknown)".into()),
+                reason: e.to_string(),
+                log,
+            }
+        })?;
+
+        let mut links = Vec::new();
+        for r in &report {
+            if r.state != ProbeState::Attached {
+                continue;
+            }
+            let attach_err = |reason: String| ProbeError::Attach {
+                program: r.program.to_string(),
+                target: r.target.to_string(),
+                reason,
+            };
+            // check_object saw every program of the table in the object.
+            let prog = skel
+                .object()
+                .progs_mut()
+                .find(|p| p.name() == r.program)
+                .ok_or_else(|| attach_err("not in the BPF object".into()))?;
+            let link = prog
+                .attach()
+                .map_err(|e| attach_err(format!("{e}{}", fmt_log(&take_log()))))?;
+            tracing::debug!(program = r.program, target = r.target, "attached");
+            links.push(link);
+        }
+        Ok(Probes {
+            skel,
+            links,
+            report,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_refused_program() {
+        let log = "libbpf: prog 'handle_exec': BPF program load failed: Permission denied\n\
+                   libbpf: prog 'handle_exec': -- BEGIN PROG LOAD LOG --";
+        assert_eq!(refused_program(log).as_deref(), Some("handle_exec"));
+        assert_eq!(refused_program("nothing here"), None);
+    }
+
+    /// Opening parses the object without loading anything: no root needed.
+    #[test]
+    fn the_object_holds_the_table_s_programs() {
+        let mut storage = MaybeUninit::uninit();
+        let open = KestrelSkelBuilder::default()
+            .open(&mut storage)
+            .expect("the BPF object opens");
+        check_object(open.open_object()).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
