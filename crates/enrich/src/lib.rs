@@ -9,6 +9,7 @@
 
 pub mod container;
 pub mod cri;
+mod filehash;
 mod hash;
 mod host;
 mod procfs;
@@ -30,6 +31,7 @@ use kestrel_event::{
 use lru::LruCache;
 
 pub use container::Container;
+pub use filehash::{FileHashConfig, FileHasher};
 pub use hash::{HashMiss, Md5Cache};
 pub use host::{clock_ns, interface_addrs, Host, IfAddr};
 pub use procfs::{LiveView, Procfs};
