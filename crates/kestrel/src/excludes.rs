@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use kestrel_probes::{DirKey, Probes};
 
-/// The kernel's file_excludes map holds this many directories.
-pub const MAX_FILE_EXCLUDES: usize = 256;
+/// The kernel's file_excludes map holds this many directories (the
+/// header's KESTREL_FILE_EXCLUDES_MAX).
+pub const MAX_FILE_EXCLUDES: usize = kestrel_probes::FILE_EXCLUDES_MAX;
 
 /// How often every excluded path is looked up again.
 pub const REFRESH: Duration = Duration::from_secs(5);
