@@ -10,9 +10,11 @@
 //! The flow reads in the module tree: `lookup` holds the sources, each
 //! with its bounded cache; `context` looks up once per event what the
 //! event needs from them; `render` writes each kind's fields from the
-//! record and that context.
+//! record and that context; `filehash` hashes created files' content once
+//! their creator had time to write it.
 
 mod context;
+mod filehash;
 mod lookup;
 mod render;
 
@@ -23,6 +25,7 @@ use kestrel_event::{Event, Host};
 
 use context::Lookups;
 
+pub use filehash::{FileHashConfig, FileHasher};
 pub use lookup::container::Container;
 pub use lookup::hash::{HashMiss, Md5Cache};
 pub use lookup::runtime::{ContainerNames, NameResolver, RuntimeCounters, RuntimeSockets};

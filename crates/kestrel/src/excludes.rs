@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use kestrel_probes::{DirKey, Probes};
 
+/// The kernel's file_excludes map holds this many directories (the
+/// header's KESTREL_FILE_EXCLUDES_MAX).
+pub const MAX_FILE_EXCLUDES: usize = kestrel_probes::FILE_EXCLUDES_MAX;
+
 /// How often every excluded path is looked up again.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
@@ -125,10 +129,10 @@ impl FileExcludes {
         let i = match known {
             Some(i) => i,
             None => {
-                if self.dirs.len() >= crate::config::MAX_FILE_EXCLUDES {
+                if self.dirs.len() >= MAX_FILE_EXCLUDES {
                     return Err(io::Error::other(format!(
                         "at most {} directories can be excluded",
-                        crate::config::MAX_FILE_EXCLUDES
+                        MAX_FILE_EXCLUDES
                     )));
                 }
                 self.dirs.push(Dir {

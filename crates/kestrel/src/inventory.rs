@@ -8,8 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use kestrel_event::Event;
-use kestrel_event::{Host, When};
+use kestrel_event::{Event, Host, When};
 use kestrel_inventory::{cron, dpkg, ports, rpm, users, Package, PackageSource, Warning};
 
 /// What to collect.

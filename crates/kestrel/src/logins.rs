@@ -12,10 +12,59 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-use kestrel_event::Event;
+use anyhow::{bail, Result};
+use clap::Args;
 use kestrel_event::Host;
 use kestrel_logins::{FollowerOptions, JournalOptions, JournalSource, LogFollower};
+use serde::Deserialize;
+
+use crate::agent::sources::Inject;
+use crate::config::General;
+
+/// Settings of the login monitor.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub struct LoginSettings {
+    /// Log files whose sshd lines give login events (data_type 1001);
+    /// repeat the flag for several. [default: /var/log/auth.log,
+    /// /var/log/secure]
+    #[arg(long = "auth-log", value_name = "PATH")]
+    pub auth_logs: Option<Vec<PathBuf>>,
+
+    /// Read sshd logins from the systemd journal: auto (when none of the
+    /// auth logs exists), on, or off. [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pub login_journal: Option<String>,
+
+    /// Turn the login monitor off.
+    // No value on the command line; optional so that a flag left out
+    // leaves the file's `no_logins = true` alone.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_logins: Option<bool>,
+}
+
+impl LoginSettings {
+    /// None when the monitor is off.
+    pub fn resolve(self, general: &General) -> Result<Option<LoginConfig>> {
+        if self.no_logins == Some(true) {
+            return Ok(None);
+        }
+        Ok(Some(LoginConfig {
+            auth_logs: self
+                .auth_logs
+                .unwrap_or_else(|| vec!["/var/log/auth.log".into(), "/var/log/secure".into()]),
+            journal: match self.login_journal.as_deref().unwrap_or("auto") {
+                "auto" => JournalMode::Auto,
+                "on" => JournalMode::On,
+                "off" => JournalMode::Off,
+                other => {
+                    bail!("bad config value: login_journal = {other:?}: use auto, on or off")
+                }
+            },
+            state_dir: general.state_dir.clone(),
+        }))
+    }
+}
 
 /// Whether to read the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,13 +100,8 @@ fn state_file(dir: &Path, log: &Path) -> PathBuf {
     dir.join(format!("{name}.pos"))
 }
 
-/// Starts the monitor threads; `on_event` counts each event sent.
-pub fn start(
-    cfg: LoginConfig,
-    tx: Sender<Event>,
-    stop: Arc<AtomicBool>,
-    on_event: Arc<dyn Fn() + Send + Sync>,
-) -> anyhow::Result<()> {
+/// Starts the monitor threads, which send their events through `inject`.
+pub fn start(cfg: LoginConfig, inject: Inject, stop: Arc<AtomicBool>) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create the state directory {} (state_dir): {e}",
@@ -80,10 +124,10 @@ pub fn start(
             followers.push(LogFollower::open(log, opts)?);
         }
         tracing::info!(files = ?cfg.auth_logs, "login monitor following log files");
-        let (tx, stop, on_event) = (tx.clone(), stop.clone(), on_event.clone());
+        let (inject, stop) = (inject.clone(), stop.clone());
         std::thread::Builder::new()
             .name("kestrel-logins".into())
-            .spawn(move || follow_loop(followers, tx, stop, on_event))?;
+            .spawn(move || follow_loop(followers, inject, stop))?;
     }
     if use_journal {
         let opts = JournalOptions {
@@ -95,7 +139,7 @@ pub fn start(
                 tracing::info!("login monitor reading the systemd journal");
                 std::thread::Builder::new()
                     .name("kestrel-journal".into())
-                    .spawn(move || journal_loop(source, tx, on_event))?;
+                    .spawn(move || journal_loop(source, inject))?;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot run journalctl; logins from the journal will be missing")
@@ -105,12 +149,7 @@ pub fn start(
     Ok(())
 }
 
-fn follow_loop(
-    mut followers: Vec<LogFollower>,
-    tx: Sender<Event>,
-    stop: Arc<AtomicBool>,
-    on_event: Arc<dyn Fn() + Send + Sync>,
-) {
+fn follow_loop(mut followers: Vec<LogFollower>, inject: Inject, stop: Arc<AtomicBool>) {
     let mut host = Host::new();
     let mut failing = vec![false; followers.len()];
     while !stop.load(Ordering::Relaxed) {
@@ -127,10 +166,9 @@ fn follow_loop(
                         });
                         if let Some(login) = login {
                             let ev = kestrel_logins::to_event(&login, &host);
-                            if tx.send(ev).is_err() {
+                            if inject.send(ev).is_err() {
                                 return;
                             }
-                            on_event();
                         }
                     }
                 }
@@ -146,21 +184,16 @@ fn follow_loop(
     }
 }
 
-fn journal_loop(
-    mut source: JournalSource,
-    tx: Sender<Event>,
-    on_event: Arc<dyn Fn() + Send + Sync>,
-) {
+fn journal_loop(mut source: JournalSource, inject: Inject) {
     let mut host = Host::new();
     loop {
         match source.next_login() {
             Ok(Some(login)) => {
                 host.maybe_refresh();
                 let ev = kestrel_logins::to_event(&login, &host);
-                if tx.send(ev).is_err() {
+                if inject.send(ev).is_err() {
                     return;
                 }
-                on_event();
             }
             Ok(None) => {
                 tracing::warn!("journalctl ended; logins from the journal will be missing");

@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod control;
 mod excludes;
+mod hostinfo;
 mod identity;
 mod inventory;
 mod logins;
@@ -15,7 +16,7 @@ mod seed;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use config::AgentSettings;
 
@@ -85,7 +86,10 @@ struct AgentCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches, not only the parsed command: the agent's settings need
+    // to know which flags were given (config.rs).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if !matches!(cli.command, Command::Agent(_) | Command::Server(_)) {
         // A one-shot command piped into `head` should end quietly, as any
         // Unix tool does, not panic in println!. Rust ignores SIGPIPE; the
@@ -95,7 +99,12 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
-        Command::Agent(cmd) => exit(run_agent(*cmd)),
+        Command::Agent(cmd) => exit(run_agent(
+            *cmd,
+            matches
+                .subcommand_matches("agent")
+                .expect("the agent command's matches"),
+        )),
         Command::Inventory { what } => {
             init_logging("warn");
             exit(inventory::run(what))
@@ -129,13 +138,13 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn run_agent(cmd: AgentCmd) -> anyhow::Result<()> {
-    let file = match &cmd.config {
-        Some(p) => AgentSettings::from_file(p)?,
-        None => AgentSettings::default(),
+fn run_agent(cmd: AgentCmd, flags: &clap::ArgMatches) -> anyhow::Result<()> {
+    let settings = match &cmd.config {
+        Some(p) => AgentSettings::from_file(p)?.with_flags(flags)?,
+        None => cmd.settings,
     };
-    let cfg = cmd.settings.over(file).resolve()?;
-    init_logging(&cfg.log_level);
+    let cfg = settings.resolve()?;
+    init_logging(&cfg.general.log_level);
     agent::run(cfg)
 }
 

@@ -3,9 +3,7 @@
 //! Figures are not checked: quick mode only proves the suite works.
 //! Needs root.
 
-mod common;
-
-use common::kestrel;
+use crate::support::{kestrel, serial};
 
 /// Data rows (not header or rule) of the Markdown table after `heading`.
 fn table_rows<'a>(md: &'a str, heading: &str, first_col: &str) -> Vec<&'a str> {
@@ -33,6 +31,8 @@ fn col(row: &str, i: usize) -> &str {
 
 #[test]
 fn quick_benchmark_prints_every_table() {
+    // Agents and workload storms of its own, measured.
+    let _serial = serial();
     let dir = std::env::temp_dir().join(format!("kbench-test-{}", std::process::id()));
     let out_file = std::env::temp_dir().join(format!("kbench-test-{}.md", std::process::id()));
     let out = kestrel()

@@ -1,11 +1,9 @@
 //! A burst of execs: every one is either emitted or counted as lost.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{marker, Agent};
+use crate::support::{marker, Agent};
 
 const BURST: usize = 20_000;
 

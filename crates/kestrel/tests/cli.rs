@@ -1,10 +1,8 @@
 //! Errors a user meets first: they must say what is wrong and what to do.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 
-use common::kestrel;
+use crate::support::kestrel;
 
 fn run(cmd: &mut std::process::Command) -> (i32, String) {
     let out = cmd.output().unwrap();

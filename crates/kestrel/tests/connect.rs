@@ -1,10 +1,8 @@
 //! Connect events (data_type 42) from the real kernel. Needs root.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use common::{field, Agent, PERL_CONN};
+use crate::support::{field, Agent, PERL_CONN};
 use serde_json::Value;
 
 fn is_connect_to(e: &Value, port: u16) -> bool {

@@ -1,13 +1,11 @@
 //! Namespaces, cgroups and network namespaces: every event says where it
 //! happened. Real namespaces and cgroups, no container engine. Needs root.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{field, marker, Agent, PERL_CONN};
+use crate::support::{field, marker, Agent, PERL_CONN};
 
 fn ns_inode(path: &str) -> String {
     std::fs::metadata(path).unwrap().ino().to_string()

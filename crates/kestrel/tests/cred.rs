@@ -1,11 +1,9 @@
 //! Credential changes to root (data_type 604). Needs root.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{field, marker, Agent};
+use crate::support::{field, marker, Agent};
 
 #[test]
 fn regaining_a_saved_root_uid_is_reported_at_the_next_action() {

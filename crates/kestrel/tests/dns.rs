@@ -2,13 +2,11 @@
 //! responder. The lookups run in a mount namespace whose /etc/resolv.conf
 //! points at the responder: the host's stays untouched. Needs root.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{field, marker, Agent};
+use crate::support::{field, marker, Agent};
 use kestrel_decode::dns;
 
 /// Answers A queries for names starting with "ok-" with 192.0.2.99 (a

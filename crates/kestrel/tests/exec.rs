@@ -1,7 +1,5 @@
 //! Exec events (data_type 59) from the real kernel. Needs root.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -10,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{field, marker, md5_hex, Agent};
+use crate::support::{field, marker, md5_hex, Agent};
 
 fn own_comm() -> String {
     std::fs::read_to_string("/proc/self/comm")

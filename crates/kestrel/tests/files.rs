@@ -1,13 +1,11 @@
 //! File creation (data_type 602) from real syscalls. Needs root.
 
-mod common;
-
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{field, marker, Agent};
+use crate::support::{field, marker, Agent};
 use serde_json::Value;
 
 fn c(p: &Path) -> CString {

@@ -1,11 +1,9 @@
 //! `kestrel inventory` on this machine: what the test creates shows up
 //! with the right owner. Needs root (it adds a user and a cron file).
 
-mod common;
-
 use std::process::Command;
 
-use common::{field, kestrel, marker, Agent};
+use crate::support::{field, kestrel, marker, Agent};
 use serde_json::Value;
 
 fn inventory(what: &str) -> Vec<Value> {

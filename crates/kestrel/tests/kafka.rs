@@ -6,18 +6,14 @@
 //! event the agent wrote in a run from 0. "Nothing missing" means every SEQ
 //! the spool took is consumed at least once.
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka_common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::marker;
-use kafka_common::*;
+use crate::support::kafka::*;
+use crate::support::{kestrel, marker, serial};
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
 fn cpu_ticks(pid: u32) -> u64 {
@@ -29,6 +25,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn hundred_thousand_events_exactly_once_after_dedup() {
+    let _serial = serial();
     let broker = Broker::start(19092);
     let topic = "kestrel-100k";
     broker.create_topic(topic);
@@ -97,6 +94,7 @@ fn hundred_thousand_events_exactly_once_after_dedup() {
 
 #[test]
 fn broker_killed_then_back_after_20s_loses_nothing() {
+    let _serial = serial();
     let mut broker = Broker::start(19093);
     let topic = "kestrel-restart";
     broker.create_topic(topic);
@@ -168,6 +166,7 @@ fn broker_killed_then_back_after_20s_loses_nothing() {
 
 #[test]
 fn sigkill_with_a_full_spool_then_restart_loses_nothing() {
+    let _serial = serial();
     let port = 19094;
     let topic = "kestrel-sigkill";
     let state = scratch("sigkill");
@@ -313,6 +312,7 @@ fn spool_drops_are_counted(port: u16, policy: &str) -> Vec<u64> {
 
 #[test]
 fn full_spool_drop_newest_counts_exactly() {
+    let _serial = serial();
     let missing = spool_drops_are_counted(19095, "drop_newest");
     // The newest were refused: the first events are all there. (The host's
     // own activity goes on while the spool drains, so later drops come in
@@ -322,6 +322,7 @@ fn full_spool_drop_newest_counts_exactly() {
 
 #[test]
 fn full_spool_drop_oldest_counts_exactly() {
+    let _serial = serial();
     let missing = spool_drops_are_counted(19096, "drop_oldest");
     // The oldest went: the very first events first.
     assert_eq!(missing[0], 0, "missing {}", ranges(&missing));
@@ -329,6 +330,7 @@ fn full_spool_drop_oldest_counts_exactly() {
 
 #[test]
 fn wrong_address_or_topic_is_a_clear_error_and_events_wait() {
+    let _serial = serial();
     // Nothing listens on 19098.
     let state = scratch("wrongaddr");
     let st = state.join("state");
@@ -378,7 +380,7 @@ fn wrong_address_or_topic_is_a_clear_error_and_events_wait() {
     let _ = std::fs::remove_dir_all(&state);
 
     // A URL that does not parse stops the agent at once, naming the problem.
-    let out = common::kestrel()
+    let out = kestrel()
         .args(["agent", "--output", "kafka://127.0.0.1/t"])
         .output()
         .unwrap();

@@ -28,18 +28,14 @@
 //! recover on its own) or the agent's (restarted on the same spool), and
 //! every event of every run must be read back.
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka_common;
-
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::marker;
-use kafka_common::*;
+use crate::support::kafka::*;
+use crate::support::{marker, serial};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -445,6 +441,7 @@ fn refused_then_delivered(c: Case, mend: Mend) {
 
 #[test]
 fn tls_refused_with_a_certificate_not_from_tls_ca_then_delivered() {
+    let _serial = serial();
     // The broker on 19100, TLS on 19101, where metadata sends clients.
     let broker = Broker::start_with(
         19100,
@@ -488,6 +485,7 @@ fn tls_refused_with_a_certificate_not_from_tls_ca_then_delivered() {
 
 #[test]
 fn mutual_tls_refused_until_the_client_certificate_is_trusted() {
+    let _serial = serial();
     let broker = Broker::start_with(
         19102,
         BrokerOpts {
@@ -544,6 +542,7 @@ fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
 
 #[test]
 fn sasl_required_refuses_an_agent_without_then_plain_delivers() {
+    let _serial = serial();
     // tansu takes any PLAIN password: this proves that the agent
     // authenticates with PLAIN, and that without SASL it is refused.
     let broker = Broker::start_with(
@@ -622,10 +621,12 @@ fn scram(port: u16, mechanism: &str) {
 
 #[test]
 fn scram_sha_256_refuses_a_wrong_password_then_delivers() {
+    let _serial = serial();
     scram(19105, "SCRAM-SHA-256");
 }
 
 #[test]
 fn scram_sha_512_refuses_a_wrong_password_then_delivers() {
+    let _serial = serial();
     scram(19106, "SCRAM-SHA-512");
 }

@@ -1,123 +1,19 @@
-//! Login events (data_type 1001) through the agent, from a real OpenSSH
-//! server on 127.0.0.1 writing its own log file: a wrong password, an
-//! invalid user and a key login; the log rotated mid-test loses nothing; a
-//! restarted agent repeats nothing. Needs root, openssh-server and sshpass.
-
-mod common;
+//! ssh logins (data_type 1001) from a real OpenSSH server on 127.0.0.1: a
+//! wrong password, an invalid user and a key login. Through the agent: the
+//! server's own log file rotated mid-test loses nothing, the systemd
+//! journal is read, a restarted agent repeats nothing. And through
+//! kestrel-logins alone: its log follower and parser on the same server's
+//! log. Needs root, openssh-server and sshpass.
 
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{field, marker, Agent};
+use crate::support::sshd::{client_key, Sshd};
+use crate::support::{field, marker, serial, Agent};
+use kestrel_logins::{parse_message, FollowerOptions, LogFollower, Login, Stage, Status};
 use serde_json::Value;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ssh_args(port: u16) -> Vec<String> {
-    let mut a: Vec<String> = vec!["ssh".into(), "-p".into(), port.to_string()];
-    for o in [
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "LogLevel=ERROR",
-        "ConnectTimeout=10",
-    ] {
-        a.push("-o".into());
-        a.push(o.into());
-    }
-    a
-}
-
-fn wrong_password(port: u16, user: &str) {
-    let st = Command::new("timeout")
-        .args(["30", "sshpass", "-p", "definitely-wrong"])
-        .args(ssh_args(port))
-        .args([
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            &format!("{user}@127.0.0.1"),
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!st.success(), "a wrong password logged in");
-}
-
-fn key_login(port: u16, key: &Path) {
-    Command::new("timeout")
-        .arg("30")
-        .args(ssh_args(port))
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "root@127.0.0.1",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-}
-
-/// sshd logging to `log`, or to syslog (/dev/log) when `log` is None.
-fn start_sshd(d: &Path, port: u16, log: Option<&Path>) -> Kill {
-    let mut sshd = Command::new("/usr/sbin/sshd");
-    sshd.args(["-D", "-f", "/dev/null", "-p", &port.to_string()]);
-    if let Some(log) = log {
-        sshd.arg("-E").arg(log);
-    }
-    for o in [
-        "ListenAddress=127.0.0.1".to_string(),
-        format!("HostKey={}", d.join("hostkey").display()),
-        format!("PidFile={}", d.join("sshd.pid").display()),
-        format!("AuthorizedKeysFile={}", d.join("authorized_keys").display()),
-        "LogLevel=INFO".to_string(),
-        "PasswordAuthentication=yes".to_string(),
-        "KbdInteractiveAuthentication=no".to_string(),
-        "PermitRootLogin=yes".to_string(),
-        "StrictModes=no".to_string(),
-        "UsePAM=no".to_string(),
-    ] {
-        sshd.args(["-o", &o]);
-    }
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let child = sshd.stdin(Stdio::null()).spawn().expect("start sshd");
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "sshd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Kill(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Eight digits that make this run's user names unique.
 fn short_tag() -> String {
@@ -151,21 +47,15 @@ fn logins(agent: &Agent, user: &str) -> Vec<Value> {
 
 #[test]
 fn ssh_logins_across_rotation_and_restart() {
+    // Two agents, and logins while neither runs.
+    let _serial = serial();
     let dir = std::env::temp_dir().join(marker("sshd"));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.as_path();
-    for key in ["hostkey", "id"] {
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(d.join(key))
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
-    let port = free_port();
+    let key = client_key(d);
     let log = d.join("sshd.log");
-    let sshd = start_sshd(d, port, Some(&log));
+    let sshd = Sshd::start(d, Some(&log));
+    let port = sshd.port();
     let state = d.join("state");
     let base = login_args(&log, "off", &state);
     let base: Vec<&str> = base.iter().map(String::as_str).collect();
@@ -173,8 +63,8 @@ fn ssh_logins_across_rotation_and_restart() {
 
     let tag = short_tag();
     let (invalid, while_down) = (format!("kx{tag}"), format!("kd{tag}"));
-    wrong_password(port, "root");
-    wrong_password(port, &invalid);
+    sshd.wrong_password("root");
+    sshd.wrong_password(&invalid);
     let failed = agent.wait_for("the wrong root password", |e| {
         e["data_type"] == "1001"
             && e["user"] == "root"
@@ -197,7 +87,7 @@ fn ssh_logins_across_rotation_and_restart() {
     // (sshd re-executes itself on SIGHUP and opens its -E file anew).
     std::fs::rename(&log, d.join("sshd.log.1")).unwrap();
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(sshd.0.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(sshd.pid() as i32, libc::SIGHUP) };
     let start = Instant::now();
     while !log.exists() || TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -206,7 +96,7 @@ fn ssh_logins_across_rotation_and_restart() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    key_login(port, &d.join("id"));
+    sshd.key_login(&key);
     let ok = agent.wait_for("the key login after rotation", |e| {
         e["data_type"] == "1001" && e["user"] == "root" && e["status"] == "Success"
     });
@@ -217,7 +107,7 @@ fn ssh_logins_across_rotation_and_restart() {
 
     // A login while the agent is down is reported by the next agent; none
     // of the earlier ones is reported again.
-    wrong_password(port, &while_down);
+    sshd.wrong_password(&while_down);
     let agent = Agent::start_to_file(&d.join("out2.json"), &base);
     let down = agent.wait_for("the login made while the agent was down", |e| {
         e["data_type"] == "1001" && e["user"].as_str() == Some(while_down.as_str())
@@ -304,19 +194,14 @@ impl Drop for Journald {
 
 #[test]
 fn ssh_logins_from_the_journal_across_restart() {
+    // Two agents, and a login while neither runs.
+    let _serial = serial();
     let _journald = Journald::ensure();
     let dir = std::env::temp_dir().join(marker("sshd-journal"));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.as_path();
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(d.join("hostkey"))
-        .status()
-        .unwrap();
-    assert!(st.success());
     std::fs::write(d.join("authorized_keys"), b"").unwrap();
-    let port = free_port();
-    let sshd = start_sshd(d, port, None);
+    let sshd = Sshd::start(d, None);
     let state = d.join("state");
     let missing = d.join("no-such-auth.log");
     let base = login_args(&missing, "on", &state);
@@ -330,7 +215,7 @@ fn ssh_logins_from_the_journal_across_restart() {
         "{}",
         agent.stderr()
     );
-    wrong_password(port, &first);
+    sshd.wrong_password(&first);
     let ev = agent.wait_for("the invalid user, from the journal", |e| {
         e["data_type"] == "1001"
             && e["user"].as_str() == Some(first.as_str())
@@ -342,7 +227,7 @@ fn ssh_logins_from_the_journal_across_restart() {
     agent.stop();
 
     // While the agent is down; the next one starts after its cursor.
-    wrong_password(port, &second);
+    sshd.wrong_password(&second);
     let agent = Agent::start_to_file(&d.join("out2.json"), &base);
     agent.wait_for("the login made while the agent was down", |e| {
         e["data_type"] == "1001" && e["user"].as_str() == Some(second.as_str())
@@ -354,6 +239,97 @@ fn ssh_logins_from_the_journal_across_restart() {
         "the restarted agent repeated old logins"
     );
     agent.stop();
+    drop(sshd);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// kestrel-logins without the agent: `LogFollower` follows the server's
+/// `sshd -E` file and `parse_message` reads its lines.
+#[test]
+fn real_sshd_logins() {
+    // A daemon and logins with deadlines: not under another test's load.
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(marker("sshd-follower"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.as_path();
+    let key = client_key(d);
+    let log = d.join("sshd.log");
+    let mut follower = LogFollower::open(
+        &log,
+        FollowerOptions {
+            state_path: Some(d.join("state.json")),
+            start_at_end: false,
+            ..FollowerOptions::default()
+        },
+    )
+    .unwrap();
+    let sshd = Sshd::start(d, Some(&log));
+    let port = sshd.port();
+
+    sshd.wrong_password("root");
+    sshd.wrong_password("nosuchuser");
+    sshd.key_login(&key);
+
+    let mut logins: Vec<Login> = Vec::new();
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    let found = |logins: &[Login]| {
+        let failed_root = logins.iter().any(|l| {
+            l.stage == Stage::Auth
+                && l.status == Status::Failed
+                && l.method == "password"
+                && l.user == "root"
+                && l.user_exists
+        });
+        let failed_invalid = logins.iter().any(|l| {
+            l.stage == Stage::Auth
+                && l.status == Status::Failed
+                && l.user == "nosuchuser"
+                && !l.user_exists
+        });
+        let invalid = logins
+            .iter()
+            .any(|l| l.stage == Stage::InvalidUser && l.user == "nosuchuser");
+        let accepted = logins
+            .iter()
+            .any(|l| l.status == Status::Success && l.method == "publickey" && l.user == "root");
+        failed_root && failed_invalid && invalid && accepted
+    };
+    while !found(&logins) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "expected logins not seen; lines: {lines:#?}\nlogins: {logins:#?}"
+        );
+        for line in follower.poll().unwrap() {
+            // `sshd -E` writes bare messages (no syslog header).
+            if let Some(l) = parse_message("sshd", None, &line) {
+                logins.push(l);
+            }
+            lines.push(line);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for l in &logins {
+        assert_eq!(l.from_ip.to_string(), "127.0.0.1");
+        assert_ne!(l.port, 0);
+        assert_ne!(l.port, port);
+    }
+    // A new follower from the saved state repeats nothing.
+    drop(follower);
+    let mut again = LogFollower::open(
+        &log,
+        FollowerOptions {
+            state_path: Some(d.join("state.json")),
+            start_at_end: false,
+            ..FollowerOptions::default()
+        },
+    )
+    .unwrap();
+    let rest = again.poll().unwrap();
+    assert!(
+        rest.iter().all(|l| !lines.contains(l)),
+        "repeated lines: {rest:?}"
+    );
     drop(sshd);
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -3,14 +3,12 @@
 //! flooded, so its smallest ring buffer fills and stays full: every kind
 //! then loses records, whatever the machine's speed. Needs root.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{marker, Agent, PERL_CONN};
+use crate::support::{marker, Agent, PERL_CONN};
 use kestrel_probes::Kind;
 
 /// Records of each flooded kind that the test makes. The ring buffer

@@ -2,9 +2,7 @@
 //! compiled out: the probe must say it does not apply, not fail. The load
 //! itself is proven in a qemu guest (tests/qemu). Needs root.
 
-mod common;
-
-use common::Agent;
+use crate::support::Agent;
 
 #[test]
 fn module_probes_follow_what_the_kernel_supports() {

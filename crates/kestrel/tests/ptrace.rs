@@ -1,11 +1,9 @@
 //! ptrace events (data_type 101): a tracer attaches to a child and writes
 //! into its memory. Needs root.
 
-mod common;
-
 use std::process::Command;
 
-use common::{field, Agent};
+use crate::support::{field, Agent};
 
 /// Start of the first writable private mapping of `pid`.
 fn writable_address(pid: u32) -> u64 {

@@ -3,11 +3,11 @@
 //! this build's kestrel and a test module (tests/qemu/smoke.sh). The guest
 //! also proves the agent's programs load and run on 6.1. Needs root.
 
-mod common;
+use crate::support::qemu;
 
 #[test]
 fn module_load_in_a_qemu_guest() {
-    let run = common::qemu_script("smoke.sh", &[], "SMOKE");
+    let run = qemu::run_script("smoke.sh", &[], "SMOKE");
     let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
         run.ok,

@@ -4,16 +4,10 @@
 //! rootkit (tests/qemu/rootkit/) must be found by 700, 701, 702 and 703,
 //! each naming the hidden module. Needs root.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{kestrel, Agent};
-
-/// One qemu guest at a time: two TCG guests on this machine's two cores
-/// would each run past their timeouts.
-static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::support::{kestrel, qemu, Agent};
 
 /// "name H/N" pairs of the summary line: (name, hooked, checked).
 fn table_counts(summary: &str) -> Vec<(String, usize, usize)> {
@@ -80,8 +74,7 @@ fn host_scan_is_clean_and_counts_every_table() {
 
 #[test]
 fn rootkit_found_in_a_qemu_guest() {
-    let _one_guest = QEMU.lock().unwrap_or_else(|e| e.into_inner());
-    let run = common::qemu_script("rootkit.sh", &[], "ROOTKIT");
+    let run = qemu::run_script("rootkit.sh", &[], "ROOTKIT");
     let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
         run.ok,
@@ -126,8 +119,7 @@ fn rootkit_found_in_a_qemu_guest() {
 /// alone, and a visible module beside it is not reported.
 #[test]
 fn hidden_module_found_through_mod_tree_on_6_12() {
-    let _one_guest = QEMU.lock().unwrap_or_else(|e| e.into_inner());
-    let run = common::qemu_script("modtree.sh", &["6.12"], "MODTREE");
+    let run = qemu::run_script("modtree.sh", &["6.12"], "MODTREE");
     let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
         run.ok,

@@ -2,118 +2,13 @@
 //! bench, end to end: real processes over real TLS connections, as root.
 //! Heartbeats every second and an offline timeout of 3 s keep it quick.
 
-mod browser;
-mod common;
-
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{kestrel, marker};
+use crate::support::server::{browser, ctl, scratch, start_server, wait_until, Proc};
+use crate::support::{kestrel, marker, serial};
 use serde_json::Value;
-
-/// One scenario at a time: each runs several agents or a thousand
-/// simulated ones, and they would slow each other down.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A child process whose stderr is collected; killed when dropped.
-struct Proc {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, ready: &str) -> Proc {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kestrel");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            let mut err = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let p = Proc { child, stderr };
-        wait_until(&format!("{ready:?} in the log"), 90, || {
-            p.stderr().contains(ready).then_some(())
-        })
-        .unwrap_or_else(|| panic!("process not ready:\n{}", p.stderr()));
-        p
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, and a clean exit expected.
-    fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit {status}:\n{}", self.stderr());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `f` every 100 ms for up to `secs`.
-fn wait_until<T>(_what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = PathBuf::from(format!("/tmp/kserver-{}", marker(tag)));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn start_server(data: &Path, grpc: u16, http: u16) -> Proc {
-    Proc::spawn(
-        kestrel().args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{grpc}"),
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--data",
-            data.to_str().unwrap(),
-            "--offline-after-secs",
-            "3",
-        ]),
-        "kestrel server listening",
-    )
-}
 
 /// A full agent (probes loaded) attached to the server.
 fn start_agent(
@@ -140,20 +35,6 @@ fn start_agent(
     )
 }
 
-fn ctl(data: &Path, http: u16, args: &[&str]) -> Output {
-    kestrel()
-        .args([
-            "ctl",
-            "--api",
-            &format!("https://127.0.0.1:{http}"),
-            "--token-file",
-        ])
-        .arg(data.join("admin.token"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn agents(data: &Path, http: u16) -> Vec<Value> {
     let out = ctl(data, http, &["agents", "--json"]);
     assert!(out.status.success(), "{out:?}");
@@ -169,7 +50,7 @@ fn agent_state(data: &Path, http: u16, id: &str) -> Option<Value> {
 }
 
 fn wait_state(data: &Path, http: u16, id: &str, state: &str, secs: u64) -> Value {
-    wait_until("agent state", secs, || {
+    wait_until(secs, || {
         agent_state(data, http, id).filter(|a| a["state"] == state)
     })
     .unwrap_or_else(|| {
@@ -215,11 +96,11 @@ fn has_exec(evs: &[Value], m: &str) -> bool {
 
 #[test]
 fn two_agents_commands_offline_and_server_restart() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18410, 18411);
     let dir = scratch("fleet");
     let data = dir.join("server");
-    let server = start_server(&data, grpc, http);
+    let server = start_server(&data, grpc, http, &[]);
     for f in ["ca.pem", "enroll.token", "admin.token"] {
         assert!(data.join(f).is_file(), "{f} not written");
     }
@@ -296,7 +177,7 @@ fn two_agents_commands_offline_and_server_restart() {
     assert!(sent > 0, "{r}");
     let detail = ctl(&data, http, &["agent", &id_a]);
     let detail: Value = serde_json::from_slice(&detail.stdout).unwrap();
-    wait_until("heartbeat counts the inventory", 10, || {
+    wait_until(10, || {
         let d: Value = serde_json::from_slice(&ctl(&data, http, &["agent", &id_a]).stdout).ok()?;
         (d["heartbeat"]["events_total"].as_u64()? >= sent).then_some(())
     })
@@ -325,7 +206,7 @@ fn two_agents_commands_offline_and_server_restart() {
     // Connected again every few seconds: on a busy host the kernel may
     // drop one (and count it).
     let mut last = Instant::now() - Duration::from_secs(10);
-    wait_until("sentinel connect", 90, || {
+    wait_until(90, || {
         if last.elapsed() > Duration::from_secs(3) {
             drop(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
             last = Instant::now();
@@ -339,16 +220,14 @@ fn two_agents_commands_offline_and_server_restart() {
     let r = command(&data, http, &id_a, &["config", "enable=59"]);
     assert_eq!(r["status"], "ok", "{r}");
     exec_marker(&m2);
-    wait_until("second exec", 60, || {
-        has_exec(&events(&out_a), &m2).then_some(())
-    })
-    .expect("the exec after enable=59 was not written");
+    wait_until(60, || has_exec(&events(&out_a), &m2).then_some(()))
+        .expect("the exec after enable=59 was not written");
     assert!(
         !has_exec(&events(&out_a), &m1),
         "an exec was written while disabled"
     );
     // Agent B was not told: it saw both.
-    wait_until("B saw both", 60, || {
+    wait_until(60, || {
         let e = events(&out_b);
         (has_exec(&e, &m1) && has_exec(&e, &m2)).then_some(())
     })
@@ -360,10 +239,8 @@ fn two_agents_commands_offline_and_server_restart() {
     assert_eq!(r["status"], "ok", "{r}");
     let m3 = marker("moved");
     exec_marker(&m3);
-    wait_until("exec in the new output", 60, || {
-        has_exec(&events(&out_a2), &m3).then_some(())
-    })
-    .expect("the exec after the output change is not in the new file");
+    wait_until(60, || has_exec(&events(&out_a2), &m3).then_some(()))
+        .expect("the exec after the output change is not in the new file");
     assert!(
         !has_exec(&events(&out_a), &m3),
         "written to the old output too"
@@ -398,10 +275,8 @@ fn two_agents_commands_offline_and_server_restart() {
     };
     // Created files leave in creation order: once the second is written,
     // the first would have been.
-    wait_until("creation after include_path", 60, || {
-        created(&seen).then_some(())
-    })
-    .expect("a creation after include_path was not written");
+    wait_until(60, || created(&seen).then_some(()))
+        .expect("a creation after include_path was not written");
     assert!(
         !created(&hidden),
         "a creation under an excluded directory was written"
@@ -427,10 +302,10 @@ fn two_agents_commands_offline_and_server_restart() {
 
     // The server restarts: the agents come back by themselves.
     server.stop();
-    let server = start_server(&data, grpc, http);
+    let server = start_server(&data, grpc, http, &[]);
     let before = va["last_heartbeat"].as_i64().unwrap();
     for id in [&id_a, &id_b] {
-        wait_until("reconnect", 60, || {
+        wait_until(60, || {
             agent_state(&data, http, id).filter(|v| {
                 v["connected"] == true && v["last_heartbeat"].as_i64().unwrap_or(0) > before
             })
@@ -454,11 +329,11 @@ fn two_agents_commands_offline_and_server_restart() {
     let r = command(&data, http, &id_b, &["restart"]);
     assert_eq!(r["status"], "ok", "{r}");
     assert!(r["result"].as_str().unwrap().contains("restarting"), "{r}");
-    wait_until("re-executed", 90, || {
+    wait_until(90, || {
         (b.stderr().matches("kestrel agent started").count() >= 2).then_some(())
     })
     .unwrap_or_else(|| panic!("agent B did not restart:\n{}", b.stderr()));
-    wait_until("back after restart", 60, || {
+    wait_until(60, || {
         agent_state(&data, http, &id_b).filter(|v| {
             v["connected"] == true && v["uptime_secs"].as_u64().unwrap_or(u64::MAX) < up
         })
@@ -488,7 +363,7 @@ fn two_agents_commands_offline_and_server_restart() {
     // Back again, to the same state directory.
     let b = start_b();
     for cid in &queued {
-        wait_until("queued command done", 60, || {
+        wait_until(60, || {
             let out = ctl(&data, http, &["status", cid]);
             let v: Value = serde_json::from_slice(&out.stdout).ok()?;
             (v["status"] == "ok").then_some(())
@@ -545,11 +420,11 @@ fn dashboard(data: &Path, http: u16, hosts: &[&String]) {
 
 #[test]
 fn bad_token_unauthenticated_api_and_revocation() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18420, 18421);
     let dir = scratch("security");
     let data = dir.join("server");
-    let server = start_server(&data, grpc, http);
+    let server = start_server(&data, grpc, http, &[]);
 
     // The API without the admin token, or with a wrong one: 401.
     let ca = std::fs::read(data.join("ca.pem")).unwrap();
@@ -605,7 +480,7 @@ fn bad_token_unauthenticated_api_and_revocation() {
     assert!(agents(&data, http).is_empty(), "a refused agent is listed");
     let m = marker("bad");
     exec_marker(&m);
-    wait_until("refused agent collects", 60, || {
+    wait_until(60, || {
         has_exec(&events(&dir.join("bad.jsonl")), &m).then_some(())
     })
     .expect("the refused agent stopped collecting");
@@ -628,7 +503,7 @@ fn bad_token_unauthenticated_api_and_revocation() {
     assert!(out.status.success(), "{out:?}");
     let v = wait_state(&data, http, &id, "revoked", 10);
     assert_eq!(v["connected"], false);
-    wait_until("agent told", 20, || {
+    wait_until(20, || {
         good.stderr()
             .contains("this agent was revoked")
             .then_some(())
@@ -636,17 +511,15 @@ fn bad_token_unauthenticated_api_and_revocation() {
     .unwrap_or_else(|| panic!("agent not cut off:\n{}", good.stderr()));
     // Its reconnection attempts are refused too.
     let refusals = |s: &str| s.matches("this agent was revoked").count();
-    wait_until("refused again", 60, || {
-        (refusals(&good.stderr()) >= 2).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no second refusal:\n{}", good.stderr()));
+    wait_until(60, || (refusals(&good.stderr()) >= 2).then_some(()))
+        .unwrap_or_else(|| panic!("no second refusal:\n{}", good.stderr()));
     assert_eq!(agent_state(&data, http, &id).unwrap()["connected"], false);
     // Commands to a revoked agent are refused.
     let out = ctl(&data, http, &["command", &id, "inventory"]);
     assert!(!out.status.success());
     let m = marker("revoked");
     exec_marker(&m);
-    wait_until("revoked agent collects", 60, || {
+    wait_until(60, || {
         has_exec(&events(&dir.join("good.jsonl")), &m).then_some(())
     })
     .expect("the revoked agent stopped collecting");
@@ -657,7 +530,7 @@ fn bad_token_unauthenticated_api_and_revocation() {
 
 #[test]
 fn bench_thousand_agents() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let out = kestrel()
         .args([
             "bench",
@@ -694,7 +567,7 @@ fn bench_thousand_agents() {
 #[test]
 fn postgres_storage() {
     use std::os::unix::process::CommandExt;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let bin = Path::new("/usr/lib/postgresql/15/bin");
     assert!(
         bin.join("postgres").exists(),

@@ -4,144 +4,19 @@
 //! forge terminal and log lines, and an agent given the wrong CA. Each test
 //! performs the attack against a real server process on 127.0.0.1.
 
-mod browser;
-mod common;
-
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{kestrel, marker};
+use crate::support::server::{browser, ctl, scratch, server_cmd, start_server, wait_until, Proc};
+use crate::support::{kestrel, serial};
 use kestrel_control::client::{AgentHandle, ClientConfig, Outcome};
 use kestrel_control::pb::{Command as AgentCommand, Heartbeat};
 use serde_json::{json, Value};
-
-/// One scenario at a time: the flood would disturb the others.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A child process whose stderr is collected; killed when dropped.
-struct Proc {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, ready: &str) -> Proc {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kestrel");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            let mut err = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let p = Proc { child, stderr };
-        wait_until(90, || p.stderr().contains(ready).then_some(()))
-            .unwrap_or_else(|| panic!("{ready:?} not in the log:\n{}", p.stderr()));
-        p
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, and a clean exit expected.
-    fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit {status}:\n{}", self.stderr());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = PathBuf::from(format!("/tmp/kserver-{}", marker(tag)));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn server_cmd(data: &Path, grpc: u16, http: u16, extra: &[&str]) -> Command {
-    let mut c = kestrel();
-    c.args([
-        "server",
-        "--listen",
-        &format!("127.0.0.1:{grpc}"),
-        "--http",
-        &format!("127.0.0.1:{http}"),
-        "--offline-after-secs",
-        "3",
-        "--data",
-    ])
-    .arg(data)
-    .args(extra);
-    c
-}
-
-fn start_server(data: &Path, grpc: u16, http: u16, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        &mut server_cmd(data, grpc, http, extra),
-        "kestrel server listening",
-    )
-}
-
-fn ctl(data: &Path, http: u16, args: &[&str]) -> Output {
-    kestrel()
-        .args([
-            "ctl",
-            "--api",
-            &format!("https://127.0.0.1:{http}"),
-            "--token-file",
-        ])
-        .arg(data.join("admin.token"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn ctl_ok(data: &Path, http: u16, args: &[&str]) -> String {
     let out = ctl(data, http, args);
@@ -223,7 +98,7 @@ fn code(r: &Result<String, kestrel_control::client::Error>) -> Option<tonic::Cod
 
 #[test]
 fn enrolled_identity_cannot_be_taken_over() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18460, 18461);
     let dir = scratch("takeover");
     let data = dir.join("server");
@@ -363,7 +238,7 @@ fn enrolled_identity_cannot_be_taken_over() {
 
 #[test]
 fn dashboard_signs_in_with_a_post_and_a_server_side_session() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18462, 18463);
     let dir = scratch("dashboard");
     let data = dir.join("server");
@@ -517,7 +392,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn half_open_handshake_flood_does_not_blind_the_server() {
     use std::os::unix::process::CommandExt;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18464, 18465);
     let dir = scratch("flood");
     let data = dir.join("server");
@@ -688,7 +563,7 @@ fn half_open_handshake_flood_does_not_blind_the_server() {
 
 #[test]
 fn host_names_cannot_forge_terminal_or_log_lines() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18466, 18467);
     let dir = scratch("escape");
     let data = dir.join("server");
@@ -729,7 +604,7 @@ fn host_names_cannot_forge_terminal_or_log_lines() {
 
 #[test]
 fn an_agent_given_the_wrong_ca_says_so() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18468, 18469);
     let dir = scratch("wrong-ca");
     let data = dir.join("server");
@@ -808,7 +683,7 @@ fn start_agent(data: &Path, grpc: u16, dir: &Path, ready: &str) -> Proc {
 
 #[test]
 fn an_agent_that_lost_its_secret_comes_back_once_approved() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let (grpc, http) = (18470, 18471);
     let dir = scratch("lost-secret");
     let data = dir.join("server");

@@ -189,7 +189,7 @@ fn header(plan: &Plan, what: &str) -> String {
                 .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
         })
         .map_or(0.0, |kb| kb as f64 / (1 << 20) as f64);
-    let os = crate::control::os_pretty_name().unwrap_or_default();
+    let os = crate::hostinfo::os_pretty_name().unwrap_or_default();
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

@@ -1,4 +1,4 @@
-//! Pipeline throughput: decode → enrich → JSON, replayed and live.
+//! Pipeline throughput: decode → enrich → detect → JSON, replayed and live.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kestrel_decode::decode;
-use kestrel_enrich::{EnrichConfig, Enricher};
+use kestrel_enrich::Enricher;
+
+use crate::agent::detect::{Detect, DetectSettings, Filter};
+use crate::agent::enrich::EnrichSettings;
+use crate::agent::output::encode;
 
 use super::workloads::{Env, Kind};
 use super::{progress, AgentProc, Plan};
@@ -108,8 +112,9 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
     let mut s = String::new();
     let _ = writeln!(s, "### 3. Pipeline\n");
 
-    // Replay: the agent's own decode, enrich and encode functions, fed
-    // from memory at full speed, on one thread.
+    // Replay: the agent's own stages (decode, enrich, detect, encode) with
+    // their default settings, fed from memory at full speed, on one
+    // thread, without the queues between them.
     let recorded = plan.dir.join("raw.rec");
     let file = match replay {
         Some(f) => f.to_path_buf(),
@@ -138,16 +143,20 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
         "pipeline: replaying {} records ({target} events per stage)",
         records.len()
     ));
-    let mut enricher = Enricher::new(EnrichConfig::default());
+    let mut enricher = Enricher::new(EnrichSettings::default().resolve(1)?.enrich);
+    let detect = Detect::new(&DetectSettings::default().resolve(), Default::default());
+    // The server's filter as an agent without --server has it: empty.
+    let filter = Filter::default();
     let mut buf = Vec::with_capacity(4096);
     let mut stages = Vec::new();
+    const FULL: &str = "decode + enrich + detect + JSON";
     // The first pass meets every process and executable for the first
     // time (cold caches); the later stages run warm, as a busy agent does.
     for stage in [
         "decode + enrich, first pass (cold caches)",
         "decode",
         "decode + enrich",
-        "decode + enrich + JSON",
+        FULL,
     ] {
         let target = if stage.contains("cold") {
             records.len() as u64
@@ -168,15 +177,17 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
                     black_box(&rec);
                     continue;
                 }
-                let Some(ev) = enricher.enrich(&rec) else {
+                let Some(mut ev) = enricher.enrich(&rec) else {
                     continue;
                 };
-                if stage != "decode + enrich + JSON" {
+                if stage != FULL {
                     black_box(&ev);
                     continue;
                 }
-                buf.clear();
-                ev.write_json_line(&mut buf);
+                if !detect.keep(&ev, &filter) {
+                    continue;
+                }
+                encode(&mut ev, "bench-1", n, &mut buf);
                 bytes += buf.len() as u64;
             }
         }
@@ -209,8 +220,8 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
     let _ = writeln!(
         s,
         "**Replay.** {} raw records recorded by `kestrel agent --record-raw` during a mixed load ({}), \
-         replayed in a loop on one thread through the agent's own `decode`, `Enricher::enrich` and \
-         `Event::write_json_line` (no kernel, no output I/O). The recorded processes have exited, so \
+         replayed in a loop on one thread through the agent's own stages: `decode`, `Enricher::enrich`, \
+         detection's policies and the output's encoding (no kernel, no queues, no output I/O). The recorded processes have exited, so \
          enrichment takes its /proc-miss path for them, as it does for short-lived processes.\n",
         records.len(),
         kinds
@@ -243,16 +254,21 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
     let parts = [
         ("decode", per_event[1]),
         ("enrich", (per_event[2] - per_event[1]).max(0.0)),
+        (
+            "detect and event_id",
+            (per_event[3] - per_event[2] - per_event[4]).max(0.0),
+        ),
         ("JSON encoding", per_event[4]),
     ];
     let total = per_event[3].max(1.0);
     let worst = parts
         .iter()
         .max_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("three parts");
+        .expect("four parts");
     let _ = writeln!(
         s,
-        "\nPer event (decode alone, enrich = decode + enrich minus decode, JSON alone): {}. The bottleneck of the user-space pipeline is **{}** ({:.0} % of its CPU); \
+        "\nPer event (decode alone, enrich = decode + enrich minus decode, detect = the whole \
+         pipeline minus decode + enrich and JSON alone, JSON alone): {}. The bottleneck of the user-space pipeline is **{}** ({:.0} % of its CPU); \
          the full pipeline sustains {:.0} events/s on one core.\n",
         parts
             .iter()

@@ -3,8 +3,6 @@
 //! so that a test can fill and post a form like a person would, follow the
 //! redirects with the browser's own cookie rules, and screenshot each page.
 
-#![allow(dead_code)]
-
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, RawFd};

@@ -1,8 +1,13 @@
-//! Runs the real `kestrel agent` binary for end-to-end tests (root, real
-//! kernel) and reads back what it prints.
+//! What the end-to-end tests share: the real `kestrel` binary and its agent
+//! (root, real kernel), and the helpers that read back what it prints; the
+//! daemons some areas need are in the submodules.
 
-#![allow(dead_code)]
+pub mod kafka;
+pub mod qemu;
+pub mod server;
+pub mod sshd;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -12,8 +17,44 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// One agent at a time: they would all see each other's load.
+/// One system-wide test at a time. The tests are threads of one process;
+/// agents, servers, benchmarks, guests and brokers would see each other's
+/// load, slow each other past their deadlines, and count each other's
+/// losses. Every [`Agent`] holds it; a test that does system-wide work
+/// outside one agent's lifetime holds it for its whole body with
+/// [`serial`]. Quick commands that exit at once (argument errors, one-shot
+/// inventories and scans) do not take it.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this thread holds [`SERIAL`]: a test holding it for its body
+    /// starts agents, which take it again.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// [`SERIAL`], held until dropped.
+pub struct Serial(Option<MutexGuard<'static, ()>>);
+
+/// Waits for [`SERIAL`]; at once if this thread holds it already.
+pub fn serial() -> Serial {
+    if HOLDING.get() {
+        return Serial(None);
+    }
+    // A test that failed while holding it poisoned it: the next one runs
+    // all the same (its agent, daemons and load were stopped by their
+    // Drop during the unwinding).
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    HOLDING.set(true);
+    Serial(Some(guard))
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            HOLDING.set(false);
+        }
+    }
+}
 
 pub fn kestrel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kestrel"))
@@ -24,7 +65,7 @@ pub struct Agent {
     lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     out_file: Option<PathBuf>,
-    _serial: MutexGuard<'static, ()>,
+    _serial: Serial,
 }
 
 /// Start of a Perl script (perl-base is on every Debian system) for a
@@ -62,7 +103,7 @@ impl Agent {
     }
 
     fn spawn(args: &[&str], out_file: Option<PathBuf>) -> Agent {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = serial();
         // The start-up inventory is hundreds of events: off unless a test
         // asks for it.
         let inventory: &[&str] = if args.contains(&"--inventory-interval-hours") {
@@ -234,35 +275,4 @@ pub fn md5_hex(path: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// What a qemu test script (tests/qemu/*.sh) did.
-pub struct GuestRun {
-    pub ok: bool,
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs the qemu test script `script` (under tests/qemu) with `args` and
-/// this build's kestrel, prints the guest's lines that start with
-/// `prefix`, and says whether it exited 0 with "`prefix` RESULT: PASS".
-pub fn qemu_script(script: &str, args: &[&str], prefix: &str) -> GuestRun {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/qemu").join(script))
-        .args(args)
-        .env("KESTREL_BIN", env!("CARGO_BIN_EXE_kestrel"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(prefix)).collect();
-    println!("{}", lines.join("\n"));
-    GuestRun {
-        ok: out.status.success() && stdout.contains(&format!("{prefix} RESULT: PASS")),
-        status: out.status,
-        stdout,
-        stderr,
-    }
 }

@@ -1,14 +1,11 @@
-//! What the Kafka tests share (tests/kafka.rs, tests/kafka_auth.rs): a real
+//! What the Kafka tests (kafka.rs, kafka_auth.rs) share: a real
 //! Kafka-protocol broker (tansu), librdkafka's consumer to read it back, exec
 //! and connect load, the agent's metrics.
 //!
-//! Included with `#[path]` by those two files only, so that the other test
-//! binaries do not link librdkafka. Every agent of a test binary holds
-//! `common::SERIAL`, and test binaries run one after another: one metrics
-//! address serves them all. Brokers: kafka.rs on 127.0.0.1:19092-19098,
-//! kafka_auth.rs on 19100-19106.
-
-#![allow(dead_code)]
+//! Every Kafka test holds [`super::serial`] for its whole body (its brokers
+//! and load outlive single agents): one metrics address serves them all.
+//! Brokers: kafka.rs on 127.0.0.1:19092-19098, kafka_auth.rs on
+//! 19100-19106.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -19,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::{marker, Agent};
+use super::{marker, Agent};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -290,6 +287,17 @@ impl Reader {
     }
 }
 
+impl Drop for Reader {
+    /// A test that failed midway must not leave its consumer polling under
+    /// the tests that follow it in this process.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The end of partition 0 of `topic`: how many records it ever took.
 pub fn high_watermark(config: &ClientConfig, topic: &str) -> i64 {
     let c: BaseConsumer = config
@@ -412,12 +420,23 @@ impl Load {
         }
     }
 
-    pub fn stop(self) -> u64 {
+    pub fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.join().unwrap();
         }
         self.execs.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Load {
+    /// A test that failed midway must not leave its execs and connects
+    /// running under the tests that follow it in this process.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 

@@ -1,0 +1,244 @@
+//! Collect: the probes, the ring buffer and its records, decoded.
+//!
+//! Runs on the agent's main thread, called back by libbpf for each record
+//! the ring buffer holds; hands each decoded record to the enrich stage on
+//! the same thread. Also measures how long records waited in the ring
+//! buffer, and with `--record-raw` keeps every record for `kestrel bench
+//! pipeline`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kestrel_decode::decode;
+use kestrel_probes::{ProbeConfig, ProbeState, Probes};
+use serde::Deserialize;
+
+use super::enrich::{EnrichStage, EnrichStageCounters};
+use crate::config::{range, General};
+use crate::excludes::MAX_FILE_EXCLUDES;
+
+/// Settings of the collect stage.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub struct CollectSettings {
+    /// Size of the kernel ring buffer in bytes: a power of two from 64 KiB
+    /// to 1 GiB. Larger absorbs longer bursts before the kernel must drop
+    /// (and count) events. [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub ring_buffer_bytes: Option<u64>,
+
+    /// Buffered bytes at which the kernel wakes the agent. Below this,
+    /// events wait for the next poll (--max-latency-ms): waking per event
+    /// would cost ~16 us each. [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    pub wakeup_bytes: Option<u64>,
+
+    /// Longest time, in ms, an event may sit in the ring buffer before the
+    /// agent collects it when the wakeup threshold is not reached (1-10000).
+    /// [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub max_latency_ms: Option<u64>,
+
+    /// Directories under which created files are not reported; filtered
+    /// in the kernel. Repeat the flag for several; at most 256. A directory
+    /// that does not exist yet is excluded once it does. [default: /proc,
+    /// /sys and the state directory]
+    #[arg(long = "file-exclude", value_name = "DIR")]
+    pub file_excludes: Option<Vec<PathBuf>>,
+
+    /// BTF file describing the running kernel, for kernels without
+    /// /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// Also append every raw ring-buffer record to FILE (each a
+    /// little-endian u32 length, then the record), for `kestrel bench
+    /// pipeline --replay FILE`. Off by default.
+    #[arg(long, value_name = "FILE")]
+    pub record_raw: Option<PathBuf>,
+}
+
+/// The collect stage's settings, resolved.
+#[derive(Debug, Clone)]
+pub struct CollectConfig {
+    pub ring_buffer_bytes: u32,
+    pub wakeup_bytes: u64,
+    pub max_latency: Duration,
+    pub file_excludes: Vec<PathBuf>,
+    pub btf: Option<PathBuf>,
+    pub record_raw: Option<PathBuf>,
+}
+
+impl CollectSettings {
+    pub fn resolve(self, general: &General) -> Result<CollectConfig> {
+        let ring = self.ring_buffer_bytes.unwrap_or(16 << 20);
+        if !(64 << 10..=1 << 30).contains(&ring) || !ring.is_power_of_two() {
+            bail!(
+                "bad config value: ring_buffer_bytes = {ring}: must be a power of two from 65536 to 1073741824"
+            );
+        }
+        let wakeup = self.wakeup_bytes.unwrap_or(256 << 10);
+        let wakeup = range("wakeup_bytes", wakeup, 1, ring / 2).context(
+            "the wakeup threshold must leave room in the ring buffer (at most half of ring_buffer_bytes)",
+        )?;
+        if let Some(b) = &self.btf {
+            if !b.is_file() {
+                bail!("bad config value: btf = {}: no such file", b.display());
+            }
+        }
+        let file_excludes = self.file_excludes.unwrap_or_else(|| {
+            vec![
+                PathBuf::from("/proc"),
+                PathBuf::from("/sys"),
+                general.state_dir.clone(),
+            ]
+        });
+        if let Some(rel) = file_excludes.iter().find(|d| !d.is_absolute()) {
+            bail!(
+                "bad config value: file_excludes: {}: use an absolute directory",
+                rel.display()
+            );
+        }
+        if file_excludes.len() > MAX_FILE_EXCLUDES {
+            bail!(
+                "bad config value: file_excludes: {} directories; at most {MAX_FILE_EXCLUDES}",
+                file_excludes.len()
+            );
+        }
+        Ok(CollectConfig {
+            ring_buffer_bytes: ring as u32,
+            wakeup_bytes: wakeup,
+            max_latency: Duration::from_millis(range(
+                "max_latency_ms",
+                self.max_latency_ms.unwrap_or(100),
+                1,
+                10_000,
+            )?),
+            file_excludes,
+            btf: self.btf,
+            record_raw: self.record_raw,
+        })
+    }
+}
+
+/// What the collect stage counts.
+#[derive(Debug, Default)]
+pub struct CollectCounters {
+    /// Records read from the ring buffer.
+    pub received: AtomicU64,
+    /// Records that did not decode (dropped).
+    pub decode_errors: AtomicU64,
+    /// Longest time a record waited between its submission and its
+    /// decoding, since start.
+    pub max_delay_ns: AtomicU64,
+}
+
+/// Loads and attaches the probes, logging what each hook became.
+pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
+    let probes = Probes::load(&ProbeConfig {
+        ring_buffer_bytes: cfg.ring_buffer_bytes,
+        wakeup_bytes: cfg.wakeup_bytes,
+        btf: cfg.btf.clone(),
+    })?;
+    for p in probes.status() {
+        match &p.state {
+            ProbeState::Attached => {
+                tracing::info!(program = p.program, hook = p.target, "probe attached")
+            }
+            ProbeState::NotApplicable(why) => {
+                tracing::info!(program = p.program, hook = p.target, reason = %why, "probe not applicable")
+            }
+        }
+    }
+    Ok(probes)
+}
+
+/// The ring buffer's consumer.
+pub struct Collector {
+    enrich: EnrichStage,
+    counters: Arc<CollectCounters>,
+    last_decode_warning: Option<Instant>,
+    /// `--record-raw`: every record, length-prefixed, for replay by
+    /// `kestrel bench pipeline`. Dropped (and logged) at the first error.
+    record_raw: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Collector {
+    pub fn new(
+        cfg: &CollectConfig,
+        enrich: EnrichStage,
+        counters: Arc<CollectCounters>,
+    ) -> Result<Self> {
+        let record_raw = match &cfg.record_raw {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p)
+                    .with_context(|| format!("creating the raw record file {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Collector {
+            enrich,
+            counters,
+            last_decode_warning: None,
+            record_raw,
+        })
+    }
+
+    /// Ring buffer callback. A non-zero return stops the current drain:
+    /// used only when the rest of the chain is gone.
+    pub fn on_record(&mut self, data: &[u8]) -> i32 {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = &mut self.record_raw {
+            let r = w
+                .write_all(&(data.len() as u32).to_le_bytes())
+                .and_then(|()| w.write_all(data));
+            if let Err(e) = r {
+                tracing::error!(error = %e, "recording raw records failed; recording stopped");
+                self.record_raw = None;
+            }
+        }
+        let rec = match decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                if self
+                    .last_decode_warning
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                {
+                    tracing::warn!(error = %e, "dropping a record that does not decode (counted in decode_errors)");
+                    self.last_decode_warning = Some(Instant::now());
+                }
+                return 0;
+            }
+        };
+        let now = kestrel_event::host::clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        self.counters
+            .max_delay_ns
+            .fetch_max(now.saturating_sub(rec.ktime_ns()), Ordering::Relaxed);
+        match self.enrich.take(&rec) {
+            Ok(()) => 0,
+            Err(super::Closed) => -1,
+        }
+    }
+
+    /// The enrich stage's counters.
+    pub fn enrich_counters(&self) -> EnrichStageCounters {
+        self.enrich.counters()
+    }
+
+    /// Ends collection: the raw record file is flushed and the enrich
+    /// stage passes on what it still holds. Returns its last counters.
+    pub fn finish(mut self) -> EnrichStageCounters {
+        if let Some(mut w) = self.record_raw.take() {
+            if let Err(e) = w.flush() {
+                tracing::error!(error = %e, "writing the raw record file failed");
+            }
+        }
+        self.enrich.finish()
+    }
+}

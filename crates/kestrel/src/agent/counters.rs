@@ -1,0 +1,301 @@
+//! The chain's counters, stage by stage, and the three views made of
+//! them: the `counters` log line (every --stats-interval-secs and
+//! `when="final"` at exit), the `/metrics` page and the control server's
+//! heartbeat numbers.
+//!
+//! The log line's field names and their order are a contract: operators
+//! grep them and tests parse them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kestrel_probes::{KernelCounters, Probes};
+use kestrel_sinks::KafkaStats;
+
+use super::collect::CollectCounters;
+use super::detect::DetectCounters;
+use super::enrich::EnrichStageCounters;
+use super::output::OutputCounters;
+use super::sources::SourceCounters;
+
+/// The kernel's counters as the views show them.
+#[derive(Debug, Default, Clone)]
+pub struct KernelPart {
+    pub submitted: u64,
+    pub lost: u64,
+    /// (record kind, submitted, lost), in the log line's order.
+    pub kinds: Vec<(&'static str, u64, u64)>,
+}
+
+/// The order of the kinds in the log line, older than the table of kinds
+/// (which has module loads before file creations); kinds added later
+/// follow in the table's order.
+const LINE_ORDER: [&str; 7] = ["exec", "connect", "ptrace", "dns", "cred", "file", "module"];
+
+impl KernelPart {
+    /// From each kind's (name, submitted, lost), totals summed.
+    fn from_kinds(kinds: impl IntoIterator<Item = (&'static str, u64, u64)>) -> Self {
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|k| {
+            LINE_ORDER
+                .iter()
+                .position(|n| *n == k.0)
+                .unwrap_or(LINE_ORDER.len())
+        });
+        KernelPart {
+            submitted: kinds.iter().map(|k| k.1).sum(),
+            lost: kinds.iter().map(|k| k.2).sum(),
+            kinds,
+        }
+    }
+}
+
+/// The kernel's counters, per record kind and in total.
+pub fn kernel_part(k: &KernelCounters) -> KernelPart {
+    KernelPart::from_kinds(
+        k.iter()
+            .map(|(kind, c)| (kind.name(), c.submitted, c.lost())),
+    )
+}
+
+/// Every stage's counters.
+pub struct Counters {
+    pub collect: Arc<CollectCounters>,
+    pub detect: Arc<DetectCounters>,
+    pub output: Arc<OutputCounters>,
+    pub sources: Arc<SourceCounters>,
+    /// The Kafka output's, when it is the sink at start.
+    pub kafka: Option<Arc<KafkaStats>>,
+    /// Read from the kernel by the collecting thread (which owns the
+    /// probes) about every second.
+    kernel: Mutex<KernelPart>,
+}
+
+/// What heartbeats report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Events written.
+    pub emitted: u64,
+    /// Events that could not be written.
+    pub write_errors: u64,
+    /// Records lost in the kernel.
+    pub kernel_lost: u64,
+    /// Events dropped by the server's filter.
+    pub filtered: u64,
+    /// Bytes waiting in the output's disk spool (Kafka), 0 without one.
+    pub spool_bytes: u64,
+    /// Events the output dropped for good (full spool, refused by Kafka).
+    pub spool_dropped: u64,
+}
+
+fn g(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl Counters {
+    pub fn new(kafka: Option<Arc<KafkaStats>>) -> Self {
+        Counters {
+            collect: Arc::default(),
+            detect: Arc::default(),
+            output: Arc::default(),
+            sources: Arc::default(),
+            kafka,
+            kernel: Mutex::default(),
+        }
+    }
+
+    /// Reads the kernel's counters again; a failed read keeps the last.
+    pub fn refresh_kernel(&self, probes: &Probes) {
+        if let Ok(k) = probes.counters() {
+            *self.kernel.lock().unwrap() = kernel_part(&k);
+        }
+    }
+
+    /// Logs the counters line (and the Kafka output's, if it is the
+    /// sink), reading the kernel's counters first. `enrich` comes from
+    /// the collecting thread, which owns that stage.
+    pub fn log(&self, probes: &Probes, enrich: &EnrichStageCounters, when: &'static str) {
+        let kernel = match probes.counters() {
+            Ok(k) => kernel_part(&k),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kernel counters");
+                kernel_part(&KernelCounters::default())
+            }
+        };
+        *self.kernel.lock().unwrap() = kernel.clone();
+        tracing::info!(target: "kestrel::stats", "{}", self.line(&kernel, enrich, when));
+        if let Some(k) = &self.kafka {
+            log_kafka(k, when);
+        }
+    }
+
+    /// `counters when="..." received=N ...`, as tracing would print these
+    /// fields. Built as text because the kernel's part is a list whose
+    /// names are made from the record kinds.
+    fn line(&self, kernel: &KernelPart, en: &EnrichStageCounters, when: &str) -> String {
+        let (c, d, o, s) = (&self.collect, &self.detect, &self.output, &self.sources);
+        let mut fields: Vec<(String, u64)> = vec![
+            ("received".into(), g(&c.received)),
+            ("emitted".into(), g(&o.emitted)),
+            ("decode_errors".into(), g(&c.decode_errors)),
+            ("write_errors".into(), g(&o.write_errors)),
+            ("userspace_events".into(), g(&s.userspace)),
+            ("rootkit_scan_failures".into(), g(&s.rootkit_scan_failures)),
+            ("kernel_submitted".into(), kernel.submitted),
+            ("kernel_lost".into(), kernel.lost),
+        ];
+        for &(kind, submitted, lost) in &kernel.kinds {
+            fields.push((format!("{kind}_submitted"), submitted));
+            fields.push((format!("{kind}_lost"), lost));
+            // What later stages count about one kind follows its kernel
+            // numbers.
+            match kind {
+                "dns" => fields.push(("dns_malformed".into(), en.enrich.dns_malformed)),
+                "cred" => fields.push(("cred_allowlisted".into(), g(&d.cred_allowlisted))),
+                _ => {}
+            }
+        }
+        fields.extend([
+            ("process_gone".into(), en.enrich.process_gone),
+            ("md5_too_large".into(), en.enrich.md5_too_large),
+            ("md5_unreadable".into(), en.enrich.md5_unreadable),
+            ("runtime_lookups".into(), en.runtime_lookups),
+            ("runtime_lookup_failures".into(), en.runtime_lookup_failures),
+            ("runtime_queue_full".into(), en.runtime_queue_full),
+            ("max_delay_ms".into(), g(&c.max_delay_ns) / 1_000_000),
+        ]);
+        let mut line = format!("counters when={when:?}");
+        for (k, v) in fields {
+            let _ = write!(line, " {k}={v}");
+        }
+        line
+    }
+
+    /// The numbers heartbeats report, read live.
+    pub fn stats(&self) -> Stats {
+        let kafka = self.kafka.as_deref();
+        Stats {
+            emitted: g(&self.output.emitted),
+            write_errors: g(&self.output.write_errors),
+            kernel_lost: self.kernel.lock().unwrap().lost,
+            filtered: g(&self.detect.filtered),
+            spool_bytes: kafka.map_or(0, |k| g(&k.spool.bytes)),
+            spool_dropped: kafka.map_or(0, |k| k.dropped()),
+        }
+    }
+
+    /// The `/metrics` page: pipeline counters, kernel counters per probe
+    /// (as of the last refresh), and the Kafka output's when it is the
+    /// sink.
+    pub fn metrics_page(self: Arc<Self>) -> crate::metrics::Render {
+        use crate::metrics::{labelled, metric};
+        Arc::new(move |out: &mut String| {
+            let c = &self;
+            for (name, help, v) in [
+                (
+                    "kestrel_received_total",
+                    "Records read from the kernel ring buffer.",
+                    g(&c.collect.received),
+                ),
+                (
+                    "kestrel_emitted_total",
+                    "Events written to the output.",
+                    g(&c.output.emitted),
+                ),
+                (
+                    "kestrel_write_errors_total",
+                    "Events the output failed to take.",
+                    g(&c.output.write_errors),
+                ),
+                (
+                    "kestrel_decode_errors_total",
+                    "Kernel records that did not decode.",
+                    g(&c.collect.decode_errors),
+                ),
+                (
+                    "kestrel_userspace_events_total",
+                    "Events made in user space (inventory, logins).",
+                    g(&c.sources.userspace),
+                ),
+            ] {
+                metric(out, name, "counter", help, v);
+            }
+            let kinds = c.kernel.lock().unwrap().kinds.clone();
+            let sub: Vec<_> = kinds.iter().map(|(n, s, _)| (*n, *s)).collect();
+            let lost: Vec<_> = kinds.iter().map(|(n, _, l)| (*n, *l)).collect();
+            labelled(
+                out,
+                "kestrel_kernel_submitted_total",
+                "counter",
+                "Records the BPF programs submitted.",
+                "probe",
+                &sub,
+            );
+            labelled(
+                out,
+                "kestrel_kernel_lost_total",
+                "counter",
+                "Records the BPF programs could not submit (ring buffer full, errors).",
+                "probe",
+                &lost,
+            );
+            if let Some(k) = &c.kafka {
+                crate::metrics::kafka(out, k);
+            }
+        })
+    }
+}
+
+fn log_kafka(k: &KafkaStats, when: &'static str) {
+    tracing::info!(
+        target: "kestrel::stats",
+        when,
+        produced = g(&k.produced),
+        acknowledged = g(&k.acknowledged),
+        retried = g(&k.retried),
+        replayed = g(&k.replayed),
+        spooled = g(&k.spool.spooled),
+        dropped = k.dropped(),
+        spool_bytes = g(&k.spool.bytes),
+        spool_pending = g(&k.spool.pending),
+        spool_corrupt = g(&k.spool.corrupt),
+        "kafka counters"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_keeps_its_names_and_order() {
+        let c = Counters::new(None);
+        c.collect.received.store(7, Ordering::Relaxed);
+        c.detect.cred_allowlisted.store(2, Ordering::Relaxed);
+        // In the table's order, as the kernel gives them.
+        let k = KernelPart::from_kinds([
+            ("exec", 0, 1),
+            ("connect", 0, 0),
+            ("ptrace", 0, 0),
+            ("dns", 3, 0),
+            ("cred", 0, 0),
+            ("module", 0, 0),
+            ("file", 0, 0),
+        ]);
+        let mut en = EnrichStageCounters::default();
+        en.enrich.dns_malformed = 4;
+        let line = c.line(&k, &en, "final");
+        assert_eq!(
+            line,
+            "counters when=\"final\" received=7 emitted=0 decode_errors=0 write_errors=0 \
+             userspace_events=0 rootkit_scan_failures=0 kernel_submitted=3 kernel_lost=1 \
+             exec_submitted=0 exec_lost=1 connect_submitted=0 connect_lost=0 \
+             ptrace_submitted=0 ptrace_lost=0 dns_submitted=3 dns_lost=0 dns_malformed=4 \
+             cred_submitted=0 cred_lost=0 cred_allowlisted=2 file_submitted=0 file_lost=0 \
+             module_submitted=0 module_lost=0 process_gone=0 md5_too_large=0 \
+             md5_unreadable=0 runtime_lookups=0 runtime_lookup_failures=0 \
+             runtime_queue_full=0 max_delay_ms=0"
+        );
+    }
+}
