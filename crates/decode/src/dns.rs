@@ -1,4 +1,5 @@
-//! A bounded DNS message parser: the header and the first question.
+//! data_type 601: a UDP datagram received from port 53, and the bounded
+//! parser that reads its header and first question.
 //!
 //! The payload comes from any process on the host, so it is hostile input:
 //! every read is bounds-checked, compression pointers must point strictly
@@ -7,6 +8,56 @@
 //! allocates more than the name it returns.
 
 use std::fmt::Write as _;
+use std::mem::offset_of;
+
+use kestrel_abi as abi;
+
+use crate::common::{read_pod, sockaddrs, task, unspecified};
+use crate::{DecodeError, SockAddrs, Task};
+
+/// A UDP datagram received from port 53.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The receiving process.
+    pub task: Task,
+    /// The socket's descriptor.
+    pub fd: i32,
+    /// Bytes of the whole datagram.
+    pub msg_len: u32,
+    /// Local end (sip/sport) and the DNS server (dip/dport).
+    pub addrs: SockAddrs,
+    /// The first bytes of the datagram (at most KESTREL_DNS_PAYLOAD_MAX),
+    /// parsed. A datagram that does not parse is still a record: its
+    /// sender and receiver are worth reporting.
+    pub message: Result<DnsMessage, DnsError>,
+}
+
+pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Dns, DecodeError> {
+    const PAYLOAD: usize = offset_of!(abi::kestrel_dns, payload);
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Fixed {
+        bytes: [u8; PAYLOAD],
+    }
+    read_pod::<Fixed>(buf, 0, hdr.kind)?;
+    let t: abi::kestrel_task = read_pod(buf, offset_of!(abi::kestrel_dns, task), hdr.kind)?;
+    let addrs: abi::kestrel_sockaddrs =
+        read_pod(buf, offset_of!(abi::kestrel_dns, addrs), hdr.kind)?;
+    let len = read_pod::<u32>(buf, offset_of!(abi::kestrel_dns, payload_len), hdr.kind)? as usize;
+    let payload = buf
+        .get(PAYLOAD..PAYLOAD + len)
+        .ok_or(DecodeError::BadLengths(len))?;
+    Ok(Dns {
+        ktime_ns: hdr.ktime_ns,
+        task: task(&t),
+        fd: read_pod(buf, offset_of!(abi::kestrel_dns, fd), hdr.kind)?,
+        msg_len: read_pod(buf, offset_of!(abi::kestrel_dns, msg_len), hdr.kind)?,
+        addrs: sockaddrs(&addrs).unwrap_or_else(|| unspecified(addrs.family)),
+        message: parse(payload),
+    })
+}
 
 /// What a DNS message says, as far as Kestrel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +207,21 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{decode, raw, Record};
+
+    #[test]
+    fn the_record_carries_the_parsed_message_or_why_not() {
+        let m = build::message(9, 0x8180, "a.example", 1);
+        let Record::Dns(d) = decode(&raw::dns(raw::task(5, 1, 0, b"dig"), &m)).unwrap() else {
+            panic!("not a dns record")
+        };
+        assert_eq!(d.message.unwrap().query, "a.example");
+        assert_eq!((d.addrs.dport, d.msg_len), (53, m.len() as u32));
+        let Record::Dns(d) = decode(&raw::dns(raw::task(5, 1, 0, b"dig"), &m[..5])).unwrap() else {
+            panic!("not a dns record")
+        };
+        assert_eq!(d.message, Err(DnsError::Truncated));
+    }
 
     #[test]
     fn parses_a_response() {

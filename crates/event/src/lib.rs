@@ -3,9 +3,13 @@
 //! (`shared/reference/event-schema.md`). Every value is a JSON string; field
 //! names and `data_type` codes are a contract with downstream consumers.
 
+pub mod host;
+
 use std::fmt::Write as _;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
+
+pub use host::{Host, When};
 
 /// `data_type` of a process execution.
 pub const DATA_TYPE_EXEC: &str = "59";

@@ -58,7 +58,7 @@ pub fn kernel_release() -> String {
 
 /// The host's addresses, loopback left out.
 pub fn local_ips() -> Vec<String> {
-    let mut out: Vec<String> = kestrel_enrich::interface_addrs()
+    let mut out: Vec<String> = kestrel_event::host::interface_addrs()
         .into_iter()
         .filter(|a| !a.ip.is_loopback())
         .map(|a| a.ip.to_string())

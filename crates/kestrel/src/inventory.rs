@@ -8,8 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use kestrel_enrich::Host;
-use kestrel_event::Event;
+use kestrel_event::{Event, Host, When};
 use kestrel_inventory::{cron, dpkg, ports, rpm, users, Package, PackageSource, Warning};
 
 /// What to collect.
@@ -35,11 +34,9 @@ pub fn collect(what: What, host: &Host) -> (Vec<Event>, Vec<Warning>) {
     let mut events = Vec::new();
     let mut warnings = Vec::new();
     let all = what == What::All;
-    let now = now_ms().to_string();
+    let now = When::now();
     let push = |mut ev: Event, events: &mut Vec<Event>| {
-        ev.push("time", now.clone());
-        ev.push("local_ip", host.local_ip.clone());
-        ev.push("hostname", host.hostname.clone());
+        host.stamp(&mut ev, now);
         events.push(ev);
     };
     if all || what == What::Ports {
@@ -177,13 +174,6 @@ fn has_rpmdb(dir: &Path) -> bool {
     ["rpmdb.sqlite", "Packages.db", "Packages"]
         .iter()
         .any(|f| dir.join(f).is_file())
-}
-
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
 }
 
 /// `kestrel inventory`: events to stdout, warnings and a summary to stderr.

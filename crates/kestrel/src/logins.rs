@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kestrel_enrich::Host;
+use kestrel_event::Host;
 use kestrel_logins::{FollowerOptions, JournalOptions, JournalSource, LogFollower};
 use serde::Deserialize;
 
@@ -165,8 +165,7 @@ fn follow_loop(mut followers: Vec<LogFollower>, inject: Inject, stop: Arc<Atomic
                             kestrel_logins::parse_message("sshd", None, line.trim_end_matches('\r'))
                         });
                         if let Some(login) = login {
-                            let ev =
-                                kestrel_logins::to_event(&login, &host.hostname, &host.local_ip);
+                            let ev = kestrel_logins::to_event(&login, &host);
                             if inject.send(ev).is_err() {
                                 return;
                             }
@@ -191,7 +190,7 @@ fn journal_loop(mut source: JournalSource, inject: Inject) {
         match source.next_login() {
             Ok(Some(login)) => {
                 host.maybe_refresh();
-                let ev = kestrel_logins::to_event(&login, &host.hostname, &host.local_ip);
+                let ev = kestrel_logins::to_event(&login, &host);
                 if inject.send(ev).is_err() {
                     return;
                 }

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kestrel_event::Event;
+use kestrel_event::{Event, Host, When};
 
 /// `data_type` of an ssh login event.
 pub const DATA_TYPE_LOGIN: &str = "1001";
@@ -126,12 +126,7 @@ pub fn parse_message(ident: &str, pid: Option<u32>, message: &str) -> Option<Log
 /// The reference's event for a login: `data_type` 1001 and its fields, in
 /// the reference's order. `time` is the log time (now if unknown) in epoch
 /// milliseconds.
-pub fn to_event(login: &Login, hostname: &str, local_ip: &str) -> Event {
-    let time = login.time.unwrap_or_else(SystemTime::now);
-    let ms = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+pub fn to_event(login: &Login, host: &Host) -> Event {
     let mut e = Event::with_capacity(11);
     e.push("data_type", DATA_TYPE_LOGIN);
     e.push("status", login.status.as_str());
@@ -144,9 +139,7 @@ pub fn to_event(login: &Login, hostname: &str, local_ip: &str) -> Event {
     e.push("from_ip", login.from_ip.to_string());
     e.push("port", login.port.to_string());
     e.push("processor", login.processor.as_str());
-    e.push("time", ms.to_string());
-    e.push("local_ip", local_ip);
-    e.push("hostname", hostname);
+    host.stamp(&mut e, login.time.map_or_else(When::now, When::Wall));
     e
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::parse::{parse_rfc3339, parse_syslog_time};
+use kestrel_event::Host;
 
 type Want = (Status, &'static str, &'static str, bool, &'static str, u16);
 
@@ -219,7 +220,7 @@ fn event_fields() {
         "2026-11-27T03:12:01.123456+00:00 deb12 sshd[3001]: Failed password for invalid user x from 1.2.3.4 port 22 ssh2 from 10.0.0.9 port 5555 ssh2",
     )
     .unwrap();
-    let e = to_event(&l, "deb12", "192.168.0.2");
+    let e = to_event(&l, &Host::fixed("deb12", "192.168.0.2"));
     let mut out = Vec::new();
     e.write_json_line(&mut out);
     assert_eq!(
@@ -234,7 +235,7 @@ fn event_fields() {
         "Accepted publickey for root from ::ffff:1.2.3.4 port 22 ssh2: RSA SHA256:x",
     )
     .unwrap();
-    let e = to_event(&l, "h", "");
+    let e = to_event(&l, &Host::fixed("h", ""));
     assert_eq!(e.get("status"), Some("Success"));
     assert_eq!(e.get("user_exsit"), Some("true"));
     assert_eq!(e.get("from_ip"), Some("::ffff:1.2.3.4"));

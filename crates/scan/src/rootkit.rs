@@ -5,9 +5,8 @@
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use kestrel_event::Event;
+use kestrel_event::{Event, Host, When};
 
 use crate::check::{self, Modules, Owner, Symbols};
 use crate::kmem::Reader;
@@ -179,12 +178,8 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
         kprobe_table(&mut cx, &mut reader);
     }
 
-    let host = kestrel_enrich::Host::new();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-        .to_string();
+    let host = Host::new();
+    let now = When::now();
     let events: Vec<Event> = cx
         .findings
         .iter()
@@ -200,9 +195,7 @@ pub fn scan(opts: &Options) -> Result<Report, Error> {
             for (k, v) in &f.fields {
                 ev.push(k, v.clone());
             }
-            ev.push("time", now.clone());
-            ev.push("local_ip", host.local_ip.clone());
-            ev.push("hostname", host.hostname.clone());
+            host.stamp(&mut ev, now);
             ev
         })
         .collect();

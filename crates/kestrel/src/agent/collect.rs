@@ -216,7 +216,7 @@ impl Collector {
                 return 0;
             }
         };
-        let now = kestrel_enrich::clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        let now = kestrel_event::host::clock_ns(libc::CLOCK_BOOTTIME) as u64;
         self.counters
             .max_delay_ns
             .fetch_max(now.saturating_sub(rec.ktime_ns()), Ordering::Relaxed);

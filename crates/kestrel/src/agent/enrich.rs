@@ -111,9 +111,6 @@ impl EnrichSettings {
                     crio: self.crio_socket.unwrap_or(d.crio),
                     containerd: self.containerd_socket.unwrap_or(d.containerd),
                 },
-                // Which credential changes are expected is detection's
-                // policy (detect::DetectConfig), not enrichment's.
-                cred_allowlist: Vec::new(),
                 ..EnrichConfig::default()
             },
             file_hash: FileHashConfig {

@@ -108,7 +108,7 @@ pub struct InventorySent {
 
 /// Takes the host inventory and sends it; warnings go to the log.
 pub fn inventory(inject: &Inject) -> Result<InventorySent> {
-    let host = kestrel_enrich::Host::new();
+    let host = kestrel_event::Host::new();
     let started = Instant::now();
     let (events, warnings) = crate::inventory::collect(crate::inventory::What::All, &host);
     for w in &warnings {

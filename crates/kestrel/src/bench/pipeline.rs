@@ -43,7 +43,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
 }
 
 fn thread_cpu_ns() -> u64 {
-    kestrel_enrich::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
+    kestrel_event::host::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
 }
 
 /// The load that feeds the agent: mostly connects, one exec in 50, as fast

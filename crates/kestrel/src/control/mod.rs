@@ -221,7 +221,7 @@ pub fn start(
     let hostname = cfg
         .hostname
         .clone()
-        .unwrap_or_else(|| kestrel_enrich::Host::new().hostname.clone());
+        .unwrap_or_else(|| kestrel_event::Host::new().hostname.clone());
     let client = ClientConfig {
         server: cfg.server.clone(),
         ca_pem,

@@ -1,13 +1,33 @@
-//! Facts about the host itself: its name, its address, and the offset that
-//! turns the kernel's boot-time clock into wall-clock time.
+//! Facts about the host itself, stamped on every event whatever its source
+//! (kernel events, logins, inventory, scans): its name, its address, and
+//! the time, with the offset that turns the kernel's boot-time clock into
+//! wall-clock time.
 
 use std::ffi::CStr;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::Event;
 
 /// Refreshed at most this often: host names, addresses and the clock
 /// offset (NTP steps) change rarely.
 const REFRESH: Duration = Duration::from_secs(30);
+
+/// When an event happened, in its source's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// A kernel capture time: ns since boot (CLOCK_BOOTTIME).
+    Boot(u64),
+    /// A wall-clock time (a log line's own time, a scan's start).
+    Wall(SystemTime),
+}
+
+impl When {
+    /// The wall clock now.
+    pub fn now() -> Self {
+        When::Wall(SystemTime::now())
+    }
+}
 
 /// Host facts shared by every event.
 #[derive(Debug)]
@@ -19,6 +39,8 @@ pub struct Host {
     /// Wall-clock ns at boot: CLOCK_REALTIME - CLOCK_BOOTTIME.
     boot_epoch_ns: i128,
     refreshed: Instant,
+    /// Name and address were given, not read: a refresh keeps them.
+    fixed: bool,
 }
 
 impl Host {
@@ -29,8 +51,19 @@ impl Host {
             local_ip: String::new(),
             boot_epoch_ns: 0,
             refreshed: Instant::now(),
+            fixed: false,
         };
         h.refresh();
+        h
+    }
+
+    /// Given facts instead of the machine's, for replays and tests; the
+    /// clock offset is still read.
+    pub fn fixed(hostname: impl Into<String>, local_ip: impl Into<String>) -> Self {
+        let mut h = Host::new();
+        h.hostname = hostname.into();
+        h.local_ip = local_ip.into();
+        h.fixed = true;
         h
     }
 
@@ -42,15 +75,39 @@ impl Host {
     }
 
     fn refresh(&mut self) {
-        self.hostname = hostname();
-        self.local_ip = local_ip().map(|ip| ip.to_string()).unwrap_or_default();
+        if !self.fixed {
+            self.hostname = hostname();
+            self.local_ip = local_ip().map(|ip| ip.to_string()).unwrap_or_default();
+        }
         self.boot_epoch_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME);
         self.refreshed = Instant::now();
     }
 
-    /// Wall-clock epoch milliseconds of a kernel boot-time timestamp.
-    pub fn epoch_ms(&self, ktime_ns: u64) -> i64 {
-        ((self.boot_epoch_ns + i128::from(ktime_ns)) / 1_000_000) as i64
+    /// Wall-clock epoch milliseconds of a time (0 before the epoch).
+    pub fn epoch_ms(&self, when: When) -> i64 {
+        match when {
+            When::Boot(ktime_ns) => {
+                ((self.boot_epoch_ns + i128::from(ktime_ns)) / 1_000_000) as i64
+            }
+            When::Wall(t) => t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Appends `time`, `local_ip` and `hostname`, the fields every event
+    /// ends its reference part with, in that order.
+    pub fn stamp(&self, ev: &mut Event, when: When) {
+        self.stamp_with_ip(ev, when, self.local_ip.clone());
+    }
+
+    /// [`Host::stamp`] for an event from another network than the host's
+    /// (a container's namespace): `local_ip` is that network's address.
+    pub fn stamp_with_ip(&self, ev: &mut Event, when: When, local_ip: String) {
+        ev.push("time", self.epoch_ms(when).to_string());
+        ev.push("local_ip", local_ip);
+        ev.push("hostname", self.hostname.clone());
     }
 }
 
@@ -154,43 +211,6 @@ pub fn local_ip() -> Option<IpAddr> {
     })
 }
 
-/// Inode number of a namespace file (/proc/PID/ns/net and the like).
-fn ns_inode(path: &std::path::Path) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
-}
-
-/// The agent's own network namespace.
-pub fn own_net_ns() -> Option<u32> {
-    ns_inode(std::path::Path::new("/proc/self/ns/net"))
-}
-
-/// The primary address inside the network namespace at `ns_path` (a
-/// /proc/PID/ns/net link), checked to be namespace `inum`. The calling
-/// thread enters the namespace for the getifaddrs call and comes back.
-pub fn netns_local_ip(ns_path: &std::path::Path, inum: u32) -> Option<IpAddr> {
-    use std::os::fd::AsRawFd;
-    let target = std::fs::File::open(ns_path).ok()?;
-    if ns_inode(ns_path) != Some(inum) {
-        return None;
-    }
-    let own = std::fs::File::open("/proc/thread-self/ns/net").ok()?;
-    // SAFETY: setns on valid namespace descriptors; only this thread moves.
-    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return None;
-    }
-    let ip = local_ip();
-    // SAFETY: as above, back to where the thread was.
-    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        // Staying in a foreign namespace would mislabel every later event.
-        panic!(
-            "cannot return to the agent's network namespace: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    ip
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +228,29 @@ mod tests {
             assert!(!ip.is_loopback(), "{ip}");
             assert!(addrs.iter().any(|a| a.ip == ip && a.up && !a.loopback));
         }
+    }
+
+    #[test]
+    fn stamps_time_address_and_name_in_order() {
+        let host = Host::fixed("h1", "192.0.2.7");
+        let mut ev = Event::default();
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_749_121_123);
+        host.stamp(&mut ev, When::Wall(at));
+        host.stamp_with_ip(&mut ev, When::Wall(at), "10.0.0.2".into());
+        let fields: Vec<_> = ev.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                ("time", "1795749121123"),
+                ("local_ip", "192.0.2.7"),
+                ("hostname", "h1"),
+                ("time", "1795749121123"),
+                ("local_ip", "10.0.0.2"),
+                ("hostname", "h1"),
+            ]
+        );
+        let boot = clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        let wall = host.epoch_ms(When::now());
+        assert!((host.epoch_ms(When::Boot(boot)) - wall).abs() < 1000);
     }
 }

@@ -1,4 +1,4 @@
-//! Which container a cgroup path belongs to.
+//! Which container a cgroup path belongs to, remembered per cgroup.
 //!
 //! Runtimes name the cgroup of each container after its id; the forms
 //! differ by runtime and by cgroup driver (systemd or cgroupfs):
@@ -15,6 +15,14 @@
 //! The path is the same under cgroup v1 (in each controller's hierarchy)
 //! and v2. A container's own processes are matched; the runtimes' monitor
 //! processes (`crio-conmon-`, `libpod-conmon-`) are not containers.
+
+use std::num::NonZeroUsize;
+
+use kestrel_decode::Task;
+use kestrel_event::lossless_string;
+use lru::LruCache;
+
+use super::procfs::Procfs;
 
 /// A container, as its cgroup path tells it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,6 +156,41 @@ pub fn path_from_proc_cgroup(text: &str) -> Option<&str> {
         }
     }
     unified
+}
+
+/// cgroup id → the container it belongs to (None: not a container).
+pub(crate) struct Containers {
+    cache: LruCache<u64, Option<Container>>,
+}
+
+impl Containers {
+    pub(crate) fn new(entries: usize) -> Self {
+        Containers {
+            cache: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap()),
+        }
+    }
+
+    /// The container of a task, from its cgroup path when the kernel sent
+    /// one, else from the cache or /proc/PID/cgroup.
+    pub(crate) fn of_task(
+        &mut self,
+        procfs: &Procfs,
+        t: &Task,
+        cgroup_path: Option<&[u8]>,
+    ) -> Option<Container> {
+        if let Some(path) = cgroup_path {
+            let c = from_cgroup_path(&lossless_string(path));
+            self.cache.put(t.cgroup_id, c.clone());
+            return c;
+        }
+        if let Some(c) = self.cache.get(&t.cgroup_id) {
+            return c.clone();
+        }
+        let text = std::fs::read_to_string(procfs.path(t.tgid, "cgroup")).ok()?;
+        let c = path_from_proc_cgroup(&text).and_then(from_cgroup_path);
+        self.cache.put(t.cgroup_id, c.clone());
+        c
+    }
 }
 
 #[cfg(test)]

@@ -230,16 +230,16 @@ fn cri_lookup(
         *rt = Some(built);
     }
     let rt = rt.as_ref().expect("built above");
-    match crate::cri::container_status(rt, socket, id, IO_TIMEOUT)? {
-        crate::cri::Answer::Found(s) => Ok((200, s.encode_to_vec())),
-        crate::cri::Answer::NotFound => Ok((404, Vec::new())),
+    match super::cri::container_status(rt, socket, id, IO_TIMEOUT)? {
+        super::cri::Answer::Found(s) => Ok((200, s.encode_to_vec())),
+        super::cri::Answer::NotFound => Ok((404, Vec::new())),
     }
 }
 
 /// CRI `ContainerStatus`, as re-encoded by `cri_lookup`.
 fn parse_cri_status(body: &[u8]) -> Option<ContainerNames> {
     use prost::Message;
-    let s = crate::cri::ContainerStatus::decode(body).ok()?;
+    let s = super::cri::ContainerStatus::decode(body).ok()?;
     let image = s
         .image
         .as_ref()

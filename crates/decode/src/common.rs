@@ -1,0 +1,171 @@
+//! What every record shares: the task, socket addresses, and the checked
+//! reads of the raw bytes.
+
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use kestrel_abi as abi;
+
+use crate::DecodeError;
+
+pub(crate) const AF_INET: u16 = 2;
+pub(crate) const AF_INET6: u16 = 10;
+
+/// The task an event is about, as the kernel saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Task {
+    /// Start time of the process (ns since boot), to tell reused pids apart.
+    pub start_boottime: u64,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Parent's process id.
+    pub ppid: u32,
+    /// Process group id.
+    pub pgid: u32,
+    /// POSIX session id.
+    pub sid: u32,
+    /// Audit session id (u32::MAX when unset).
+    pub sessionid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Effective user id.
+    pub euid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Effective group id.
+    pub egid: u32,
+    /// Thread name.
+    pub comm: Vec<u8>,
+    /// UTS namespace node name: host, container or pod name.
+    pub nodename: Vec<u8>,
+    /// pid namespace inode number.
+    pub pid_ns: u32,
+    /// mount namespace inode number.
+    pub mnt_ns: u32,
+    /// network namespace inode number.
+    pub net_ns: u32,
+    /// The process id inside its own pid namespace.
+    pub ns_pid: u32,
+    /// Id of the cgroup that places the task (see kestrel_abi.h).
+    pub cgroup_id: u64,
+}
+
+/// Both ends of an IPv4 or IPv6 socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockAddrs {
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    /// Local address.
+    pub sip: IpAddr,
+    /// Local port.
+    pub sport: u16,
+    /// Remote address.
+    pub dip: IpAddr,
+    /// Remote port.
+    pub dport: u16,
+}
+
+/// Reads a plain-old-data ABI struct at `off`, checking the bounds.
+pub(crate) fn read_pod<T: Copy>(buf: &[u8], off: usize, kind: u16) -> Result<T, DecodeError> {
+    let need = off + size_of::<T>();
+    if buf.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            need,
+            got: buf.len(),
+        });
+    }
+    // SAFETY: bounds checked above; T is one of the bindgen-generated ABI
+    // structs, made only of integers and arrays of them, for which every bit
+    // pattern is valid. read_unaligned copes with the buffer's alignment.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast::<T>()) })
+}
+
+/// The bytes of a fixed-size C string up to its first NUL.
+pub(crate) fn cstr(bytes: &[u8]) -> Vec<u8> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    bytes[..end].to_vec()
+}
+
+pub(crate) fn task(t: &abi::kestrel_task) -> Task {
+    Task {
+        start_boottime: t.start_boottime,
+        pid: t.pid,
+        tgid: t.tgid,
+        ppid: t.ppid,
+        pgid: t.pgid,
+        sid: t.sid,
+        sessionid: t.sessionid,
+        uid: t.uid,
+        euid: t.euid,
+        gid: t.gid,
+        egid: t.egid,
+        comm: cstr(bytes_of(&t.comm)),
+        nodename: cstr(bytes_of(&t.nodename)),
+        pid_ns: t.pid_ns,
+        mnt_ns: t.mnt_ns,
+        net_ns: t.net_ns,
+        ns_pid: t.ns_pid,
+        cgroup_id: t.cgroup_id,
+    }
+}
+
+pub(crate) fn bytes_of(chars: &[std::os::raw::c_char]) -> &[u8] {
+    // SAFETY: c_char and u8 have the same size and alignment.
+    unsafe { std::slice::from_raw_parts(chars.as_ptr().cast(), chars.len()) }
+}
+
+pub(crate) fn sockaddrs(a: &abi::kestrel_sockaddrs) -> Option<SockAddrs> {
+    let ip = |b: &[u8; 16]| -> IpAddr {
+        if a.family == AF_INET {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(*b))
+        }
+    };
+    if a.family != AF_INET && a.family != AF_INET6 {
+        return None;
+    }
+    Some(SockAddrs {
+        family: a.family,
+        sip: ip(&a.saddr),
+        sport: a.sport,
+        dip: ip(&a.daddr),
+        dport: a.dport,
+    })
+}
+
+/// Splits a NUL-separated string area. A final piece without its NUL (cut
+/// by the copy limit) is kept.
+pub(crate) fn split_nul(area: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let area = area.strip_suffix(&[0]).unwrap_or(area);
+    area.split(|&b| b == 0).filter(move |_| !area.is_empty())
+}
+
+/// "/a/b" from the components "b\0a\0" (innermost first, as the kernel
+/// walks them); "/" when there are none.
+pub(crate) fn join_reversed(area: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(area.len() + 1);
+    for part in split_nul(area).collect::<Vec<_>>().iter().rev() {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    path
+}
+
+/// The addresses of a socket of another family (or none): the family kept,
+/// the addresses unspecified.
+pub(crate) fn unspecified(family: u16) -> SockAddrs {
+    SockAddrs {
+        family,
+        sip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        sport: 0,
+        dip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dport: 0,
+    }
+}

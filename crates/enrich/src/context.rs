@@ -1,0 +1,242 @@
+//! The per-event context: everything user space adds to a record, looked
+//! up once per event from the sources in [`crate::lookup`], before any
+//! field is written. Renderers only read it.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kestrel_decode::{Exec, Module, Task};
+use kestrel_event::lossless_string;
+
+use crate::lookup::container::{Container, Containers};
+use crate::lookup::hash::Md5Cache;
+use crate::lookup::modinfo;
+use crate::lookup::netns::NetnsAddrs;
+use crate::lookup::process::{Process, Processes};
+use crate::lookup::procfs::Procfs;
+use crate::lookup::runtime::{ContainerNames, NameResolver};
+use crate::lookup::users::Users;
+use crate::EnrichConfig;
+
+/// What every kernel event gets from user space.
+#[derive(Debug, Default)]
+pub(crate) struct Context {
+    /// The process's executable and hash; `None` when it was gone.
+    pub(crate) process: Option<Arc<Process>>,
+    /// The name of the task's uid.
+    pub(crate) user: String,
+    /// The address of the task's network when it is not the host's.
+    pub(crate) foreign_ip: Option<String>,
+    /// The task's container (empty when none).
+    pub(crate) container: Container,
+    /// What its runtime calls it, when already known.
+    pub(crate) names: ContainerNames,
+    /// For an exec: the ancestor holding the session's socket, when the
+    /// kernel found one and it could be looked up.
+    pub(crate) socket_holder: Option<Arc<Process>>,
+}
+
+impl Context {
+    /// The executable, "" when unknown.
+    pub(crate) fn exe(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| p.exe.clone())
+            .unwrap_or_default()
+    }
+
+    /// The executable's MD5, "" when unknown.
+    pub(crate) fn exe_md5(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| p.exe_md5.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// What an exec event adds: the new image's view from the kernel and /proc.
+#[derive(Debug, Default)]
+pub(crate) struct ExecView {
+    /// Working directory.
+    pub(crate) cwd: String,
+    /// What fd 0 and fd 1 refer to.
+    pub(crate) stdio: [String; 2],
+    /// The watched environment variables, in `WATCHED_ENV` order.
+    pub(crate) env: [String; 2],
+}
+
+/// What a module load adds: the file loaded from.
+#[derive(Debug, Default)]
+pub(crate) struct ModuleFile {
+    /// The file's path, "" for init_module.
+    pub(crate) path: String,
+    /// Its MD5.
+    pub(crate) md5: String,
+    /// The name in its `.modinfo`.
+    pub(crate) name: String,
+}
+
+/// Every lookup source, with its cache.
+pub(crate) struct Lookups {
+    pub(crate) processes: Processes,
+    users: Users,
+    containers: Containers,
+    netns: NetnsAddrs,
+    pub(crate) names: NameResolver,
+}
+
+impl Lookups {
+    pub(crate) fn new(cfg: &EnrichConfig) -> Self {
+        Lookups {
+            processes: Processes::new(
+                Procfs::new(&cfg.proc_root),
+                Md5Cache::new(cfg.hash_cache_entries, cfg.exe_md5_max_bytes),
+                cfg.process_cache_entries,
+            ),
+            users: Users::new(&cfg.passwd),
+            containers: Containers::new(cfg.container_cache_entries),
+            netns: NetnsAddrs::new(cfg.container_cache_entries),
+            names: NameResolver::start(cfg.runtime_sockets.clone(), cfg.container_cache_entries),
+        }
+    }
+
+    /// The context of an event about `t`. `sip` is the event's socket
+    /// address, if any: the stand-in for the address of a network that
+    /// cannot be entered any more.
+    pub(crate) fn context(&mut self, t: &Task, sip: Option<IpAddr>) -> Context {
+        let process = self.processes.of_task(t);
+        self.around(t, process, None, sip)
+    }
+
+    /// User, network and container of `t`, around its process.
+    fn around(
+        &mut self,
+        t: &Task,
+        process: Option<Arc<Process>>,
+        cgroup_path: Option<&[u8]>,
+        sip: Option<IpAddr>,
+    ) -> Context {
+        let user = self.users.name(t.uid).to_string();
+        let foreign_ip = self.netns.foreign_ip(&self.processes.procfs, t, sip);
+        let container = self
+            .containers
+            .of_task(&self.processes.procfs, t, cgroup_path)
+            .unwrap_or_default();
+        let names = self
+            .names
+            .lookup(container.runtime, &container.id)
+            .unwrap_or_default();
+        Context {
+            process,
+            user,
+            foreign_ip,
+            container,
+            names,
+            socket_holder: None,
+        }
+    }
+
+    /// The context of an exec and its view. The kernel's view, captured at
+    /// exec time, is exact even for a process that is gone; /proc fills in
+    /// what it could not see.
+    pub(crate) fn exec(&mut self, e: &Exec) -> (Context, ExecView) {
+        let t = &e.task;
+        let procfs = &self.processes.procfs;
+        let known = [0, 1].map(|i| e.stdio[i].describe());
+        let want = [e.cwd_truncated, known[0].is_none(), known[1].is_none()];
+        let live = procfs.live_view(t.tgid, t.start_boottime, want);
+        if live.is_none() {
+            self.processes.misses.process_gone += 1;
+        }
+        let live = live.unwrap_or_default();
+        let filename = lossless_string(&e.filename);
+        let cwd = match (e.cwd_truncated, live.cwd.is_empty()) {
+            (true, false) => live.cwd.clone(),
+            // Deeper than the kernel walks: the innermost part, marked.
+            (true, true) => format!("...{}", lossless_string(&e.cwd)),
+            (false, _) => lossless_string(&e.cwd),
+        };
+        let [known_in, known_out] = known;
+        let stdio = [
+            known_in.unwrap_or_else(|| live.stdin.clone()),
+            known_out.unwrap_or_else(|| live.stdout.clone()),
+        ];
+
+        // A successful exec is about the new image: /proc/PID/exe names
+        // it and opening that link hashes exactly that file. A failed one
+        // is about the path that was refused; the caller's image is not.
+        let (exe, md5_path) = if e.res == 0 && !live.exe.is_empty() {
+            (live.exe.clone(), Some(procfs.path(t.tgid, "exe")))
+        } else {
+            let abs = absolute(&filename, &cwd);
+            let p = abs.clone().map(PathBuf::from);
+            (abs.unwrap_or(filename), p)
+        };
+        let exe_md5 = md5_path.map(|p| self.processes.md5(&p)).unwrap_or_default();
+        let process = Arc::new(Process { exe, exe_md5 });
+        if e.res == 0 {
+            self.processes.remember(t, process.clone());
+        }
+        let socket_holder = e
+            .socket
+            .as_ref()
+            .and_then(|(anc, _)| self.processes.get(anc.pid, anc.start_boottime));
+
+        // The kernel copied a bounded prefix of the environment: a variable
+        // pushed past it is looked up in /proc while the process lives.
+        let env = [0, 1].map(|i| {
+            let mut value = e.env[i].clone();
+            if value.is_none() && e.env_truncated && !live.exe.is_empty() {
+                let name = kestrel_decode::WATCHED_ENV[i];
+                value = self.processes.procfs.environ_var(t.tgid, name);
+            }
+            value.map(|v| lossless_string(&v)).unwrap_or_default()
+        });
+        let cx = Context {
+            socket_holder,
+            ..self.around(t, Some(process), Some(&e.cgroup), None)
+        };
+        (cx, ExecView { cwd, stdio, env })
+    }
+
+    /// The context of a module load and the file it loaded.
+    pub(crate) fn module(&mut self, m: &Module) -> (Context, ModuleFile) {
+        let cx = self.context(&m.task, None);
+        let path = lossless_string(&m.path);
+        let file = if path.is_empty() {
+            ModuleFile::default()
+        } else {
+            let p = Path::new(&path);
+            ModuleFile {
+                md5: self.processes.md5(p),
+                name: modinfo::module_name(p).unwrap_or_default(),
+                path,
+            }
+        };
+        (cx, file)
+    }
+}
+
+/// `path` made absolute against `cwd`; `None` when that cannot be known.
+fn absolute(path: &str, cwd: &str) -> Option<String> {
+    if path.starts_with('/') {
+        Some(path.to_string())
+    } else if cwd.starts_with('/') && !path.is_empty() {
+        Some(Path::new(cwd).join(path).to_string_lossy().into_owned())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(absolute("x", "/tmp").as_deref(), Some("/tmp/x"));
+        assert_eq!(absolute("/bin/x", "").as_deref(), Some("/bin/x"));
+        assert_eq!(absolute("x", ""), None);
+    }
+}

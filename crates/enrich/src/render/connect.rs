@@ -1,0 +1,28 @@
+//! data_type 42.
+
+use kestrel_decode::Connect;
+use kestrel_event::{Event, Host, DATA_TYPE_CONNECT};
+
+use super::{head, ids, ip_or_empty, placement, tail};
+use crate::context::Context;
+
+pub(crate) fn render(c: &Connect, cx: &Context, host: &Host) -> Event {
+    let t = &c.task;
+    let mut ev = Event::with_capacity(26);
+    head(&mut ev, t, DATA_TYPE_CONNECT);
+    ev.push("sa_family", c.addrs.family.to_string());
+    ev.push("fd", c.fd.to_string());
+    ev.push("dport", c.addrs.dport.to_string());
+    ev.push("dip", c.addrs.dip.to_string());
+    ev.push("exe", cx.exe());
+    ids(&mut ev, t);
+    ev.push("sip", ip_or_empty(c.addrs.sip));
+    ev.push("sport", c.addrs.sport.to_string());
+    ev.push("res", c.res.to_string());
+    ev.push("sessionid", t.sessionid.to_string());
+    tail(&mut ev, cx, host, c.ktime_ns);
+    ev.push("exe_md5", cx.exe_md5());
+    ev.push("euid", t.euid.to_string());
+    placement(&mut ev, t, cx);
+    ev
+}

@@ -1,0 +1,50 @@
+//! data_type 604. Every change is rendered: which programs are expected
+//! to become root is policy, decided on the rendered event.
+
+use kestrel_decode::Cred;
+use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_CRED};
+
+use super::{head, ids, placement, tail};
+use crate::context::Context;
+
+pub(crate) fn render(c: &Cred, cx: &Context, host: &Host) -> Event {
+    let t = &c.task;
+    let filename = lossless_string(&c.filename);
+    let mut ev = Event::with_capacity(28);
+    head(&mut ev, t, DATA_TYPE_CRED);
+    let exe = cx.exe();
+    ev.push(
+        "exe",
+        if exe.is_empty() {
+            filename.clone()
+        } else {
+            exe
+        },
+    );
+    ids(&mut ev, t);
+    ev.push("old_uid", c.old_uid.to_string());
+    ev.push("sessionid", t.sessionid.to_string());
+    tail(&mut ev, cx, host, c.ktime_ns);
+    ev.push("exe_md5", cx.exe_md5());
+    // Kestrel's additions.
+    ev.push("old_euid", c.old_euid.to_string());
+    ev.push("euid", t.euid.to_string());
+    ev.push("trigger", trigger_name(c.trigger));
+    ev.push("filename", filename);
+    placement(&mut ev, t, cx);
+    ev
+}
+
+/// The name of an `enum kestrel_cred_trigger` value, "" when unknown.
+fn trigger_name(trigger: u32) -> &'static str {
+    match trigger {
+        1 => "exec",
+        2 => "exec_failed",
+        3 => "connect",
+        4 => "ptrace",
+        6 => "fork",
+        7 => "exit",
+        8 => "dup",
+        _ => "",
+    }
+}

@@ -1,0 +1,52 @@
+//! data_type 601. A datagram that did not parse keeps its addresses; its
+//! question fields are empty and `malformed` says why.
+
+use kestrel_decode::Dns;
+use kestrel_event::{Event, Host, DATA_TYPE_DNS};
+
+use super::{head, ids, ip_or_empty, placement, tail};
+use crate::context::Context;
+
+pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
+    let t = &d.task;
+    let mut ev = Event::with_capacity(36);
+    head(&mut ev, t, DATA_TYPE_DNS);
+    ev.push("sa_family", d.addrs.family.to_string());
+    ev.push("fd", d.fd.to_string());
+    ev.push("dport", d.addrs.dport.to_string());
+    ev.push("dip", ip_or_empty(d.addrs.dip));
+    ev.push("exe", cx.exe());
+    ids(&mut ev, t);
+    ev.push("sip", ip_or_empty(d.addrs.sip));
+    ev.push("sport", d.addrs.sport.to_string());
+    let (qr, opcode, rcode, query, qtype) = match &d.message {
+        Ok(m) => (
+            u8::from(m.qr).to_string(),
+            m.opcode.to_string(),
+            m.rcode.to_string(),
+            m.query.clone(),
+            m.qtype.to_string(),
+        ),
+        Err(_) => Default::default(),
+    };
+    ev.push("qr", qr);
+    ev.push("opcode", opcode);
+    ev.push("rcode", rcode);
+    ev.push("query", query);
+    ev.push("sessionid", t.sessionid.to_string());
+    tail(&mut ev, cx, host, d.ktime_ns);
+    ev.push("exe_md5", cx.exe_md5());
+    // Kestrel's additions.
+    ev.push("qtype", qtype);
+    ev.push(
+        "malformed",
+        d.message
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+    );
+    ev.push("euid", t.euid.to_string());
+    placement(&mut ev, t, cx);
+    ev
+}

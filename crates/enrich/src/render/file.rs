@@ -1,0 +1,45 @@
+//! data_type 602. `create_file_md5` is left empty: the content is hashed
+//! later, once the creator had time to write it (the agent's file hashing
+//! stage).
+
+use kestrel_decode::FileCreate;
+use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_FILE};
+
+use super::{head, ids, placement, tail};
+use crate::context::Context;
+
+pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
+    let t = &f.task;
+    let mut ev = Event::with_capacity(32);
+    head(&mut ev, t, DATA_TYPE_FILE);
+    ev.push("exe", cx.exe());
+    let path = lossless_string(&f.path);
+    ev.push(
+        "file_path",
+        if f.path_truncated {
+            format!("...{path}")
+        } else {
+            path
+        },
+    );
+    ids(&mut ev, t);
+    ev.push("sessionid", t.sessionid.to_string());
+    tail(&mut ev, cx, host, f.ktime_ns);
+    ev.push("exe_md5", cx.exe_md5());
+    ev.push("create_file_md5", "");
+    // Kestrel's additions.
+    ev.push(
+        "create_type",
+        if f.tmpfile {
+            "tmpfile"
+        } else if f.mknod {
+            "mknod"
+        } else {
+            "open"
+        },
+    );
+    ev.push("mode", format!("{:o}", f.mode));
+    ev.push("euid", t.euid.to_string());
+    placement(&mut ev, t, cx);
+    ev
+}

@@ -1,0 +1,78 @@
+//! One renderer per record kind writes the event's fields, in the
+//! reference's order, from the record and its looked-up [`Context`]; the
+//! field groups every kind shares are here.
+
+pub(crate) mod connect;
+pub(crate) mod cred;
+pub(crate) mod dns;
+pub(crate) mod exec;
+pub(crate) mod file;
+pub(crate) mod module;
+pub(crate) mod ptrace;
+
+use std::net::IpAddr;
+
+use kestrel_decode::Task;
+use kestrel_event::{lossless_string, Event, Host, When};
+
+use crate::context::Context;
+
+/// `uid` and `data_type`, which open every kernel event.
+fn head(ev: &mut Event, t: &Task, data_type: &'static str) {
+    ev.push("uid", t.uid.to_string());
+    ev.push("data_type", data_type);
+}
+
+/// The task's ids and names.
+fn ids(ev: &mut Event, t: &Task) {
+    ev.push("pid", t.pid.to_string());
+    ev.push("ppid", t.ppid.to_string());
+    ev.push("pgid", t.pgid.to_string());
+    ev.push("tgid", t.tgid.to_string());
+    ev.push("comm", lossless_string(&t.comm));
+    ev.push("nodename", lossless_string(&t.nodename));
+}
+
+/// `user`, then the host facts: the address is that of the network the
+/// event happened in.
+fn tail(ev: &mut Event, cx: &Context, host: &Host, ktime_ns: u64) {
+    ev.push("user", cx.user.clone());
+    let when = When::Boot(ktime_ns);
+    match &cx.foreign_ip {
+        Some(ip) => host.stamp_with_ip(ev, when, ip.clone()),
+        None => host.stamp(ev, when),
+    }
+}
+
+/// Namespace and container fields, which close every kernel event.
+fn placement(ev: &mut Event, t: &Task, cx: &Context) {
+    ev.push("pid_ns", t.pid_ns.to_string());
+    ev.push("mnt_ns", t.mnt_ns.to_string());
+    ev.push("net_ns", t.net_ns.to_string());
+    ev.push("ns_pid", t.ns_pid.to_string());
+    ev.push("cgroup_id", t.cgroup_id.to_string());
+    let (c, names) = (&cx.container, &cx.names);
+    ev.push("container_id", c.id.clone());
+    ev.push("container_runtime", c.runtime);
+    ev.push("pod_uid", c.pod_uid.clone());
+    ev.push("container_name", names.name.clone());
+    ev.push("image", names.image.clone());
+    ev.push("pod_name", names.pod_name.clone());
+    ev.push("pod_namespace", names.pod_namespace.clone());
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+fn ip_or_empty(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        String::new()
+    } else {
+        ip.to_string()
+    }
+}

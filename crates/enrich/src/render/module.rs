@@ -1,0 +1,36 @@
+//! data_type 603.
+
+use kestrel_decode::Module;
+use kestrel_event::{Event, Host, DATA_TYPE_MODULE};
+
+use super::{head, ids, placement, tail};
+use crate::context::{Context, ModuleFile};
+
+pub(crate) fn render(m: &Module, cx: &Context, file: ModuleFile, host: &Host) -> Event {
+    let t = &m.task;
+    let mut ev = Event::with_capacity(30);
+    head(&mut ev, t, DATA_TYPE_MODULE);
+    ev.push("exe", cx.exe());
+    ev.push("lkm_file", file.path);
+    ids(&mut ev, t);
+    ev.push("sessionid", t.sessionid.to_string());
+    tail(&mut ev, cx, host, m.ktime_ns);
+    ev.push("exe_md5", cx.exe_md5());
+    ev.push("load_file_md5", file.md5);
+    // Kestrel's additions.
+    ev.push("module_name", file.name);
+    ev.push("res", m.res.to_string());
+    ev.push(
+        "syscall",
+        if m.fd >= 0 {
+            "finit_module"
+        } else {
+            "init_module"
+        },
+    );
+    ev.push("flags", m.flags.to_string());
+    ev.push("image_len", m.image_len.to_string());
+    ev.push("euid", t.euid.to_string());
+    placement(&mut ev, t, cx);
+    ev
+}
