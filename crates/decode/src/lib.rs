@@ -17,6 +17,7 @@ mod ptrace;
 pub mod raw;
 
 use kestrel_abi as abi;
+use kestrel_abi::kinds::Kind;
 
 pub use common::{SockAddrs, Task};
 pub use connect::Connect;
@@ -88,15 +89,19 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     let hdr: abi::kestrel_header = common::read_pod(buf, 0, 0)?;
     // Only the bytes the kernel says belong to the record.
     let buf = &buf[..(hdr.size as usize).min(buf.len())];
-    match u32::from(hdr.kind) {
-        abi::KESTREL_KIND_EXEC => exec::decode(buf, hdr).map(|e| Record::Exec(Box::new(e))),
-        abi::KESTREL_KIND_CONNECT => connect::decode(buf, hdr).map(Record::Connect),
-        abi::KESTREL_KIND_PTRACE => ptrace::decode(buf, hdr).map(Record::Ptrace),
-        abi::KESTREL_KIND_DNS => dns::decode(buf, hdr).map(Record::Dns),
-        abi::KESTREL_KIND_CRED => cred::decode(buf, hdr).map(Record::Cred),
-        abi::KESTREL_KIND_MODULE => module::decode(buf, hdr).map(Record::Module),
-        abi::KESTREL_KIND_FILE => file::decode(buf, hdr).map(Record::File),
-        _ => Err(DecodeError::UnknownKind(hdr.kind)),
+    // Exhaustive over the table of kinds: a kind added there without a
+    // decoder does not build.
+    let Some(kind) = Kind::from_raw(hdr.kind) else {
+        return Err(DecodeError::UnknownKind(hdr.kind));
+    };
+    match kind {
+        Kind::Exec => exec::decode(buf, hdr).map(|e| Record::Exec(Box::new(e))),
+        Kind::Connect => connect::decode(buf, hdr).map(Record::Connect),
+        Kind::Ptrace => ptrace::decode(buf, hdr).map(Record::Ptrace),
+        Kind::Dns => dns::decode(buf, hdr).map(Record::Dns),
+        Kind::Cred => cred::decode(buf, hdr).map(Record::Cred),
+        Kind::Module => module::decode(buf, hdr).map(Record::Module),
+        Kind::File => file::decode(buf, hdr).map(Record::File),
     }
 }
 
