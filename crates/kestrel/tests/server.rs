@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::server::{browser, ctl, scratch, start_server, wait_until, Proc};
+use crate::support::server::{browser, ctl, scratch, server_cmd, start_server, wait_until, Proc};
 use crate::support::{kestrel, marker, serial};
 use serde_json::Value;
 
@@ -608,24 +608,8 @@ fn postgres_storage() {
     let (grpc, http) = (18451, 18452);
     let data = dir.join("server");
     let url = "postgres://postgres@127.0.0.1:18450/postgres";
-    let server_cmd = || {
-        let mut c = kestrel();
-        c.args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{grpc}"),
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--offline-after-secs",
-            "3",
-            "--db",
-            url,
-            "--data",
-        ])
-        .arg(&data);
-        c
-    };
-    let server = Proc::spawn(&mut server_cmd(), "kestrel server listening");
+    let postgres_server = || server_cmd(&data, grpc, http, &["--db", url]);
+    let server = Proc::spawn(&mut postgres_server(), "kestrel server listening");
     assert!(
         server.stderr().contains("database migrated"),
         "{}",
@@ -663,7 +647,7 @@ fn postgres_storage() {
     );
     // A new server process finds them all in the database.
     server.stop();
-    let server = Proc::spawn(&mut server_cmd(), "kestrel server listening");
+    let server = Proc::spawn(&mut postgres_server(), "kestrel server listening");
     assert!(
         !server.stderr().contains("database migrated"),
         "migrated twice"

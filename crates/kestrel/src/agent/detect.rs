@@ -199,10 +199,10 @@ pub fn start(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ev(pairs: &[(&'static str, &str)]) -> Event {
+    pub(crate) fn ev(pairs: &[(&'static str, &str)]) -> Event {
         let mut e = Event::with_capacity(4);
         for (k, v) in pairs {
             e.push(k, *v);

@@ -190,16 +190,9 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::detect::tests::ev;
     use crate::agent::detect::Filter;
     use kestrel_event::Event;
-
-    fn ev(pairs: &[(&'static str, &str)]) -> Event {
-        let mut e = Event::with_capacity(4);
-        for (k, v) in pairs {
-            e.push(k, *v);
-        }
-        e
-    }
 
     fn runtime() -> (Arc<Runtime>, Arc<SharedFilter>) {
         let filter = Arc::new(SharedFilter::default());
