@@ -222,6 +222,9 @@ enum kestrel_cred_trigger {
 	KESTREL_CRED_AT_FORK = 6,
 	KESTREL_CRED_AT_EXIT = 7,
 	KESTREL_CRED_AT_DUP = 8, /* dup/dup2/dup3 onto stdin or stdout */
+	/* execve/execveat entry: a change made before the exec, which the
+	 * exec (KESTREL_CRED_AT_EXEC) therefore did not make */
+	KESTREL_CRED_AT_EXEC_START = 9,
 };
 
 /* data_type 604: a process whose uid or euid became 0 from non-zero

@@ -211,6 +211,8 @@ impl Kind {
                     "handle_dup_exit",
                     "handle_dup2_exit",
                     "handle_dup3_exit",
+                    "handle_execve_enter",
+                    "handle_execveat_enter",
                 ],
             },
             Kind::Module => &KindSpec {
@@ -267,6 +269,16 @@ pub const STATE_PROGRAMS: &[Program] = &[
     program!("handle_dup_exit", "tracepoint/syscalls/sys_exit_dup"),
     program!("handle_dup2_exit", "tracepoint/syscalls/sys_exit_dup2"),
     program!("handle_dup3_exit", "tracepoint/syscalls/sys_exit_dup3"),
+    // Credentials at the start of an exec, so that the exec's own
+    // comparison sees only what the exec changed.
+    program!(
+        "handle_execve_enter",
+        "tracepoint/syscalls/sys_enter_execve"
+    ),
+    program!(
+        "handle_execveat_enter",
+        "tracepoint/syscalls/sys_enter_execveat"
+    ),
 ];
 
 /// Every program Kestrel attaches: each kind's, in table order, then the
