@@ -67,7 +67,9 @@ pub struct EnrichSettings {
 
     /// Milliseconds per second the file hashing thread may spend reading
     /// and hashing (1-1000); past it, files are not hashed
-    /// (create_file_md5_skipped=budget, counted). [default: 250]
+    /// (create_file_md5_skipped=budget, counted). A file started within
+    /// it is finished and its overrun paid back before the next; one that
+    /// takes over a second to read is not hashed. [default: 250]
     #[arg(long, value_name = "MS")]
     pub file_md5_ms_per_sec: Option<u64>,
 
