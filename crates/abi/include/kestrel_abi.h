@@ -47,19 +47,106 @@
  * file_excludes; user space refuses a configuration naming more). */
 #define KESTREL_FILE_EXCLUDES_MAX 256
 
-/* Record kinds. Also the row index of the per-CPU counter map. Each has a
- * row in crates/abi/src/kinds.rs (its name, data_type and programs), which
- * fails to build until it does. */
+/*
+ * The table of record kinds: the one place a kind is declared. One row per
+ * kind, in the order of enum kestrel_kind below, which is made from it:
+ *
+ *   KIND(ENUM, name, (data_type, ...), (programs))
+ *
+ * ENUM     KESTREL_KIND_<ENUM>, the kind in kestrel_header.kind; its record
+ *          is struct kestrel_<name>.
+ * name     its counters (<name>_submitted, <name>_lost) and metrics label;
+ *          its decoder crates/decode/src/<name>.rs and its renderer
+ *          crates/enrich/src/render/<name>.rs, which the build requires.
+ * programs the BPF programs that make its records, each one of
+ *          PROG(function, "SEC() of the function")
+ *          PROG_NEEDS(function, "SEC()", "tracefs event", "what is not
+ *                     seen without it"): a hook some supported kernels
+ *                     lack; the program is left out there, and said to be
+ *          ALSO(function): a program of another kind or of
+ *                     KESTREL_STATE_PROGRAMS that makes these records too
+ *
+ * crates/abi/build.rs turns this into the Rust table kestrel_abi::kinds,
+ * which everything that lists kinds or programs iterates; the BPF object's
+ * programs must be exactly the table's, in the sections it names (checked
+ * when crates/probes builds). See docs/adding-an-event.md.
+ */
+#define KESTREL_MODULES_ONLY "built without the feature it watches"
+#define KESTREL_KINDS(KIND)                                                    \
+	KIND(EXEC, exec, ("59"),                                               \
+	     (PROG(handle_exec, "tp_btf/sched_process_exec")                   \
+	      PROG(handle_execve_exit, "tracepoint/syscalls/sys_exit_execve")  \
+	      PROG(handle_execveat_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_execveat")))                  \
+	KIND(CONNECT, connect, ("42"),                                         \
+	     (PROG(handle_connect_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_connect")))                   \
+	KIND(PTRACE, ptrace, ("101"),                                          \
+	     (PROG(handle_ptrace_exit, "tracepoint/syscalls/sys_exit_ptrace"))) \
+	KIND(DNS, dns, ("601"),                                                \
+	     (PROG(handle_recvfrom_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_recvfrom")                    \
+	      PROG(handle_recvmsg_exit, "tracepoint/syscalls/sys_exit_recvmsg") \
+	      PROG(handle_recvmmsg_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_recvmmsg")                    \
+	      PROG_NEEDS(handle_sock_recv, "tp_btf/sock_recv_length",          \
+			 "sock/sock_recv_length",                              \
+			 "added in Linux 6.3: DNS answers taken with read(2) " \
+			 "or readv(2), as Go's resolver does, are not seen"))) \
+	/* Each compares the process's uid and euid with those last seen     \
+	 * (kestrel_cred.trigger says which one noticed). */                   \
+	KIND(CRED, cred, ("604"),                                              \
+	     (ALSO(handle_exec) ALSO(handle_execve_exit)                       \
+	      ALSO(handle_execveat_exit) ALSO(handle_connect_exit)             \
+	      ALSO(handle_ptrace_exit) ALSO(handle_fork) ALSO(handle_exit)     \
+	      ALSO(handle_dup_exit) ALSO(handle_dup2_exit)                     \
+	      ALSO(handle_dup3_exit)))                                         \
+	/* Kernels built without module support have no module syscalls. */    \
+	KIND(MODULE, module, ("603"),                                          \
+	     (PROG_NEEDS(handle_finit_module_exit,                             \
+			 "tracepoint/syscalls/sys_exit_finit_module",          \
+			 "syscalls/sys_exit_finit_module", KESTREL_MODULES_ONLY) \
+	      PROG_NEEDS(handle_init_module_exit,                              \
+			 "tracepoint/syscalls/sys_exit_init_module",           \
+			 "syscalls/sys_exit_init_module", KESTREL_MODULES_ONLY))) \
+	KIND(FILE, file, ("602"),                                              \
+	     (PROG(handle_openat_exit, "tracepoint/syscalls/sys_exit_openat")  \
+	      PROG(handle_open_exit, "tracepoint/syscalls/sys_exit_open")      \
+	      PROG(handle_creat_exit, "tracepoint/syscalls/sys_exit_creat")    \
+	      PROG(handle_openat2_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_openat2")                     \
+	      PROG(handle_mknodat_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_mknodat")                     \
+	      PROG(handle_mknod_exit, "tracepoint/syscalls/sys_exit_mknod")))
+
+/* Programs that make no records of their own: they keep the state other
+ * programs read (the process table, the refused-connection map), and some
+ * notice credential changes (the ALSO of KIND(CRED)). */
+#define KESTREL_STATE_PROGRAMS                                                 \
+	/* The local end of a refused connect, released before connect        \
+	 * returns. */                                                         \
+	PROG(handle_sock_state, "tp_btf/inet_sock_set_state")                  \
+	/* The process table: made at fork, credentials checked at exit. */    \
+	PROG(handle_fork, "tp_btf/sched_process_fork")                         \
+	PROG(handle_exit, "tp_btf/sched_process_exit")                         \
+	/* The namespace and cgroup caches of the process table. */            \
+	PROG(handle_unshare_exit, "tracepoint/syscalls/sys_exit_unshare")      \
+	PROG(handle_setns_exit, "tracepoint/syscalls/sys_exit_setns")          \
+	PROG(handle_cgroup_attach, "tp_btf/cgroup_attach_task")                \
+	/* Whether stdin or stdout is a socket, for exec records. */           \
+	PROG(handle_dup_exit, "tracepoint/syscalls/sys_exit_dup")              \
+	PROG(handle_dup2_exit, "tracepoint/syscalls/sys_exit_dup2")            \
+	PROG(handle_dup3_exit, "tracepoint/syscalls/sys_exit_dup3")
+
+/* Record kinds, numbered from 1 in the table's order. Also the row index
+ * of the per-CPU counter map. */
+#define KESTREL_KIND_ENUM(ENUM, ...) KESTREL_KIND_##ENUM,
 enum kestrel_kind {
-	KESTREL_KIND_EXEC = 1,
-	KESTREL_KIND_CONNECT = 2,
-	KESTREL_KIND_PTRACE = 3,
-	KESTREL_KIND_DNS = 4,
-	KESTREL_KIND_CRED = 5,
-	KESTREL_KIND_MODULE = 6,
-	KESTREL_KIND_FILE = 7,
-	KESTREL_KIND_MAX = 8,
+	KESTREL_KIND_NONE = 0, /* never a record's kind */
+	KESTREL_KINDS(KESTREL_KIND_ENUM)
+	KESTREL_KIND_MAX,
 };
+#undef KESTREL_KIND_ENUM
 
 /* Columns of the per-CPU counter map `counters`, one row per kind:
  * counters[kind * KESTREL_CTR_MAX + ctr]. */
