@@ -242,6 +242,10 @@ impl super::Sink for FileSink {
         // written there is dropped (the caller counts it from `lost`), so
         // that a full disk does not keep the old file open.
         self.write_out();
+        // The loss is the re-open's to report, not the next flush's.
+        if let Some(e) = self.error.take() {
+            tracing::warn!(error = %e, "the old output file could not take its last lines");
+        }
         let (dir, name, file, size) = open(&self.path)?;
         (self.dir, self.name, self.file, self.size) = (dir, name, file, size);
         self.torn = false;
