@@ -29,6 +29,9 @@ fn help_documents_every_option() {
         "--queue-events",
         "--btf",
         "--log-level",
+        "--output-allow",
+        "--output-max-bytes",
+        "--output-keep",
     ] {
         assert!(text.contains(opt), "agent --help lacks {opt}");
     }
