@@ -346,7 +346,7 @@ fn deleted_fds(pid: u32, dir: &Path) -> Vec<String> {
 #[test]
 fn a_full_disk_is_recovered_from_at_sighup() {
     let dir = scratch("enospc");
-    let fs = Tmpfs::mount(&dir.join("fs"), "512k");
+    let fs = Tmpfs::mount(&dir.join("fs"), "2m");
     let out = fs.0.join("events.json");
     let agent = Agent::start_to_file(
         &out,
@@ -359,7 +359,7 @@ fn a_full_disk_is_recovered_from_at_sighup() {
     );
     // Most of the disk is taken by something else; the events take the
     // rest.
-    std::fs::write(fs.0.join("filler"), vec![b'x'; 400 << 10]).unwrap();
+    std::fs::write(fs.0.join("filler"), vec![b'x'; 1536 << 10]).unwrap();
     let errors = || {
         last_counters(&agent.stderr())
             .get("write_errors")
@@ -410,6 +410,10 @@ fn a_full_disk_is_recovered_from_at_sighup() {
     })
     .expect("later events lost");
     let c = agent.stop();
+    eprintln!(
+        "full disk: write_errors={} emitted={} at exit",
+        c["write_errors"], c["emitted"]
+    );
     assert!(c["write_errors"] > 0 && c["emitted"] > 0, "{c:?}");
     drop(fs);
     let _ = std::fs::remove_dir_all(&dir);
