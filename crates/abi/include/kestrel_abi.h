@@ -103,7 +103,8 @@
 	      ALSO(handle_execveat_exit) ALSO(handle_connect_exit)             \
 	      ALSO(handle_ptrace_exit) ALSO(handle_fork) ALSO(handle_exit)     \
 	      ALSO(handle_dup_exit) ALSO(handle_dup2_exit)                     \
-	      ALSO(handle_dup3_exit)))                                         \
+	      ALSO(handle_dup3_exit) ALSO(handle_execve_enter)                 \
+	      ALSO(handle_execveat_enter)))                                    \
 	/* Kernels built without module support have no module syscalls. */    \
 	KIND(MODULE, module, ("603"),                                          \
 	     (PROG_NEEDS(handle_finit_module_exit,                             \
@@ -139,7 +140,11 @@
 	/* Whether stdin or stdout is a socket, for exec records. */           \
 	PROG(handle_dup_exit, "tracepoint/syscalls/sys_exit_dup")              \
 	PROG(handle_dup2_exit, "tracepoint/syscalls/sys_exit_dup2")            \
-	PROG(handle_dup3_exit, "tracepoint/syscalls/sys_exit_dup3")
+	PROG(handle_dup3_exit, "tracepoint/syscalls/sys_exit_dup3")            \
+	/* Credentials when an exec starts, so that the exec's own            \
+	 * comparison sees only what the exec changed. */                      \
+	PROG(handle_execve_enter, "tracepoint/syscalls/sys_enter_execve")      \
+	PROG(handle_execveat_enter, "tracepoint/syscalls/sys_enter_execveat")
 
 /* Record kinds, numbered from 1 in the table's order. Also the row index
  * of the per-CPU counter map. */
@@ -312,6 +317,9 @@ enum kestrel_cred_trigger {
 	KESTREL_CRED_AT_FORK = 6,
 	KESTREL_CRED_AT_EXIT = 7,
 	KESTREL_CRED_AT_DUP = 8, /* dup/dup2/dup3 onto stdin or stdout */
+	/* execve/execveat entry: a change made before the exec, which the
+	 * exec (KESTREL_CRED_AT_EXEC) therefore did not make */
+	KESTREL_CRED_AT_EXEC_START = 9,
 };
 
 /* data_type 604: a process whose uid or euid became 0 from non-zero

@@ -25,7 +25,7 @@ use kestrel_event::{Event, Host};
 
 use context::Lookups;
 
-pub use filehash::{FileHashConfig, FileHasher};
+pub use filehash::{FileHashConfig, FileHashCounters, FileHasher, HashSkip};
 pub use lookup::container::Container;
 pub use lookup::hash::{HashMiss, Md5Cache};
 pub use lookup::runtime::{ContainerNames, NameResolver, RuntimeCounters, RuntimeSockets};

@@ -50,6 +50,7 @@ fn trigger_name(trigger: u32) -> &'static str {
         6 => "fork",
         7 => "exit",
         8 => "dup",
+        9 => "exec_start",
         _ => "",
     }
 }
