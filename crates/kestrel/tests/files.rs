@@ -244,3 +244,96 @@ fn an_exclusion_follows_its_directory_by_name() {
     agent.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `sh -c script` as the unprivileged user nobody, in a user and mount
+/// namespace of its own (`unshare -Urm`: root there, nobody outside).
+fn as_nobody_in_own_namespaces(script: &str) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "-Urm",
+            "sh",
+            "-ec",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An exclusion names the directory the agent's mount namespace shows
+/// under the path: a tmpfs an unprivileged user mounts over it (or over
+/// the state directory) in a namespace of their own is another filesystem,
+/// and files created there are reported. The real directories stay
+/// excluded, from any namespace, and so does a mount the agent's own
+/// namespace has under one.
+#[test]
+fn a_mount_over_an_excluded_directory_in_another_namespace_is_reported() {
+    let dir = std::env::temp_dir().join(marker("excl-ns"));
+    let excluded = dir.join("excluded");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&excluded).unwrap();
+    std::fs::create_dir_all(excluded.join("mnt")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&excluded, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (e, s) = (excluded.to_str().unwrap(), state.to_str().unwrap());
+    let agent = Agent::start(&["--state-dir", s, "--file-exclude", e, "--file-exclude", s]);
+    wait_log(&agent, "file creations excluded", &state, 1);
+
+    // The agent's own namespace: a mount under the excluded directory is
+    // still under it.
+    let sub = excluded.join("mnt");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "kestrel-test", sub.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(create(&sub.join("host-mount"), libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+    let st = Command::new("umount").arg(&sub).status().unwrap();
+    assert!(st.success());
+    assert!(create(&excluded.join("host"), libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+
+    as_nobody_in_own_namespaces(&format!(
+        "echo real > {e}/real-from-ns
+         mount -t tmpfs none {e}
+         mount -t tmpfs none {s}
+         echo hidden > {e}/over-excluded
+         echo hidden > {s}/over-state
+         cd {e} && echo rel > relative-over-excluded"
+    ));
+
+    for p in [
+        format!("{e}/over-excluded"),
+        format!("{s}/over-state"),
+        format!("{e}/relative-over-excluded"),
+    ] {
+        let ev = agent.wait_for(&p, |ev| ev["data_type"] == "602" && ev["file_path"] == p);
+        assert_eq!(field(&ev, "uid"), "65534", "{ev}");
+    }
+    let last = dir.join("last");
+    assert!(create(&last, libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+    agent.wait_for("the last create", |ev| {
+        ev["file_path"].as_str() == Some(last.to_str().unwrap())
+    });
+    let events = agent.events();
+    for p in [
+        sub.join("host-mount"),
+        excluded.join("host"),
+        excluded.join("real-from-ns"),
+    ] {
+        assert!(
+            created(&events, p.to_str().unwrap()).is_empty(),
+            "{} was reported though excluded",
+            p.display()
+        );
+    }
+    agent.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
