@@ -176,15 +176,31 @@ struct kestrel_exec {
 	__u8 data[KESTREL_DATA_MAX];
 };
 
-/* data_type 42: connect(2) on an IPv4 or IPv6 socket, with its result. */
+/* kestrel_connect.via: the call that named the destination. */
+#define KESTREL_CONNECT_VIA_CONNECT 0
+#define KESTREL_CONNECT_VIA_SENDTO 1  /* a UDP datagram sent to an address */
+#define KESTREL_CONNECT_VIA_SENDMSG 2 /* the same through sendmsg's msg_name */
+
+/* Distinct (UDP socket, destination) pairs remembered so that a socket
+ * sending to an address is reported once, not per datagram (an LRU map:
+ * a pair pushed out is reported again on its next datagram). */
+#define KESTREL_UDP_DESTS_MAX 16384
+
+/* data_type 42: connect(2) on an IPv4 or IPv6 socket, with its result; or
+ * the first datagram a UDP socket sent to an address it is not connected
+ * to (sendto/sendmsg). */
 struct kestrel_connect {
 	struct kestrel_header hdr;
 	struct kestrel_task task;
-	__s32 res; /* 0, or -errno (-EINPROGRESS for non-blocking) */
+	/* connect: 0, or -errno (-EINPROGRESS for non-blocking); a UDP send:
+	 * 0 when sent, or -errno. */
+	__s32 res;
 	__s32 fd;
 	/* saddr/sport: the socket's local end after the call (zero when the
 	 * kernel had not bound it); daddr/dport: the address asked for. */
 	struct kestrel_sockaddrs addrs;
+	__u32 via; /* KESTREL_CONNECT_VIA_* */
+	__u32 reserved;
 };
 
 /* data_type 101: a ptrace(2) request aimed at another process (every

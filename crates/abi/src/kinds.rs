@@ -148,10 +148,17 @@ impl Kind {
                 kind: Kind::Connect,
                 name: "connect",
                 data_types: &["42"],
-                programs: &[program!(
-                    "handle_connect_exit",
-                    "tracepoint/syscalls/sys_exit_connect"
-                )],
+                programs: &[
+                    program!(
+                        "handle_connect_exit",
+                        "tracepoint/syscalls/sys_exit_connect"
+                    ),
+                    program!("handle_sendto_exit", "tracepoint/syscalls/sys_exit_sendto"),
+                    program!(
+                        "handle_sendmsg_exit",
+                        "tracepoint/syscalls/sys_exit_sendmsg"
+                    ),
+                ],
                 also_made_by: &[],
             },
             Kind::Ptrace => &KindSpec {

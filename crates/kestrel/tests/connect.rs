@@ -160,3 +160,91 @@ fn ppid_pgid_and_sid_follow_reparenting_and_setsid() {
     assert_eq!(field(&conns[2], "pgid"), child, "after setsid");
     agent.stop();
 }
+
+/// UDP datagrams sent to an address without connect(2) (sendto, sendmsg;
+/// IPv4 and IPv6) are data_type 42 events, one per socket and destination
+/// however many datagrams go there; a connected socket sending to its peer
+/// is its connect event alone.
+#[test]
+fn udp_sends_without_connect_are_reported_once_per_destination() {
+    use std::net::UdpSocket;
+    let agent = Agent::start(&[]);
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let (flood, msg4) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (to6, msg6) = (
+        UdpSocket::bind("[::1]:0").unwrap(),
+        UdpSocket::bind("[::1]:0").unwrap(),
+    );
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (pf, pm4, p6, pm6, pp) = (
+        port(&flood),
+        port(&msg4),
+        port(&to6),
+        port(&msg6),
+        port(&peer),
+    );
+    let script = format!(
+        r#"
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10000):
+    s.sendto(b"x", ("127.0.0.1", {pf}))
+s.sendmsg([b"y"], [], 0, ("127.0.0.1", {pm4}))
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s6.sendto(b"z", ("::1", {p6}))
+s6.sendmsg([b"w"], [], 0, ("::1", {pm6}))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(("127.0.0.1", {pp}))
+for i in range(100):
+    c.sendto(b"a", ("127.0.0.1", {pp}))
+print(os.getpid(), s.getsockname()[1])
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    let mut words = out.split_whitespace();
+    let (pid, sport) = (words.next().unwrap(), words.next().unwrap());
+    let from_python = |e: &Value, port: u16| {
+        e["data_type"] == "42" && e["tgid"] == pid && e["dport"].as_str() == Some(&port.to_string())
+    };
+    agent.wait_for("the connected socket's connect", |e| from_python(e, pp));
+    // Give the flood's stragglers, if any were reported, time to arrive.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let events = agent.events();
+    let only = |port: u16, what: &str| -> Value {
+        let got: Vec<&Value> = events.iter().filter(|e| from_python(e, port)).collect();
+        assert_eq!(got.len(), 1, "{what}: {got:?}");
+        got[0].clone()
+    };
+    let ev = only(pf, "10000 datagrams to one destination");
+    assert_eq!(field(&ev, "connect_type"), "udp_sendto");
+    assert_eq!(field(&ev, "dip"), "127.0.0.1");
+    assert_eq!(field(&ev, "sa_family"), "2");
+    assert_eq!(field(&ev, "res"), "0");
+    assert_eq!(field(&ev, "sport"), sport);
+    assert_eq!(field(&ev, "comm"), "python3");
+    let ev = only(pm4, "sendmsg over IPv4");
+    assert_eq!(field(&ev, "connect_type"), "udp_sendmsg");
+    assert_eq!(field(&ev, "dip"), "127.0.0.1");
+    let ev = only(p6, "sendto over IPv6");
+    assert_eq!(field(&ev, "connect_type"), "udp_sendto");
+    assert_eq!(field(&ev, "dip"), "::1");
+    assert_eq!(field(&ev, "sa_family"), "10");
+    let ev = only(pm6, "sendmsg over IPv6");
+    assert_eq!(field(&ev, "connect_type"), "udp_sendmsg");
+    assert_eq!(field(&ev, "dip"), "::1");
+    let ev = only(pp, "sendto a connected socket's own peer");
+    assert_eq!(field(&ev, "connect_type"), "connect");
+    agent.stop();
+}
