@@ -275,6 +275,11 @@ struct kestrel_module {
 
 #define KESTREL_FILE_TMPFILE (1u << 0) /* O_TMPFILE: created without a name */
 #define KESTREL_FILE_MKNOD (1u << 1)   /* mknod/mknodat: dir + rel name */
+/* linkat (AT_EMPTY_PATH or AT_SYMLINK_FOLLOW) gave a file a new name:
+ * path is that name, or, when the linked file was not known, dir + rel
+ * name as for mknod. With KESTREL_FILE_TMPFILE: the file was an O_TMPFILE
+ * one. */
+#define KESTREL_FILE_LINKAT (1u << 2)
 
 /* data_type 602: a file that an open/openat/openat2/creat really created
  * (not an existing file opened with O_CREAT), or a node made by

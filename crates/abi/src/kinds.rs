@@ -247,6 +247,7 @@ impl Kind {
                         "tracepoint/syscalls/sys_exit_mknodat"
                     ),
                     program!("handle_mknod_exit", "tracepoint/syscalls/sys_exit_mknod"),
+                    program!("handle_linkat_exit", "tracepoint/syscalls/sys_exit_linkat"),
                 ],
                 also_made_by: &[],
             },

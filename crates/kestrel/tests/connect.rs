@@ -203,7 +203,7 @@ for i in range(100):
 print(os.getpid(), s.getsockname()[1])
 "#
     );
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new("/usr/bin/python3")
         .args(["-c", &script])
         .output()
         .unwrap();
