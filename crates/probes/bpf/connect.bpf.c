@@ -179,22 +179,23 @@ static __always_inline struct sock *udp_send_sock(struct task_struct *task, int 
 
 	if (!sk)
 		return NULL;
+	inode = file_inode(f);
 	if (typed()) {
 		struct sock *s = bpf_core_cast(sk, struct sock);
 
 		family = s->__sk_common.skc_family;
 		type = s->sk_type;
 		proto = s->sk_protocol;
+		*ino = bpf_core_cast(inode, struct inode)->i_ino;
 	} else {
 		family = BPF_CORE_READ(sk, __sk_common.skc_family);
 		type = BPF_CORE_READ(sk, sk_type);
 		proto = BPF_CORE_READ(sk, sk_protocol);
+		*ino = BPF_CORE_READ(inode, i_ino);
 	}
 	if ((family != AF_INET && family != AF_INET6) || type != SOCK_DGRAM ||
 	    (proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE))
 		return NULL;
-	inode = file_inode(f);
-	*ino = BPF_CORE_READ(inode, i_ino);
 	return sk;
 }
 
@@ -224,12 +225,14 @@ static __always_inline int udp_sent(struct task_struct *task, long ret, int fd, 
 		__builtin_memcpy(k.daddr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
 	else
 		__builtin_memcpy(k.daddr, &sa.sin6_addr, 16);
+	/* The common case, a pair already reported, first. */
+	if (bpf_map_lookup_elem(&udp_dests, &k))
+		return 0;
 	read_sock_addrs(sk, &local);
 	/* To the peer it is connected to: its connect was reported. */
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED &&
+	if ((typed() ? bpf_core_cast(sk, struct sock)->__sk_common.skc_state
+		     : BPF_CORE_READ(sk, __sk_common.skc_state)) == TCP_ESTABLISHED &&
 	    local.family == k.family && local.dport == k.dport && same_addr(local.daddr, k.daddr))
-		return 0;
-	if (bpf_map_lookup_elem(&udp_dests, &k))
 		return 0;
 	/* Two threads racing on the pair: only the one that added it reports. */
 	if (bpf_map_update_elem(&udp_dests, &k, &one, BPF_NOEXIST))
