@@ -180,6 +180,11 @@ struct kestrel_exec {
 #define KESTREL_CONNECT_VIA_CONNECT 0
 #define KESTREL_CONNECT_VIA_SENDTO 1  /* a UDP datagram sent to an address */
 #define KESTREL_CONNECT_VIA_SENDMSG 2 /* the same through sendmsg's msg_name */
+#define KESTREL_CONNECT_VIA_SENDMMSG 3 /* or one of sendmmsg's messages */
+
+/* Messages of one sendmmsg call looked at on kernels without bpf_loop
+ * (before 5.17); with it, every message sent. */
+#define KESTREL_UDP_MMSG_OLD 8
 
 /* Distinct (UDP socket, destination) pairs remembered so that a socket
  * sending to an address is reported once, not per datagram (an LRU map:

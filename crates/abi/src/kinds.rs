@@ -158,6 +158,10 @@ impl Kind {
                         "handle_sendmsg_exit",
                         "tracepoint/syscalls/sys_exit_sendmsg"
                     ),
+                    program!(
+                        "handle_sendmmsg_exit",
+                        "tracepoint/syscalls/sys_exit_sendmmsg"
+                    ),
                 ],
                 also_made_by: &[],
             },

@@ -32,6 +32,8 @@ pub enum ConnectVia {
     UdpSendto,
     /// sendmsg(2) with a msg_name, on a UDP socket.
     UdpSendmsg,
+    /// A message of sendmmsg(2) with a msg_name, on a UDP socket.
+    UdpSendmmsg,
 }
 
 impl ConnectVia {
@@ -41,6 +43,7 @@ impl ConnectVia {
             ConnectVia::Connect => "connect",
             ConnectVia::UdpSendto => "udp_sendto",
             ConnectVia::UdpSendmsg => "udp_sendmsg",
+            ConnectVia::UdpSendmmsg => "udp_sendmmsg",
         }
     }
 }
@@ -57,6 +60,7 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Connect, De
             abi::KESTREL_CONNECT_VIA_CONNECT => ConnectVia::Connect,
             abi::KESTREL_CONNECT_VIA_SENDTO => ConnectVia::UdpSendto,
             abi::KESTREL_CONNECT_VIA_SENDMSG => ConnectVia::UdpSendmsg,
+            abi::KESTREL_CONNECT_VIA_SENDMMSG => ConnectVia::UdpSendmmsg,
             v => {
                 return Err(DecodeError::BadField {
                     kind: hdr.kind,

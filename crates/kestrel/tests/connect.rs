@@ -248,3 +248,59 @@ print(os.getpid(), s.getsockname()[1])
     assert_eq!(field(&ev, "connect_type"), "connect");
     agent.stop();
 }
+
+/// sendmmsg sends many datagrams in one call, each with its own address:
+/// every destination is reported, the twelfth message's as well as the
+/// first's, once each.
+#[test]
+fn udp_sendmmsg_reports_each_destination_once() {
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    let agent = Agent::start(&[]);
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let to = |port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut addrs: Vec<libc::sockaddr_in> =
+        (0..12).map(|i| to(if i < 11 { pa } else { pb })).collect();
+    let mut data = *b"m";
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: plain structs, filled in below.
+    let mut msgs: Vec<libc::mmsghdr> = (0..12).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (m, sa) in msgs.iter_mut().zip(addrs.iter_mut()) {
+        m.msg_hdr.msg_name = (sa as *mut libc::sockaddr_in).cast();
+        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // SAFETY: msgs, addrs, iov and data outlive the call.
+    let n = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), 12, 0) };
+    assert_eq!(n, 12, "sendmmsg: {}", std::io::Error::last_os_error());
+    let fd = s.as_raw_fd().to_string();
+    let mine = |e: &Value, port: u16| {
+        is_connect_to(e, port) && e["fd"] == fd.as_str() && e["connect_type"] == "udp_sendmmsg"
+    };
+    agent.wait_for("the twelfth message's destination", |e| mine(e, pb));
+    agent.wait_for("the first message's destination", |e| mine(e, pa));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let events = agent.events();
+    assert_eq!(events.iter().filter(|e| mine(e, pa)).count(), 1);
+    assert_eq!(events.iter().filter(|e| mine(e, pb)).count(), 1);
+    agent.stop();
+}

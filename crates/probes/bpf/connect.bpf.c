@@ -309,3 +309,61 @@ int handle_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	return udp_sent(task, ret, (int)regs->di, sk, ino, uaddr, KESTREL_CONNECT_VIA_SENDMSG);
 }
+
+/* What each message of a sendmmsg call needs (bpf_loop's context). */
+struct mmsg_ctx {
+	__u64 sk;
+	__u64 ino;
+	const void *vec;
+	long res;
+	int fd;
+};
+
+/* Message i of a sendmmsg call: struct mmsghdr is a user_msghdr, which
+ * starts with msg_name, and a u32, 64 bytes in all. */
+static long mmsg_one(__u64 i, struct mmsg_ctx *c)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sock *sk;
+	void *uaddr = NULL;
+
+	if (bpf_probe_read_user(&uaddr, sizeof(uaddr), c->vec + i * 64) || !uaddr)
+		return 0;
+	sk = typed() ? bpf_core_cast((void *)c->sk, struct sock) : (struct sock *)c->sk;
+	udp_sent(task, c->res, c->fd, sk, c->ino, uaddr, KESTREL_CONNECT_VIA_SENDMMSG);
+	return 0;
+}
+
+/* sendmmsg(fd, msgvec, vlen, flags) returns how many messages it sent:
+ * each of those is looked at (at most 1024, the kernel's own limit), or
+ * the first when it failed outright. bpf_loop (Linux 5.17) verifies the
+ * body once; without it only the first KESTREL_UDP_MMSG_OLD are. */
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int handle_sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mmsg_ctx c = {};
+	struct pt_regs *regs;
+	struct sock *sk;
+	long ret = ctx->ret;
+	__u32 n;
+
+	if (ret == -EBADF || ret == -ENOTSOCK || ret == 0 || task->tgid == self_tgid)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	c.fd = (int)regs->di;
+	sk = udp_send_sock(task, c.fd, &c.ino);
+	if (!sk)
+		return 0;
+	c.sk = (__u64)sk;
+	c.vec = (const void *)regs->si;
+	c.res = ret < 0 ? ret : 0;
+	n = ret < 0 ? 1 : (ret > 1024 ? 1024 : ret);
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(n, mmsg_one, &c, 0);
+	} else {
+		for (__u32 i = 0; i < KESTREL_UDP_MMSG_OLD && i < n; i++)
+			mmsg_one(i, &c);
+	}
+	return 0;
+}
