@@ -120,28 +120,34 @@ int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 	return file_opened(ret, flags);
 }
 
-/* A name made by a path syscall that returns no descriptor: the
- * directory it was made in is walked (the cwd, or the dirfd's directory),
- * the name is kept as passed in `rel`; user space joins them. False when
- * the directory is excluded or cannot be read. */
-static __always_inline bool dir_and_name(struct kestrel_file *e, struct task_struct *task, int dfd,
-					 const char *upath)
+/* A name made by a path syscall that returns no descriptor: the name is
+ * kept as passed in `rel`, and the directory it was made in (the cwd, or
+ * the dirfd's directory) is to be walked; user space joins them. Returns
+ * 0 when the name cannot be read, 1 for an absolute name (nothing to
+ * walk), 2 with *d and *m set. The caller walks, so that each program
+ * holds one copy of walk_path for the verifier to check. */
+static __always_inline int dir_of(struct kestrel_file *e, struct task_struct *task, int dfd,
+				  const char *upath, struct dentry **d, struct vfsmount **m)
 {
 	if (bpf_probe_read_user_str(e->rel, sizeof(e->rel), upath) <= 0)
-		return false;
+		return 0;
 	if (e->rel[0] == '/') {
 		e->path.len = 0;
 		e->path.truncated = 0;
-		return true;
+		return 1;
 	}
-	if (dfd == AT_FDCWD)
-		return walk_path(&e->path, task->fs->pwd.dentry, task->fs->pwd.mnt, true);
+	if (dfd == AT_FDCWD) {
+		*d = task->fs->pwd.dentry;
+		*m = task->fs->pwd.mnt;
+		return 2;
+	}
 	struct file *dir = task_fd(task, dfd);
 
 	if (!dir)
-		return false;
-	return walk_path(&e->path, BPF_CORE_READ(dir, f_path.dentry), BPF_CORE_READ(dir, f_path.mnt),
-			 true);
+		return 0;
+	*d = BPF_CORE_READ(dir, f_path.dentry);
+	*m = BPF_CORE_READ(dir, f_path.mnt);
+	return 2;
 }
 
 /* mknod/mknodat made a node. */
@@ -156,7 +162,11 @@ static __always_inline int node_made(long ret, int dfd, const char *upath, __u32
 	e = file_record(task);
 	if (!e)
 		return 0;
-	if (!dir_and_name(e, task, dfd, upath))
+	struct dentry *d = NULL;
+	struct vfsmount *m = NULL;
+	int how = dir_of(e, task, dfd, upath, &d, &m);
+
+	if (!how || (how == 2 && !walk_path(&e->path, d, m, true)))
 		return 0;
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task, proc_entry(task));
@@ -246,6 +256,9 @@ static __always_inline int file_linked(struct task_struct *task, int olddfd, con
 {
 	struct kestrel_file *e;
 	struct file *src = NULL;
+	struct dentry *d = NULL;
+	struct vfsmount *m = NULL;
+	int how = 0;
 	long n;
 
 	e = file_record(task);
@@ -262,23 +275,24 @@ static __always_inline int file_linked(struct task_struct *task, int olddfd, con
 	if (src) {
 		struct inode *inode = BPF_CORE_READ(src, f_inode);
 		struct hlist_node *first = BPF_CORE_READ(inode, i_dentry.first);
-		struct dentry *d = first ? (void *)first - bpf_core_field_offset(struct dentry,
-										 d_u.d_alias)
-					 : NULL;
+		struct dentry *alias = first ? (void *)first - bpf_core_field_offset(struct dentry,
+										     d_u.d_alias)
+					     : NULL;
 
 		if (BPF_CORE_READ(src, f_flags) & __O_TMPFILE)
 			e->flags |= KESTREL_FILE_TMPFILE;
 		e->mode = BPF_CORE_READ(inode, i_mode);
 		/* The kernel adds a new name at the head of the inode's list. */
-		if (d && d != BPF_CORE_READ(src, f_path.dentry)) {
-			if (!walk_path(&e->path, d, BPF_CORE_READ(src, f_path.mnt), true))
-				return 0;
-			goto submit;
+		if (alias && alias != BPF_CORE_READ(src, f_path.dentry)) {
+			d = alias;
+			m = BPF_CORE_READ(src, f_path.mnt);
+			how = 2;
 		}
 	}
-	if (!dir_and_name(e, task, newdfd, newname))
+	if (!how)
+		how = dir_of(e, task, newdfd, newname, &d, &m);
+	if (!how || (how == 2 && !walk_path(&e->path, d, m, true)))
 		return 0;
-submit:
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task, proc_entry(task));
 	e->res = 0;
