@@ -4,7 +4,13 @@ use kestrel_decode::{Exec, SockAddrs, WATCHED_ENV};
 use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_EXEC};
 
 use super::{bool_str, head, ids, ip_or_empty, placement, tail};
-use crate::context::{Context, ExecView};
+use crate::context::{Context, ExecView, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(e: &Exec, lk: &mut Lookups, host: &Host) -> Event {
+    let (cx, view) = lk.exec(e);
+    render(e, &cx, view, host)
+}
 
 pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Event {
     let t = &e.task;

@@ -6,7 +6,12 @@ use kestrel_decode::FileCreate;
 use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_FILE};
 
 use super::{head, ids, placement, tail};
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(f: &FileCreate, lk: &mut Lookups, host: &Host) -> Event {
+    render(f, &lk.context(&f.task, None), host)
+}
 
 pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
     let t = &f.task;
