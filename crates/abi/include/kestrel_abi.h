@@ -83,7 +83,11 @@
 		   "tracepoint/syscalls/sys_exit_execveat")))                  \
 	KIND(CONNECT, connect, ("42"),                                         \
 	     (PROG(handle_connect_exit,                                        \
-		   "tracepoint/syscalls/sys_exit_connect")))                   \
+		   "tracepoint/syscalls/sys_exit_connect")                     \
+	      PROG(handle_sendto_exit, "tracepoint/syscalls/sys_exit_sendto")  \
+	      PROG(handle_sendmsg_exit, "tracepoint/syscalls/sys_exit_sendmsg") \
+	      PROG(handle_sendmmsg_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_sendmmsg")))                  \
 	KIND(PTRACE, ptrace, ("101"),                                          \
 	     (PROG(handle_ptrace_exit, "tracepoint/syscalls/sys_exit_ptrace"))) \
 	KIND(DNS, dns, ("601"),                                                \
@@ -121,7 +125,8 @@
 		   "tracepoint/syscalls/sys_exit_openat2")                     \
 	      PROG(handle_mknodat_exit,                                        \
 		   "tracepoint/syscalls/sys_exit_mknodat")                     \
-	      PROG(handle_mknod_exit, "tracepoint/syscalls/sys_exit_mknod")))
+	      PROG(handle_mknod_exit, "tracepoint/syscalls/sys_exit_mknod")    \
+	      PROG(handle_linkat_exit, "tracepoint/syscalls/sys_exit_linkat")))
 
 /* Programs that make no records of their own: they keep the state other
  * programs read (the process table, the refused-connection map), and some
@@ -271,15 +276,36 @@ struct kestrel_exec {
 	__u8 data[KESTREL_DATA_MAX];
 };
 
-/* data_type 42: connect(2) on an IPv4 or IPv6 socket, with its result. */
+/* kestrel_connect.via: the call that named the destination. */
+#define KESTREL_CONNECT_VIA_CONNECT 0
+#define KESTREL_CONNECT_VIA_SENDTO 1  /* a UDP datagram sent to an address */
+#define KESTREL_CONNECT_VIA_SENDMSG 2 /* the same through sendmsg's msg_name */
+#define KESTREL_CONNECT_VIA_SENDMMSG 3 /* or one of sendmmsg's messages */
+
+/* Messages of one sendmmsg call looked at on kernels without bpf_loop
+ * (before 5.17); with it, every message sent. */
+#define KESTREL_UDP_MMSG_OLD 8
+
+/* Distinct (UDP socket, destination) pairs remembered so that a socket
+ * sending to an address is reported once, not per datagram (an LRU map:
+ * a pair pushed out is reported again on its next datagram). */
+#define KESTREL_UDP_DESTS_MAX 16384
+
+/* data_type 42: connect(2) on an IPv4 or IPv6 socket, with its result; or
+ * the first datagram a UDP socket sent to an address it is not connected
+ * to (sendto/sendmsg). */
 struct kestrel_connect {
 	struct kestrel_header hdr;
 	struct kestrel_task task;
-	__s32 res; /* 0, or -errno (-EINPROGRESS for non-blocking) */
+	/* connect: 0, or -errno (-EINPROGRESS for non-blocking); a UDP send:
+	 * 0 when sent, or -errno. */
+	__s32 res;
 	__s32 fd;
 	/* saddr/sport: the socket's local end after the call (zero when the
 	 * kernel had not bound it); daddr/dport: the address asked for. */
 	struct kestrel_sockaddrs addrs;
+	__u32 via; /* KESTREL_CONNECT_VIA_* */
+	__u32 reserved;
 };
 
 /* data_type 101: a ptrace(2) request aimed at another process (every
@@ -357,6 +383,11 @@ struct kestrel_module {
 
 #define KESTREL_FILE_TMPFILE (1u << 0) /* O_TMPFILE: created without a name */
 #define KESTREL_FILE_MKNOD (1u << 1)   /* mknod/mknodat: dir + rel name */
+/* linkat (AT_EMPTY_PATH or AT_SYMLINK_FOLLOW) gave a file a new name:
+ * path is that name, or, when the linked file was not known, dir + rel
+ * name as for mknod. With KESTREL_FILE_TMPFILE: the file was an O_TMPFILE
+ * one. */
+#define KESTREL_FILE_LINKAT (1u << 2)
 
 /* data_type 602: a file that an open/openat/openat2/creat really created
  * (not an existing file opened with O_CREAT), or a node made by

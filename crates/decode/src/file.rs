@@ -23,6 +23,9 @@ pub struct FileCreate {
     pub tmpfile: bool,
     /// Made by mknod/mknodat.
     pub mknod: bool,
+    /// A new name given by linkat (AT_EMPTY_PATH or AT_SYMLINK_FOLLOW);
+    /// with `tmpfile`, to an O_TMPFILE file.
+    pub linked: bool,
     /// Mode of the new inode (type and permissions).
     pub mode: u32,
 }
@@ -35,8 +38,10 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<FileCreate,
     let len = (f.path.len as usize).min(f.path.bytes.len());
     let dir = join_reversed(&f.path.bytes[..len]);
     let mknod = f.flags & abi::KESTREL_FILE_MKNOD != 0;
-    let path = if mknod {
-        let rel = cstr(bytes_of(&f.rel));
+    let rel = cstr(bytes_of(&f.rel));
+    // A name as passed (mknod, and linkat when the kernel did not know
+    // the linked file) beside the directory it was made in.
+    let path = if !rel.is_empty() {
         if rel.starts_with(b"/") {
             rel
         } else {
@@ -58,6 +63,7 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<FileCreate,
         path_truncated: f.path.truncated != 0,
         tmpfile: f.flags & abi::KESTREL_FILE_TMPFILE != 0,
         mknod,
+        linked: f.flags & abi::KESTREL_FILE_LINKAT != 0,
         mode: f.mode,
     })
 }

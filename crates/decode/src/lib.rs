@@ -12,7 +12,7 @@ pub mod raw;
 use kestrel_abi as abi;
 
 pub use common::{SockAddrs, Task};
-pub use connect::Connect;
+pub use connect::{Connect, ConnectVia};
 pub use cred::Cred;
 pub use dns::Dns;
 pub use exec::{Ancestor, Exec, FdInfo, WATCHED_ENV};
@@ -42,6 +42,16 @@ pub enum DecodeError {
     /// The string lengths point past the end of the record.
     #[error("exec record's string lengths ({0} bytes) run past its end")]
     BadLengths(usize),
+    /// A field holds a value this build does not know.
+    #[error("record of kind {kind}: {field} = {value} is not a known value")]
+    BadField {
+        /// Record kind.
+        kind: u16,
+        /// The field.
+        field: &'static str,
+        /// What it held.
+        value: u64,
+    },
 }
 
 /// One module per kind of the table, `<name>.rs`: its `decode`, and

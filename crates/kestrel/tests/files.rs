@@ -465,3 +465,210 @@ fn sparse_files_cannot_blind_collection() {
     );
     assert!(c["file_md5_hashed"] >= 1, "{c:?}");
 }
+
+/// `sh -c script` as the unprivileged user nobody, in a user and mount
+/// namespace of its own (`unshare -Urm`: root there, nobody outside).
+fn as_nobody_in_own_namespaces(script: &str) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "-Urm",
+            "sh",
+            "-ec",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An exclusion names the directory the agent's mount namespace shows
+/// under the path: a tmpfs an unprivileged user mounts over it (or over
+/// the state directory) in a namespace of their own is another filesystem,
+/// and files created there are reported. The real directories stay
+/// excluded, from any namespace, and so does a mount the agent's own
+/// namespace has under one.
+#[test]
+fn a_mount_over_an_excluded_directory_in_another_namespace_is_reported() {
+    let dir = std::env::temp_dir().join(marker("excl-ns"));
+    let excluded = dir.join("excluded");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&excluded).unwrap();
+    std::fs::create_dir_all(excluded.join("mnt")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&excluded, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (e, s) = (excluded.to_str().unwrap(), state.to_str().unwrap());
+    let agent = Agent::start(&["--state-dir", s, "--file-exclude", e, "--file-exclude", s]);
+    wait_log(&agent, "file creations excluded", &state, 1);
+
+    // The agent's own namespace: a mount under the excluded directory is
+    // still under it.
+    let sub = excluded.join("mnt");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "kestrel-test", sub.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(create(&sub.join("host-mount"), libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+    let st = Command::new("umount").arg(&sub).status().unwrap();
+    assert!(st.success());
+    assert!(create(&excluded.join("host"), libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+
+    as_nobody_in_own_namespaces(&format!(
+        "echo real > {e}/real-from-ns
+         mount -t tmpfs none {e}
+         mount -t tmpfs none {s}
+         echo hidden > {e}/over-excluded
+         echo hidden > {s}/over-state
+         cd {e} && echo rel > relative-over-excluded"
+    ));
+
+    for p in [
+        format!("{e}/over-excluded"),
+        format!("{s}/over-state"),
+        format!("{e}/relative-over-excluded"),
+    ] {
+        let ev = agent.wait_for(&p, |ev| ev["data_type"] == "602" && ev["file_path"] == p);
+        assert_eq!(field(&ev, "uid"), "65534", "{ev}");
+    }
+    let last = dir.join("last");
+    assert!(create(&last, libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+    agent.wait_for("the last create", |ev| {
+        ev["file_path"].as_str() == Some(last.to_str().unwrap())
+    });
+    let events = agent.events();
+    for p in [
+        sub.join("host-mount"),
+        excluded.join("host"),
+        excluded.join("real-from-ns"),
+    ] {
+        assert!(
+            created(&events, p.to_str().unwrap()).is_empty(),
+            "{} was reported though excluded",
+            p.display()
+        );
+    }
+    agent.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A file created with O_TMPFILE has no name until linkat gives it one:
+/// that name is reported (create_type `tmpfile_linkat`, with the content's
+/// hash), by descriptor (AT_EMPTY_PATH, root) and through /proc/self/fd
+/// (AT_SYMLINK_FOLLOW, any user), with the exclusions applied to the final
+/// name, not to the directory the tmpfile was made in.
+#[test]
+fn a_tmpfile_linked_into_place_is_reported_under_its_final_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(marker("tmplink"));
+    let excluded = dir.join("excluded");
+    std::fs::create_dir_all(&excluded).unwrap();
+    for d in [&dir, &excluded] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let agent = Agent::start(&["--file-exclude", excluded.to_str().unwrap()]);
+    wait_log(&agent, "file creations excluded", &excluded, 1);
+
+    // Root, by descriptor.
+    let by_fd = dir.join("by-fd");
+    // SAFETY: plain syscalls on paths and a descriptor this test owns.
+    unsafe {
+        let fd = libc::open(c(&dir).as_ptr(), libc::O_TMPFILE | libc::O_WRONLY, 0o600);
+        assert!(fd >= 0);
+        assert_eq!(libc::write(fd, b"by fd".as_ptr().cast(), 5), 5);
+        let empty = CString::new("").unwrap();
+        assert_eq!(
+            libc::linkat(
+                fd,
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                c(&by_fd).as_ptr(),
+                libc::AT_EMPTY_PATH
+            ),
+            0,
+            "linkat: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(fd);
+    }
+
+    // nobody, through /proc/self/fd (linkat with AT_SYMLINK_FOLLOW, as
+    // linkat(2) shows it); into an excluded directory from outside and out
+    // of it; and through a symbolic link to the magic one.
+    let (d, e) = (dir.to_str().unwrap(), excluded.to_str().unwrap());
+    let script = format!(
+        r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def link(src, dst):
+    if libc.linkat(-100, src.encode(), -100, dst.encode(), 0x400) != 0:
+        raise OSError(ctypes.get_errno(), "linkat " + dst)
+def tmpfile(where, data):
+    fd = os.open(where, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    os.write(fd, data)
+    return fd
+fd = tmpfile("{d}", b"by proc")
+link("/proc/self/fd/%d" % fd, "{d}/by-proc")
+fd = tmpfile("{d}", b"hidden")
+link("/proc/self/fd/%d" % fd, "{e}/into-excluded")
+fd = tmpfile("{e}", b"out")
+link("/proc/self/fd/%d" % fd, "{d}/out-of-excluded")
+fd = tmpfile("{d}", b"indirect")
+os.symlink("/proc/%d/fd/%d" % (os.getpid(), fd), "{d}/magic")
+link("{d}/magic", "{d}/indirect")
+"#
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let linked = |name: &str| {
+        let p = format!("{d}/{name}");
+        agent.wait_for(&p, |ev| ev["data_type"] == "602" && ev["file_path"] == p)
+    };
+    let ev = linked("by-fd");
+    assert_eq!(field(&ev, "create_type"), "tmpfile_linkat");
+    assert_eq!(field(&ev, "create_file_md5"), md5_of(b"by fd"));
+    assert!(field(&ev, "mode").starts_with("100"), "{ev}");
+    let ev = linked("by-proc");
+    assert_eq!(field(&ev, "create_type"), "tmpfile_linkat");
+    assert_eq!(field(&ev, "uid"), "65534");
+    assert_eq!(field(&ev, "create_file_md5"), md5_of(b"by proc"));
+    let ev = linked("out-of-excluded");
+    assert_eq!(field(&ev, "create_type"), "tmpfile_linkat");
+    // A link through a symbolic link: the kernel program cannot tell
+    // which file it was, and still reports the name.
+    let ev = linked("indirect");
+    assert_eq!(field(&ev, "create_type"), "linkat");
+    assert_eq!(field(&ev, "create_file_md5"), md5_of(b"indirect"));
+
+    let last = dir.join("last");
+    assert!(create(&last, libc::O_CREAT | libc::O_WRONLY, b"") >= 0);
+    agent.wait_for("the last create", |ev| {
+        ev["file_path"].as_str() == Some(last.to_str().unwrap())
+    });
+    let events = agent.events();
+    assert!(created(&events, &format!("{e}/into-excluded")).is_empty());
+    agent.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

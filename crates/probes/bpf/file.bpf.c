@@ -120,14 +120,41 @@ int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 	return file_opened(ret, flags);
 }
 
-/* mknod/mknodat made a node: the directory it was made in is walked (the
- * cwd, or the dirfd's directory), the name is kept as passed; user space
- * joins them. */
+/* A name made by a path syscall that returns no descriptor: the name is
+ * kept as passed in `rel`, and the directory it was made in (the cwd, or
+ * the dirfd's directory) is to be walked; user space joins them. Returns
+ * 0 when the name cannot be read, 1 for an absolute name (nothing to
+ * walk), 2 with *d and *m set. The caller walks, so that each program
+ * holds one copy of walk_path for the verifier to check. */
+static __always_inline int dir_of(struct kestrel_file *e, struct task_struct *task, int dfd,
+				  const char *upath, struct dentry **d, struct vfsmount **m)
+{
+	if (bpf_probe_read_user_str(e->rel, sizeof(e->rel), upath) <= 0)
+		return 0;
+	if (e->rel[0] == '/') {
+		e->path.len = 0;
+		e->path.truncated = 0;
+		return 1;
+	}
+	if (dfd == AT_FDCWD) {
+		*d = task->fs->pwd.dentry;
+		*m = task->fs->pwd.mnt;
+		return 2;
+	}
+	struct file *dir = task_fd(task, dfd);
+
+	if (!dir)
+		return 0;
+	*d = BPF_CORE_READ(dir, f_path.dentry);
+	*m = BPF_CORE_READ(dir, f_path.mnt);
+	return 2;
+}
+
+/* mknod/mknodat made a node. */
 static __always_inline int node_made(long ret, int dfd, const char *upath, __u32 mode)
 {
 	struct task_struct *task;
 	struct kestrel_file *e;
-	bool ok;
 
 	if (ret != 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
@@ -135,23 +162,11 @@ static __always_inline int node_made(long ret, int dfd, const char *upath, __u32
 	e = file_record(task);
 	if (!e)
 		return 0;
-	if (bpf_probe_read_user_str(e->rel, sizeof(e->rel), upath) <= 0)
-		return 0;
-	if (e->rel[0] == '/') {
-		e->path.len = 0;
-		e->path.truncated = 0;
-		ok = true;
-	} else if (dfd == AT_FDCWD) {
-		ok = walk_path(&e->path, task->fs->pwd.dentry, task->fs->pwd.mnt, true);
-	} else {
-		struct file *dir = task_fd(task, dfd);
+	struct dentry *d = NULL;
+	struct vfsmount *m = NULL;
+	int how = dir_of(e, task, dfd, upath, &d, &m);
 
-		if (!dir)
-			return 0;
-		ok = walk_path(&e->path, BPF_CORE_READ(dir, f_path.dentry),
-			       BPF_CORE_READ(dir, f_path.mnt), true);
-	}
-	if (!ok)
+	if (!how || (how == 2 && !walk_path(&e->path, d, m, true)))
 		return 0;
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task, proc_entry(task));
@@ -182,4 +197,125 @@ int handle_mknod_exit(struct trace_event_raw_sys_exit *ctx)
 	barrier_var(ret);
 	return node_made(ret, AT_FDCWD, (const char *)regs->di,
 			 (__u32)regs->si);
+}
+
+#define AT_SYMLINK_FOLLOW 0x400
+#define AT_EMPTY_PATH 0x1000
+
+/* The number after `prefix` in `s` when s is prefix + decimal digits and
+ * nothing else, or -1. */
+static __always_inline int fd_after(const char *s, const char *prefix, int plen)
+{
+	int fd = 0;
+
+#pragma unroll
+	for (int i = 0; i < 24; i++) {
+		if (i < plen && s[i] != prefix[i])
+			return -1;
+	}
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		char c = s[(plen + i) & 255];
+
+		if (c == 0)
+			return i ? fd : -1;
+		if (c < '0' || c > '9')
+			return -1;
+		fd = fd * 10 + (c - '0');
+	}
+	return -1;
+}
+
+/* The file a linkat source names through the caller's own descriptor
+ * links (/proc/self/fd/N, /proc/thread-self/fd/N, /dev/fd/N), or NULL. */
+static __always_inline struct file *magic_fd(struct task_struct *task, const char *s)
+{
+	static const char self[] = "/proc/self/fd/";
+	static const char thread[] = "/proc/thread-self/fd/";
+	static const char devfd[] = "/dev/fd/";
+	int fd;
+
+	fd = fd_after(s, self, sizeof(self) - 1);
+	if (fd < 0)
+		fd = fd_after(s, thread, sizeof(thread) - 1);
+	if (fd < 0)
+		fd = fd_after(s, devfd, sizeof(devfd) - 1);
+	return fd < 0 ? NULL : task_fd(task, fd);
+}
+
+/* linkat gave a file a name. Only the two forms that can name a file
+ * with no name (an O_TMPFILE file) are watched: AT_EMPTY_PATH (the file
+ * by descriptor) and AT_SYMLINK_FOLLOW (through /proc/PID/fd/N); a plain
+ * link of one name to another is no creation. When the linked file is
+ * known (by descriptor, or by the caller's own /proc/self/fd/N), its new
+ * name is its newest dentry, walked like an opened file's, exclusions
+ * included; otherwise the target directory is walked and the name as
+ * passed appended, as for mknod. */
+static __always_inline int file_linked(struct task_struct *task, int olddfd, const char *oldname,
+				       int newdfd, const char *newname, __u32 flags)
+{
+	struct kestrel_file *e;
+	struct file *src = NULL;
+	struct dentry *d = NULL;
+	struct vfsmount *m = NULL;
+	int how = 0;
+	long n;
+
+	e = file_record(task);
+	if (!e)
+		return 0;
+	n = bpf_probe_read_user_str(e->rel, sizeof(e->rel), oldname);
+	if ((flags & AT_EMPTY_PATH) && n <= 1)
+		src = task_fd(task, olddfd);
+	else if ((flags & AT_SYMLINK_FOLLOW) && n > 1)
+		src = magic_fd(task, e->rel);
+	e->rel[0] = 0;
+	e->flags = KESTREL_FILE_LINKAT;
+	e->mode = 0;
+	if (src) {
+		struct inode *inode = BPF_CORE_READ(src, f_inode);
+		struct hlist_node *first = BPF_CORE_READ(inode, i_dentry.first);
+		struct dentry *alias = first ? (void *)first - bpf_core_field_offset(struct dentry,
+										     d_u.d_alias)
+					     : NULL;
+
+		if (BPF_CORE_READ(src, f_flags) & __O_TMPFILE)
+			e->flags |= KESTREL_FILE_TMPFILE;
+		e->mode = BPF_CORE_READ(inode, i_mode);
+		/* The kernel adds a new name at the head of the inode's list. */
+		if (alias && alias != BPF_CORE_READ(src, f_path.dentry)) {
+			d = alias;
+			m = BPF_CORE_READ(src, f_path.mnt);
+			how = 2;
+		}
+	}
+	if (!how)
+		how = dir_of(e, task, newdfd, newname, &d, &m);
+	if (!how || (how == 2 && !walk_path(&e->path, d, m, true)))
+		return 0;
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e->task, task, proc_entry(task));
+	e->res = 0;
+	submit(e, sizeof(*e), KESTREL_KIND_FILE);
+	return 0;
+}
+
+/* linkat(olddfd, oldname, newdfd, newname, flags) */
+SEC("tracepoint/syscalls/sys_exit_linkat")
+int handle_linkat_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct task_struct *task;
+	struct pt_regs *regs;
+	__u32 flags;
+
+	if (ret != 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	flags = regs->r8;
+	if (!(flags & (AT_EMPTY_PATH | AT_SYMLINK_FOLLOW)))
+		return 0;
+	return file_linked(task, (int)regs->di, (const char *)regs->si, (int)regs->dx,
+			   (const char *)regs->r10, flags);
 }

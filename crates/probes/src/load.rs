@@ -148,6 +148,10 @@ impl Probes {
             .as_deref_mut()
             .expect("the BPF object has read-only settings");
         rodata.self_tgid = std::process::id();
+        // File exclusions name directories as this namespace sees them.
+        rodata.self_mnt_ns = std::fs::metadata("/proc/self/ns/mnt")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+            .unwrap_or(0);
         rodata.wakeup_bytes = cfg.wakeup_bytes;
 
         // A program whose tracepoint this kernel lacks watches something

@@ -14,7 +14,7 @@ pub(crate) fn event(c: &Connect, lk: &mut Lookups, host: &Host) -> Event {
 
 pub(crate) fn render(c: &Connect, cx: &Context, host: &Host) -> Event {
     let t = &c.task;
-    let mut ev = Event::with_capacity(26);
+    let mut ev = Event::with_capacity(27);
     head(&mut ev, t, DATA_TYPE_CONNECT);
     ev.push("sa_family", c.addrs.family.to_string());
     ev.push("fd", c.fd.to_string());
@@ -29,6 +29,8 @@ pub(crate) fn render(c: &Connect, cx: &Context, host: &Host) -> Event {
     tail(&mut ev, cx, host, c.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     ev.push("euid", t.euid.to_string());
+    // Kestrel's addition: connect, or a UDP datagram sent to an address.
+    ev.push("connect_type", c.via.name());
     placement(&mut ev, t, cx);
     ev
 }

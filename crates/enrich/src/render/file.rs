@@ -37,7 +37,11 @@ pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
     ev.push("create_file_md5_skipped", "");
     ev.push(
         "create_type",
-        if f.tmpfile {
+        if f.linked && f.tmpfile {
+            "tmpfile_linkat"
+        } else if f.linked {
+            "linkat"
+        } else if f.tmpfile {
             "tmpfile"
         } else if f.mknod {
             "mknod"

@@ -15,6 +15,8 @@
 
 /* Set by user space before load. */
 const volatile __u32 self_tgid = 0;
+/* The inode number of the agent's mount namespace (see lib/paths.h). */
+const volatile __u32 self_mnt_ns = 0;
 /* Wake the consumer when this many bytes wait in the ring buffer. Below
  * it, records are submitted without a wakeup and user space collects them
  * on its poll timeout: a wakeup costs ~16 us, a silent submit ~0.5 us. */

@@ -12,7 +12,15 @@
 /* Exclusions for file creation: directories (by device and inode, filled
  * in by user space) under which creations are not reported. Checked on
  * every component of the walk, so a busy directory costs a few lookups
- * and no ring buffer space. */
+ * and no ring buffer space.
+ *
+ * An excluded directory is the one the agent's own mount namespace shows
+ * under the excluded path, so the check follows the new file's ancestors
+ * on its own filesystem, and crosses up from a mount to the directory it
+ * covers only for mounts of the agent's namespace. A filesystem mounted
+ * over an excluded directory in another namespace (`unshare -Urm` and a
+ * tmpfs: any user can) is not that directory, and what is created in it
+ * is reported. */
 struct dir_key {
 	__u64 dev;
 	__u64 ino;
@@ -66,6 +74,8 @@ static __always_inline bool walk_path_typed(struct kestrel_path *pb, struct dent
 
 			if (up == mnt)
 				return true;
+			if (mnt->mnt_ns->ns.inum != self_mnt_ns)
+				check_excludes = false;
 			d = mnt->mnt_mountpoint;
 			mnt = up;
 		} else {
@@ -119,6 +129,8 @@ static __always_inline bool walk_path(struct kestrel_path *pb, struct dentry *d,
 
 			if (up == mnt)
 				return true;
+			if (BPF_CORE_READ(mnt, mnt_ns, ns.inum) != self_mnt_ns)
+				check_excludes = false;
 			d = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = up;
 			vmnt = (void *)up + bpf_core_field_offset(struct mount, mnt);
