@@ -18,6 +18,7 @@ use super::detect::DetectCounters;
 use super::enrich::EnrichStageCounters;
 use super::output::OutputCounters;
 use super::sources::SourceCounters;
+use crate::logins::LoginCounters;
 
 /// The kernel's counters as the views show them.
 #[derive(Debug, Default, Clone)]
@@ -65,6 +66,7 @@ pub struct Counters {
     pub detect: Arc<DetectCounters>,
     pub output: Arc<OutputCounters>,
     pub sources: Arc<SourceCounters>,
+    pub logins: Arc<LoginCounters>,
     /// The Kafka output's, when it is the sink at start.
     pub kafka: Option<Arc<KafkaStats>>,
     /// Read from the kernel by the collecting thread (which owns the
@@ -100,6 +102,7 @@ impl Counters {
             detect: Arc::default(),
             output: Arc::default(),
             sources: Arc::default(),
+            logins: Arc::default(),
             kafka,
             kernel: Mutex::default(),
         }
@@ -165,6 +168,13 @@ impl Counters {
             ("runtime_queue_full".into(), en.runtime_queue_full),
             ("max_delay_ms".into(), g(&c.max_delay_ns) / 1_000_000),
         ]);
+        let l = &self.logins;
+        fields.extend([
+            ("login_lines_oversize".into(), g(&l.lines_oversize)),
+            ("login_lines_partial".into(), g(&l.lines_partial)),
+            ("login_truncations".into(), g(&l.truncations)),
+            ("login_journal_rejected".into(), g(&l.journal_rejected)),
+        ]);
         let mut line = format!("counters when={when:?}");
         for (k, v) in fields {
             let _ = write!(line, " {k}={v}");
@@ -217,6 +227,26 @@ impl Counters {
                     "kestrel_userspace_events_total",
                     "Events made in user space (inventory, logins).",
                     g(&c.sources.userspace),
+                ),
+                (
+                    "kestrel_login_lines_oversize_total",
+                    "Auth log lines skipped for being over 64 KiB.",
+                    g(&c.logins.lines_oversize),
+                ),
+                (
+                    "kestrel_login_lines_partial_total",
+                    "Auth log lines skipped because they were not read from their start.",
+                    g(&c.logins.lines_partial),
+                ),
+                (
+                    "kestrel_login_truncations_total",
+                    "Auth logs found truncated or replaced in place.",
+                    g(&c.logins.truncations),
+                ),
+                (
+                    "kestrel_login_journal_rejected_total",
+                    "Journal entries claiming to be sshd's that sshd did not send.",
+                    g(&c.logins.journal_rejected),
                 ),
             ] {
                 metric(out, name, "counter", help, v);
@@ -295,7 +325,8 @@ mod tests {
              cred_submitted=0 cred_lost=0 cred_allowlisted=2 file_submitted=0 file_lost=0 \
              module_submitted=0 module_lost=0 process_gone=0 md5_too_large=0 \
              md5_unreadable=0 runtime_lookups=0 runtime_lookup_failures=0 \
-             runtime_queue_full=0 max_delay_ms=0"
+             runtime_queue_full=0 max_delay_ms=0 login_lines_oversize=0 \
+             login_lines_partial=0 login_truncations=0 login_journal_rejected=0"
         );
     }
 }
