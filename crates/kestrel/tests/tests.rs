@@ -21,6 +21,7 @@ mod kafka_auth;
 mod logins;
 mod loss;
 mod module;
+mod output_safety;
 mod ptrace;
 mod qemu;
 mod rootkit;
