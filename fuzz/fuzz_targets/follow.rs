@@ -12,7 +12,10 @@ use kestrel_logins::{FollowerOptions, LogFollower};
 const MAX_LINE: usize = 64;
 
 fn dir() -> PathBuf {
-    let d = PathBuf::from(format!("/dev/shm/kestrel-fuzz-follow-{}", std::process::id()));
+    let d = PathBuf::from(format!(
+        "/dev/shm/kestrel-fuzz-follow-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -71,6 +74,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             returned += 1;
         }
         // Nothing repeated: at most one line per newline written.
-        assert!(returned <= newlines, "{returned} lines from {newlines} newlines");
+        assert!(
+            returned <= newlines,
+            "{returned} lines from {newlines} newlines"
+        );
     }
 });

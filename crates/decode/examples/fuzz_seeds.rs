@@ -25,7 +25,12 @@ fn main() {
         ("connect", raw::connect(t(), 0, [93, 184, 216, 34], 443)),
         (
             "connect6",
-            raw::connect6(t(), -115, [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 80),
+            raw::connect6(
+                t(),
+                -115,
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                80,
+            ),
         ),
         ("ptrace", raw::ptrace(t(), 16, 777, 0, 0, 0)),
         (
@@ -39,7 +44,13 @@ fn main() {
         ),
         (
             "file",
-            raw::file(t(), Creation::Open, 0o100644, &[b"tmp", b"dropper"], b"dropper"),
+            raw::file(
+                t(),
+                Creation::Open,
+                0o100644,
+                &[b"tmp", b"dropper"],
+                b"dropper",
+            ),
         ),
     ];
     for (name, bytes) in seeds {
