@@ -283,7 +283,8 @@ impl LogFollower {
         let mut file = self.file.take().expect("resume after open");
         let offset = match resume_point(&file, st)? {
             Resume::Truncated => {
-                tracing::warn!(path = %self.path.display(), "log file truncated or replaced while not followed; reading it from its start");
+                // logrotate's copytruncate does this routinely.
+                tracing::info!(path = %self.path.display(), "log file truncated or replaced while not followed; reading it from its start");
                 self.truncations += 1;
                 self.skipping = false;
                 0
@@ -323,7 +324,7 @@ impl LogFollower {
 
     /// Starts the open file over from 0 after a truncation.
     fn restart(&mut self) -> io::Result<()> {
-        tracing::warn!(path = %self.path.display(), "log file truncated in place; reading it from its start");
+        tracing::info!(path = %self.path.display(), "log file truncated in place; reading it from its start");
         self.truncations += 1;
         if let Some(f) = self.file.as_mut() {
             f.seek(SeekFrom::Start(0))?;

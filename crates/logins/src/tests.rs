@@ -215,6 +215,23 @@ fn timestamps() {
 }
 
 #[test]
+fn timestamps_with_multibyte_characters_do_not_panic() {
+    // Found by the auth_log fuzz target: byte offsets inside 'Γ'.
+    let crash: &[u8] = &[
+        50, 48, 50, 54, 45, 49, 50, 45, 50, 52, 84, 52, 51, 58, 48, 50, 58, 48, 206, 147, 61, 0, 0,
+        0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 113, 97, 255, 118,
+    ];
+    assert!(parse_line(&kestrel_event::lossless_string(crash)).is_none());
+    for line in [
+        "2026-12-01T23:40:0Γ+00:00 h sshd[1]: Invalid user a from 1.2.3.4 port 5",
+        "2026-12-01T23:40:03+aΓb h sshd[1]: Invalid user a from 1.2.3.4 port 5",
+        "2026-12-01T23:40:03.5+Γ:Γ h sshd[1]: Invalid user a from 1.2.3.4 port 5",
+    ] {
+        assert_eq!(parse_line(line).unwrap().time, None, "{line}");
+    }
+}
+
+#[test]
 fn event_fields() {
     let l = parse_line(
         "2026-11-27T03:12:01.123456+00:00 deb12 sshd[3001]: Failed password for invalid user x from 1.2.3.4 port 22 ssh2 from 10.0.0.9 port 5555 ssh2",
