@@ -87,6 +87,16 @@ pub fn collect(root: &Path) -> (Vec<CronJob>, Vec<Warning>) {
     (jobs, w)
 }
 
+/// Every parser of this module on one text (for the fuzz targets): the
+/// number of jobs and warnings found.
+pub(crate) fn parse_all_formats(text: &str, path: &Path) -> usize {
+    let (mut jobs, mut w) = (Vec::new(), Vec::new());
+    parse_crontab(text, path, None, &mut jobs, &mut w);
+    parse_crontab(text, path, Some("user"), &mut jobs, &mut w);
+    parse_anacrontab(text, path, &mut jobs, &mut w);
+    jobs.len() + w.len() + unit_entries(text).len()
+}
+
 /// Reads a file as text; `None` (silently) when it does not exist.
 fn read_text(path: &Path, w: &mut Vec<Warning>) -> Option<String> {
     let file = match std::fs::File::open(path) {

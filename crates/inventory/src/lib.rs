@@ -20,6 +20,25 @@ pub mod ports;
 pub mod rpm;
 pub mod users;
 
+/// Entry points for the fuzz targets (`fuzz/`): the parsers of files a
+/// user may write to (their crontab) or damage, on bytes from memory.
+/// Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    /// A user's crontab, the system crontab format and an anacrontab.
+    pub fn cron(text: &str) -> usize {
+        crate::cron::parse_all_formats(text, Path::new("fuzz"))
+    }
+
+    /// An rpm database file (Berkeley DB hash or ndb; SQLite files are read
+    /// by SQLite itself, from a path) and, separately, one header blob.
+    pub fn rpm(data: &[u8]) -> usize {
+        crate::rpm::read_bytes_for_fuzzing(data)
+    }
+}
+
 /// One installed package, normalised across package managers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Package {

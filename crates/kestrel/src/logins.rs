@@ -8,7 +8,7 @@
 //! at start (`login_journal = "auto"`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +95,20 @@ pub struct LoginConfig {
     pub state_dir: PathBuf,
 }
 
+/// What the login monitor counts (the `login_*` counters).
+#[derive(Debug, Default)]
+pub struct LoginCounters {
+    /// Auth log lines over 64 KiB, skipped.
+    pub lines_oversize: AtomicU64,
+    /// Auth log lines skipped because they were not read from their start.
+    pub lines_partial: AtomicU64,
+    /// Auth logs found truncated or replaced in place.
+    pub truncations: AtomicU64,
+    /// Journal entries naming sshd that sshd did not send (counted by the
+    /// journal source as it reads).
+    pub journal_rejected: Arc<AtomicU64>,
+}
+
 /// A file name for the position of `log` ("/var/log/auth.log" →
 /// "var_log_auth.log.pos").
 fn state_file(dir: &Path, log: &Path) -> PathBuf {
@@ -108,7 +122,12 @@ fn state_file(dir: &Path, log: &Path) -> PathBuf {
 }
 
 /// Starts the monitor threads, which send their events through `inject`.
-pub fn start(cfg: LoginConfig, inject: Inject, stop: Arc<AtomicBool>) -> Result<()> {
+pub fn start(
+    cfg: LoginConfig,
+    inject: Inject,
+    counters: Arc<LoginCounters>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create the state directory {} (state_dir): {e}",
@@ -131,14 +150,15 @@ pub fn start(cfg: LoginConfig, inject: Inject, stop: Arc<AtomicBool>) -> Result<
             followers.push(LogFollower::open(log, opts)?);
         }
         tracing::info!(files = ?cfg.auth_logs, "login monitor following log files");
-        let (inject, stop) = (inject.clone(), stop.clone());
+        let (inject, stop, counters) = (inject.clone(), stop.clone(), counters.clone());
         std::thread::Builder::new()
             .name("kestrel-logins".into())
-            .spawn(move || follow_loop(followers, inject, stop))?;
+            .spawn(move || follow_loop(followers, inject, &counters, stop))?;
     }
     if use_journal {
         let opts = JournalOptions {
             cursor_path: Some(cfg.state_dir.join("journal.cursor")),
+            rejected: counters.journal_rejected.clone(),
             ..JournalOptions::default()
         };
         match JournalSource::spawn(opts) {
@@ -156,7 +176,12 @@ pub fn start(cfg: LoginConfig, inject: Inject, stop: Arc<AtomicBool>) -> Result<
     Ok(())
 }
 
-fn follow_loop(mut followers: Vec<LogFollower>, inject: Inject, stop: Arc<AtomicBool>) {
+fn follow_loop(
+    mut followers: Vec<LogFollower>,
+    inject: Inject,
+    counters: &LoginCounters,
+    stop: Arc<AtomicBool>,
+) {
     let mut host = Host::new();
     let mut failing = vec![false; followers.len()];
     while !stop.load(Ordering::Relaxed) {
@@ -187,6 +212,16 @@ fn follow_loop(mut followers: Vec<LogFollower>, inject: Inject, stop: Arc<Atomic
                 }
             }
         }
+        let sum = |f: fn(&LogFollower) -> u64| followers.iter().map(f).sum::<u64>();
+        counters
+            .lines_oversize
+            .store(sum(LogFollower::oversize_lines), Ordering::Relaxed);
+        counters
+            .lines_partial
+            .store(sum(LogFollower::partial_lines), Ordering::Relaxed);
+        counters
+            .truncations
+            .store(sum(LogFollower::truncations), Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(250));
     }
 }

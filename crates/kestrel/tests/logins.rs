@@ -333,3 +333,245 @@ fn real_sshd_logins() {
     drop(sshd);
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// Waits until `path` has not changed size for a second; its size then.
+fn quiet_size(path: &Path) -> u64 {
+    let mut last = u64::MAX;
+    let start = Instant::now();
+    loop {
+        let len = std::fs::metadata(path).unwrap().len();
+        if len == last {
+            return len;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} keeps growing",
+            path.display()
+        );
+        last = len;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn auth_log_truncated_and_refilled_past_the_saved_offset() {
+    // The attack of issue #17 point 9: while the agent is down the log is
+    // truncated in place (logrotate's copytruncate) and refilled past the
+    // saved offset, first by a genuine login, then by an attacker whose
+    // user name puts a forged message exactly at the old offset. Resuming
+    // there lost the genuine logins and reported a password login as root
+    // that never happened.
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(marker("sshd-truncate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.as_path();
+    let key = client_key(d);
+    let log = d.join("sshd.log");
+    let sshd = Sshd::start(d, Some(&log));
+    let state = d.join("state");
+    let base = login_args(&log, "off", &state);
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
+    let tag = short_tag();
+
+    // The forged text goes into the attacker's "Failed password for
+    // invalid user NAME from IP port N ssh2", which ends as an accepted
+    // login does. (sshd cuts names to 100 bytes there and takes a ':' as
+    // the start of an auth style, so it is all the room there is.) A first
+    // attempt measures where in a connection's lines that name starts
+    // (the same every time for names of one length: ports have 5 digits);
+    // a second one makes the log long enough for the refill to reach the
+    // offset.
+    let agent = Agent::start_to_file(&d.join("out1.json"), &base);
+    let failed = "Failed password for invalid user ";
+    let find = |name: &str| {
+        let text = std::fs::read(&log).unwrap();
+        let needle = format!("{failed}{name} ");
+        text.windows(needle.len())
+            .rposition(|w| w == needle.as_bytes())
+            .map(|at| (at + failed.len()) as u64)
+            .expect("sshd logged the failed password")
+    };
+    let probe = format!("kp{tag}{}", "p".repeat(50));
+    let start = quiet_size(&log);
+    sshd.wrong_password(&probe);
+    quiet_size(&log);
+    // Where the name starts, less the name's length.
+    let name_base = find(&probe) - start - probe.len() as u64;
+    let filler = format!("kq{tag}{}", "q".repeat(140));
+    sshd.wrong_password(&filler);
+    agent.wait_for("the login before the truncation", |e| {
+        e["data_type"] == "1001" && e["user"].as_str() == Some(filler.as_str())
+    });
+    quiet_size(&log);
+    std::thread::sleep(Duration::from_millis(500));
+    agent.stop();
+    let pos = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".pos"))
+        .expect("a saved position");
+    let saved: Value = serde_json::from_slice(&std::fs::read(pos.path()).unwrap()).unwrap();
+    let offset = saved["offset"].as_u64().unwrap();
+    assert_eq!(offset, std::fs::metadata(&log).unwrap().len());
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // sshd appends (O_APPEND): the refill starts at 0.
+    sshd.key_login(&key);
+    let mut end = quiet_size(&log);
+    // The name is PAD + "Accepted password for root" and the forged text
+    // must start at the offset: offset = end + name_base + 26 + 2 * PAD.
+    // More attempts (each 3 bytes per byte of name, plus a constant) until
+    // the room left is even and small enough for a PAD.
+    let tail = "Accepted password for root";
+    let mut fillers = Vec::new();
+    let mut per_attempt = 219;
+    let pad = loop {
+        let room = offset
+            .checked_sub(end + name_base + tail.len() as u64)
+            .unwrap_or_else(|| panic!("offset {offset}, refill at {end}: no room"));
+        if room % 2 == 0 && room <= 140 {
+            break room / 2;
+        }
+        assert!(fillers.len() < 10, "room {room} left");
+        // Names of 10 to 99 bytes (unique: they end with the tag), of the
+        // parity that leaves an even room.
+        let (room, c) = (room as i64, per_attempt as i64);
+        let mut k = match (room - 70 - c) / 3 {
+            k @ 10..=99 => k,
+            k if k > 99 => ((room - 400 - c) / 3).clamp(10, 98),
+            _ => panic!("room {room} left, an attempt takes {c} + 3 per byte"),
+        };
+        if (room - 3 * k - c) % 2 != 0 {
+            k += if k < 99 { 1 } else { -1 };
+        }
+        let name = format!("{}{tag}", "r".repeat(k as usize - tag.len()));
+        sshd.wrong_password(&name);
+        let now = quiet_size(&log);
+        per_attempt = now - end - 3 * k as u64;
+        end = now;
+        fillers.push(name);
+    };
+    let forged = format!("{}{tail}", "a".repeat(pad as usize));
+    sshd.wrong_password(&forged);
+    quiet_size(&log);
+    let text = std::fs::read(&log).unwrap();
+    assert_eq!(
+        &text[offset as usize..offset as usize + tail.len()],
+        tail.as_bytes(),
+        "the forged text is not at the offset"
+    );
+
+    let agent = Agent::start_to_file(&d.join("out2.json"), &base);
+    let ok = agent.wait_for("the genuine key login after the truncation", |e| {
+        e["data_type"] == "1001" && e["user"] == "root" && e["type"] == "publickey"
+    });
+    assert_eq!(field(&ok, "status"), "Success");
+    assert_eq!(field(&ok, "from_ip"), "127.0.0.1");
+    agent.wait_for("the attacker's attempt, whole", |e| {
+        e["data_type"] == "1001"
+            && e["user"].as_str() == Some(forged.as_str())
+            && e["user_exsit"] == "false"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    for name in &fillers {
+        assert!(
+            !logins(&agent, name).is_empty(),
+            "the attempt as {name} after the truncation was lost"
+        );
+    }
+    let fake: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["data_type"] == "1001" && e["user"] == "root" && e["type"] == "password")
+        .collect();
+    let counters = agent.stop();
+    assert!(fake.is_empty(), "forged login events: {fake:?}");
+    assert_eq!(counters["login_truncations"], 1, "{counters:?}");
+    drop(sshd);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn forged_journal_entry_from_a_process_named_sshd() {
+    // The attack of issue #17 point 8: any user can run a program under the
+    // name sshd (here a copy of logger, so journald records _COMM=sshd)
+    // and log "Accepted password for root". The journal is read by _COMM;
+    // only entries sshd itself sent may become login events.
+    let _serial = serial();
+    let _journald = Journald::ensure();
+    let dir = std::env::temp_dir().join(marker("sshd-forge"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.as_path();
+    std::fs::write(d.join("authorized_keys"), b"").unwrap();
+    let sshd = Sshd::start(d, None);
+    let state = d.join("state");
+    let missing = d.join("no-such-auth.log");
+    let base = login_args(&missing, "on", &state);
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
+    let tag = short_tag();
+    let (first, second) = (format!("kf{tag}"), format!("kg{tag}"));
+    // The forged login's port, unique to this run.
+    let port = 1000 + tag.parse::<u32>().unwrap() % 60000;
+
+    let agent = Agent::start_to_file(&d.join("out.json"), &base);
+    sshd.wrong_password(&first);
+    agent.wait_for("a genuine sshd message from the journal", |e| {
+        e["data_type"] == "1001" && e["user"].as_str() == Some(first.as_str())
+    });
+
+    let fake_sshd = d.join("sshd");
+    std::fs::copy("/usr/bin/logger", &fake_sshd).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&fake_sshd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut forger = Command::new(&fake_sshd)
+        .args(["-t", "sshd"])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run the forger as nobody");
+    {
+        use std::io::Write;
+        let mut stdin = forger.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "Accepted password for root from 6.6.6.6 port {port} ssh2"
+        )
+        .unwrap();
+        // Alive while journald looks the sender up (_COMM, _EXE).
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(forger.wait().unwrap().success());
+
+    // A genuine message after the forged one: once it is seen, the forged
+    // one was read too.
+    sshd.wrong_password(&second);
+    agent.wait_for("the genuine message after the forged one", |e| {
+        e["data_type"] == "1001" && e["user"].as_str() == Some(second.as_str())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let fake: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["data_type"] == "1001"
+                && e["from_ip"] == "6.6.6.6"
+                && e["port"].as_str() == Some(port.to_string().as_str())
+        })
+        .collect();
+    let counters = agent.stop();
+    assert!(fake.is_empty(), "forged login events: {fake:?}");
+    assert!(
+        counters["login_journal_rejected"] >= 1,
+        "the forged entry was not counted: {counters:?}"
+    );
+    drop(sshd);
+    std::fs::remove_dir_all(d).unwrap();
+}

@@ -2,15 +2,20 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Default cap on one line; longer lines are skipped and counted.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
 /// Default cap on the bytes read by one [`LogFollower::poll`].
 pub const DEFAULT_MAX_BATCH: u64 = 4 * 1024 * 1024;
+/// How many of a file's first bytes tell it from a file truncated in place
+/// and written again: syslog lines start with a timestamp, so the first
+/// lines of two fillings differ.
+const HEAD: usize = 1024;
 
 /// How a [`LogFollower`] behaves.
 #[derive(Debug, Clone)]
@@ -49,6 +54,16 @@ struct State {
     /// rest must be skipped.
     #[serde(default)]
     skipping: bool,
+    /// How many of the file's first bytes `head_sha256` covers (at most
+    /// [`HEAD`] and at most `offset`); 0 in states saved before it existed.
+    #[serde(default)]
+    head_len: u64,
+    /// SHA-256 (hex) of those bytes: a file truncated and refilled past
+    /// `offset` while we were not running has the same inode and a size
+    /// that passes, but another head. A cryptographic hash, because the
+    /// refill holds text an attacker chose (user names).
+    #[serde(default)]
+    head_sha256: String,
 }
 
 /// Follows a log file like `tail -F`, returning complete new lines.
@@ -57,7 +72,13 @@ struct State {
 ///   changing: the old file is read to its end first, then the new one from
 ///   its start.
 /// * Truncation in place (logrotate's `copytruncate`) is noticed by the file
-///   becoming smaller than the read position: reading restarts at 0.
+///   becoming smaller than the read position, or by its first bytes (up to
+///   1 KiB) changing: a file truncated and refilled past the read position
+///   has a new head. Reading restarts at 0. The head is checked before and
+///   after every read, and on resume from the state file; lines read while
+///   the file changed under the read are dropped, not parsed.
+/// * A line is returned only when read from its start: a resume at an
+///   offset that does not follow a newline skips to the next newline.
 /// * After each poll the position (path, device, inode, offset) is written
 ///   to the state file atomically (temporary file + rename); a new follower
 ///   resumes there, also when the file was rotated meanwhile (the old file is
@@ -76,9 +97,71 @@ pub struct LogFollower {
     committed: u64,
     partial: Vec<u8>,
     skipping: bool,
-    skipped_lines: u64,
+    /// The current file's first bytes as read (at most [`HEAD`]).
+    head: Vec<u8>,
+    oversize_lines: u64,
+    partial_lines: u64,
+    truncations: u64,
     saved: Option<State>,
     buf: Vec<u8>,
+}
+
+/// Up to `n` bytes from the start of `file` (fewer at its end).
+fn read_head(file: &File, n: usize) -> io::Result<Vec<u8>> {
+    let mut out = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        match file.read_at(&mut out[got..], got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.truncate(got);
+    Ok(out)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where to resume in `file` (of which `st` is the saved position).
+enum Resume {
+    /// At the saved offset; `partial`: it does not follow a newline.
+    At { partial: bool },
+    /// The file is not the one saved any more (shorter, or another head).
+    Truncated,
+}
+
+fn resume_point(file: &File, st: &State) -> io::Result<Resume> {
+    if file.metadata()?.len() < st.offset {
+        return Ok(Resume::Truncated);
+    }
+    if st.head_len > 0 {
+        let n = usize::try_from(st.head_len).unwrap_or(usize::MAX).min(HEAD);
+        let head = read_head(file, n)?;
+        if head.len() != n || sha256_hex(&head) != st.head_sha256 {
+            return Ok(Resume::Truncated);
+        }
+    }
+    // Mid-line is where an over-long line's skipping was saved; anywhere
+    // else it means the offset is not the one saved for these bytes.
+    let mut partial = false;
+    if st.offset > 0 && !st.skipping {
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, st.offset - 1)?;
+        partial = b[0] != b'\n';
+    }
+    Ok(Resume::At { partial })
+}
+
+/// How many head bytes a state at `offset` may vouch for.
+fn committed_head(offset: u64) -> usize {
+    HEAD.min(usize::try_from(offset).unwrap_or(usize::MAX))
 }
 
 fn ident(meta: &fs::Metadata) -> (u64, u64) {
@@ -129,7 +212,10 @@ impl LogFollower {
             committed: 0,
             partial: Vec::new(),
             skipping: false,
-            skipped_lines: 0,
+            head: Vec::new(),
+            oversize_lines: 0,
+            partial_lines: 0,
+            truncations: 0,
             saved: None,
             buf: vec![0; 64 * 1024],
         };
@@ -137,12 +223,8 @@ impl LogFollower {
         let current = stat(&f.path)?;
         match (state, current.as_ref()) {
             (Some(st), Some(meta)) if (st.dev, st.inode) == ident(meta) => {
-                if meta.len() >= st.offset {
-                    f.open_current(st.offset)?;
-                    f.skipping = st.skipping;
-                } else {
-                    // Truncated while we were not running.
-                    f.open_current(0)?;
+                if f.open_current(0)? {
+                    f.resume(&st)?;
                 }
                 f.saved = Some(st);
             }
@@ -150,16 +232,10 @@ impl LogFollower {
                 // Rotated while we were not running: finish the old file if
                 // it is still next to the path, then take the new one.
                 if let Some(old) = f.find_rotated(st.dev, st.inode) {
-                    let mut file = File::open(&old)?;
-                    let len = file.metadata()?.len();
-                    let offset = if len >= st.offset { st.offset } else { 0 };
-                    file.seek(SeekFrom::Start(offset))?;
-                    f.file = Some(file);
+                    f.file = Some(File::open(&old)?);
                     f.dev = st.dev;
                     f.inode = st.inode;
-                    f.read_pos = offset;
-                    f.committed = offset;
-                    f.skipping = st.skipping && offset == st.offset;
+                    f.resume(&st)?;
                 } else if current.is_some() {
                     f.open_current(0)?;
                 }
@@ -179,9 +255,86 @@ impl LogFollower {
         &self.path
     }
 
-    /// How many over-long lines were skipped so far.
+    /// How many lines were skipped so far: over-long, or not read from
+    /// their start.
     pub fn skipped_lines(&self) -> u64 {
-        self.skipped_lines
+        self.oversize_lines + self.partial_lines
+    }
+
+    /// How many lines over `max_line` bytes were skipped so far.
+    pub fn oversize_lines(&self) -> u64 {
+        self.oversize_lines
+    }
+
+    /// How many lines were skipped or dropped because they were not read
+    /// from their start (a resume mid-line, a file changed under a read).
+    pub fn partial_lines(&self) -> u64 {
+        self.partial_lines
+    }
+
+    /// How many times the file was found truncated or replaced in place.
+    pub fn truncations(&self) -> u64 {
+        self.truncations
+    }
+
+    /// Positions the freshly opened `self.file` at the saved `st`, or at 0
+    /// when the file is no longer the one saved.
+    fn resume(&mut self, st: &State) -> io::Result<()> {
+        let mut file = self.file.take().expect("resume after open");
+        let offset = match resume_point(&file, st)? {
+            Resume::Truncated => {
+                // logrotate's copytruncate does this routinely.
+                tracing::info!(path = %self.path.display(), "log file truncated or replaced while not followed; reading it from its start");
+                self.truncations += 1;
+                self.skipping = false;
+                0
+            }
+            Resume::At { partial } => {
+                self.skipping = st.skipping || partial;
+                if partial {
+                    tracing::warn!(path = %self.path.display(), offset = st.offset, "saved position is not at a line start; skipping to the next line");
+                    self.partial_lines += 1;
+                }
+                st.offset
+            }
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        self.head = read_head(&file, committed_head(offset))?;
+        self.file = Some(file);
+        self.read_pos = offset;
+        self.committed = offset;
+        self.partial.clear();
+        Ok(())
+    }
+
+    /// Whether the open file still starts with the bytes read from it
+    /// (false: truncated, or truncated and written again).
+    fn head_intact(&self) -> io::Result<bool> {
+        let Some(file) = self.file.as_ref() else {
+            return Ok(true);
+        };
+        if file.metadata()?.len() < self.read_pos {
+            return Ok(false);
+        }
+        if self.head.is_empty() {
+            return Ok(true);
+        }
+        Ok(read_head(file, self.head.len())? == self.head)
+    }
+
+    /// Starts the open file over from 0 after a truncation.
+    fn restart(&mut self) -> io::Result<()> {
+        tracing::info!(path = %self.path.display(), "log file truncated in place; reading it from its start");
+        self.truncations += 1;
+        if let Some(f) = self.file.as_mut() {
+            f.seek(SeekFrom::Start(0))?;
+        }
+        self.read_pos = 0;
+        self.committed = 0;
+        self.partial.clear();
+        self.head.clear();
+        self.skipping = false;
+        Ok(())
     }
 
     /// The current (inode, offset of the first unreturned byte).
@@ -241,7 +394,12 @@ impl LogFollower {
         self.read_pos = offset;
         self.committed = offset;
         self.partial.clear();
+        self.head.clear();
         self.skipping = false;
+        if offset > 0 {
+            let file = self.file.as_ref().expect("just opened");
+            self.head = read_head(file, committed_head(offset))?;
+        }
         Ok(true)
     }
 
@@ -259,20 +417,24 @@ impl LogFollower {
             let rotated = current
                 .as_ref()
                 .is_some_and(|m| ident(m) != (self.dev, self.inode));
-            if let Some(meta) = current.as_ref().filter(|_| !rotated) {
-                if meta.len() < self.read_pos {
-                    // Truncated in place: start over.
-                    tracing::debug!(path = %self.path.display(), "log file truncated");
-                    if let Some(f) = self.file.as_mut() {
-                        f.seek(SeekFrom::Start(0))?;
-                    }
-                    self.read_pos = 0;
-                    self.committed = 0;
-                    self.partial.clear();
-                    self.skipping = false;
-                }
+            if !self.head_intact()? {
+                self.restart()?;
             }
-            if !self.read_available(&mut out, &mut budget)? {
+            let before = out.len();
+            let at_end = self.read_available(&mut out, &mut budget)?;
+            if !self.head_intact()? {
+                // Changed during the read: what was read may have started
+                // in one filling and ended in the next.
+                let dropped = (out.len() - before) as u64;
+                if dropped > 0 {
+                    tracing::warn!(path = %self.path.display(), lines = dropped, "log file truncated while being read; dropping the lines of that read");
+                }
+                self.partial_lines += dropped;
+                out.truncate(before);
+                self.restart()?;
+                continue;
+            }
+            if !at_end {
                 break; // budget used up; continue on the next poll
             }
             if !rotated {
@@ -321,6 +483,12 @@ impl LogFollower {
     }
 
     fn consume(&mut self, data: &[u8], out: &mut Vec<String>) {
+        if let Ok(pos) = usize::try_from(self.read_pos) {
+            if pos == self.head.len() && pos < HEAD {
+                self.head
+                    .extend_from_slice(&data[..data.len().min(HEAD - pos)]);
+            }
+        }
         let max = self.opts.max_line;
         let mut rest = data;
         while !rest.is_empty() {
@@ -330,7 +498,7 @@ impl LogFollower {
                     if self.skipping {
                         self.skipping = false;
                     } else if self.partial.len() + seg.len() > max {
-                        self.skipped_lines += 1;
+                        self.oversize_lines += 1;
                         self.partial.clear();
                     } else {
                         self.partial.extend_from_slice(seg);
@@ -347,7 +515,7 @@ impl LogFollower {
                         if self.partial.len() + rest.len() > max {
                             tracing::debug!(path = %self.path.display(), "skipping an over-long line");
                             self.skipping = true;
-                            self.skipped_lines += 1;
+                            self.oversize_lines += 1;
                             self.partial.clear();
                         } else {
                             self.partial.extend_from_slice(rest);
@@ -371,12 +539,15 @@ impl LogFollower {
         if self.file.is_none() {
             return;
         }
+        let head = &self.head[..self.head.len().min(committed_head(self.committed))];
         let st = State {
             path: self.path.clone(),
             dev: self.dev,
             inode: self.inode,
             offset: self.committed,
             skipping: self.skipping,
+            head_len: head.len() as u64,
+            head_sha256: sha256_hex(head),
         };
         if self.saved.as_ref() == Some(&st) {
             return;

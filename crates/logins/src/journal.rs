@@ -1,8 +1,10 @@
 //! sshd messages from the systemd journal, read from `journalctl -f -o json`.
 
 use std::io::{self, BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -15,8 +17,64 @@ use crate::parse::{parse_message, Login};
 pub struct JournalEntry {
     /// `__CURSOR`: where to resume after this entry.
     pub cursor: Option<String>,
-    /// The login in `MESSAGE`, if it is an sshd login message.
+    /// The login in `MESSAGE`, if it is an sshd login message from sshd.
     pub login: Option<Login>,
+    /// The entry names an sshd program (`SYSLOG_IDENTIFIER` or `_COMM`)
+    /// but was not sent by sshd (see [`sent_by_sshd`]): it is not parsed.
+    pub rejected: bool,
+}
+
+/// Directories sshd's programs are installed in (`sshd` in the first
+/// ones, OpenSSH >= 9.8's `sshd-session` and `sshd-auth` in the
+/// distributions' libexec directories). Only root can write to them, so a
+/// user's own copy of a program named `sshd` lies elsewhere.
+const SSHD_DIRS: [&str; 10] = [
+    "/usr/sbin",
+    "/sbin",
+    "/usr/bin",
+    "/bin",
+    "/usr/local/sbin",
+    "/usr/lib/openssh",
+    "/usr/libexec/openssh",
+    "/usr/libexec",
+    "/usr/lib/ssh",
+    "/usr/local/libexec",
+];
+
+/// Whether `exe` is one of sshd's programs where the system installs them.
+fn is_sshd_exe(exe: &str) -> bool {
+    let p = Path::new(exe);
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        return false;
+    };
+    crate::parse::is_sshd_ident(name) && SSHD_DIRS.iter().any(|d| dir == Path::new(d))
+}
+
+/// `ssh.service`, `sshd.service` and their per-connection instances
+/// (`ssh@...service`, socket activation).
+fn is_sshd_unit(unit: &str) -> bool {
+    let Some(stem) = unit.strip_suffix(".service") else {
+        return false;
+    };
+    let base = stem.split_once('@').map_or(stem, |(b, _)| b);
+    matches!(base, "ssh" | "sshd" | "openssh-server")
+}
+
+/// Whether journald says the entry came from sshd. `_COMM` and
+/// `SYSLOG_IDENTIFIER` prove nothing: any user names a process `sshd` (a
+/// copy of a program under that name, or `prctl(PR_SET_NAME)`) and sets
+/// any identifier. The fields journald itself adds from the kernel's view
+/// of the sender can't be forged by a client: the sender must be root
+/// (`_UID` 0) and either run one of sshd's programs from a system
+/// directory (`_EXE`) or belong to sshd's systemd unit (`_SYSTEMD_UNIT`,
+/// from its cgroup). Root's own processes can forge anything; they are
+/// not what this guards against.
+pub fn sent_by_sshd(entry: &Value) -> bool {
+    if field(entry, "_UID").as_deref() != Some("0") {
+        return false;
+    }
+    field(entry, "_EXE").is_some_and(|e| is_sshd_exe(&e))
+        || field(entry, "_SYSTEMD_UNIT").is_some_and(|u| is_sshd_unit(&u))
 }
 
 /// A journal field as text. journalctl writes non-UTF-8 values as an array
@@ -45,9 +103,9 @@ fn field(v: &Value, name: &str) -> Option<String> {
 }
 
 /// Parses one line of `journalctl -o json`. `None` if it is not a JSON
-/// object; otherwise the entry's cursor and, for an sshd login message, the
-/// login (time from `__REALTIME_TIMESTAMP`, pid from `_PID`, program from
-/// `SYSLOG_IDENTIFIER` or else `_COMM`).
+/// object; otherwise the entry's cursor and, for an sshd login message
+/// [`sent_by_sshd`], the login (time from `__REALTIME_TIMESTAMP`, pid from
+/// `_PID`, program from `SYSLOG_IDENTIFIER` or else `_COMM`).
 pub fn parse_journal_json(line: &str) -> Option<JournalEntry> {
     let v: Value = serde_json::from_str(line).ok()?;
     if !v.is_object() {
@@ -55,6 +113,15 @@ pub fn parse_journal_json(line: &str) -> Option<JournalEntry> {
     }
     let cursor = field(&v, "__CURSOR");
     let ident = field(&v, "SYSLOG_IDENTIFIER").or_else(|| field(&v, "_COMM"));
+    let claims_sshd = ident.as_deref().is_some_and(crate::parse::is_sshd_ident)
+        || field(&v, "_COMM").is_some_and(|c| crate::parse::is_sshd_ident(&c));
+    if claims_sshd && !sent_by_sshd(&v) {
+        return Some(JournalEntry {
+            cursor,
+            login: None,
+            rejected: true,
+        });
+    }
     let login = ident.and_then(|ident| {
         let message = field(&v, "MESSAGE")?;
         let pid = field(&v, "_PID")
@@ -66,7 +133,11 @@ pub fn parse_journal_json(line: &str) -> Option<JournalEntry> {
             .map(|us| UNIX_EPOCH + Duration::from_micros(us));
         Some(login)
     });
-    Some(JournalEntry { cursor, login })
+    Some(JournalEntry {
+        cursor,
+        login,
+        rejected: false,
+    })
 }
 
 /// The login in one `journalctl -o json` line, if any.
@@ -83,6 +154,8 @@ pub struct JournalOptions {
     /// just the cursor text). Without it, or when it is empty, reading starts
     /// with new entries.
     pub cursor_path: Option<PathBuf>,
+    /// Counts the entries rejected as not sent by sshd.
+    pub rejected: Arc<AtomicU64>,
 }
 
 impl Default for JournalOptions {
@@ -90,6 +163,7 @@ impl Default for JournalOptions {
         JournalOptions {
             journalctl: PathBuf::from("journalctl"),
             cursor_path: None,
+            rejected: Arc::default(),
         }
     }
 }
@@ -109,6 +183,7 @@ pub struct JournalSource {
     cursor: Option<String>,
     saved: Option<String>,
     line: String,
+    rejected: Arc<AtomicU64>,
 }
 
 /// The journalctl arguments for a start after `cursor` (or at the end).
@@ -165,6 +240,7 @@ impl JournalSource {
             saved: cursor.clone(),
             cursor,
             line: String::new(),
+            rejected: opts.rejected,
         })
     }
 
@@ -183,11 +259,27 @@ impl JournalSource {
             if entry.cursor.is_some() {
                 self.cursor = entry.cursor;
             }
+            if entry.rejected {
+                // A user can send these at will: warn on the first and then
+                // ever more rarely, the counter has them all.
+                let n = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        rejected = n,
+                        "journal entry claiming to be sshd's was not sent by sshd (not root, or not sshd's program); ignored"
+                    );
+                }
+            }
             if let Some(login) = entry.login {
                 self.persist();
                 return Ok(Some(login));
             }
         }
+    }
+
+    /// How many entries were rejected as not sent by sshd.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// The cursor of the last entry read.

@@ -13,8 +13,8 @@ mod parse;
 
 pub use follow::{FollowerOptions, LogFollower, DEFAULT_MAX_BATCH, DEFAULT_MAX_LINE};
 pub use journal::{
-    journalctl_args, parse_journal_json, parse_journal_line, JournalEntry, JournalOptions,
-    JournalSource,
+    journalctl_args, parse_journal_json, parse_journal_line, sent_by_sshd, JournalEntry,
+    JournalOptions, JournalSource,
 };
 pub use parse::{
     is_sshd_ident, parse_line, parse_message, to_event, Login, Stage, Status, DATA_TYPE_LOGIN,

@@ -311,7 +311,14 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// `2026-11-27T03:12:01[.123456](Z|+00:00|+0000)`
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    // Byte offsets below slice the text: only where it is ASCII (a
+    // multi-byte character there would split).
+    if b.len() < 20
+        || !b[..19].is_ascii()
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+    {
         return None;
     }
     if b[13] != b':' || b[16] != b':' {
@@ -342,6 +349,9 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
                 _ => return None,
             };
             let r = &rest[1..];
+            if !r.is_ascii() {
+                return None;
+            }
             let (oh, om) = match r.len() {
                 5 if r.as_bytes()[2] == b':' => (num(&r[0..2])?, num(&r[3..5])?),
                 4 => (num(&r[0..2])?, num(&r[2..4])?),

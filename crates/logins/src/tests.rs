@@ -215,6 +215,23 @@ fn timestamps() {
 }
 
 #[test]
+fn timestamps_with_multibyte_characters_do_not_panic() {
+    // Found by the auth_log fuzz target: byte offsets inside 'Γ'.
+    let crash: &[u8] = &[
+        50, 48, 50, 54, 45, 49, 50, 45, 50, 52, 84, 52, 51, 58, 48, 50, 58, 48, 206, 147, 61, 0, 0,
+        0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 113, 97, 255, 118,
+    ];
+    assert!(parse_line(&kestrel_event::lossless_string(crash)).is_none());
+    for line in [
+        "2026-12-01T23:40:0Γ+00:00 h sshd[1]: Invalid user a from 1.2.3.4 port 5",
+        "2026-12-01T23:40:03+aΓb h sshd[1]: Invalid user a from 1.2.3.4 port 5",
+        "2026-12-01T23:40:03.5+Γ:Γ h sshd[1]: Invalid user a from 1.2.3.4 port 5",
+    ] {
+        assert_eq!(parse_line(line).unwrap().time, None, "{line}");
+    }
+}
+
+#[test]
 fn event_fields() {
     let l = parse_line(
         "2026-11-27T03:12:01.123456+00:00 deb12 sshd[3001]: Failed password for invalid user x from 1.2.3.4 port 22 ssh2 from 10.0.0.9 port 5555 ssh2",
@@ -399,6 +416,98 @@ fn follow_skips_huge_line() {
     append(&log, b"\nc\n");
     assert_eq!(f.poll().unwrap(), ["b", "c"]);
     assert_eq!(f.skipped_lines(), 1);
+    assert_eq!((f.oversize_lines(), f.partial_lines()), (1, 0));
+}
+
+/// Truncates `path` in place, as logrotate's `copytruncate` does.
+fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+#[test]
+fn follow_truncated_and_refilled_while_stopped() {
+    // Refilled past the saved offset: the size passes, the head does not.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    append(
+        &log,
+        b"Nov 27 03:00:00 h sshd[1]: one\nNov 27 03:00:01 h sshd[1]: two\n",
+    );
+    {
+        let mut f = LogFollower::open(&log, opts(dir.path())).unwrap();
+        assert_eq!(f.poll().unwrap().len(), 2);
+    }
+    truncate(&log);
+    let refill =
+        b"Nov 27 04:00:00 h sshd[2]: genuine\nNov 27 04:00:01 h sshd[2]: Invalid user xx forged\n";
+    append(&log, refill);
+    let mut f = LogFollower::open(&log, opts(dir.path())).unwrap();
+    assert_eq!(
+        f.poll().unwrap(),
+        [
+            "Nov 27 04:00:00 h sshd[2]: genuine",
+            "Nov 27 04:00:01 h sshd[2]: Invalid user xx forged"
+        ]
+    );
+    assert_eq!((f.truncations(), f.partial_lines()), (1, 0));
+}
+
+#[test]
+fn follow_truncated_and_refilled_between_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    append(&log, b"first line\nsecond line\n");
+    let mut f = LogFollower::open(&log, opts(dir.path())).unwrap();
+    assert_eq!(f.poll().unwrap().len(), 2);
+    truncate(&log);
+    append(&log, b"new one\nnew two, longer than the old\n");
+    assert_eq!(
+        f.poll().unwrap(),
+        ["new one", "new two, longer than the old"]
+    );
+    assert_eq!(f.truncations(), 1);
+    // Past the first KiB the head is still what is compared.
+    let long: String = (0..100).map(|i| format!("line {i:04}\n")).collect();
+    append(&log, long.as_bytes());
+    assert_eq!(f.poll().unwrap().len(), 100);
+    truncate(&log);
+    append(&log, long.replace("line", "LINE").as_bytes());
+    append(&log, b"more\n");
+    let got = f.poll().unwrap();
+    assert_eq!((got.len(), got[0].as_str()), (101, "LINE 0000"));
+    assert_eq!(f.truncations(), 2);
+}
+
+#[test]
+fn follow_never_resumes_mid_line() {
+    // A saved offset that does not follow a newline (a state from before
+    // head checks, or for other bytes): the rest of that line is skipped
+    // and counted, not parsed.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    append(&log, b"aaaa\nbbbb\n");
+    let st = dir.path().join("state.json");
+    let meta = fs::metadata(&log).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    fs::write(
+        &st,
+        format!(
+            r#"{{"path":"{}","dev":{},"inode":{},"offset":7}}"#,
+            log.display(),
+            meta.dev(),
+            meta.ino()
+        ),
+    )
+    .unwrap();
+    append(&log, b"cccc\n");
+    let mut f = LogFollower::open(&log, opts(dir.path())).unwrap();
+    assert_eq!(f.poll().unwrap(), ["cccc"]);
+    assert_eq!((f.partial_lines(), f.skipped_lines()), (1, 1));
 }
 
 #[test]
@@ -419,9 +528,9 @@ fn follow_small_batches() {
 
 // ----------------------------------------------------------------- journal
 
-const J_ACCEPT: &str = r#"{"__CURSOR":"s=1;i=10","__REALTIME_TIMESTAMP":"1795749121123456","_PID":"4001","_COMM":"sshd-session","SYSLOG_IDENTIFIER":"sshd-session","MESSAGE":"Accepted publickey for root from 10.0.0.1 port 5000 ssh2: ED25519 SHA256:abc"}"#;
-const J_OTHER: &str = r#"{"__CURSOR":"s=1;i=11","__REALTIME_TIMESTAMP":"1795749121200000","_PID":"4001","_COMM":"sshd-session","SYSLOG_IDENTIFIER":"sshd-session","MESSAGE":"pam_unix(sshd:session): session opened for user root(uid=0) by root(uid=0)"}"#;
-const J_FAILED: &str = r#"{"__CURSOR":"s=1;i=12","__REALTIME_TIMESTAMP":"1795749122000000","_PID":"812","_COMM":"sshd","MESSAGE":"Failed password for invalid user ad min from 2001:db8::7 port 40000 ssh2"}"#;
+const J_ACCEPT: &str = r#"{"__CURSOR":"s=1;i=10","__REALTIME_TIMESTAMP":"1795749121123456","_PID":"4001","_UID":"0","_EXE":"/usr/lib/openssh/sshd-session","_COMM":"sshd-session","SYSLOG_IDENTIFIER":"sshd-session","MESSAGE":"Accepted publickey for root from 10.0.0.1 port 5000 ssh2: ED25519 SHA256:abc"}"#;
+const J_OTHER: &str = r#"{"__CURSOR":"s=1;i=11","__REALTIME_TIMESTAMP":"1795749121200000","_PID":"4001","_UID":"0","_EXE":"/usr/lib/openssh/sshd-session","_COMM":"sshd-session","SYSLOG_IDENTIFIER":"sshd-session","MESSAGE":"pam_unix(sshd:session): session opened for user root(uid=0) by root(uid=0)"}"#;
+const J_FAILED: &str = r#"{"__CURSOR":"s=1;i=12","__REALTIME_TIMESTAMP":"1795749122000000","_PID":"812","_UID":"0","_SYSTEMD_UNIT":"ssh.service","_COMM":"sshd","MESSAGE":"Failed password for invalid user ad min from 2001:db8::7 port 40000 ssh2"}"#;
 
 #[test]
 fn journal_json_lines() {
@@ -453,7 +562,7 @@ fn journal_json_lines() {
     bytes.extend_from_slice(b" from 1.2.3.4 port 9");
     let arr: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
     let line = format!(
-        r#"{{"__CURSOR":"c","SYSLOG_IDENTIFIER":"sshd","_PID":"5","MESSAGE":[{}]}}"#,
+        r#"{{"__CURSOR":"c","SYSLOG_IDENTIFIER":"sshd","_UID":"0","_EXE":"/usr/sbin/sshd","_PID":"5","MESSAGE":[{}]}}"#,
         arr.join(",")
     );
     let l = parse_journal_line(&line).unwrap();
@@ -466,6 +575,42 @@ fn journal_json_lines() {
         .unwrap()
         .login
         .is_none());
+}
+
+#[test]
+fn journal_entries_not_from_sshd_are_rejected() {
+    let forged = |extra: &str| {
+        format!(
+            r#"{{"__CURSOR":"f","_COMM":"sshd","SYSLOG_IDENTIFIER":"sshd",{extra}"MESSAGE":"Accepted password for root from 6.6.6.6 port 22 ssh2"}}"#
+        )
+    };
+    for extra in [
+        // A user's process named sshd.
+        r#""_UID":"1000","_EXE":"/home/u/sshd","#,
+        // A user's process inside sshd's unit (no pam_systemd).
+        r#""_UID":"1000","_SYSTEMD_UNIT":"ssh.service","#,
+        r#""_UID":"1000","_EXE":"/usr/sbin/sshd","#,
+        // Root, but another program (a set-user-ID one run under the name
+        // sshd) or a copy outside the system directories.
+        r#""_UID":"0","_EXE":"/usr/bin/sudo","#,
+        r#""_UID":"0","_EXE":"/tmp/x/sshd","#,
+        r#""_UID":"0","_SYSTEMD_UNIT":"user@1000.service","#,
+        // No sender fields at all.
+        "",
+    ] {
+        let e = parse_journal_json(&forged(extra)).unwrap();
+        assert!(e.rejected && e.login.is_none(), "{extra}");
+        assert_eq!(e.cursor.as_deref(), Some("f"));
+    }
+    for extra in [
+        r#""_UID":"0","_EXE":"/usr/sbin/sshd","#,
+        r#""_UID":"0","_EXE":"/usr/libexec/openssh/sshd-session","#,
+        r#""_UID":"0","_SYSTEMD_UNIT":"sshd.service","#,
+        r#""_UID":"0","_SYSTEMD_UNIT":"ssh@3-127.0.0.1:22-127.0.0.1:5000.service","#,
+    ] {
+        let e = parse_journal_json(&forged(extra)).unwrap();
+        assert!(!e.rejected && e.login.is_some(), "{extra}");
+    }
 }
 
 #[test]
@@ -490,9 +635,10 @@ fn journal_source_with_fake_journalctl() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("journalctl");
     let canned = dir.path().join("canned");
+    let forged = r#"{"__CURSOR":"s=1;i=11b","_COMM":"sshd","_UID":"1000","MESSAGE":"Accepted password for root from 6.6.6.6 port 22 ssh2"}"#;
     fs::write(
         &canned,
-        format!("{J_ACCEPT}\n{J_OTHER}\nnoise\n{J_FAILED}\n"),
+        format!("{J_ACCEPT}\n{J_OTHER}\n{forged}\nnoise\n{J_FAILED}\n"),
     )
     .unwrap();
     let args = dir.path().join("args");
@@ -510,6 +656,7 @@ fn journal_source_with_fake_journalctl() {
     let o = JournalOptions {
         journalctl: script.clone(),
         cursor_path: Some(cursor.clone()),
+        ..JournalOptions::default()
     };
     let mut src = JournalSource::spawn(o.clone()).unwrap();
     let a = src.next_login().unwrap().unwrap();
@@ -517,6 +664,7 @@ fn journal_source_with_fake_journalctl() {
     assert_eq!(fs::read_to_string(&cursor).unwrap(), "s=1;i=10");
     let b = src.next_login().unwrap().unwrap();
     assert_eq!(b.user, "ad min");
+    assert_eq!(src.rejected(), 1);
     assert_eq!(fs::read_to_string(&cursor).unwrap(), "s=1;i=12");
     assert!(src.next_login().unwrap().is_none());
     drop(src);

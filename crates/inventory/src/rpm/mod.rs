@@ -82,6 +82,18 @@ fn detect(head: &[u8]) -> Option<Format> {
     }
 }
 
+/// The hand-written decoders on bytes from memory (for the fuzz targets):
+/// the database formats by content, and the bytes as one header blob.
+pub(crate) fn read_bytes_for_fuzzing(data: &[u8]) -> usize {
+    let path = Path::new("fuzz");
+    let n = match detect(data.get(..16).unwrap_or(data)) {
+        Some(Format::BerkeleyHash) => bdb::read(data, path).map_or(0, |(p, w)| p.len() + w.len()),
+        Some(Format::Ndb) => ndb::read(data, path).map_or(0, |(p, w)| p.len() + w.len()),
+        Some(Format::Sqlite) | None => 0,
+    };
+    n + usize::from(header::parse_header(data).is_ok())
+}
+
 fn read_file(path: &Path) -> Result<(Vec<Package>, Vec<Warning>), InventoryError> {
     let file = File::open(path).map_err(|e| InventoryError::io(path, e))?;
     let source = FileSource::new(file).map_err(|e| InventoryError::io(path, e))?;

@@ -19,6 +19,7 @@ use super::detect::DetectCounters;
 use super::enrich::EnrichStageCounters;
 use super::output::OutputCounters;
 use super::sources::SourceCounters;
+use crate::logins::LoginCounters;
 
 /// The kernel's counters as the views show them.
 #[derive(Debug, Default, Clone)]
@@ -68,6 +69,7 @@ pub struct Counters {
     pub sources: Arc<SourceCounters>,
     /// The delayed hash of created files, on its own thread.
     pub file_hash: Arc<FileHashCounters>,
+    pub logins: Arc<LoginCounters>,
     /// The Kafka output's, when it is the sink at start.
     pub kafka: Option<Arc<KafkaStats>>,
     /// A file output's (size cap), whichever file it is.
@@ -107,6 +109,7 @@ impl Counters {
             output: Arc::default(),
             sources: Arc::default(),
             file_hash: Arc::default(),
+            logins: Arc::default(),
             kafka,
             kernel: Mutex::default(),
         }
@@ -183,6 +186,13 @@ impl Counters {
                 fh.skipped(why),
             ));
         }
+        let l = &self.logins;
+        fields.extend([
+            ("login_lines_oversize".into(), g(&l.lines_oversize)),
+            ("login_lines_partial".into(), g(&l.lines_partial)),
+            ("login_truncations".into(), g(&l.truncations)),
+            ("login_journal_rejected".into(), g(&l.journal_rejected)),
+        ]);
         let mut line = format!("counters when={when:?}");
         for (k, v) in fields {
             let _ = write!(line, " {k}={v}");
@@ -245,6 +255,26 @@ impl Counters {
                     "kestrel_userspace_events_total",
                     "Events made in user space (inventory, logins).",
                     g(&c.sources.userspace),
+                ),
+                (
+                    "kestrel_login_lines_oversize_total",
+                    "Auth log lines skipped for being over 64 KiB.",
+                    g(&c.logins.lines_oversize),
+                ),
+                (
+                    "kestrel_login_lines_partial_total",
+                    "Auth log lines skipped because they were not read from their start.",
+                    g(&c.logins.lines_partial),
+                ),
+                (
+                    "kestrel_login_truncations_total",
+                    "Auth logs found truncated or replaced in place.",
+                    g(&c.logins.truncations),
+                ),
+                (
+                    "kestrel_login_journal_rejected_total",
+                    "Journal entries claiming to be sshd's that sshd did not send.",
+                    g(&c.logins.journal_rejected),
                 ),
             ] {
                 metric(out, name, "counter", help, v);
@@ -354,7 +384,8 @@ mod tests {
              file_md5_skipped_too_large=0 file_md5_skipped_stopping=0 \
              file_md5_skipped_missing=0 file_md5_skipped_not_regular=0 \
              file_md5_skipped_unreadable=0 file_md5_skipped_tmpfile=0 \
-             file_md5_skipped_no_path=0"
+             file_md5_skipped_no_path=0 login_lines_oversize=0 \
+             login_lines_partial=0 login_truncations=0 login_journal_rejected=0"
         );
     }
 }

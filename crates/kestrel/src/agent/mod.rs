@@ -189,7 +189,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let inject = sources::Inject::new(into_detect.clone(), counters.sources.clone());
     sources::start(&cfg.sources, &inject, &stop)?;
     if let Some(lc) = cfg.logins.clone() {
-        crate::logins::start(lc, inject.clone(), stop.clone())?;
+        crate::logins::start(lc, inject.clone(), counters.logins.clone(), stop.clone())?;
     }
     if let Some(cc) = &cfg.control {
         crate::control::start(
