@@ -19,7 +19,7 @@ pub mod raw;
 use kestrel_abi as abi;
 use kestrel_abi::kinds::Kind;
 
-pub use common::{SockAddrs, Task};
+pub use common::{ExeId, SockAddrs, Task};
 pub use connect::Connect;
 pub use cred::Cred;
 pub use dns::Dns;
