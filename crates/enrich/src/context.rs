@@ -92,6 +92,9 @@ pub(crate) struct Lookups {
     containers: Containers,
     netns: NetnsAddrs,
     pub(crate) names: NameResolver,
+    /// The agent's mount namespace (inode; 0 when unknown): a path the
+    /// kernel walked in another one names another file here.
+    own_mnt_ns: u64,
 }
 
 impl Lookups {
@@ -106,6 +109,9 @@ impl Lookups {
             containers: Containers::new(cfg.container_cache_entries),
             netns: NetnsAddrs::new(cfg.container_cache_entries),
             names: NameResolver::start(cfg.runtime_sockets.clone(), cfg.container_cache_entries),
+            own_mnt_ns: std::fs::metadata(cfg.proc_root.join("self/ns/mnt"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap_or(0),
         }
     }
 
@@ -172,7 +178,10 @@ impl Lookups {
         ];
 
         let (exe, exe_md5, md5_status) = match (e.res, &t.exe) {
-            (0, Some(id)) => self.executed(e, id, &live.exe, t.tgid),
+            (0, Some(id)) => {
+                let here = u64::from(t.mnt_ns) == self.own_mnt_ns;
+                self.executed(e, id, &live.exe, t.tgid, here)
+            }
             // A failed exec is about the path that was refused; the
             // caller's image is not. (And an exec whose process entry the
             // kernel could not make: as before the identity existed.)
@@ -227,13 +236,15 @@ impl Lookups {
     /// /proc/PID/exe while the process lives, else by its path, each
     /// checked against the identity the kernel took (`id`), never the
     /// path given to exec (a symlink, /proc/self/fd/N, /dev/fd/N/name,
-    /// something renamed over it since).
+    /// something renamed over it since). By path only when the process is
+    /// in the agent's mount namespace (`here`).
     fn executed(
         &mut self,
         e: &Exec,
         id: &ExeId,
         live_exe: &str,
         pid: u32,
+        here: bool,
     ) -> (String, String, Md5Status) {
         let walked = lossless_string(&e.exe_path);
         let live_path = live_exe.strip_suffix(" (deleted)").unwrap_or(live_exe);
@@ -269,7 +280,7 @@ impl Lookups {
             }
             status = s;
         }
-        if path.starts_with('/') && !id.deleted {
+        if here && path.starts_with('/') && !id.deleted {
             let expect = Expect {
                 id,
                 via_proc_link: false,
