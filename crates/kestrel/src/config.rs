@@ -204,7 +204,7 @@ impl AgentSettings {
         Ok(AgentConfig {
             collect: self.collect.resolve(&general)?,
             enrich: self.enrich.resolve(general.queue_events)?,
-            detect: self.detect.resolve(),
+            detect: self.detect.resolve()?,
             sources: self.sources.resolve()?,
             logins: self.logins.resolve(&general)?,
             control: self.control.resolve(&general)?,
@@ -306,6 +306,6 @@ mod tests {
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 32);
+        assert_eq!(keys.len(), 35);
     }
 }

@@ -47,6 +47,13 @@ impl LoginSettings {
     /// None when the monitor is off.
     pub fn resolve(self, general: &General) -> Result<Option<LoginConfig>> {
         if self.no_logins == Some(true) {
+            if self.login_journal.as_deref() == Some("on") {
+                bail!(
+                    "conflicting config values: no_logins (--no-logins) turns the login monitor \
+                     off, login_journal = \"on\" (--login-journal on) asks it to read the \
+                     journal: drop one of them"
+                );
+            }
             return Ok(None);
         }
         Ok(Some(LoginConfig {

@@ -29,6 +29,9 @@ fn help_documents_every_option() {
         "--queue-events",
         "--btf",
         "--log-level",
+        "--output-allow",
+        "--output-max-bytes",
+        "--output-keep",
     ] {
         assert!(text.contains(opt), "agent --help lacks {opt}");
     }
@@ -127,4 +130,76 @@ fn a_closed_pipe_ends_a_one_shot_command_quietly() {
         !stderr.contains("panicked") && !stderr.contains("error"),
         "{stderr}"
     );
+}
+
+/// `kestrel agent ARGS`, killed if it still runs after 30 s (it accepted
+/// what it should have refused): exit code and output, or None.
+fn run_refused(args: &[&str]) -> Option<(i32, String)> {
+    use std::process::Stdio;
+    let _serial = crate::support::serial();
+    let state = std::env::temp_dir().join(format!("kestrel-cli-state-{}", std::process::id()));
+    let mut child = kestrel()
+        .args(["agent", "--inventory-interval-hours", "0"])
+        .args(["--rootkit-scan-interval-hours", "0", "--state-dir"])
+        .arg(&state)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn conflicting_or_relative_settings_are_refused() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cli-conflict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("k.toml");
+    let f = f.to_str().unwrap();
+    for (args, toml, names) in [
+        (
+            &["--no-logins", "--login-journal", "on"][..],
+            "no_logins = true\nlogin_journal = \"on\"\n",
+            &["no_logins", "login_journal"][..],
+        ),
+        (
+            &["--cred-allow", "sudo"][..],
+            "cred_allowlist = [\"/usr/bin/su\", \"bin/sudo\"]\n",
+            &["cred_allowlist", "absolute"][..],
+        ),
+        (
+            &["--output-allow", "var/log"][..],
+            "output_allow = [\"/var/log/../../etc\"]\n",
+            &["output_allow", "absolute"][..],
+        ),
+    ] {
+        std::fs::write(f, toml).unwrap();
+        for a in [args, &["--config", f][..]] {
+            let Some((code, text)) = run_refused(a) else {
+                panic!("the agent started with {a:?} ({toml:?})");
+            };
+            assert_eq!(code, 1, "{a:?}: {text}");
+            for n in names {
+                assert!(
+                    text.contains(n),
+                    "{a:?}: the error does not name {n}: {text}"
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -107,12 +107,15 @@ fn two_agents_commands_offline_and_server_restart() {
     let token = data.join("enroll.token");
     let tok = ["--enroll-token-file", token.to_str().unwrap()];
     let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    // The server may move A's output within the directory A's host allowed.
+    let mut extra_a = tok.to_vec();
+    extra_a.extend(["--output-allow", dir.to_str().unwrap()]);
     let a = start_agent(
         &data,
         grpc,
         &dir.join("state-a"),
         &out_a,
-        &tok,
+        &extra_a,
         "control: connected",
     );
     let host_b = format!("kestrel-test-b-{}", std::process::id());

@@ -100,7 +100,15 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = File::create(&tmp)?;
+        // Read positions say what root's logs hold: root's alone.
+        let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            0o600,
+        )
+        .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
     }

@@ -3,6 +3,7 @@
 
 mod file;
 pub mod kafka;
+pub mod safe;
 pub mod spool;
 mod stdout;
 
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use file::FileSink;
+pub use file::{FileLimits, FileSink, FileStats};
 pub use kafka::{KafkaIdentity, KafkaSink, KafkaSpec, KafkaStats};
 pub use stdout::StdoutSink;
 
@@ -21,6 +22,12 @@ pub trait Sink: Send {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
     /// Pushes queued lines out.
     fn flush(&mut self) -> io::Result<()>;
+    /// After a failed flush: how many of the `pending` lines queued since
+    /// the last good flush were not written (the others were). By default,
+    /// all of them.
+    fn lost(&mut self, pending: u64) -> u64 {
+        pending
+    }
     /// Re-opens the destination (after log rotation); a no-op where that
     /// means nothing.
     fn reopen(&mut self) -> io::Result<()> {
@@ -84,11 +91,12 @@ impl std::fmt::Display for OutputSpec {
 
 impl OutputSpec {
     /// Opens the sink. `id` names the agent (Kafka message key) and its
-    /// state directory (default place of the Kafka spool).
-    pub fn open(&self, id: &KafkaIdentity) -> io::Result<Box<dyn Sink>> {
+    /// state directory (default place of the Kafka spool); `limits` cap a
+    /// file output.
+    pub fn open(&self, id: &KafkaIdentity, limits: &FileLimits) -> io::Result<Box<dyn Sink>> {
         Ok(match self {
             OutputSpec::Stdout => Box::new(StdoutSink::new()),
-            OutputSpec::File(p) => Box::new(FileSink::open(p)?),
+            OutputSpec::File(p) => Box::new(FileSink::open_with(p, limits.clone())?),
             OutputSpec::Kafka(k) => Box::new(KafkaSink::open(k, id)?),
         })
     }

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -192,9 +192,12 @@ impl Spool {
                 format!("spool {}: {what}: {e}", cfg.dir.display()),
             )
         };
-        fs::create_dir_all(&cfg.dir).map_err(|e| ctx("cannot create", e))?;
-        // Events name users, commands and peers: for root only.
-        fs::set_permissions(&cfg.dir, fs::Permissions::from_mode(0o700))
+        // Events name users, commands and peers: for root only. Walked as
+        // the output files are, so that no other user's directory or link
+        // decides where segments are created, truncated or deleted.
+        let dir =
+            crate::safe::open_dir(&cfg.dir, Some(0o700)).map_err(|e| ctx("cannot create", e))?;
+        dir.chmod(0o700)
             .map_err(|e| ctx("cannot set permissions", e))?;
         let stats = Arc::new(SpoolStats::default());
         let committed = match fs::read_to_string(cfg.dir.join("committed")) {
@@ -528,7 +531,12 @@ impl Spool {
             return Ok(());
         }
         let tmp = self.cfg.dir.join("committed.tmp");
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         writeln!(f, "{}", self.committed)?;
         if self.cfg.fsync != FsyncPolicy::Never {
             f.sync_data()?;

@@ -175,9 +175,19 @@ impl Collector {
         counters: Arc<CollectCounters>,
     ) -> Result<Self> {
         let record_raw = match &cfg.record_raw {
+            // The records hold process environments: root's alone, and
+            // never written through a link or into a file another user
+            // made (the file is emptied).
             Some(p) => Some(std::io::BufWriter::new(
-                std::fs::File::create(p)
-                    .with_context(|| format!("creating the raw record file {}", p.display()))?,
+                kestrel_sinks::safe::open_file(
+                    p,
+                    kestrel_sinks::safe::FileMode {
+                        mode: 0o600,
+                        truncate: true,
+                    },
+                )
+                .map(|(_, f)| f)
+                .with_context(|| format!("creating the raw record file {}", p.display()))?,
             )),
             None => None,
         };

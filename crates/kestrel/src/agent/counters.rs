@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kestrel_probes::{KernelCounters, Probes};
-use kestrel_sinks::KafkaStats;
+use kestrel_sinks::{FileStats, KafkaStats};
 
 use super::collect::CollectCounters;
 use super::detect::DetectCounters;
@@ -67,6 +67,8 @@ pub struct Counters {
     pub sources: Arc<SourceCounters>,
     /// The Kafka output's, when it is the sink at start.
     pub kafka: Option<Arc<KafkaStats>>,
+    /// A file output's (size cap), whichever file it is.
+    pub file: Arc<FileStats>,
     /// Read from the kernel by the collecting thread (which owns the
     /// probes) about every second.
     kernel: Mutex<KernelPart>,
@@ -94,8 +96,9 @@ fn g(a: &AtomicU64) -> u64 {
 }
 
 impl Counters {
-    pub fn new(kafka: Option<Arc<KafkaStats>>) -> Self {
+    pub fn new(kafka: Option<Arc<KafkaStats>>, file: Arc<FileStats>) -> Self {
         Counters {
+            file,
             collect: Arc::default(),
             detect: Arc::default(),
             output: Arc::default(),
@@ -140,6 +143,8 @@ impl Counters {
             ("emitted".into(), g(&o.emitted)),
             ("decode_errors".into(), g(&c.decode_errors)),
             ("write_errors".into(), g(&o.write_errors)),
+            ("output_rotations".into(), g(&self.file.rotations)),
+            ("output_capped".into(), g(&self.file.capped)),
             ("userspace_events".into(), g(&s.userspace)),
             ("rootkit_scan_failures".into(), g(&s.rootkit_scan_failures)),
             ("kernel_submitted".into(), kernel.submitted),
@@ -210,6 +215,16 @@ impl Counters {
                     g(&c.output.write_errors),
                 ),
                 (
+                    "kestrel_output_rotations_total",
+                    "Times the output file was rotated at its size cap.",
+                    g(&c.file.rotations),
+                ),
+                (
+                    "kestrel_output_capped_total",
+                    "Events dropped because the output file was at its size cap (also in write_errors).",
+                    g(&c.file.capped),
+                ),
+                (
                     "kestrel_decode_errors_total",
                     "Kernel records that did not decode.",
                     g(&c.collect.decode_errors),
@@ -271,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_line_keeps_its_names_and_order() {
-        let c = Counters::new(None);
+        let c = Counters::new(None, Arc::default());
         c.collect.received.store(7, Ordering::Relaxed);
         c.detect.cred_allowlisted.store(2, Ordering::Relaxed);
         // In the table's order, as the kernel gives them.
@@ -290,7 +305,7 @@ mod tests {
         assert_eq!(
             line,
             "counters when=\"final\" received=7 emitted=0 decode_errors=0 write_errors=0 \
-             userspace_events=0 rootkit_scan_failures=0 kernel_submitted=3 kernel_lost=1 \
+             output_rotations=0 output_capped=0 userspace_events=0 rootkit_scan_failures=0 kernel_submitted=3 kernel_lost=1 \
              exec_submitted=0 exec_lost=1 connect_submitted=0 connect_lost=0 \
              ptrace_submitted=0 ptrace_lost=0 dns_submitted=3 dns_lost=0 dns_malformed=4 \
              cred_submitted=0 cred_lost=0 cred_allowlisted=2 file_submitted=0 file_lost=0 \

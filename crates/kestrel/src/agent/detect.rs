@@ -52,15 +52,22 @@ pub struct DetectConfig {
 }
 
 impl DetectSettings {
-    pub fn resolve(self) -> DetectConfig {
-        DetectConfig {
-            cred_allowlist: self.cred_allowlist.unwrap_or_else(|| {
-                DEFAULT_CRED_ALLOWLIST
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            }),
+    pub fn resolve(self) -> anyhow::Result<DetectConfig> {
+        let cred_allowlist = self.cred_allowlist.unwrap_or_else(|| {
+            DEFAULT_CRED_ALLOWLIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+        // The list is matched against the executable's full path: a bare
+        // name would never match (and the user would believe sudo exempt).
+        if let Some(rel) = cred_allowlist.iter().find(|p| !p.starts_with('/')) {
+            anyhow::bail!(
+                "bad config value: cred_allowlist (--cred-allow): {rel:?} is not an absolute \
+                 path; the list holds executables' full paths, e.g. /usr/bin/sudo"
+            );
         }
+        Ok(DetectConfig { cred_allowlist })
     }
 }
 
@@ -213,7 +220,10 @@ pub(crate) mod tests {
     #[test]
     fn allowlisted_execs_to_root_are_dropped_and_counted() {
         let counters = Arc::new(DetectCounters::default());
-        let d = Detect::new(&DetectSettings::default().resolve(), counters.clone());
+        let d = Detect::new(
+            &DetectSettings::default().resolve().unwrap(),
+            counters.clone(),
+        );
         let f = Filter::default();
         let sudo = ev(&[
             ("data_type", "604"),

@@ -133,9 +133,12 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let sink = cfg
         .output
         .spec
-        .open(&kafka_id)
+        .open(&kafka_id, &cfg.output.limits)
         .with_context(|| format!("opening output {}", cfg.output.spec))?;
-    let counters = Arc::new(Counters::new(sink.kafka_stats()));
+    let counters = Arc::new(Counters::new(
+        sink.kafka_stats(),
+        cfg.output.limits.stats.clone(),
+    ));
 
     let mut probes = collect::load_probes(&cfg.collect)?;
 
@@ -147,7 +150,11 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     // What the control server's commands change (filter, output, file
     // exclusions); inert without --server.
     let detect = detect::Detect::new(&cfg.detect, counters.detect.clone());
-    let ctl = crate::control::Runtime::new(detect.filter(), output_switch.clone());
+    let ctl = crate::control::Runtime::new(
+        detect.filter(),
+        output_switch.clone(),
+        cfg.output.policy.clone(),
+    );
     // Kept to count what a stalled output leaves in its queue at exit.
     let output_queue = output_rx.clone();
     let output = output::start(
@@ -159,6 +166,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             counters: counters.output.clone(),
             ids: format!("{}-{}", identity.agent_id, identity.run),
             kafka_id,
+            limits: cfg.output.limits.clone(),
             on_error: {
                 let ctl = ctl.clone();
                 Box::new(move |e| ctl.set_error(e))

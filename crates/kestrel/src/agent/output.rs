@@ -6,16 +6,19 @@
 //! rotation); the control server's `config output=...` replaces it between
 //! two batches, after flushing the old one.
 
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kestrel_event::Event;
-use kestrel_sinks::{KafkaIdentity, OutputSpec, Sink};
+use kestrel_sinks::{FileLimits, KafkaIdentity, KafkaSpec, OutputSpec, Sink};
+
+use crate::config::range;
 use serde::Deserialize;
 
 /// Settings of the output stage.
@@ -28,12 +31,34 @@ pub struct OutputSettings {
     /// and the on-disk spool: docs/kafka.md). [default: stdout]
     #[arg(long, value_name = "OUTPUT")]
     pub output: Option<String>,
+
+    /// A directory in which the control server's `config output=file:PATH`
+    /// may put the event file (PATH directly in DIR); repeat the flag for
+    /// several. Without it the server can switch to stdout, to this host's
+    /// own --output, or to Kafka without file options, never to a file of
+    /// its choosing. [default: none]
+    #[arg(long = "output-allow", value_name = "DIR")]
+    pub output_allow: Option<Vec<PathBuf>>,
+
+    /// Size cap of a file output, in bytes: at the cap the file is rotated
+    /// (see --output-keep). Off unless given.
+    #[arg(long, value_name = "BYTES")]
+    pub output_max_bytes: Option<u64>,
+
+    /// Rotated files kept at the size cap (PATH.1 the newest); 0 stops
+    /// writing at the cap instead (events dropped and counted in
+    /// output_capped until a SIGHUP re-opens a smaller file). [default: 5]
+    #[arg(long, value_name = "N")]
+    pub output_keep: Option<u32>,
 }
 
 /// The output stage's settings, resolved.
 #[derive(Debug, Clone)]
 pub struct OutputConfig {
     pub spec: OutputSpec,
+    /// What the control server may switch to.
+    pub policy: OutputPolicy,
+    pub limits: FileLimits,
 }
 
 impl OutputSettings {
@@ -43,7 +68,118 @@ impl OutputSettings {
             .unwrap_or_else(|| "stdout".into())
             .parse::<OutputSpec>()
             .map_err(|e| anyhow::anyhow!("bad config value: output: {e}"))?;
-        Ok(OutputConfig { spec })
+        let allow = self.output_allow.unwrap_or_default();
+        for d in &allow {
+            if !d.is_absolute()
+                || d.components()
+                    .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+            {
+                bail!(
+                    "bad config value: output_allow: {}: use an absolute directory without . or ..",
+                    d.display()
+                );
+            }
+        }
+        let max_bytes = match self.output_max_bytes {
+            None => None,
+            Some(b) => Some(range("output_max_bytes", b, 4096, 1 << 50)?),
+        };
+        let keep = range(
+            "output_keep",
+            u64::from(self.output_keep.unwrap_or(5)),
+            0,
+            1000,
+        )? as u32;
+        if self.output_keep.is_some() && max_bytes.is_none() {
+            bail!("bad config value: output_keep is given without output_max_bytes: set the size cap too");
+        }
+        Ok(OutputConfig {
+            policy: OutputPolicy {
+                host: spec.clone(),
+                allow,
+            },
+            spec,
+            limits: FileLimits {
+                max_bytes,
+                keep,
+                stats: Arc::default(),
+            },
+        })
+    }
+}
+
+/// The options of a Kafka output that name files.
+fn kafka_paths(k: &KafkaSpec) -> [(&'static str, Option<&PathBuf>); 5] {
+    [
+        ("tls_ca", k.tls_ca.as_ref()),
+        ("tls_cert", k.tls_cert.as_ref()),
+        ("tls_key", k.tls_key.as_ref()),
+        ("sasl_password_file", k.sasl_password_file.as_ref()),
+        ("spool_dir", k.spool_dir.as_ref()),
+    ]
+}
+
+/// What the control server's `config output=...` may choose. The server
+/// must not pick where a root process writes (an event line in
+/// /etc/profile.d would run as root at the next login) nor which files it
+/// reads (a Kafka "password file" would send its text to the server's
+/// broker): any path in a server's output must be this host's own
+/// configured one, or lie directly in a directory the host allowed.
+#[derive(Debug, Clone)]
+pub struct OutputPolicy {
+    /// The output this host was started with.
+    pub host: OutputSpec,
+    /// `--output-allow` directories.
+    pub allow: Vec<PathBuf>,
+}
+
+impl OutputPolicy {
+    /// Ok, or why the server may not switch to `spec`.
+    pub fn check(&self, spec: &OutputSpec) -> std::result::Result<(), String> {
+        let allowed = |p: &Path| {
+            p.is_absolute()
+                && p.components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+                && p.parent()
+                    .is_some_and(|d| self.allow.iter().any(|a| a == d))
+        };
+        let refuse = |what: &str, p: &Path| {
+            Err(format!(
+                "{what} {} is not this host's to choose from the server: it must be the \
+                 agent's own configured one or lie directly in a directory the host allowed \
+                 with --output-allow ({})",
+                p.display(),
+                if self.allow.is_empty() {
+                    "none allowed".to_string()
+                } else {
+                    self.allow
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+        };
+        match (spec, &self.host) {
+            (OutputSpec::Stdout, _) => Ok(()),
+            (OutputSpec::File(p), OutputSpec::File(h)) if p == h => Ok(()),
+            (OutputSpec::File(p), _) if allowed(p) => Ok(()),
+            (OutputSpec::File(p), _) => refuse("the output file", p),
+            (OutputSpec::Kafka(k), host) => {
+                let host = match host {
+                    OutputSpec::Kafka(h) => kafka_paths(h),
+                    _ => Default::default(),
+                };
+                for ((name, p), (_, h)) in kafka_paths(k).into_iter().zip(host) {
+                    let Some(p) = p else { continue };
+                    if h == Some(p) || allowed(p) {
+                        continue;
+                    }
+                    return refuse(&format!("the Kafka option {name}:"), p);
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -89,6 +225,7 @@ pub struct OutputStage {
     pub ids: String,
     /// For an output opened on the server's command.
     pub kafka_id: KafkaIdentity,
+    pub limits: FileLimits,
     /// Reports a failure to the control server's heartbeats.
     pub on_error: Box<dyn Fn(String) + Send>,
 }
@@ -121,16 +258,30 @@ impl OutputStage {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             if self.reopen.swap(false, Ordering::Relaxed) {
-                match self.sink.reopen() {
+                // Whatever the old file could not take is dropped, not
+                // kept: a full disk must not keep the agent on the old
+                // (maybe deleted) file.
+                let r = self.sink.reopen();
+                let lost = self.sink.lost(0);
+                if lost > 0 {
+                    self.counters
+                        .write_errors
+                        .fetch_add(lost, Ordering::Relaxed);
+                    tracing::error!(events = lost, "events the old output could not take were dropped at the re-open (counted in write_errors)");
+                }
+                match r {
                     Ok(()) => tracing::info!("output re-opened (SIGHUP)"),
-                    Err(e) => tracing::error!(error = %e, "re-opening the output failed"),
+                    Err(e) => {
+                        (self.on_error)(format!("re-opening the output failed: {e}"));
+                        tracing::error!(error = %e, "re-opening the output failed; still writing to the old one")
+                    }
                 }
             }
             if let Some((spec, reply)) = self.switch.take() {
                 // The old sink is flushed before the new one takes over, so
                 // no event is lost or written twice.
                 self.flush(&mut pending, &mut last_error);
-                match spec.open(&self.kafka_id) {
+                match spec.open(&self.kafka_id, &self.limits) {
                     Ok(new) => {
                         self.sink = new;
                         tracing::info!(output = %spec, "output changed on the server's command");
@@ -171,7 +322,14 @@ impl OutputStage {
             Ok(()) => {
                 self.counters.emitted.fetch_add(*pending, Ordering::Relaxed);
             }
-            Err(e) => self.fail(*pending, &e, last_error),
+            Err(e) => {
+                // The sink may have written some of them before failing.
+                let lost = self.sink.lost(*pending).min(*pending);
+                self.counters
+                    .emitted
+                    .fetch_add(*pending - lost, Ordering::Relaxed);
+                self.fail(lost, &e, last_error)
+            }
         }
         *pending = 0;
     }

@@ -144,7 +144,7 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
         records.len()
     ));
     let mut enricher = Enricher::new(EnrichSettings::default().resolve(1)?.enrich);
-    let detect = Detect::new(&DetectSettings::default().resolve(), Default::default());
+    let detect = Detect::new(&DetectSettings::default().resolve()?, Default::default());
     // The server's filter as an agent without --server has it: empty.
     let filter = Filter::default();
     let mut buf = Vec::with_capacity(4096);

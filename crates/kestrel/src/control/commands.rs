@@ -19,7 +19,7 @@ use kestrel_probes::{DirKey, Probes};
 use kestrel_sinks::OutputSpec;
 
 use crate::agent::detect::SharedFilter;
-use crate::agent::output::{OutputSwitch, Reply};
+use crate::agent::output::{OutputPolicy, OutputSwitch, Reply};
 use crate::excludes::FileExcludes;
 
 enum ProbeRequest {
@@ -33,17 +33,24 @@ enum ProbeRequest {
 pub struct Runtime {
     filter: Arc<SharedFilter>,
     output: Arc<OutputSwitch>,
+    output_policy: OutputPolicy,
     probes: Mutex<Vec<(ProbeRequest, Reply)>>,
     pub(super) restart: AtomicBool,
     pub(super) last_error: Mutex<String>,
 }
 
 impl Runtime {
-    /// A runtime acting on detection's filter and the output's switch.
-    pub fn new(filter: Arc<SharedFilter>, output: Arc<OutputSwitch>) -> Arc<Runtime> {
+    /// A runtime acting on detection's filter and the output's switch,
+    /// within what `output_policy` lets the server choose.
+    pub fn new(
+        filter: Arc<SharedFilter>,
+        output: Arc<OutputSwitch>,
+        output_policy: OutputPolicy,
+    ) -> Arc<Runtime> {
         Arc::new(Runtime {
             filter,
             output,
+            output_policy,
             probes: Mutex::default(),
             restart: AtomicBool::new(false),
             last_error: Mutex::default(),
@@ -171,6 +178,12 @@ impl Runtime {
             }
             "output" => {
                 let spec: OutputSpec = value.parse().map_err(|e| format!("output: {e}"))?;
+                if let Err(why) = self.output_policy.check(&spec) {
+                    tracing::warn!(output = %spec, reason = %why, "the server's output change refused");
+                    return Err(format!(
+                        "output {spec} refused: {why}; the old output is kept"
+                    ));
+                }
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 self.output.request(spec.clone(), tx);
                 match rx.recv_timeout(Duration::from_secs(15)) {
@@ -196,7 +209,11 @@ mod tests {
 
     fn runtime() -> (Arc<Runtime>, Arc<SharedFilter>) {
         let filter = Arc::new(SharedFilter::default());
-        (Runtime::new(filter.clone(), Arc::default()), filter)
+        let policy = OutputPolicy {
+            host: "file:/var/log/kestrel/events.json".parse().unwrap(),
+            allow: vec!["/var/log/kestrel-extra".into()],
+        };
+        (Runtime::new(filter.clone(), Arc::default(), policy), filter)
     }
 
     #[test]
@@ -249,5 +266,38 @@ mod tests {
             .unwrap_err()
             .contains("output"));
         assert_eq!(*filter.current(), Filter::default());
+    }
+
+    #[test]
+    fn the_server_cannot_choose_where_the_agent_writes() {
+        let (rt, _) = runtime();
+        for bad in [
+            "output=file:/etc/profile.d/x.sh",
+            "output=file:/etc/ld.so.preload",
+            "output=file:/var/log/kestrel-extra/../../../etc/x",
+            "output=file:/var/log/kestrel-extra/sub/x",
+            "output=kafka://10.0.0.1:9092/t?sasl_password_file=/etc/shadow",
+            "output=kafka://10.0.0.1:9092/t?spool_dir=/etc",
+            "output=kafka://10.0.0.1:9092/t?tls_cert=/tmp/c.pem&tls_key=/root/.ssh/id_ed25519",
+        ] {
+            let e = rt.apply_config(bad).unwrap_err();
+            assert!(
+                e.contains("refused") && e.contains("--output-allow"),
+                "{bad}: {e}"
+            );
+        }
+        let p = OutputPolicy {
+            host: "file:/var/log/kestrel/events.json".parse().unwrap(),
+            allow: vec!["/var/log/kestrel-extra".into()],
+        };
+        for good in [
+            "stdout",
+            "file:/var/log/kestrel/events.json",
+            "file:/var/log/kestrel-extra/b.json",
+            "kafka://10.0.0.1:9092/t",
+            "kafka://10.0.0.1:9092/t?spool_dir=/var/log/kestrel-extra/spool",
+        ] {
+            p.check(&good.parse().unwrap()).unwrap();
+        }
     }
 }
