@@ -1,7 +1,9 @@
-//! The table of record kinds: for each `enum kestrel_kind` of the header,
-//! its name, its `data_type` codes and the BPF programs that make its
-//! records. Written by hand, and tied to the header at compile time: a kind
-//! added to the header without a row here does not build.
+//! The table of record kinds: for each kind, its name, its `data_type`
+//! codes and the BPF programs that make its records. Declared once, as
+//! `KESTREL_KINDS` in `include/kestrel_abi.h` beside the records; the build
+//! (crates/abi/build.rs) writes [`Kind`], its rows and [`STATE_PROGRAMS`]
+//! from it, and [`for_each_kind!`](crate::for_each_kind) for the crates
+//! that have one module per kind.
 //!
 //! Everything that lists kinds or programs (loading and attaching, the
 //! kernel counters and their totals, the metrics, docs/events.md) iterates
@@ -9,30 +11,9 @@
 //! line, whose field names are fixed in its source, is checked against it
 //! by crates/kestrel/tests/loss.rs.
 
-use crate::{
-    KESTREL_KIND_CONNECT, KESTREL_KIND_CRED, KESTREL_KIND_DNS, KESTREL_KIND_EXEC,
-    KESTREL_KIND_FILE, KESTREL_KIND_MAX, KESTREL_KIND_MODULE, KESTREL_KIND_PTRACE,
-};
+use crate::KESTREL_KIND_MAX;
 
-/// A kind of record, as `kestrel_header.kind` carries it.
-#[repr(u16)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// A successful or failed exec.
-    Exec = KESTREL_KIND_EXEC as u16,
-    /// connect(2) on an inet socket.
-    Connect = KESTREL_KIND_CONNECT as u16,
-    /// ptrace(2) aimed at another process.
-    Ptrace = KESTREL_KIND_PTRACE as u16,
-    /// A DNS answer received.
-    Dns = KESTREL_KIND_DNS as u16,
-    /// A uid or euid that became 0.
-    Cred = KESTREL_KIND_CRED as u16,
-    /// A kernel module load.
-    Module = KESTREL_KIND_MODULE as u16,
-    /// A file created.
-    File = KESTREL_KIND_FILE as u16,
-}
+include!(concat!(env!("OUT_DIR"), "/kinds.rs"));
 
 /// What a kind is and where its records come from.
 #[derive(Debug)]
@@ -72,41 +53,7 @@ pub struct Requirement {
     pub without: &'static str,
 }
 
-/// A row of a program list. Written as a literal so that the table's
-/// slices are constants (a `const fn` call would not be).
-macro_rules! program {
-    ($name:literal, $hook:literal) => {
-        Program {
-            name: $name,
-            hook: $hook,
-            requires: None,
-        }
-    };
-    // Kernels built without module support have no module syscalls.
-    ($name:literal, $hook:literal, needs_modules $event:literal) => {
-        Program {
-            name: $name,
-            hook: $hook,
-            requires: Some(Requirement {
-                tracefs_event: $event,
-                without: "built without the feature it watches",
-            }),
-        }
-    };
-}
-
 impl Kind {
-    /// Every kind, in the header's order (`ALL[i]` is `i + 1`).
-    pub const ALL: [Kind; 7] = [
-        Kind::Exec,
-        Kind::Connect,
-        Kind::Ptrace,
-        Kind::Dns,
-        Kind::Cred,
-        Kind::Module,
-        Kind::File,
-    ];
-
     /// The kind a record header names, if it is one.
     pub const fn from_raw(raw: u16) -> Option<Kind> {
         let i = raw.wrapping_sub(1) as usize;
@@ -129,145 +76,9 @@ impl Kind {
 
     /// Its row of the table.
     pub const fn spec(self) -> &'static KindSpec {
-        match self {
-            Kind::Exec => &KindSpec {
-                kind: Kind::Exec,
-                name: "exec",
-                data_types: &["59"],
-                programs: &[
-                    program!("handle_exec", "tp_btf/sched_process_exec"),
-                    program!("handle_execve_exit", "tracepoint/syscalls/sys_exit_execve"),
-                    program!(
-                        "handle_execveat_exit",
-                        "tracepoint/syscalls/sys_exit_execveat"
-                    ),
-                ],
-                also_made_by: &[],
-            },
-            Kind::Connect => &KindSpec {
-                kind: Kind::Connect,
-                name: "connect",
-                data_types: &["42"],
-                programs: &[program!(
-                    "handle_connect_exit",
-                    "tracepoint/syscalls/sys_exit_connect"
-                )],
-                also_made_by: &[],
-            },
-            Kind::Ptrace => &KindSpec {
-                kind: Kind::Ptrace,
-                name: "ptrace",
-                data_types: &["101"],
-                programs: &[program!(
-                    "handle_ptrace_exit",
-                    "tracepoint/syscalls/sys_exit_ptrace"
-                )],
-                also_made_by: &[],
-            },
-            Kind::Dns => &KindSpec {
-                kind: Kind::Dns,
-                name: "dns",
-                data_types: &["601"],
-                programs: &[
-                    program!(
-                        "handle_recvfrom_exit",
-                        "tracepoint/syscalls/sys_exit_recvfrom"
-                    ),
-                    program!(
-                        "handle_recvmsg_exit",
-                        "tracepoint/syscalls/sys_exit_recvmsg"
-                    ),
-                    program!(
-                        "handle_recvmmsg_exit",
-                        "tracepoint/syscalls/sys_exit_recvmmsg"
-                    ),
-                    Program {
-                        name: "handle_sock_recv",
-                        hook: "tp_btf/sock_recv_length",
-                        requires: Some(Requirement {
-                            tracefs_event: "sock/sock_recv_length",
-                            without: "added in Linux 6.3: DNS answers taken with read(2) or \
-                                      readv(2), as Go's resolver does, are not seen",
-                        }),
-                    },
-                ],
-                also_made_by: &[],
-            },
-            Kind::Cred => &KindSpec {
-                kind: Kind::Cred,
-                name: "cred",
-                data_types: &["604"],
-                programs: &[],
-                // Each compares the process's uid and euid with those last
-                // seen (kestrel_cred.trigger says which one noticed).
-                also_made_by: &[
-                    "handle_exec",
-                    "handle_execve_exit",
-                    "handle_execveat_exit",
-                    "handle_connect_exit",
-                    "handle_ptrace_exit",
-                    "handle_fork",
-                    "handle_exit",
-                    "handle_dup_exit",
-                    "handle_dup2_exit",
-                    "handle_dup3_exit",
-                ],
-            },
-            Kind::Module => &KindSpec {
-                kind: Kind::Module,
-                name: "module",
-                data_types: &["603"],
-                programs: &[
-                    program!("handle_finit_module_exit", "tracepoint/syscalls/sys_exit_finit_module", needs_modules "syscalls/sys_exit_finit_module"),
-                    program!("handle_init_module_exit", "tracepoint/syscalls/sys_exit_init_module", needs_modules "syscalls/sys_exit_init_module"),
-                ],
-                also_made_by: &[],
-            },
-            Kind::File => &KindSpec {
-                kind: Kind::File,
-                name: "file",
-                data_types: &["602"],
-                programs: &[
-                    program!("handle_openat_exit", "tracepoint/syscalls/sys_exit_openat"),
-                    program!("handle_open_exit", "tracepoint/syscalls/sys_exit_open"),
-                    program!("handle_creat_exit", "tracepoint/syscalls/sys_exit_creat"),
-                    program!(
-                        "handle_openat2_exit",
-                        "tracepoint/syscalls/sys_exit_openat2"
-                    ),
-                    program!(
-                        "handle_mknodat_exit",
-                        "tracepoint/syscalls/sys_exit_mknodat"
-                    ),
-                    program!("handle_mknod_exit", "tracepoint/syscalls/sys_exit_mknod"),
-                ],
-                also_made_by: &[],
-            },
-        }
+        &TABLE[self.index()]
     }
 }
-
-/// Programs that make no records of their own: they keep the state other
-/// programs read (the process table, the refused-connection map), and some
-/// notice credential changes (see [`Kind::Cred`]'s `also_made_by`).
-pub const STATE_PROGRAMS: &[Program] = &[
-    // The local end of a refused connect, released before connect returns.
-    program!("handle_sock_state", "tp_btf/inet_sock_set_state"),
-    // The process table: made at fork, credentials checked at exit.
-    program!("handle_fork", "tp_btf/sched_process_fork"),
-    program!("handle_exit", "tp_btf/sched_process_exit"),
-    // The namespace and cgroup caches of the process table.
-    program!(
-        "handle_unshare_exit",
-        "tracepoint/syscalls/sys_exit_unshare"
-    ),
-    program!("handle_setns_exit", "tracepoint/syscalls/sys_exit_setns"),
-    program!("handle_cgroup_attach", "tp_btf/cgroup_attach_task"),
-    // Whether stdin or stdout is a socket, for exec records.
-    program!("handle_dup_exit", "tracepoint/syscalls/sys_exit_dup"),
-    program!("handle_dup2_exit", "tracepoint/syscalls/sys_exit_dup2"),
-    program!("handle_dup3_exit", "tracepoint/syscalls/sys_exit_dup3"),
-];
 
 /// Every program Kestrel attaches: each kind's, in table order, then the
 /// [`STATE_PROGRAMS`].
@@ -278,25 +89,51 @@ pub fn programs() -> impl Iterator<Item = &'static Program> {
         .chain(STATE_PROGRAMS)
 }
 
-// The table covers the header's kinds exactly, in its order: a kind added
-// to `enum kestrel_kind` (and KESTREL_KIND_MAX moved) without its row, or a
-// row out of place, stops the build here.
+/// Compares a BPF object's programs, as (function name, section), with
+/// the table: the table is what everything else iterates, so a program it
+/// misses would never be attached, and one it lists but the object lacks
+/// would fail to attach. Run when crates/probes builds the object and
+/// again before it is loaded.
+pub fn check_object_programs<N, S>(object: impl IntoIterator<Item = (N, S)>) -> Result<(), String>
+where
+    N: AsRef<str>,
+    S: AsRef<str>,
+{
+    let mut seen = Vec::new();
+    for (name, section) in object {
+        let (name, section) = (name.as_ref(), section.as_ref());
+        let Some(row) = programs().find(|t| t.name == name) else {
+            return Err(format!(
+                "the object has a program {name} that the table does not list \
+                 (KESTREL_KINDS in kestrel_abi.h)"
+            ));
+        };
+        if section != row.hook {
+            return Err(format!(
+                "program {name} is in section {section}, the table says {}",
+                row.hook
+            ));
+        }
+        seen.push(name.to_string());
+    }
+    if let Some(missing) = programs().find(|t| !seen.iter().any(|s| s == t.name)) {
+        return Err(format!(
+            "the table lists program {}, which the object lacks (no \
+             SEC(\"{}\") function of that name in crates/probes/bpf/*.bpf.c)",
+            missing.name, missing.hook
+        ));
+    }
+    Ok(())
+}
+
+// The table is what the header made: `ALL[i]` is kind `i + 1` and every
+// row names its own kind.
 const _: () = {
-    assert!(
-        Kind::ALL.len() == KESTREL_KIND_MAX as usize - 1,
-        "enum kestrel_kind and Kind::ALL differ: add the kind's row to crates/abi/src/kinds.rs"
-    );
+    assert!(Kind::ALL.len() == KESTREL_KIND_MAX as usize - 1);
     let mut i = 0;
     while i < Kind::ALL.len() {
         let k = Kind::ALL[i];
-        assert!(
-            k as usize == i + 1,
-            "Kind::ALL must list the kinds in header order"
-        );
-        assert!(
-            k.spec().kind as u16 == k as u16,
-            "a row of the table names another kind"
-        );
+        assert!(k as usize == i + 1 && TABLE[i].kind as u16 == k as u16);
         i += 1;
     }
 };

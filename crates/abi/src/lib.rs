@@ -4,10 +4,9 @@
 //! `include/kestrel_abi.h`, the header the BPF side includes: nothing of
 //! them is written by hand here, so to change a record, change the header.
 //!
-//! The table of record kinds ([`Kind`], [`kinds`]) is written by hand
-//! beside them: it says what the header cannot (each kind's name,
-//! `data_type` and programs) and is checked against the header's
-//! `enum kestrel_kind` when it compiles.
+//! The table of record kinds ([`Kind`], [`kinds`]) is generated from the
+//! same header, from its `KESTREL_KINDS` rows (each kind's name,
+//! `data_type` and programs), which also make `enum kestrel_kind`.
 
 mod generated {
     #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case)]

@@ -20,6 +20,9 @@ pub struct Connect {
     pub addrs: SockAddrs,
 }
 
+/// What `Record::Connect` holds.
+pub type Decoded = Connect;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Connect, DecodeError> {
     let c: abi::kestrel_connect = read_pod(buf, 0, hdr.kind)?;
     Ok(Connect {

@@ -22,6 +22,9 @@ pub struct Cred {
     pub filename: Vec<u8>,
 }
 
+/// What `Record::Cred` holds.
+pub type Decoded = Cred;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Cred, DecodeError> {
     let c: abi::kestrel_cred = read_pod(buf, 0, hdr.kind)?;
     Ok(Cred {

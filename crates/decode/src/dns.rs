@@ -34,6 +34,9 @@ pub struct Dns {
     pub message: Result<DnsMessage, DnsError>,
 }
 
+/// What `Record::Dns` holds.
+pub type Decoded = Dns;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Dns, DecodeError> {
     const PAYLOAD: usize = offset_of!(abi::kestrel_dns, payload);
     #[derive(Clone, Copy)]

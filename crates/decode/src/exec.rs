@@ -115,6 +115,9 @@ struct ExecFixed {
     bytes: [u8; offset_of!(abi::kestrel_exec, data)],
 }
 
+/// What `Record::Exec` holds (boxed: an exec record is large).
+pub type Decoded = Box<Exec>;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, DecodeError> {
     const DATA: usize = offset_of!(abi::kestrel_exec, data);
     read_pod::<ExecFixed>(buf, 0, hdr.kind)?;

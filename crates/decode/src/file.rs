@@ -27,6 +27,9 @@ pub struct FileCreate {
     pub mode: u32,
 }
 
+/// What `Record::File` holds.
+pub type Decoded = FileCreate;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<FileCreate, DecodeError> {
     let f: Box<abi::kestrel_file> = Box::new(read_pod(buf, 0, hdr.kind)?);
     let len = (f.path.len as usize).min(f.path.bytes.len());

@@ -7,17 +7,9 @@
 //! bytes actually received, and a bad record is an error, not a panic.
 
 mod common;
-mod connect;
-mod cred;
-pub mod dns;
-mod exec;
-mod file;
-mod module;
-mod ptrace;
 pub mod raw;
 
 use kestrel_abi as abi;
-use kestrel_abi::kinds::Kind;
 
 pub use common::{ExeId, SockAddrs, Task};
 pub use connect::Connect;
@@ -25,6 +17,9 @@ pub use cred::Cred;
 pub use dns::Dns;
 pub use exec::{Ancestor, Exec, FdInfo, WATCHED_ENV};
 pub use file::FileCreate;
+/// The table of kinds, for the crates after this one: those with a module
+/// per kind too, and renderers that take their `data_type` from it.
+pub use kestrel_abi::{for_each_kind, kinds::Kind};
 pub use module::Module;
 pub use ptrace::Ptrace;
 
@@ -49,39 +44,43 @@ pub enum DecodeError {
     BadLengths(usize),
 }
 
-/// Any decoded record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// data_type 59.
-    Exec(Box<Exec>),
-    /// data_type 42.
-    Connect(Connect),
-    /// data_type 101.
-    Ptrace(Ptrace),
-    /// data_type 601.
-    Dns(Dns),
-    /// data_type 604.
-    Cred(Cred),
-    /// data_type 603.
-    Module(Module),
-    /// data_type 602.
-    File(FileCreate),
-}
+/// One module per kind of the table, `<name>.rs`: its `decode`, and
+/// `Decoded`, what its `Record` variant holds (made `From` what `decode`
+/// returns). A kind without its module does not build.
+macro_rules! records {
+    ($($kind:ident $name:ident),*) => {
+        $(pub mod $name;)*
 
-impl Record {
-    /// Capture time, ns since boot.
-    pub fn ktime_ns(&self) -> u64 {
-        match self {
-            Record::Exec(e) => e.ktime_ns,
-            Record::Connect(c) => c.ktime_ns,
-            Record::Ptrace(p) => p.ktime_ns,
-            Record::Dns(d) => d.ktime_ns,
-            Record::Cred(c) => c.ktime_ns,
-            Record::Module(m) => m.ktime_ns,
-            Record::File(f) => f.ktime_ns,
+        /// Any decoded record: one variant per kind of the table.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Record {
+            $(
+                #[doc = concat!("A `", stringify!($name), "` record.")]
+                $kind($name::Decoded),
+            )*
         }
-    }
+
+        impl Record {
+            /// Capture time, ns since boot.
+            pub fn ktime_ns(&self) -> u64 {
+                match self {
+                    $(Record::$kind(r) => r.ktime_ns,)*
+                }
+            }
+        }
+
+        fn decode_kind(
+            kind: Kind,
+            buf: &[u8],
+            hdr: abi::kestrel_header,
+        ) -> Result<Record, DecodeError> {
+            match kind {
+                $(Kind::$kind => $name::decode(buf, hdr).map(|r| Record::$kind(r.into())),)*
+            }
+        }
+    };
 }
+kestrel_abi::for_each_kind!(records);
 
 /// Decodes one ring buffer record: the one place that dispatches on the
 /// record kind.
@@ -89,20 +88,10 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
     let hdr: abi::kestrel_header = common::read_pod(buf, 0, 0)?;
     // Only the bytes the kernel says belong to the record.
     let buf = &buf[..(hdr.size as usize).min(buf.len())];
-    // Exhaustive over the table of kinds: a kind added there without a
-    // decoder does not build.
     let Some(kind) = Kind::from_raw(hdr.kind) else {
         return Err(DecodeError::UnknownKind(hdr.kind));
     };
-    match kind {
-        Kind::Exec => exec::decode(buf, hdr).map(|e| Record::Exec(Box::new(e))),
-        Kind::Connect => connect::decode(buf, hdr).map(Record::Connect),
-        Kind::Ptrace => ptrace::decode(buf, hdr).map(Record::Ptrace),
-        Kind::Dns => dns::decode(buf, hdr).map(Record::Dns),
-        Kind::Cred => cred::decode(buf, hdr).map(Record::Cred),
-        Kind::Module => module::decode(buf, hdr).map(Record::Module),
-        Kind::File => file::decode(buf, hdr).map(Record::File),
-    }
+    decode_kind(kind, buf, hdr)
 }
 
 #[cfg(test)]

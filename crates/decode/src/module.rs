@@ -26,6 +26,9 @@ pub struct Module {
     pub path_truncated: bool,
 }
 
+/// What `Record::Module` holds.
+pub type Decoded = Module;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Module, DecodeError> {
     let m: Box<abi::kestrel_module> = Box::new(read_pod(buf, 0, hdr.kind)?);
     let len = (m.path.len as usize).min(m.path.bytes.len());

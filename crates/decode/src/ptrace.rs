@@ -24,6 +24,9 @@ pub struct Ptrace {
     pub data: u64,
 }
 
+/// What `Record::Ptrace` holds.
+pub type Decoded = Ptrace;
+
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Ptrace, DecodeError> {
     let p: abi::kestrel_ptrace = read_pod(buf, 0, hdr.kind)?;
     Ok(Ptrace {

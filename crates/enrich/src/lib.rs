@@ -25,7 +25,7 @@ use kestrel_event::{Event, Host};
 
 use context::Lookups;
 
-pub use filehash::{FileHashConfig, FileHasher};
+pub use filehash::{FileHashConfig, FileHashCounters, FileHasher, HashSkip};
 pub use lookup::container::Container;
 pub use lookup::hash::{HashMiss, Md5Cache};
 pub use lookup::runtime::{ContainerNames, NameResolver, RuntimeCounters, RuntimeSockets};
@@ -131,31 +131,12 @@ impl Enricher {
     /// policy, later in the pipeline.
     pub fn enrich(&mut self, rec: &Record) -> Option<Event> {
         self.host.maybe_refresh();
-        let (lk, host) = (&mut self.lookups, &self.host);
-        Some(match rec {
-            Record::Exec(e) => {
-                let (cx, view) = lk.exec(e);
-                render::exec::render(e, &cx, view, host)
+        if let Record::Dns(d) = rec {
+            if d.message.is_err() {
+                self.dns_malformed += 1;
             }
-            Record::Connect(c) => {
-                let cx = lk.context(&c.task, Some(c.addrs.sip));
-                render::connect::render(c, &cx, host)
-            }
-            Record::Ptrace(p) => render::ptrace::render(p, &lk.context(&p.task, None), host),
-            Record::Dns(d) => {
-                if d.message.is_err() {
-                    self.dns_malformed += 1;
-                }
-                let cx = lk.context(&d.task, Some(d.addrs.sip));
-                render::dns::render(d, &cx, host)
-            }
-            Record::Cred(c) => render::cred::render(c, &lk.context(&c.task, None), host),
-            Record::Module(m) => {
-                let (cx, file) = lk.module(m);
-                render::module::render(m, &cx, file, host)
-            }
-            Record::File(f) => render::file::render(f, &lk.context(&f.task, None), host),
-        })
+        }
+        Some(render::event(rec, &mut self.lookups, &self.host))
     }
 }
 

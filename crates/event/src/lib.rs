@@ -89,21 +89,33 @@ impl Serialize for Event {
 
 /// Turns raw bytes (argv, paths, environment values) into a string without
 /// losing anything: valid UTF-8 is kept as is, every byte of an invalid
-/// sequence becomes `\xNN`. JSON needs UTF-8; replacing bytes with U+FFFD
-/// would hide exactly what an attacker put there.
+/// sequence becomes `\xNN`, and `\` itself becomes `\\`, so a raw 0xff
+/// byte (`\xff`) and the text `\xff` (`\\xff`) read differently. JSON
+/// needs UTF-8; replacing bytes with U+FFFD would hide exactly what an
+/// attacker put there.
 pub fn lossless_string(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     let mut rest = bytes;
+    let push_valid = |out: &mut String, s: &str| {
+        let mut parts = s.split('\\');
+        if let Some(first) = parts.next() {
+            out.push_str(first);
+        }
+        for p in parts {
+            out.push_str("\\\\");
+            out.push_str(p);
+        }
+    };
     while !rest.is_empty() {
         match std::str::from_utf8(rest) {
             Ok(s) => {
-                out.push_str(s);
+                push_valid(&mut out, s);
                 break;
             }
             Err(e) => {
                 let (good, bad) = rest.split_at(e.valid_up_to());
                 // SAFETY: from_utf8 said these bytes are valid UTF-8.
-                out.push_str(unsafe { std::str::from_utf8_unchecked(good) });
+                push_valid(&mut out, unsafe { std::str::from_utf8_unchecked(good) });
                 let n = e.error_len().unwrap_or(bad.len());
                 for b in &bad[..n] {
                     let _ = write!(out, "\\x{b:02x}");
@@ -135,11 +147,18 @@ mod tests {
     }
 
     #[test]
-    fn lossless_escapes_only_invalid_bytes() {
+    fn lossless_escapes_invalid_bytes() {
         assert_eq!(lossless_string(b"abc"), "abc");
         assert_eq!(lossless_string("é".as_bytes()), "é");
         assert_eq!(lossless_string(b"a\xffb"), "a\\xffb");
         assert_eq!(lossless_string(b"\xe2\x82"), "\\xe2\\x82");
         assert_eq!(lossless_string(b""), "");
+    }
+
+    #[test]
+    fn lossless_tells_a_raw_byte_from_its_escape_text() {
+        assert_eq!(lossless_string(b"\xff"), "\\xff");
+        assert_eq!(lossless_string(b"\\xff"), "\\\\xff");
+        assert_eq!(lossless_string(b"a\\b\xff\\"), "a\\\\b\\xff\\\\");
     }
 }

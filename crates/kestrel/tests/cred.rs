@@ -137,3 +137,69 @@ fn processes_running_before_the_agent_are_compared_too() {
     let _ = std::fs::remove_file(&ready);
     let _ = std::fs::remove_file(&go);
 }
+
+/// A process already root by setresuid (seen last as uid 1000) that execs
+/// `su`: the exec did not make it root, so the allowlist must not hide the
+/// change. A real `su` exec by an unprivileged user stays allowlisted.
+#[test]
+fn an_allowlisted_exec_cannot_cover_an_earlier_change() {
+    let agent = Agent::start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Drop to uid 1000 keeping saved uid 0, act (seen as 1000), take
+    // root back (SYS_setresuid = 117), and exec su as the first thing
+    // Kestrel sees.
+    let script = format!(
+        "use IO::Socket::INET; \
+         syscall(117, 1000, 1000, 0) == 0 or die \"drop: $!\"; \
+         IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => {port}, Proto => 'tcp'); \
+         syscall(117, 0, 0, 0) == 0 or die \"regain: $!\"; \
+         exec('/usr/bin/su', '--help') or die \"exec: $!\";"
+    );
+    let child = Command::new("perl")
+        .args(["-e", &script])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let ev = agent.wait_for("the change before su", |e| {
+        e["data_type"] == "604" && e["tgid"].as_str() == Some(pid.as_str())
+    });
+    assert_eq!(field(&ev, "old_uid"), "1000");
+    assert_eq!(field(&ev, "uid"), "0");
+    assert_eq!(field(&ev, "trigger"), "exec_start");
+
+    // su run by uid 65534: the setuid-root file makes it root; expected.
+    let su = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["/usr/bin/su", "--help"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let su_pid = su.id().to_string();
+    assert!(su.wait_with_output().unwrap().status.success());
+    let mark = marker("su-after");
+    Command::new("/bin/true").arg(&mark).status().unwrap();
+    agent.wait_for("the marker", |e| {
+        e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    let events = agent.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["data_type"] == "604" && e["tgid"].as_str() == Some(su_pid.as_str())),
+        "a real su exec was reported"
+    );
+    // Only the one change, at the exec's start: su's exec by the process
+    // already root is no change.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["data_type"] == "604" && e["tgid"].as_str() == Some(pid.as_str()))
+            .count(),
+        1
+    );
+    let c = agent.stop();
+    assert!(c["cred_allowlisted"] >= 1, "{c:?}");
+}

@@ -336,3 +336,80 @@ fn working_directory_is_walked_in_the_kernel_across_mounts() {
     agent.stop();
     std::fs::remove_dir_all(std::env::temp_dir().join(&deep_mark)).unwrap();
 }
+
+/// Processes name themselves and choose their arguments: a comm of
+/// `x)->1(sshd` must not add an ancestor to `pid_tree`, `["a b"]` and
+/// `["a","b"]` must be told apart (`argv_list`), and so must a raw 0xff
+/// byte and the text `\xff`.
+#[test]
+fn names_and_arguments_cannot_be_forged() {
+    let agent = Agent::start(&[]);
+    let mark = marker("forge");
+    let dir = std::env::temp_dir().join(&mark);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A shell whose comm (its file's name) looks like the tree's syntax.
+    let fake = dir.join("x)->1(sshd");
+    std::fs::copy("/bin/sh", &fake).unwrap();
+    let st = Command::new(&fake)
+        .arg("-c")
+        .arg(format!(
+            "/bin/true '{mark}-one' 'a b'; /bin/true '{mark}-two' a b; \
+             /bin/true '{mark}-text' '\\xff'"
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("/bin/true")
+        .arg(format!("{mark}-raw"))
+        .arg(OsStr::from_bytes(b"\xff"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let find = |tag: &str| {
+        let head = format!("/bin/true {mark}-{tag}");
+        agent.wait_for(tag, |e| {
+            e["data_type"] == "59" && e["argv"].as_str().is_some_and(|a| a.starts_with(&head))
+        })
+    };
+    let one = find("one");
+    let two = find("two");
+
+    // The shell is one ancestor, its comm escaped: no pid 1 "sshd" after it.
+    let tree = field(&one, "pid_tree");
+    assert!(!tree.contains("->1(sshd)"), "pid_tree {tree}");
+    let parents: Vec<&str> = tree.split("->").collect();
+    assert!(
+        parents
+            .iter()
+            .all(|p| p.ends_with(')') && p.matches('(').count() == 1),
+        "pid_tree {tree}"
+    );
+    assert!(
+        tree.ends_with(&format!(
+            "(x\\x29-\\x3e1\\x28sshd)->{}(true)",
+            field(&one, "tgid")
+        )),
+        "pid_tree {tree}"
+    );
+
+    let list = |e: &serde_json::Value| -> Vec<String> {
+        serde_json::from_str(field(e, "argv_list")).unwrap()
+    };
+    // The old field reads the same for both; the new one does not.
+    assert_eq!(
+        field(&one, "argv").replace("-one", ""),
+        field(&two, "argv").replace("-two", "")
+    );
+    assert_eq!(list(&one)[2..], ["a b".to_string()]);
+    assert_eq!(list(&two)[2..], ["a".to_string(), "b".to_string()]);
+
+    // Raw byte and escape text, in argv and argv_list alike.
+    let text = find("text");
+    let raw = find("raw");
+    assert_eq!(list(&text)[2], "\\\\xff");
+    assert_eq!(list(&raw)[2], "\\xff");
+    assert!(field(&text, "argv").ends_with(" \\\\xff"), "{text}");
+    assert!(field(&raw, "argv").ends_with(" \\xff"), "{raw}");
+    agent.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -52,3 +52,34 @@ fn every_test_file_is_a_module() {
         dir.display()
     );
 }
+
+/// Every kind of the table of kinds (crates/abi/include/kestrel_abi.h) has
+/// an end-to-end test: one here that waits for its events
+/// (`e["data_type"] == "..."`), or, for what this host's kernel cannot do,
+/// a qemu guest script that greps for them (tests/qemu/*.sh).
+#[test]
+fn every_kind_has_an_end_to_end_test() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = String::new();
+    for dir in [root.join("tests"), root.join("../../tests/qemu")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs" || e == "sh") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let untested: Vec<_> = kestrel_probes::Kind::ALL
+        .iter()
+        .flat_map(|k| k.spec().data_types)
+        .filter(|dt| {
+            !sources.contains(&format!("e[\"data_type\"] == \"{dt}\""))
+                && !sources.contains(&format!(r#""data_type":"{dt}""#))
+        })
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "no end-to-end test waits for the events of data_type {untested:?}: add one to \
+         the area's module in crates/kestrel/tests/ (e[\"data_type\"] == \"...\")"
+    );
+}

@@ -48,8 +48,8 @@ static __always_inline int module_event(long ret, int fd, __u64 image_len, __u32
 }
 
 /* Kernels without module support have neither tracepoint: user space
- * leaves these two programs out (their `requires` in the table of kinds,
- * crates/abi/src/kinds.rs). */
+ * leaves these two programs out (their PROG_NEEDS in the table of kinds,
+ * KESTREL_KINDS in kestrel_abi.h). */
 SEC("tracepoint/syscalls/sys_exit_finit_module")
 int handle_finit_module_exit(struct trace_event_raw_sys_exit *ctx)
 {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * The process table's life: made at fork, checked at exit, its caches
- * cleared on namespace and cgroup changes, its stdio flag kept at dup.
+ * The process table's life: made at fork, checked at exit and when an
+ * exec begins, its caches cleared on namespace and cgroup changes, its
+ * stdio flag kept at dup.
  * No records of their own; credential changes are noticed here too.
  */
 #include "lib/ringbuf.h"
@@ -47,6 +48,33 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!cp)
 		count(KESTREL_KIND_CRED, KESTREL_CTR_ERROR);
 	return 0;
+}
+
+/* An exec about to begin, its caller's credentials still in place. A
+ * change made before it (setresuid back to a saved root uid, an exploit)
+ * is reported here as itself: the exec's own comparison then sees only
+ * what the exec changed, and an allowlisted program exec'd by a process
+ * that is already root cannot cover how it became root. */
+static __always_inline int exec_starts(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	if (task->tgid == self_tgid)
+		return 0;
+	check_creds(proc_entry(task), task, KESTREL_CRED_AT_EXEC_START, NULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int handle_execve_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_starts();
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int handle_execveat_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_starts();
 }
 
 SEC("tp_btf/sched_process_exit")

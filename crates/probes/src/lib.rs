@@ -69,7 +69,7 @@ pub enum ProbeError {
     Tracefs(std::io::Error),
     /// The BPF object and the table of kinds name different programs: a
     /// build made from inconsistent sources.
-    #[error("the BPF object and the table of kinds (crates/abi/src/kinds.rs) disagree: {0}")]
+    #[error("the BPF object and the table of kinds (KESTREL_KINDS in crates/abi/include/kestrel_abi.h) disagree: {0}")]
     Table(String),
     /// The kernel refused to load a program.
     #[error("the kernel refused to load BPF program {program}: {reason}{}", fmt_log(.log))]

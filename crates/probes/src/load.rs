@@ -87,31 +87,16 @@ pub fn ensure_tracefs() -> Result<(), ProbeError> {
 }
 
 /// Checks that the object holds exactly the table's programs, each in the
-/// section the table names: the table is what everything else iterates,
-/// so a program it misses would never be attached.
+/// section the table names, as the build did: the object is what this
+/// binary embeds, the table what it iterates.
 fn check_object(obj: &OpenObject) -> Result<(), ProbeError> {
-    for p in obj.progs() {
-        let name = p.name().to_string_lossy();
-        let Some(row) = kinds::programs().find(|t| t.name == name) else {
-            return Err(ProbeError::Table(format!(
-                "the object has a program {name} that the table does not list"
-            )));
-        };
-        if p.section() != row.hook {
-            return Err(ProbeError::Table(format!(
-                "program {name} is in section {}, the table says {}",
-                p.section().to_string_lossy(),
-                row.hook
-            )));
-        }
-    }
-    if let Some(missing) = kinds::programs().find(|t| !obj.progs().any(|p| p.name() == t.name)) {
-        return Err(ProbeError::Table(format!(
-            "the table lists program {}, which the object lacks",
-            missing.name
-        )));
-    }
-    Ok(())
+    kinds::check_object_programs(obj.progs().map(|p| {
+        (
+            p.name().to_string_lossy().into_owned(),
+            p.section().to_string_lossy().into_owned(),
+        )
+    }))
+    .map_err(ProbeError::Table)
 }
 
 impl Probes {

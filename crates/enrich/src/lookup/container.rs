@@ -19,7 +19,6 @@
 use std::num::NonZeroUsize;
 
 use kestrel_decode::Task;
-use kestrel_event::lossless_string;
 use lru::LruCache;
 
 use super::procfs::Procfs;
@@ -179,7 +178,9 @@ impl Containers {
         cgroup_path: Option<&[u8]>,
     ) -> Option<Container> {
         if let Some(path) = cgroup_path {
-            let c = from_cgroup_path(&lossless_string(path));
+            // Parsed, not shown: systemd's own `\x2d` escapes must reach
+            // the parser as they are, not escaped again.
+            let c = from_cgroup_path(&String::from_utf8_lossy(path));
             self.cache.put(t.cgroup_id, c.clone());
             return c;
         }

@@ -4,7 +4,13 @@ use kestrel_decode::Connect;
 use kestrel_event::{Event, Host, DATA_TYPE_CONNECT};
 
 use super::{head, ids, ip_or_empty, placement, tail};
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(c: &Connect, lk: &mut Lookups, host: &Host) -> Event {
+    let cx = lk.context(&c.task, Some(c.addrs.sip));
+    render(c, &cx, host)
+}
 
 pub(crate) fn render(c: &Connect, cx: &Context, host: &Host) -> Event {
     let t = &c.task;

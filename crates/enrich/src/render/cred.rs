@@ -5,7 +5,12 @@ use kestrel_decode::Cred;
 use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_CRED};
 
 use super::{head, ids, placement, tail};
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(c: &Cred, lk: &mut Lookups, host: &Host) -> Event {
+    render(c, &lk.context(&c.task, None), host)
+}
 
 pub(crate) fn render(c: &Cred, cx: &Context, host: &Host) -> Event {
     let t = &c.task;
@@ -45,6 +50,7 @@ fn trigger_name(trigger: u32) -> &'static str {
         6 => "fork",
         7 => "exit",
         8 => "dup",
+        9 => "exec_start",
         _ => "",
     }
 }

@@ -5,7 +5,13 @@ use kestrel_decode::Dns;
 use kestrel_event::{Event, Host, DATA_TYPE_DNS};
 
 use super::{head, ids, ip_or_empty, placement, tail};
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(d: &Dns, lk: &mut Lookups, host: &Host) -> Event {
+    let cx = lk.context(&d.task, Some(d.addrs.sip));
+    render(d, &cx, host)
+}
 
 pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
     let t = &d.task;

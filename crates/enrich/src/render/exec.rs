@@ -4,7 +4,13 @@ use kestrel_decode::{Exec, SockAddrs, WATCHED_ENV};
 use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_EXEC};
 
 use super::{bool_str, head, ids, ip_or_empty, placement, tail};
-use crate::context::{Context, ExecView};
+use crate::context::{Context, ExecView, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(e: &Exec, lk: &mut Lookups, host: &Host) -> Event {
+    let (cx, view) = lk.exec(e);
+    render(e, &cx, view, host)
+}
 
 pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Event {
     let t = &e.task;
@@ -54,6 +60,7 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
     ev.push("res", e.res.to_string());
     ev.push("argc", e.argc.to_string());
     ev.push("argv_truncated", bool_str(e.argv_truncated));
+    ev.push("argv_list", argv_list(&e.argv));
     ev.push("pid_tree_truncated", bool_str(e.pid_tree_truncated));
     ev.push("filename", lossless_string(&e.filename));
     ev.push("euid", t.euid.to_string());
@@ -116,16 +123,69 @@ fn join_argv(argv: &[Vec<u8>]) -> String {
     s
 }
 
+/// The arguments as a JSON array (in a string, like every value): `argv`
+/// joined by spaces cannot tell `["a b"]` from `["a", "b"]`.
+fn argv_list(argv: &[Vec<u8>]) -> String {
+    let args: Vec<String> = argv.iter().map(|a| lossless_string(a)).collect();
+    serde_json::to_string(&args).unwrap_or_default()
+}
+
 /// `1(systemd)->1384(sshd)->...->PID(comm)`: root first, the process last.
 fn pid_tree(e: &Exec) -> String {
     let mut s = String::new();
     for a in e.ancestors.iter().rev() {
-        s.push_str(&format!("{}({})->", a.pid, lossless_string(&a.comm)));
+        s.push_str(&format!("{}({})->", a.pid, tree_comm(&a.comm)));
     }
-    s.push_str(&format!(
-        "{}({})",
-        e.task.tgid,
-        lossless_string(&e.task.comm)
-    ));
+    s.push_str(&format!("{}({})", e.task.tgid, tree_comm(&e.task.comm)));
     s
+}
+
+/// A comm inside `pid_tree`: processes name themselves, so the tree's own
+/// separators are escaped (`(` `)` `>` as `\x28` `\x29` `\x3e`) and a
+/// comm such as `x)->1(sshd` cannot add an ancestor. `\` is already
+/// `\\`, so the text `\x28` stays apart from an escaped `(`.
+fn tree_comm(comm: &[u8]) -> String {
+    let s = lossless_string(comm);
+    if !s.contains(['(', ')', '>']) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '(' => out.push_str("\\x28"),
+            ')' => out.push_str("\\x29"),
+            '>' => out.push_str("\\x3e"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comm_cannot_add_an_ancestor() {
+        assert_eq!(tree_comm(b"x)->1(sshd"), "x\\x29-\\x3e1\\x28sshd");
+        assert_eq!(tree_comm(b"bash"), "bash");
+        assert_eq!(tree_comm(b"a\\x29"), "a\\\\x29");
+    }
+
+    #[test]
+    fn argv_list_keeps_the_arguments_apart() {
+        let one = argv_list(&[b"a b".to_vec()]);
+        let two = argv_list(&[b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(one, r#"["a b"]"#);
+        assert_eq!(two, r#"["a","b"]"#);
+        assert_eq!(
+            join_argv(&[b"a b".to_vec()]),
+            join_argv(&[b"a".to_vec(), b"b".to_vec()])
+        );
+        assert_eq!(
+            argv_list(&[b"\xff".to_vec(), b"\\xff".to_vec()]),
+            r#"["\\xff","\\\\xff"]"#
+        );
+        assert_eq!(argv_list(&[]), "[]");
+    }
 }

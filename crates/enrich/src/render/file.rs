@@ -1,12 +1,17 @@
-//! data_type 602. `create_file_md5` is left empty: the content is hashed
-//! later, once the creator had time to write it (the agent's file hashing
-//! stage).
+//! data_type 602. `create_file_md5` and `create_file_md5_skipped` are
+//! left empty: the content is hashed later, once the creator had time to
+//! write it (the agent's file hashing stage, which fills one of them).
 
 use kestrel_decode::FileCreate;
 use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_FILE};
 
 use super::{head, ids, placement, tail};
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(f: &FileCreate, lk: &mut Lookups, host: &Host) -> Event {
+    render(f, &lk.context(&f.task, None), host)
+}
 
 pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
     let t = &f.task;
@@ -27,7 +32,9 @@ pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
     tail(&mut ev, cx, host, f.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     ev.push("create_file_md5", "");
-    // Kestrel's additions.
+    // Kestrel's additions. Why the hash is missing, once the hash step
+    // had its turn: empty when `create_file_md5` is set.
+    ev.push("create_file_md5_skipped", "");
     ev.push(
         "create_type",
         if f.tmpfile {

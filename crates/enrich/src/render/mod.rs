@@ -1,21 +1,29 @@
-//! One renderer per record kind writes the event's fields, in the
-//! reference's order, from the record and its looked-up [`Context`]; the
-//! field groups every kind shares are here.
-
-pub(crate) mod connect;
-pub(crate) mod cred;
-pub(crate) mod dns;
-pub(crate) mod exec;
-pub(crate) mod file;
-pub(crate) mod module;
-pub(crate) mod ptrace;
+//! One renderer per record kind, `<name>.rs` for each kind of the table,
+//! looks up the record's [`Context`] and writes the event's fields, in the
+//! reference's order; the field groups every kind shares are here.
 
 use std::net::IpAddr;
 
-use kestrel_decode::Task;
+use kestrel_decode::{Record, Task};
 use kestrel_event::{lossless_string, Event, Host, When};
 
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// The modules and the dispatch to them: a kind without its renderer's
+/// module or `event` function does not build.
+macro_rules! renderers {
+    ($($kind:ident $name:ident),*) => {
+        $(pub(crate) mod $name;)*
+
+        /// The event of any record.
+        pub(crate) fn event(rec: &Record, lk: &mut Lookups, host: &Host) -> Event {
+            match rec {
+                $(Record::$kind(r) => $name::event(r, lk, host),)*
+            }
+        }
+    };
+}
+kestrel_decode::for_each_kind!(renderers);
 
 /// `uid` and `data_type`, which open every kernel event.
 fn head(ev: &mut Event, t: &Task, data_type: &'static str) {

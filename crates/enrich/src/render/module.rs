@@ -4,7 +4,13 @@ use kestrel_decode::Module;
 use kestrel_event::{Event, Host, DATA_TYPE_MODULE};
 
 use super::{head, ids, placement, tail};
-use crate::context::{Context, ModuleFile};
+use crate::context::{Context, ModuleFile, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(m: &Module, lk: &mut Lookups, host: &Host) -> Event {
+    let (cx, file) = lk.module(m);
+    render(m, &cx, file, host)
+}
 
 pub(crate) fn render(m: &Module, cx: &Context, file: ModuleFile, host: &Host) -> Event {
     let t = &m.task;

@@ -4,7 +4,12 @@ use kestrel_decode::Ptrace;
 use kestrel_event::{Event, Host, DATA_TYPE_PTRACE};
 
 use super::{head, ids, placement, tail};
-use crate::context::Context;
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(p: &Ptrace, lk: &mut Lookups, host: &Host) -> Event {
+    render(p, &lk.context(&p.task, None), host)
+}
 
 pub(crate) fn render(p: &Ptrace, cx: &Context, host: &Host) -> Event {
     let t = &p.task;

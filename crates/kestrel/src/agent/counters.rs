@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kestrel_enrich::{FileHashCounters, HashSkip};
 use kestrel_probes::{KernelCounters, Probes};
 use kestrel_sinks::{FileStats, KafkaStats};
 
@@ -65,6 +66,8 @@ pub struct Counters {
     pub detect: Arc<DetectCounters>,
     pub output: Arc<OutputCounters>,
     pub sources: Arc<SourceCounters>,
+    /// The delayed hash of created files, on its own thread.
+    pub file_hash: Arc<FileHashCounters>,
     /// The Kafka output's, when it is the sink at start.
     pub kafka: Option<Arc<KafkaStats>>,
     /// A file output's (size cap), whichever file it is.
@@ -103,6 +106,7 @@ impl Counters {
             detect: Arc::default(),
             output: Arc::default(),
             sources: Arc::default(),
+            file_hash: Arc::default(),
             kafka,
             kernel: Mutex::default(),
         }
@@ -171,6 +175,15 @@ impl Counters {
             ("runtime_queue_full".into(), en.runtime_queue_full),
             ("max_delay_ms".into(), g(&c.max_delay_ns) / 1_000_000),
         ]);
+        let fh = &self.file_hash;
+        fields.push(("file_md5_hashed".into(), g(&fh.hashed)));
+        fields.push(("file_md5_bytes".into(), g(&fh.bytes)));
+        for why in HashSkip::ALL {
+            fields.push((
+                format!("file_md5_skipped_{}", why.as_str()),
+                fh.skipped(why),
+            ));
+        }
         let mut line = format!("counters when={when:?}");
         for (k, v) in fields {
             let _ = write!(line, " {k}={v}");
@@ -237,6 +250,32 @@ impl Counters {
             ] {
                 metric(out, name, "counter", help, v);
             }
+            metric(
+                out,
+                "kestrel_file_md5_hashed_total",
+                "counter",
+                "Created files hashed (create_file_md5).",
+                g(&c.file_hash.hashed),
+            );
+            metric(
+                out,
+                "kestrel_file_md5_bytes_total",
+                "counter",
+                "Bytes read to hash created files.",
+                g(&c.file_hash.bytes),
+            );
+            let skipped: Vec<_> = HashSkip::ALL
+                .iter()
+                .map(|w| (w.as_str(), c.file_hash.skipped(*w)))
+                .collect();
+            labelled(
+                out,
+                "kestrel_file_md5_skipped_total",
+                "counter",
+                "Created files not hashed, by create_file_md5_skipped.",
+                "reason",
+                &skipped,
+            );
             let kinds = c.kernel.lock().unwrap().kinds.clone();
             let sub: Vec<_> = kinds.iter().map(|(n, s, _)| (*n, *s)).collect();
             let lost: Vec<_> = kinds.iter().map(|(n, _, l)| (*n, *l)).collect();
@@ -311,7 +350,12 @@ mod tests {
              cred_submitted=0 cred_lost=0 cred_allowlisted=2 file_submitted=0 file_lost=0 \
              module_submitted=0 module_lost=0 process_gone=0 md5_too_large=0 \
              md5_unreadable=0 md5_changed=0 runtime_lookups=0 runtime_lookup_failures=0 \
-             runtime_queue_full=0 max_delay_ms=0"
+             runtime_queue_full=0 max_delay_ms=0 file_md5_hashed=0 file_md5_bytes=0 \
+             file_md5_skipped_queue_full=0 file_md5_skipped_budget=0 \
+             file_md5_skipped_too_large=0 file_md5_skipped_stopping=0 \
+             file_md5_skipped_missing=0 file_md5_skipped_not_regular=0 \
+             file_md5_skipped_unreadable=0 file_md5_skipped_tmpfile=0 \
+             file_md5_skipped_no_path=0"
         );
     }
 }

@@ -8,7 +8,10 @@
 //! One step is delayed on purpose: a created file's content hash, taken
 //! once its creator had time to write it (kestrel_enrich::FileHasher, on
 //! its own thread). Its events join the queue into detection afterwards,
-//! so they arrive later than the events around them.
+//! so they arrive later than the events around them. That step never
+//! holds up this thread: an event its queue cannot take goes on at once,
+//! unhashed (`create_file_md5_skipped`), and its reading is bounded in
+//! bytes and time per second.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +22,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use kestrel_decode::Record;
 use kestrel_enrich::{
-    EnrichConfig, EnrichCounters, Enricher, FileHashConfig, FileHasher, RuntimeSockets,
+    EnrichConfig, EnrichCounters, Enricher, FileHashConfig, FileHashCounters, FileHasher,
+    RuntimeSockets,
 };
 use serde::Deserialize;
 
@@ -54,6 +58,21 @@ pub struct EnrichSettings {
     #[arg(long, value_name = "BYTES")]
     pub file_md5_max_bytes: Option<u64>,
 
+    /// Bytes of created files read per second for create_file_md5, all
+    /// files together; at least file_md5_max_bytes. A file that does not
+    /// fit in what is left is not hashed (create_file_md5_skipped=budget,
+    /// counted). [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub file_md5_bytes_per_sec: Option<u64>,
+
+    /// Milliseconds per second the file hashing thread may spend reading
+    /// and hashing (1-1000); past it, files are not hashed
+    /// (create_file_md5_skipped=budget, counted). A file started within
+    /// it is finished and its overrun paid back before the next; one that
+    /// takes over a second to read is not hashed. [default: 250]
+    #[arg(long, value_name = "MS")]
+    pub file_md5_ms_per_sec: Option<u64>,
+
     /// Docker Engine API socket, asked for container names and images.
     /// Missing or dead sockets cost one try, then a backoff.
     /// [default: /var/run/docker.sock]
@@ -85,6 +104,12 @@ impl EnrichSettings {
     /// `queue`: events the file hash step may hold.
     pub fn resolve(self, queue: usize) -> Result<EnrichStageConfig> {
         let d = RuntimeSockets::default();
+        let max_bytes = range(
+            "file_md5_max_bytes",
+            self.file_md5_max_bytes.unwrap_or(16 << 20),
+            0,
+            1 << 40,
+        )?;
         Ok(EnrichStageConfig {
             enrich: EnrichConfig {
                 exe_md5_max_bytes: range(
@@ -120,17 +145,34 @@ impl EnrichSettings {
                     0,
                     60_000,
                 )?),
-                max_bytes: range(
-                    "file_md5_max_bytes",
-                    self.file_md5_max_bytes.unwrap_or(16 << 20),
-                    0,
-                    1 << 40,
-                )?,
+                max_bytes,
                 queue,
+                bytes_per_sec: range(
+                    "file_md5_bytes_per_sec",
+                    self.file_md5_bytes_per_sec.unwrap_or(64 << 20),
+                    max_bytes.max(1),
+                    1 << 40,
+                )
+                .context("the budget must hold one file of file_md5_max_bytes")?,
+                time_per_sec: Duration::from_millis(range(
+                    "file_md5_ms_per_sec",
+                    self.file_md5_ms_per_sec.unwrap_or(250),
+                    1,
+                    1000,
+                )?),
+                stop_grace: FILE_HASH_STOP_GRACE,
             },
         })
     }
 }
+
+/// Once the agent stops, how long created files are still hashed (within
+/// the budget) before the rest go on unhashed.
+const FILE_HASH_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long stopping waits for the file hashing thread (stuck in a read
+/// that does not return, say) before it sends what it holds unhashed.
+const FILE_HASH_FINISH: Duration = Duration::from_secs(2);
 
 /// What the enrich stage counts. The Enricher belongs to the collecting
 /// thread, so its counters are copied out, not shared.
@@ -153,11 +195,18 @@ pub struct EnrichStage {
 
 impl EnrichStage {
     /// Starts the stage, sending its events to `out`.
-    pub fn start(cfg: &EnrichStageConfig, out: Link, stop: Arc<AtomicBool>) -> Result<Self> {
+    pub fn start(
+        cfg: &EnrichStageConfig,
+        out: Link,
+        stop: Arc<AtomicBool>,
+        file_hash_counters: Arc<FileHashCounters>,
+    ) -> Result<Self> {
         let file_hash = {
             let out = out.clone();
-            FileHasher::start(cfg.file_hash.clone(), stop, move |ev| out.send(ev).is_ok())
-                .context("starting the file hashing thread")?
+            FileHasher::start(cfg.file_hash.clone(), stop, file_hash_counters, move |ev| {
+                out.send(ev).is_ok()
+            })
+            .context("starting the file hashing thread")?
         };
         Ok(EnrichStage {
             enricher: Enricher::new(cfg.enrich.clone()),
@@ -172,7 +221,11 @@ impl EnrichStage {
             return Ok(());
         };
         if matches!(rec, Record::File(_)) {
-            return self.file_hash.submit(ev).map_err(|_| Closed);
+            // Never waits: what the hash step cannot take goes on unhashed.
+            return match self.file_hash.submit(ev) {
+                None => Ok(()),
+                Some(ev) => self.out.send(ev),
+            };
         }
         self.out.send(ev)
     }
@@ -187,11 +240,16 @@ impl EnrichStage {
         }
     }
 
-    /// Hashes the files still waiting (at once: the agent is stopping)
-    /// and passes them on; returns the last counters.
+    /// Hashes the files still waiting (at once and for a bounded time:
+    /// the agent is stopping) and passes them on; returns the last
+    /// counters.
     pub fn finish(self) -> EnrichStageCounters {
         let counters = self.counters();
-        self.file_hash.finish();
+        for ev in self.file_hash.finish(FILE_HASH_FINISH) {
+            if self.out.send(ev).is_err() {
+                break;
+            }
+        }
         counters
     }
 }

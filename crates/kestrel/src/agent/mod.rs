@@ -206,7 +206,12 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     tracing::debug!(processes = seeded, "running processes recorded");
     let mut excludes =
         crate::excludes::FileExcludes::start(&cfg.collect.file_excludes, &probes, stop.clone())?;
-    let enrich = enrich::EnrichStage::start(&cfg.enrich, into_detect, stop.clone())?;
+    let enrich = enrich::EnrichStage::start(
+        &cfg.enrich,
+        into_detect,
+        stop.clone(),
+        counters.file_hash.clone(),
+    )?;
     let collector = std::cell::RefCell::new(collect::Collector::new(
         &cfg.collect,
         enrich,
