@@ -33,7 +33,12 @@
 #define KESTREL_ARGV_MAX 4096   /* bytes of the NUL-separated argument area */
 #define KESTREL_ARGS_MAX 128    /* arguments read one by one (failed exec) */
 #define KESTREL_ENV_MAX 8192    /* bytes of the NUL-separated environment */
-/* Size of the packed data area: a power of two above FILENAME_MAX +
+/* An environment larger than ENV_MAX is searched string by string for the
+ * watched variables: at most this many reads (a string longer than the
+ * room left takes one read per room-full). */
+#define KESTREL_ENV_SCAN_MAX 1024
+#define KESTREL_EXE_MAX 1024    /* bytes of the executable's path components */
+/* Size of the packed data area: a power of two above FILENAME_MAX + EXE_MAX +
  * CWD_MAX + CGROUP_MAX + ARGV_MAX + ENV_MAX (the BPF side masks offsets with it). Per-CPU map
  * values are capped at 32 KiB, so this cannot grow past 16 KiB. Only the
  * used part of a record is ever sent. */
@@ -183,6 +188,16 @@ enum kestrel_counter {
 #define KESTREL_EXEC_ARGV_FROM_MM (1u << 4)
 #define KESTREL_EXEC_CWD_TRUNCATED (1u << 5)
 #define KESTREL_EXEC_CGROUP_TRUNCATED (1u << 6)
+/* The environment was larger than ENV_MAX and was searched for the watched
+ * variables only: the env area holds just those. ENV_TRUNCATED beside it
+ * says the search stopped before the end (or a value was cut). */
+#define KESTREL_EXEC_ENV_SCANNED (1u << 7)
+#define KESTREL_EXEC_EXE_TRUNCATED (1u << 8) /* the exe walk stopped short */
+
+/* exe_flags of struct kestrel_task: what the executable mapped at exec is. */
+#define KESTREL_EXE_KNOWN (1u << 0)   /* the identity was taken at an exec */
+#define KESTREL_EXE_MEMFD (1u << 1)   /* a memfd_create file */
+#define KESTREL_EXE_DELETED (1u << 2) /* unlinked when it was exec'd */
 
 struct kestrel_header {
 	__u16 kind; /* enum kestrel_kind */
@@ -214,6 +229,15 @@ struct kestrel_task {
 	 * bpf_get_current_cgroup_id and the directory's inode give); on v1
 	 * the memory controller's cgroup, where runtimes place containers. */
 	__u64 cgroup_id;
+	/* The file the process's image was exec'd from (bprm->file), taken at
+	 * its exec and inherited at fork: what the process runs even when
+	 * the path now names another file. Zero unless exe_flags has
+	 * KESTREL_EXE_KNOWN. exe_dev is the kernel's encoding
+	 * (major << 20 | minor); exe_ctime_ns is the inode's ctime then. */
+	__u64 exe_ino;
+	__u64 exe_ctime_ns;
+	__u32 exe_dev;
+	__u32 exe_flags; /* KESTREL_EXE_* */
 	char comm[KESTREL_COMM_LEN];
 	char nodename[KESTREL_NODENAME_LEN];
 	__u8 reserved[3];
@@ -265,13 +289,18 @@ struct kestrel_exec {
 	__u32 cgroup_len;
 	__u32 argv_len;     /* bytes of NUL-separated arguments */
 	__u32 env_len;      /* bytes of NUL-separated NAME=VALUE strings */
+	/* The path of the file mapped (bprm->file, the interpreter of a
+	 * script) as NUL-terminated components, innermost first, walked
+	 * like cwd. Its identity is in task.exe_*. */
+	__u32 exe_len;
+	__u32 reserved2;
 	struct kestrel_sockaddrs socket;
 	struct kestrel_fdinfo stdio[2]; /* fd 0 and fd 1 of the new image */
 	char tty[KESTREL_TTY_LEN];
 	char socket_comm[KESTREL_COMM_LEN];
 	/* [0] is the parent, then its parent, up to ancestors_len entries. */
 	struct kestrel_ancestor ancestors[KESTREL_PID_TREE_MAX];
-	/* filename | cwd | cgroup | argv | env, each of its *_len bytes. Only the used part of
+	/* filename | exe | cwd | cgroup | argv | env, each of its *_len bytes. Only the used part of
 	 * this array is sent: hdr.size says where the record ends. */
 	__u8 data[KESTREL_DATA_MAX];
 };
@@ -439,6 +468,12 @@ struct kestrel_proc {
 	__u32 pid_ns;
 	__u32 mnt_ns;
 	__u32 net_ns;
+	/* The executable's identity (kestrel_task.exe_*): set at exec,
+	 * copied at fork, so a forked child's events name its program. */
+	__u64 exe_ino;
+	__u64 exe_ctime_ns;
+	__u32 exe_dev;
+	__u32 exe_flags;
 };
 
 #define KESTREL_PROC_STDIO_SOCKET (1u << 0)

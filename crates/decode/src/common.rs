@@ -50,6 +50,45 @@ pub struct Task {
     pub ns_pid: u32,
     /// Id of the cgroup that places the task (see kestrel_abi.h).
     pub cgroup_id: u64,
+    /// The file the process's image was exec'd from, as the kernel took
+    /// it at that exec (inherited at fork); `None` when the kernel side
+    /// did not see the exec (the process predates the agent).
+    pub exe: Option<ExeId>,
+}
+
+/// The identity of an executed file, taken in the kernel at exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExeId {
+    /// Device, as `stat` gives `st_dev` (converted from the kernel's
+    /// encoding).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// The inode's ctime at exec, ns since the epoch: a change of the
+    /// file's content or attributes since then moves it.
+    pub ctime_ns: i128,
+    /// A memfd_create file.
+    pub memfd: bool,
+    /// The file was already unlinked (or never linked) when exec'd.
+    pub deleted: bool,
+}
+
+impl ExeId {
+    /// Major and minor of `dev`.
+    pub fn dev_major_minor(&self) -> (u64, u64) {
+        let d = self.dev;
+        (
+            ((d >> 8) & 0xfff) | ((d >> 32) & 0xffff_f000),
+            (d & 0xff) | ((d >> 12) & 0xffff_ff00),
+        )
+    }
+}
+
+/// The kernel's dev_t (major << 20 | minor) as user space's st_dev
+/// (glibc's makedev).
+fn user_dev(kdev: u32) -> u64 {
+    let (major, minor) = (u64::from(kdev >> 20), u64::from(kdev & 0xfffff));
+    ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
 }
 
 /// Both ends of an IPv4 or IPv6 socket.
@@ -109,6 +148,13 @@ pub(crate) fn task(t: &abi::kestrel_task) -> Task {
         net_ns: t.net_ns,
         ns_pid: t.ns_pid,
         cgroup_id: t.cgroup_id,
+        exe: (t.exe_flags & abi::KESTREL_EXE_KNOWN != 0).then(|| ExeId {
+            dev: user_dev(t.exe_dev),
+            ino: t.exe_ino,
+            ctime_ns: i128::from(t.exe_ctime_ns),
+            memfd: t.exe_flags & abi::KESTREL_EXE_MEMFD != 0,
+            deleted: t.exe_flags & abi::KESTREL_EXE_DELETED != 0,
+        }),
     }
 }
 
@@ -167,5 +213,32 @@ pub(crate) fn unspecified(family: u16) -> SockAddrs {
         sport: 0,
         dip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         dport: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dev_to_st_dev() {
+        // 8:1 (sda1) and 259:65536 (a large minor).
+        assert_eq!(user_dev((8 << 20) | 1), libc_makedev(8, 1));
+        assert_eq!(user_dev((259 << 20) | 65536), libc_makedev(259, 65536));
+        let id = ExeId {
+            dev: user_dev((259 << 20) | 65536),
+            ino: 1,
+            ctime_ns: 0,
+            memfd: false,
+            deleted: false,
+        };
+        assert_eq!(id.dev_major_minor(), (259, 65536));
+    }
+
+    fn libc_makedev(major: u64, minor: u64) -> u64 {
+        ((major & 0xfffff000) << 32)
+            | ((major & 0xfff) << 8)
+            | ((minor & 0xffffff00) << 12)
+            | (minor & 0xff)
     }
 }

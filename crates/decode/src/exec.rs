@@ -73,6 +73,13 @@ pub struct Exec {
     pub argc: u32,
     /// The path as passed to execve.
     pub filename: Vec<u8>,
+    /// The path of the file the kernel mapped (the interpreter of a
+    /// script), walked in the kernel from the file itself ("/" joined,
+    /// without " (deleted)"); empty for a failed exec.
+    pub exe_path: Vec<u8>,
+    /// The walk stopped before the root: `exe_path` holds its innermost
+    /// part.
+    pub exe_truncated: bool,
     /// Working directory, as the kernel walked it ("/" at the root).
     pub cwd: Vec<u8>,
     /// The walk stopped before the root: `cwd` holds its innermost part.
@@ -88,7 +95,8 @@ pub struct Exec {
     pub argv_truncated: bool,
     /// The watched environment variables found, in [`WATCHED_ENV`] order.
     pub env: [Option<Vec<u8>>; 2],
-    /// The environment was longer than what the kernel copied.
+    /// Part of the environment was not searched for the watched variables
+    /// (or a value was cut): one may be missing.
     pub env_truncated: bool,
     /// Controlling terminal name ("pts1"), empty when none.
     pub tty: Vec<u8>,
@@ -125,12 +133,14 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, Decod
     let cgroup_len = field!(cgroup_len: u32) as usize;
     let argv_len = field!(argv_len: u32) as usize;
     let env_len = field!(env_len: u32) as usize;
+    let exe_len = field!(exe_len: u32) as usize;
     let data = &buf[DATA..];
-    let total = filename_len + cwd_len + cgroup_len + argv_len + env_len;
+    let total = filename_len + exe_len + cwd_len + cgroup_len + argv_len + env_len;
     if total > data.len() {
         return Err(DecodeError::BadLengths(total));
     }
     let (filename, rest) = data.split_at(filename_len);
+    let (exe_area, rest) = rest.split_at(exe_len);
     let (cwd_area, rest) = rest.split_at(cwd_len);
     let (cgroup_area, rest) = rest.split_at(cgroup_len);
     let (argv_area, rest) = rest.split_at(argv_len);
@@ -208,6 +218,12 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, Decod
         res: field!(res: i32),
         argc,
         filename: cstr(filename),
+        exe_path: if exe_len == 0 {
+            Vec::new()
+        } else {
+            join_reversed(exe_area)
+        },
+        exe_truncated: flags & abi::KESTREL_EXEC_EXE_TRUNCATED != 0,
         cwd,
         cwd_truncated: flags & abi::KESTREL_EXEC_CWD_TRUNCATED != 0,
         stdio,

@@ -6,14 +6,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kestrel_decode::{Exec, Module, Task};
+use kestrel_decode::{ExeId, Exec, Module, Task};
 use kestrel_event::lossless_string;
 
 use crate::lookup::container::{Container, Containers};
-use crate::lookup::hash::Md5Cache;
+use crate::lookup::hash::{Expect, Md5Cache};
 use crate::lookup::modinfo;
 use crate::lookup::netns::NetnsAddrs;
-use crate::lookup::process::{Process, Processes};
+use crate::lookup::process::{Md5Status, Process, Processes};
 use crate::lookup::procfs::Procfs;
 use crate::lookup::runtime::{ContainerNames, NameResolver};
 use crate::lookup::users::Users;
@@ -53,6 +53,14 @@ impl Context {
             .map(|p| p.exe_md5.clone())
             .unwrap_or_default()
     }
+
+    /// What the MD5 is, or why it is empty ("gone" with no process).
+    pub(crate) fn exe_md5_status(&self) -> &'static str {
+        self.process
+            .as_ref()
+            .map_or(Md5Status::Gone, |p| p.md5_status)
+            .as_str()
+    }
 }
 
 /// What an exec event adds: the new image's view from the kernel and /proc.
@@ -84,6 +92,9 @@ pub(crate) struct Lookups {
     containers: Containers,
     netns: NetnsAddrs,
     pub(crate) names: NameResolver,
+    /// The agent's mount namespace (inode; 0 when unknown): a path the
+    /// kernel walked in another one names another file here.
+    own_mnt_ns: u64,
 }
 
 impl Lookups {
@@ -98,6 +109,9 @@ impl Lookups {
             containers: Containers::new(cfg.container_cache_entries),
             netns: NetnsAddrs::new(cfg.container_cache_entries),
             names: NameResolver::start(cfg.runtime_sockets.clone(), cfg.container_cache_entries),
+            own_mnt_ns: std::fs::metadata(cfg.proc_root.join("self/ns/mnt"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap_or(0),
         }
     }
 
@@ -163,18 +177,35 @@ impl Lookups {
             known_out.unwrap_or_else(|| live.stdout.clone()),
         ];
 
-        // A successful exec is about the new image: /proc/PID/exe names
-        // it and opening that link hashes exactly that file. A failed one
-        // is about the path that was refused; the caller's image is not.
-        let (exe, md5_path) = if e.res == 0 && !live.exe.is_empty() {
-            (live.exe.clone(), Some(procfs.path(t.tgid, "exe")))
-        } else {
-            let abs = absolute(&filename, &cwd);
-            let p = abs.clone().map(PathBuf::from);
-            (abs.unwrap_or(filename), p)
+        let (exe, exe_md5, md5_status) = match (e.res, &t.exe) {
+            (0, Some(id)) => {
+                let here = u64::from(t.mnt_ns) == self.own_mnt_ns;
+                self.executed(e, id, &live.exe, t.tgid, here)
+            }
+            // A failed exec is about the path that was refused; the
+            // caller's image is not. (And an exec whose process entry the
+            // kernel could not make: as before the identity existed.)
+            _ => {
+                let (exe, md5_path) = if e.res == 0 && !live.exe.is_empty() {
+                    (live.exe.clone(), Some(procfs.path(t.tgid, "exe")))
+                } else {
+                    let abs = absolute(&filename, &cwd);
+                    let p = abs.clone().map(PathBuf::from);
+                    (abs.unwrap_or(filename), p)
+                };
+                let (md5, status) = match md5_path {
+                    Some(p) => self.processes.md5_checked(&p, None),
+                    None => (String::new(), Md5Status::Gone),
+                };
+                (exe, md5, status)
+            }
         };
-        let exe_md5 = md5_path.map(|p| self.processes.md5(&p)).unwrap_or_default();
-        let process = Arc::new(Process { exe, exe_md5 });
+        let process = Arc::new(Process {
+            exe,
+            exe_md5,
+            md5_status,
+            id: if e.res == 0 { t.exe } else { None },
+        });
         if e.res == 0 {
             self.processes.remember(t, process.clone());
         }
@@ -198,6 +229,75 @@ impl Lookups {
             ..self.around(t, Some(process), Some(&e.cgroup), None)
         };
         (cx, ExecView { cwd, stdio, env })
+    }
+
+    /// The executable of a successful exec, from the kernel's walk of the
+    /// file it mapped, and the hash of that very file: through
+    /// /proc/PID/exe while the process lives, else by its path, each
+    /// checked against the identity the kernel took (`id`), never the
+    /// path given to exec (a symlink, /proc/self/fd/N, /dev/fd/N/name,
+    /// something renamed over it since). By path only when the process is
+    /// in the agent's mount namespace (`here`).
+    fn executed(
+        &mut self,
+        e: &Exec,
+        id: &ExeId,
+        live_exe: &str,
+        pid: u32,
+        here: bool,
+    ) -> (String, String, Md5Status) {
+        let walked = lossless_string(&e.exe_path);
+        let live_path = live_exe.strip_suffix(" (deleted)").unwrap_or(live_exe);
+        let path = if walked.is_empty() {
+            live_path.to_string()
+        } else if e.exe_truncated {
+            // Deeper than the kernel walks: /proc names it whole while the
+            // process lives (and still runs it), else the innermost part,
+            // marked.
+            if !live_path.is_empty() && live_path.ends_with(&walked) {
+                live_path.to_string()
+            } else {
+                format!("...{walked}")
+            }
+        } else {
+            walked
+        };
+        let exe = if id.deleted && !path.is_empty() {
+            format!("{path} (deleted)")
+        } else {
+            path.clone()
+        };
+        let mut status = Md5Status::Gone;
+        if !live_exe.is_empty() {
+            let link = self.processes.procfs.path(pid, "exe");
+            let expect = Expect {
+                id,
+                via_proc_link: true,
+            };
+            let (md5, s) = self.processes.md5_checked(&link, Some(expect));
+            if !md5.is_empty() || !matches!(s, Md5Status::Gone | Md5Status::Changed) {
+                return (exe, md5, s);
+            }
+            status = s;
+        }
+        if here && path.starts_with('/') && !id.deleted {
+            let expect = Expect {
+                id,
+                via_proc_link: false,
+            };
+            let (md5, s) = self.processes.md5_checked(Path::new(&path), Some(expect));
+            if !md5.is_empty() || s != Md5Status::Gone {
+                status = s;
+                if s == Md5Status::Changed {
+                    self.processes.count_changed();
+                }
+                return (exe, md5, status);
+            }
+        }
+        if status == Md5Status::Changed {
+            self.processes.count_changed();
+        }
+        (exe, String::new(), status)
     }
 
     /// The context of a module load and the file it loaded.

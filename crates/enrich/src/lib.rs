@@ -76,6 +76,9 @@ pub struct EnrichCounters {
     pub md5_too_large: u64,
     /// Hashes that failed because the file could not be read.
     pub md5_unreadable: u64,
+    /// Executables not hashed because the file at hand was not the one
+    /// the kernel executed (replaced, or changed since the exec).
+    pub md5_changed: u64,
     /// DNS datagrams that did not parse (still emitted, with the
     /// question fields empty).
     pub dns_malformed: u64,
@@ -108,6 +111,7 @@ impl Enricher {
             process_gone: m.process_gone,
             md5_too_large: m.md5_too_large,
             md5_unreadable: m.md5_unreadable,
+            md5_changed: m.md5_changed,
             dns_malformed: self.dns_malformed,
         }
     }

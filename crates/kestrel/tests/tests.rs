@@ -13,6 +13,7 @@ mod connect;
 mod containers;
 mod cred;
 mod dns;
+mod exe_identity;
 mod exec;
 mod files;
 mod inventory;

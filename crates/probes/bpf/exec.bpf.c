@@ -20,7 +20,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	unsigned long start, end;
 	__u64 off, len;
 	__u32 holder;
-	bool inet;
+	bool inet, memfd;
 	long n;
 
 	if (p->tgid == self_tgid)
@@ -33,7 +33,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	e->flags = KESTREL_EXEC_ARGV_FROM_MM;
 
 	n = bpf_probe_read_kernel_str(e->data, KESTREL_FILENAME_MAX, bprm->filename);
-	off = exec_paths(e, p, n);
+	/* As a number: a global function takes no kernel pointer. */
+	off = exec_paths(e, p, n, (__u64)BPF_CORE_READ(bprm, file), &memfd);
 
 	mm = p->mm;
 	start = mm->arg_start;
@@ -47,7 +48,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	 * the repeated tests then give the verifier its bounds. */
 	barrier_var(len);
 	barrier_var(off);
-	if (len > KESTREL_ARGV_MAX || off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX)
+	if (len > KESTREL_ARGV_MAX || off > OFF_ARGV)
 		return 0;
 	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
 		e->argv_len = len;
@@ -57,18 +58,27 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	start = mm->env_start;
 	end = mm->env_end;
 	len = end > start ? end - start : 0;
-	if (len > KESTREL_ENV_MAX) {
-		len = KESTREL_ENV_MAX;
-		e->flags |= KESTREL_EXEC_ENV_TRUNCATED;
-	}
-	barrier_var(len);
 	barrier_var(off);
-	if (len > KESTREL_ENV_MAX ||
-	    off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX + KESTREL_ARGV_MAX)
+	if (off > OFF_ENV)
 		return 0;
-	if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
+	if (len > KESTREL_ENV_MAX) {
+		/* Larger than the area: searched for what is reported, so a
+		 * variable pushed past any prefix is still found. */
+		e->flags |= KESTREL_EXEC_ENV_SCANNED;
+		len = scan_env(e, off, start, end);
+		barrier_var(len);
+		if (len > KESTREL_ENV_MAX)
+			len = 0;
 		e->env_len = len;
 		off += len;
+	} else {
+		barrier_var(len);
+		if (len > KESTREL_ENV_MAX)
+			return 0;
+		if (len && bpf_probe_read_user(&e->data[off], len, (void *)start) == 0) {
+			e->env_len = len;
+			off += len;
+		}
 	}
 
 	inet = fill_stdio(e, p);
@@ -77,6 +87,11 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	 * alive across the loop makes the verifier walk it once per state. */
 	holder = 0;
 	ps = proc_entry(p);
+	if (ps) {
+		exe_identity(ps, bprm->file);
+		if (memfd && (ps->exe_flags & KESTREL_EXE_DELETED))
+			ps->exe_flags |= KESTREL_EXE_MEMFD;
+	}
 	fill_task(&e->task, p, ps);
 	check_creds(ps, p, KESTREL_CRED_AT_EXEC, bprm->filename);
 	if (ps) {
@@ -99,6 +114,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_proc *ps;
 	struct kestrel_exec *e;
+	bool memfd;
 	__u64 off;
 	long n;
 
@@ -110,7 +126,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	e->res = ret;
 
 	n = bpf_probe_read_user_str(e->data, KESTREL_FILENAME_MAX, filename);
-	off = exec_paths(e, task, n);
+	off = exec_paths(e, task, n, 0, &memfd);
 
 	for (int i = 0; i < KESTREL_ARGS_MAX && argv; i++) {
 		const char *arg = NULL;
@@ -126,8 +142,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 		room = KESTREL_ARGV_MAX - used;
 		barrier_var(at);
 		barrier_var(room);
-		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX + KESTREL_ARGV_MAX ||
-		    room > KESTREL_ARGV_MAX)
+		if (at > OFF_ENV || room > KESTREL_ARGV_MAX)
 			break;
 		n = bpf_probe_read_user_str(&e->data[at], room, arg);
 		if (n <= 0)

@@ -35,6 +35,12 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		c.holder = p->holder;
 		if (c.flags)
 			c.holder = parent->tgid;
+		/* The child runs its parent's program until it execs: its
+		 * events name it even once it is gone from /proc. */
+		c.exe_ino = p->exe_ino;
+		c.exe_ctime_ns = p->exe_ctime_ns;
+		c.exe_dev = p->exe_dev;
+		c.exe_flags = p->exe_flags;
 	}
 	c.uid = child->cred->uid.val;
 	c.euid = child->cred->euid.val;

@@ -1,21 +1,39 @@
 //! MD5 of executables, cached by file identity so a binary run a thousand
-//! times is read once.
+//! times is read once, and checked against the identity the kernel took
+//! of the file it executed.
 
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use kestrel_decode::ExeId;
 use lru::LruCache;
 use md5::{Digest, Md5};
 
-/// What identifies one version of a file's content.
+/// What identifies one version of a file's content. ctime is in it because
+/// mtime is not evidence: anyone who can write the file can put its mtime
+/// back (utimensat), while ctime moves on every change and only a clock
+/// change sets it.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 struct FileKey {
     dev: u64,
     ino: u64,
     mtime_ns: i128,
+    ctime_ns: i128,
     size: u64,
+}
+
+/// The file a hash must be of: the one the kernel executed.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// Its identity at exec.
+    pub id: &'a ExeId,
+    /// The path is a /proc/PID/exe link of the process, checked to be the
+    /// same process: the kernel opens that very file, and some file
+    /// systems (btrfs subvolumes) show `stat` a device other than the
+    /// kernel's, so only the inode and ctime are compared.
+    pub via_proc_link: bool,
 }
 
 /// Why a hash is missing.
@@ -29,6 +47,9 @@ pub enum HashMiss {
     NotRegular,
     /// The file could not be opened or read.
     Unreadable,
+    /// The file opened is not the one expected: another inode now has the
+    /// path, or it changed (ctime) since it was executed.
+    Changed,
 }
 
 /// Bounded cache of file MD5s.
@@ -54,6 +75,13 @@ impl Md5Cache {
     /// /proc/PID/exe link: opening it reaches the very file the process
     /// runs, even when it was deleted or lives in another mount namespace.
     pub fn md5_of(&mut self, path: &Path) -> Result<String, HashMiss> {
+        self.md5_checked(path, None)
+    }
+
+    /// [`Md5Cache::md5_of`], refusing ([`HashMiss::Changed`]) a file that
+    /// is not `expect`'s: checked on the open descriptor, before and after
+    /// reading, so what is hashed is the executed inode, unchanged.
+    pub fn md5_checked(&mut self, path: &Path, expect: Option<Expect>) -> Result<String, HashMiss> {
         use std::os::unix::fs::OpenOptionsExt;
         // Non-blocking: opening a FIFO for reading would wait for a writer.
         let mut f = std::fs::OpenOptions::new()
@@ -68,12 +96,18 @@ impl Md5Cache {
         if !m.is_file() {
             return Err(HashMiss::NotRegular);
         }
-        let key = FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            size: m.size(),
+        let key = file_key(&m);
+        let matches = |k: &FileKey| match expect {
+            None => true,
+            Some(e) => {
+                k.ino == e.id.ino
+                    && k.ctime_ns == e.id.ctime_ns
+                    && (e.via_proc_link || k.dev == e.id.dev)
+            }
         };
+        if !matches(&key) {
+            return Err(HashMiss::Changed);
+        }
         if let Some(h) = self.cache.get(&key) {
             return Ok(h.clone());
         }
@@ -98,9 +132,26 @@ impl Md5Cache {
             }
             hasher.update(&buf[..n]);
         }
+        // Changed while being read: the hash is of neither version.
+        if expect.is_some() {
+            let after = f.metadata().map_err(|_| HashMiss::Unreadable)?;
+            if file_key(&after) != key {
+                return Err(HashMiss::Changed);
+            }
+        }
         let hex = hex(&hasher.finalize());
         self.cache.put(key, hex.clone());
         Ok(hex)
+    }
+}
+
+fn file_key(m: &std::fs::Metadata) -> FileKey {
+    FileKey {
+        dev: m.dev(),
+        ino: m.ino(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        size: m.size(),
     }
 }
 
@@ -137,6 +188,51 @@ mod tests {
         );
         assert_eq!(c.md5_of(&big), Err(HashMiss::TooLarge));
         assert_eq!(c.md5_of(&dir.join("none")), Err(HashMiss::Missing));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_content_change_with_mtime_put_back_is_a_new_hash() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("kestrel-md5c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        let mut c = Md5Cache::new(4, 1000);
+        let m = std::fs::metadata(&f).unwrap();
+        let id = ExeId {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            memfd: false,
+            deleted: false,
+        };
+        let expect = Some(Expect {
+            id: &id,
+            via_proc_link: false,
+        });
+        assert_eq!(
+            c.md5_checked(&f, expect).unwrap(),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mtime = std::fs::File::open(&f)
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::write(&f, b"abd").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        // Same size and mtime: a new hash all the same, and not the one
+        // that was executed.
+        assert_eq!(c.md5_checked(&f, expect), Err(HashMiss::Changed));
+        assert_ne!(c.md5_of(&f).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,17 +6,56 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
-use kestrel_decode::Task;
+use kestrel_decode::{ExeId, Task};
 use lru::LruCache;
 
-use super::hash::{HashMiss, Md5Cache};
+use super::hash::{Expect, HashMiss, Md5Cache};
 use super::procfs::Procfs;
+
+/// What `exe_md5` is, or why it is empty (the event's `exe_md5_status`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Md5Status {
+    /// The hash of the very file the kernel executed: its device, inode
+    /// and ctime matched those taken at exec, before and after reading.
+    Verified,
+    /// Hashed without an identity to check against: a process whose exec
+    /// Kestrel did not see (it predates the agent), or the path a failed
+    /// exec refused.
+    #[default]
+    Unverified,
+    /// Empty: the file at hand is not the executed one (the path now names
+    /// another file, or the file changed since the exec).
+    Changed,
+    /// Empty: nothing left to open (the process exited and its file has no
+    /// reachable path: deleted, a memfd, a path too long to walk).
+    Gone,
+    /// Empty: larger than `exe_md5_max_bytes`.
+    TooLarge,
+    /// Empty: the file could not be read.
+    Unreadable,
+}
+
+impl Md5Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Md5Status::Verified => "verified",
+            Md5Status::Unverified => "unverified",
+            Md5Status::Changed => "changed",
+            Md5Status::Gone => "gone",
+            Md5Status::TooLarge => "too_large",
+            Md5Status::Unreadable => "unreadable",
+        }
+    }
+}
 
 /// A process's executable and its hash ("" when not hashed).
 #[derive(Debug, Default)]
 pub(crate) struct Process {
     pub(crate) exe: String,
     pub(crate) exe_md5: String,
+    pub(crate) md5_status: Md5Status,
+    /// The executed file's identity, when the kernel took it.
+    pub(crate) id: Option<ExeId>,
 }
 
 /// What process lookups could not do, counted since start.
@@ -25,6 +64,14 @@ pub(crate) struct Misses {
     pub(crate) process_gone: u64,
     pub(crate) md5_too_large: u64,
     pub(crate) md5_unreadable: u64,
+    pub(crate) md5_changed: u64,
+}
+
+/// The part of an [`ExeId`] that names one version of one file.
+type ImageKey = (u64, u64, i128);
+
+fn image_key(id: &ExeId) -> ImageKey {
+    (id.dev, id.ino, id.ctime_ns)
 }
 
 /// /proc, the hash cache and the process cache.
@@ -34,15 +81,21 @@ pub(crate) struct Processes {
     /// (tgid, start_boottime) → executable. Keyed by start time so a
     /// reused pid never inherits another process's identity.
     cache: LruCache<(u32, u64), Arc<Process>>,
+    /// Executed file (device, inode, ctime) → what its exec found: how a
+    /// forked child that is gone before its event is looked at still
+    /// names its program (the kernel copies the identity at fork).
+    images: LruCache<ImageKey, Arc<Process>>,
     pub(crate) misses: Misses,
 }
 
 impl Processes {
     pub(crate) fn new(procfs: Procfs, hashes: Md5Cache, entries: usize) -> Self {
+        let n = NonZeroUsize::new(entries.max(1)).unwrap();
         Processes {
             procfs,
             hashes,
-            cache: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap()),
+            cache: LruCache::new(n),
+            images: LruCache::new(n),
             misses: Misses::default(),
         }
     }
@@ -50,18 +103,36 @@ impl Processes {
     /// The MD5 of a file, "" when it cannot be had (counted when that is
     /// worth knowing).
     pub(crate) fn md5(&mut self, path: &Path) -> String {
-        match self.hashes.md5_of(path) {
-            Ok(h) => h,
+        self.md5_checked(path, None).0
+    }
+
+    /// The MD5 of `path`, checked against `expect` when given, and what it
+    /// is; counted when that is worth knowing. Missing: `Gone`.
+    pub(crate) fn md5_checked(
+        &mut self,
+        path: &Path,
+        expect: Option<Expect>,
+    ) -> (String, Md5Status) {
+        let checked = expect.is_some();
+        match self.hashes.md5_checked(path, expect) {
+            Ok(h) if checked => (h, Md5Status::Verified),
+            Ok(h) => (h, Md5Status::Unverified),
             Err(HashMiss::TooLarge) => {
                 self.misses.md5_too_large += 1;
-                String::new()
+                (String::new(), Md5Status::TooLarge)
             }
-            Err(HashMiss::Missing | HashMiss::NotRegular) => String::new(),
+            Err(HashMiss::Missing | HashMiss::NotRegular) => (String::new(), Md5Status::Gone),
             Err(HashMiss::Unreadable) => {
                 self.misses.md5_unreadable += 1;
-                String::new()
+                (String::new(), Md5Status::Unreadable)
             }
+            Err(HashMiss::Changed) => (String::new(), Md5Status::Changed),
         }
+    }
+
+    /// A `Changed` hash, counted once per exec or process.
+    pub(crate) fn count_changed(&mut self) {
+        self.misses.md5_changed += 1;
     }
 
     /// Executable and hash of a process, from cache or /proc.
@@ -73,25 +144,74 @@ impl Processes {
         if let Some(p) = self.cache.get(&(pid, start)) {
             return Some(p.clone());
         }
-        let exe = self.procfs.exe(pid, Some(start))?;
-        let exe_md5 = self.md5(&self.procfs.path(pid, "exe"));
-        let info = Arc::new(Process { exe, exe_md5 });
+        let info = Arc::new(self.read_proc(pid, Some(start), None)?);
         self.cache.put((pid, start), info.clone());
         Some(info)
     }
 
-    /// The process an event is about, counting it when it is gone.
-    pub(crate) fn of_task(&mut self, t: &Task) -> Option<Arc<Process>> {
-        let p = self.get(t.tgid, Some(t.start_boottime));
-        if p.is_none() {
-            self.misses.process_gone += 1;
+    /// What /proc/PID/exe shows, checked against `id` when given: `None`
+    /// when the process is gone, or runs another file than `id`.
+    fn read_proc(&mut self, pid: u32, start: Option<u64>, id: Option<&ExeId>) -> Option<Process> {
+        let exe = self.procfs.exe(pid, start)?;
+        let expect = id.map(|id| Expect {
+            id,
+            via_proc_link: true,
+        });
+        let (exe_md5, md5_status) = self.md5_checked(&self.procfs.path(pid, "exe"), expect);
+        if id.is_some() && matches!(md5_status, Md5Status::Changed | Md5Status::Gone) {
+            return None;
         }
-        p
+        Some(Process {
+            exe,
+            exe_md5,
+            md5_status,
+            id: id.copied(),
+        })
     }
 
-    /// Remembers what an exec found, for the process's later events, even
-    /// once it is gone from /proc.
+    /// The process an event is about, counting it when it is gone. The
+    /// kernel's identity of its executable decides: a cached entry of
+    /// another image (an exec not yet seen) is not used, and a process
+    /// gone from /proc is named by the exec that made its image, or by its
+    /// parent when that still runs the same file.
+    pub(crate) fn of_task(&mut self, t: &Task) -> Option<Arc<Process>> {
+        let key = (t.tgid, t.start_boottime);
+        let want = t.exe.as_ref().map(image_key);
+        if let Some(p) = self.cache.get(&key) {
+            if want.is_none() || p.id.as_ref().map(image_key) == want {
+                return Some(p.clone());
+            }
+        }
+        let found = match &t.exe {
+            Some(id) => match self.images.get(&image_key(id)) {
+                Some(p) => Some(p.clone()),
+                None => self
+                    .read_proc(t.tgid, Some(t.start_boottime), Some(id))
+                    .or_else(|| self.read_proc(t.ppid, None, Some(id)))
+                    .map(Arc::new),
+            },
+            None => self
+                .read_proc(t.tgid, Some(t.start_boottime), None)
+                .map(Arc::new),
+        };
+        match found {
+            Some(p) => {
+                self.cache.put(key, p.clone());
+                Some(p)
+            }
+            None => {
+                self.misses.process_gone += 1;
+                None
+            }
+        }
+    }
+
+    /// Remembers what an exec found, for the process's later events and
+    /// its children's, even once they are gone from /proc.
     pub(crate) fn remember(&mut self, t: &Task, p: Arc<Process>) {
+        if let Some(id) = &p.id {
+            self.images.put(image_key(id), p.clone());
+        }
         self.cache.put((t.tgid, t.start_boottime), p);
     }
 }

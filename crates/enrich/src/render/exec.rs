@@ -66,7 +66,29 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
     ev.push("euid", t.euid.to_string());
     ev.push("sid", t.sid.to_string());
     placement(&mut ev, t, cx);
+    exe_identity(&mut ev, e, cx);
+    ev.push("env_truncated", bool_str(e.env_truncated));
     ev
+}
+
+/// What the kernel took of the file it executed, and what the hash is:
+/// the fields a rule needs when `exe` is a memfd, a deleted file or a
+/// path that has since been given to another file.
+fn exe_identity(ev: &mut Event, e: &Exec, cx: &Context) {
+    let id = e.task.exe.filter(|_| e.res == 0);
+    let (inode, dev) = match &id {
+        Some(id) => {
+            let (major, minor) = id.dev_major_minor();
+            (id.ino.to_string(), format!("{major}:{minor}"))
+        }
+        None => (String::new(), String::new()),
+    };
+    ev.push("exe_inode", inode);
+    ev.push("exe_dev", dev);
+    ev.push("exe_memfd", bool_str(id.is_some_and(|i| i.memfd)));
+    ev.push("exe_deleted", bool_str(id.is_some_and(|i| i.deleted)));
+    ev.push("exe_truncated", bool_str(e.exe_truncated));
+    ev.push("exe_md5_status", cx.exe_md5_status());
 }
 
 /// The exec event's `dip dport sip sport sa_family`, in the reference's

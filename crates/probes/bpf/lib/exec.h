@@ -10,6 +10,16 @@
 #include "task.h"
 #include "files.h"
 #include "sockets.h"
+#include "exe.h"
+
+/* Where each part of the data area can start at the latest: filename |
+ * exe | cwd | cgroup | argv | env. The bound tests give the verifier its
+ * bounds. */
+#define OFF_EXE KESTREL_FILENAME_MAX
+#define OFF_CWD (OFF_EXE + KESTREL_EXE_MAX)
+#define OFF_CGROUP (OFF_CWD + KESTREL_CWD_MAX)
+#define OFF_ARGV (OFF_CGROUP + KESTREL_CGROUP_MAX)
+#define OFF_ENV (OFF_ARGV + KESTREL_ARGV_MAX)
 
 /* Records are assembled here, then copied into the ring buffer at their
  * real size: exec records are large and mostly empty. */
@@ -38,6 +48,8 @@ static __always_inline struct kestrel_exec *exec_record(void)
 	e->cgroup_len = 0;
 	e->argv_len = 0;
 	e->env_len = 0;
+	e->exe_len = 0;
+	e->reserved2 = 0;
 	e->socket_pid = 0;
 	e->socket.family = 0;
 	e->tty[0] = 0;
@@ -202,7 +214,7 @@ static __always_inline void read_cwd(struct kestrel_exec *e, struct task_struct 
 			return; /* a root not reachable from ours */
 		barrier_var(at);
 		barrier_var(room);
-		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX || room > KESTREL_CWD_MAX)
+		if (at > OFF_CGROUP || room > KESTREL_CWD_MAX)
 			break;
 		n = bpf_probe_read_kernel_str(&e->data[at], room, BPF_CORE_READ(d, d_name.name));
 		if (n <= 0 || n == room)
@@ -233,8 +245,7 @@ static __always_inline void read_cgroup(struct kestrel_exec *e, struct task_stru
 			return; /* the hierarchy's root has no name */
 		barrier_var(at);
 		barrier_var(room);
-		if (at > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX + KESTREL_CGROUP_MAX ||
-		    room > KESTREL_CGROUP_MAX)
+		if (at > OFF_ARGV || room > KESTREL_CGROUP_MAX)
 			break;
 		n = bpf_probe_read_kernel_str(&e->data[at], room, kn->name);
 		if (n <= 0 || n == room)
@@ -246,13 +257,17 @@ static __always_inline void read_cgroup(struct kestrel_exec *e, struct task_stru
 }
 
 /* After the filename (`n`, what the string read returned, at data[0]):
- * its length, the working directory and the cgroup. Returns where the
- * next field starts. The bound tests only give the verifier its bounds:
- * `off` cannot exceed them, and the callers test again. */
-static __always_inline __u64 exec_paths(struct kestrel_exec *e, struct task_struct *task, long n)
+ * its length, the path of the executable `file` (bprm->file, 0 for a
+ * failed exec: nothing was mapped), the working directory and the cgroup.
+ * Returns where the next field starts, and the memfd test's result in
+ * *memfd. The bound tests only give the verifier its bounds: `off` cannot
+ * exceed them, and the callers test again. */
+static __always_inline __u64 exec_paths(struct kestrel_exec *e, struct task_struct *task, long n,
+					__u64 file, bool *memfd)
 {
-	__u64 off;
+	__u64 off, len;
 
+	*memfd = false;
 	if (n < 0)
 		n = 0;
 	if (n == KESTREL_FILENAME_MAX)
@@ -262,15 +277,151 @@ static __always_inline __u64 exec_paths(struct kestrel_exec *e, struct task_stru
 		off = KESTREL_FILENAME_MAX;
 	e->filename_len = off;
 	barrier_var(off);
-	if (off > KESTREL_FILENAME_MAX)
+	if (off > OFF_EXE)
+		return off;
+	if (file) {
+		len = exe_path(e, file, off);
+		*memfd = len & EXE_PATH_MEMFD;
+		len &= ~(__u64)EXE_PATH_MEMFD;
+		barrier_var(len);
+		if (len > KESTREL_EXE_MAX)
+			len = 0;
+		e->exe_len = len;
+		off += len;
+	}
+	barrier_var(off);
+	if (off > OFF_CWD)
 		return off;
 	read_cwd(e, task, off);
 	off += e->cwd_len;
 	barrier_var(off);
-	if (off > KESTREL_FILENAME_MAX + KESTREL_CWD_MAX)
+	if (off > OFF_CGROUP)
 		return off;
 	read_cgroup(e, task, off);
 	return off + e->cgroup_len;
+}
+
+/* Which watched variable (WATCHED_ENV in crates/decode/src/exec.rs) the
+ * string of `n` bytes (NUL included) at s is: 1 LD_PRELOAD, 2
+ * SSH_CONNECTION, 0 neither. */
+static __always_inline int env_watched(const __u8 *s, long n)
+{
+	static const char pre[] = "LD_PRELOAD=";
+	static const char ssh[] = "SSH_CONNECTION=";
+
+	if (n > (long)sizeof(pre) - 1 && s[0] == 'L') {
+		for (int k = 1; k < sizeof(pre) - 1; k++)
+			if (s[k] != pre[k])
+				return 0;
+		return 1;
+	}
+	if (n > (long)sizeof(ssh) - 1 && s[0] == 'S') {
+		for (int k = 1; k < sizeof(ssh) - 1; k++)
+			if (s[k] != ssh[k])
+				return 0;
+		return 2;
+	}
+	return 0;
+}
+
+/* One string of the environment at a time, for scan_env. */
+#define ENV_PIECE 4096
+struct env_piece {
+	__u8 b[ENV_PIECE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct env_piece);
+} env_scratch SEC(".maps");
+
+/* e->reserved2 while scan_env runs: */
+#define ENV_IN_STRING 1 /* the next read continues a long string */
+#define ENV_SEEN_PRELOAD 2
+#define ENV_SEEN_SSH 4
+
+/* One read of scan_env at user address p: returns where the next starts,
+ * 0 to stop (the reads failed, or the kept variables hit their bound). A
+ * global function: the verifier checks its branches once, where inlined
+ * in scan_env's loop they made a path of more jumps than it follows. */
+__noinline __u64 env_step(struct kestrel_exec *e, __u64 off, __u64 p)
+{
+	struct env_piece *piece;
+	__u32 zero = 0, state;
+	__u64 used, at;
+	long n;
+	int w;
+
+	if (!e || off > OFF_ENV)
+		return 0;
+	piece = bpf_map_lookup_elem(&env_scratch, &zero);
+	if (!piece)
+		return 0;
+	used = e->env_len;
+	at = off + used;
+	state = e->reserved2;
+	n = bpf_probe_read_user_str(piece->b, ENV_PIECE, (void *)p);
+	if (n <= 0)
+		return 0;
+	w = (state & ENV_IN_STRING) ? 0 : env_watched(piece->b, n);
+	if (w == 1 && (state & ENV_SEEN_PRELOAD))
+		w = 0;
+	if (w == 2 && (state & ENV_SEEN_SSH))
+		w = 0;
+	if (w) {
+		/* At most two are kept, each at most ENV_PIECE bytes: the
+		 * bounds below always hold, and say so to the verifier. */
+		barrier_var(at);
+		barrier_var(n);
+		if (used > KESTREL_ENV_MAX - ENV_PIECE || at > OFF_ENV + KESTREL_ENV_MAX - ENV_PIECE ||
+		    n > ENV_PIECE)
+			return 0;
+		if (bpf_probe_read_kernel(&e->data[at], n, piece->b))
+			return 0;
+		e->env_len = used + n;
+		state |= w == 1 ? ENV_SEEN_PRELOAD : ENV_SEEN_SSH;
+		if (n == ENV_PIECE)
+			e->flags |= KESTREL_EXEC_ENV_TRUNCATED; /* the value is cut */
+	}
+	if (n == ENV_PIECE) {
+		/* Not all of it: the rest is read next, not as a new string
+		 * (the last byte read was replaced by a NUL). */
+		p += n - 1;
+		state |= ENV_IN_STRING;
+	} else {
+		p += n;
+		state &= ~ENV_IN_STRING;
+	}
+	e->reserved2 = state;
+	return p;
+}
+
+/* An environment larger than the env area, from user address p to end:
+ * read string by string (ENV_PIECE bytes at a time, env_step), keeping at
+ * e->data[off] only the first occurrence of each watched variable, so that
+ * one pushed past any prefix is still found. Sets
+ * KESTREL_EXEC_ENV_TRUNCATED when the reads ran out before the end (more
+ * than ENV_SCAN_MAX strings or pieces) or a value was cut at ENV_PIECE
+ * bytes. The running length lives in e->env_len and the scan's state in
+ * e->reserved2 (cleared before the record is sent). Returns env_len. */
+__noinline int scan_env(struct kestrel_exec *e, __u64 off, __u64 p, __u64 end)
+{
+	if (!e)
+		return 0;
+	e->env_len = 0;
+	e->reserved2 = 0;
+	for (int i = 0; i < KESTREL_ENV_SCAN_MAX && p; i++) {
+		if (p >= end) {
+			e->reserved2 = 0;
+			return e->env_len;
+		}
+		p = env_step(e, off, p);
+	}
+	e->reserved2 = 0;
+	e->flags |= KESTREL_EXEC_ENV_TRUNCATED;
+	return e->env_len;
 }
 
 #endif /* KESTREL_LIB_EXEC_H */

@@ -82,6 +82,18 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 	const struct cred *cred = task->cred;
 	const char *node = nsp->uts_ns->name.nodename;
 
+	/* Written at exec and fork only, so any thread may read it. */
+	if (ps) {
+		t->exe_ino = ps->exe_ino;
+		t->exe_ctime_ns = ps->exe_ctime_ns;
+		t->exe_dev = ps->exe_dev;
+		t->exe_flags = ps->exe_flags;
+	} else {
+		t->exe_ino = 0;
+		t->exe_ctime_ns = 0;
+		t->exe_dev = 0;
+		t->exe_flags = 0;
+	}
 	if (task != leader)
 		ps = NULL;
 
