@@ -25,6 +25,7 @@ pub(crate) struct Misses {
     pub(crate) process_gone: u64,
     pub(crate) md5_too_large: u64,
     pub(crate) md5_unreadable: u64,
+    pub(crate) md5_budget: u64,
 }
 
 /// /proc, the hash cache and the process cache.
@@ -59,6 +60,10 @@ impl Processes {
             Err(HashMiss::Missing | HashMiss::NotRegular) => String::new(),
             Err(HashMiss::Unreadable) => {
                 self.misses.md5_unreadable += 1;
+                String::new()
+            }
+            Err(HashMiss::Budget) => {
+                self.misses.md5_budget += 1;
                 String::new()
             }
         }
