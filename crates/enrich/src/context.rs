@@ -102,7 +102,8 @@ impl Lookups {
         Lookups {
             processes: Processes::new(
                 Procfs::new(&cfg.proc_root),
-                Md5Cache::new(cfg.hash_cache_entries, cfg.exe_md5_max_bytes),
+                Md5Cache::new(cfg.hash_cache_entries, cfg.exe_md5_max_bytes)
+                    .with_budget(cfg.exe_md5_bytes_per_sec, cfg.exe_md5_time_per_sec),
                 cfg.process_cache_entries,
             ),
             users: Users::new(&cfg.passwd),

@@ -28,6 +28,8 @@ use kestrel_event::Event;
 use lru::LruCache;
 use md5::{Digest, Md5};
 
+use crate::budget::Budget;
+
 /// Settings of the delayed hash.
 #[derive(Debug, Clone)]
 pub struct FileHashConfig {
@@ -225,48 +227,6 @@ impl FileHasher {
     }
 }
 
-/// A file whose reading takes longer than this (a slow or remote file
-/// system, a starved host) is given up on, whatever the budget says.
-const FILE_TIME_MAX: Duration = Duration::from_secs(1);
-
-/// The bytes and time left to spend on hashing: token buckets refilled
-/// continuously, holding one second's worth at most. A file started
-/// within the time budget is finished (up to [`FILE_TIME_MAX`]) even past
-/// it: aborting it would waste what was read. The time it overran is
-/// owed, and no file starts until it is paid back.
-struct Budget {
-    bytes_per_sec: u64,
-    ns_per_sec: i64,
-    bytes: u64,
-    /// Negative while a file's overrun is owed.
-    ns: i64,
-    last: Instant,
-}
-
-impl Budget {
-    fn new(bytes_per_sec: u64, time_per_sec: Duration) -> Self {
-        let ns_per_sec = time_per_sec.as_nanos().min(i64::MAX as u128) as i64;
-        Budget {
-            bytes_per_sec,
-            ns_per_sec,
-            bytes: bytes_per_sec,
-            ns: ns_per_sec,
-            last: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let ns = now.duration_since(self.last).as_nanos();
-        self.last = now;
-        let add =
-            |rate: u64| (u128::from(rate) * ns / 1_000_000_000).min(u128::from(u64::MAX)) as u64;
-        self.bytes = (self.bytes.saturating_add(add(self.bytes_per_sec))).min(self.bytes_per_sec);
-        let ns_add = add(self.ns_per_sec as u64).min(i64::MAX as u64) as i64;
-        self.ns = self.ns.saturating_add(ns_add).min(self.ns_per_sec);
-    }
-}
-
 /// What identifies one version of a file's content.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 struct FileKey {
@@ -390,8 +350,7 @@ impl Worker {
         if m.size() > self.cfg.max_bytes {
             return Err(HashSkip::TooLarge);
         }
-        self.budget.refill();
-        if m.size() > self.budget.bytes || self.budget.ns <= 0 {
+        if !self.budget.allows(m.size()) {
             return Err(HashSkip::Budget);
         }
         let started = Instant::now();
@@ -407,15 +366,13 @@ impl Worker {
             if total > self.cfg.max_bytes {
                 break Err(HashSkip::TooLarge);
             }
-            if total > self.budget.bytes || started.elapsed() > FILE_TIME_MAX {
+            if !self.budget.may_continue(total, started) {
                 break Err(HashSkip::Budget);
             }
             hasher.update(&self.buf[..n]);
         };
         // What was read is spent, hashed to the end or not.
-        self.budget.bytes = self.budget.bytes.saturating_sub(total);
-        let spent = started.elapsed().as_nanos().min(i64::MAX as u128) as i64;
-        self.budget.ns = self.budget.ns.saturating_sub(spent);
+        self.budget.spend(total, started);
         self.counters.bytes.fetch_add(total, Ordering::Relaxed);
         result?;
         let hex: String = hasher

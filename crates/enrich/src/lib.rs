@@ -13,6 +13,7 @@
 //! record and that context; `filehash` hashes created files' content once
 //! their creator had time to write it.
 
+mod budget;
 mod context;
 mod filehash;
 mod lookup;
@@ -37,6 +38,11 @@ pub use lookup::{container, cri, runtime};
 pub struct EnrichConfig {
     /// Executables larger than this are not hashed (`exe_md5` is empty).
     pub exe_md5_max_bytes: u64,
+    /// Bytes of executables not yet in the hash cache read per second
+    /// (at least `exe_md5_max_bytes`); past it, `exe_md5` is empty.
+    pub exe_md5_bytes_per_sec: u64,
+    /// Time the collecting thread may spend hashing executables per second.
+    pub exe_md5_time_per_sec: std::time::Duration,
     /// Processes whose executable and hash are remembered.
     pub process_cache_entries: usize,
     /// File hashes remembered.
@@ -56,6 +62,8 @@ impl Default for EnrichConfig {
     fn default() -> Self {
         EnrichConfig {
             exe_md5_max_bytes: 64 << 20,
+            exe_md5_bytes_per_sec: 64 << 20,
+            exe_md5_time_per_sec: std::time::Duration::from_millis(200),
             process_cache_entries: 16384,
             hash_cache_entries: 4096,
             container_cache_entries: 4096,
@@ -79,6 +87,8 @@ pub struct EnrichCounters {
     /// Executables not hashed because the file at hand was not the one
     /// the kernel executed (replaced, or changed since the exec).
     pub md5_changed: u64,
+    /// Executables not hashed because the second's budget was spent.
+    pub md5_budget: u64,
     /// DNS datagrams that did not parse (still emitted, with the
     /// question fields empty).
     pub dns_malformed: u64,
@@ -112,6 +122,7 @@ impl Enricher {
             md5_too_large: m.md5_too_large,
             md5_unreadable: m.md5_unreadable,
             md5_changed: m.md5_changed,
+            md5_budget: m.md5_budget,
             dns_malformed: self.dns_malformed,
         }
     }

@@ -413,3 +413,83 @@ fn names_and_arguments_cannot_be_forged() {
     agent.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An unprivileged user makes 400 distinct executables of 60 MiB each (a
+/// copy of `true` with a sparse tail: no disk, an instant each) and runs
+/// each once. Every exec is then a file not yet hashed, 60 MiB to read on
+/// the collecting thread: without a budget that held collection up for
+/// most of a minute, and the marker exec after them with it. With the
+/// budget the marker comes at once and the execs left unhashed say why.
+#[test]
+fn large_new_executables_cannot_blind_collection() {
+    use serde_json::Value;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = std::env::temp_dir().join(marker("bigexe"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let agent = Agent::start(&["--ring-buffer-bytes", "67108864"]);
+    let mark = marker("bigexe-marker");
+    let script = format!(
+        "use File::Copy; \
+         for my $i (1..400) {{ my $p = \"{d}/e$i\"; copy('/bin/true', $p) or die \"$!\"; \
+                              chmod 0755, $p; truncate($p, 60 << 20) or die \"$!\"; }} \
+         for my $i (1..400) {{ system(\"{d}/e$i\") == 0 or die \"e$i\"; }} \
+         system('/bin/true', '{mark}') == 0 or die 'marker';",
+        d = dir.display()
+    );
+    let st = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["perl", "-e", &script])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ran = Instant::now();
+    let marker_argv = format!("/bin/true {mark}");
+    agent.wait_for("the marker exec", |e| {
+        e["data_type"] == "59" && e["argv"].as_str() == Some(marker_argv.as_str())
+    });
+    eprintln!("marker seen {:?} after the execs ended", ran.elapsed());
+    let prefix = format!("{}/e", dir.display());
+    let ours: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["data_type"] == "59" && e["exe"].as_str().is_some_and(|x| x.starts_with(&prefix))
+        })
+        .collect();
+    let budget = ours
+        .iter()
+        .filter(|e| field(e, "exe_md5_status") == "budget")
+        .count();
+    // Each event either has its hash or says why not.
+    for e in &ours {
+        assert_eq!(
+            field(e, "exe_md5").is_empty(),
+            field(e, "exe_md5_status") != "verified" && field(e, "exe_md5_status") != "unverified",
+            "{e}"
+        );
+    }
+    let c = agent.stop();
+    eprintln!(
+        "{} execs seen, {budget} not hashed for the budget; {c:?}",
+        ours.len()
+    );
+    assert!(
+        ours.len() >= 390,
+        "only {} of 400 execs reported",
+        ours.len()
+    );
+    assert!(budget > 0, "no exec was left unhashed by the budget");
+    // Other processes of the host may be cut by the budget too.
+    assert!(c["md5_budget"] >= budget as u64, "{c:?}");
+    assert_eq!(c["exec_lost"], 0, "{c:?}");
+}

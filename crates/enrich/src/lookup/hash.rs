@@ -11,6 +11,8 @@ use kestrel_decode::ExeId;
 use lru::LruCache;
 use md5::{Digest, Md5};
 
+use crate::budget::Budget;
+
 /// What identifies one version of a file's content. ctime is in it because
 /// mtime is not evidence: anyone who can write the file can put its mtime
 /// back (utimensat), while ctime moves on every change and only a clock
@@ -50,6 +52,8 @@ pub enum HashMiss {
     /// The file opened is not the one expected: another inode now has the
     /// path, or it changed (ctime) since it was executed.
     Changed,
+    /// The bytes or time budget of the current second was spent.
+    Budget,
 }
 
 /// Bounded cache of file MD5s.
@@ -59,6 +63,8 @@ pub struct Md5Cache {
     /// Read buffer, kept between hashes: a fresh 64 KiB one per file cost
     /// an allocation, a memset and heap consolidation on every miss.
     buf: Vec<u8>,
+    /// Executables are hashed on the collecting thread: what it may spend.
+    budget: Budget,
 }
 
 impl Md5Cache {
@@ -68,7 +74,16 @@ impl Md5Cache {
             cache: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap()),
             max_bytes,
             buf: Vec::new(),
+            budget: Budget::unlimited(),
         }
+    }
+
+    /// Reads at most `bytes_per_sec` and spends at most `time_per_sec` per
+    /// second on files not in the cache; the others are
+    /// [`HashMiss::Budget`].
+    pub fn with_budget(mut self, bytes_per_sec: u64, time_per_sec: std::time::Duration) -> Self {
+        self.budget = Budget::new(bytes_per_sec, time_per_sec);
+        self
     }
 
     /// The MD5 (lower-case hex) of the file at `path`. `path` may be a
@@ -114,24 +129,34 @@ impl Md5Cache {
         if m.size() > self.max_bytes {
             return Err(HashMiss::TooLarge);
         }
+        if !self.budget.allows(m.size()) {
+            return Err(HashMiss::Budget);
+        }
         let mut hasher = Md5::new();
         if self.buf.is_empty() {
             self.buf = vec![0u8; 64 * 1024];
         }
         let buf = &mut self.buf;
+        let started = std::time::Instant::now();
         let mut total = 0u64;
-        loop {
-            let n = f.read(buf).map_err(|_| HashMiss::Unreadable)?;
-            if n == 0 {
-                break;
-            }
+        let read = loop {
+            let n = match f.read(buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(_) => break Err(HashMiss::Unreadable),
+            };
             total += n as u64;
             // A file still growing past the cap is treated as too large.
             if total > self.max_bytes {
-                return Err(HashMiss::TooLarge);
+                break Err(HashMiss::TooLarge);
+            }
+            if !self.budget.may_continue(total, started) {
+                break Err(HashMiss::Budget);
             }
             hasher.update(&buf[..n]);
-        }
+        };
+        self.budget.spend(total, started);
+        read?;
         // Changed while being read: the hash is of neither version.
         if expect.is_some() {
             let after = f.metadata().map_err(|_| HashMiss::Unreadable)?;
@@ -233,6 +258,21 @@ mod tests {
         // that was executed.
         assert_eq!(c.md5_checked(&f, expect), Err(HashMiss::Changed));
         assert_ne!(c.md5_of(&f).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_past_the_budget_are_not_read() {
+        let dir = std::env::temp_dir().join(format!("kestrel-md5b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, vec![1u8; 600]).unwrap();
+        std::fs::write(&b, vec![2u8; 600]).unwrap();
+        let mut c = Md5Cache::new(4, 1000).with_budget(1000, std::time::Duration::from_secs(1));
+        assert!(c.md5_of(&a).is_ok());
+        assert_eq!(c.md5_of(&b), Err(HashMiss::Budget));
+        // What is cached costs nothing.
+        assert!(c.md5_of(&a).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

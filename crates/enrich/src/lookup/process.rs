@@ -33,6 +33,9 @@ pub(crate) enum Md5Status {
     TooLarge,
     /// Empty: the file could not be read.
     Unreadable,
+    /// Empty: the second's hashing budget was spent (`exe_md5_bytes_per_sec`,
+    /// `exe_md5_ms_per_sec`).
+    Budget,
 }
 
 impl Md5Status {
@@ -44,6 +47,7 @@ impl Md5Status {
             Md5Status::Gone => "gone",
             Md5Status::TooLarge => "too_large",
             Md5Status::Unreadable => "unreadable",
+            Md5Status::Budget => "budget",
         }
     }
 }
@@ -64,6 +68,7 @@ pub(crate) struct Misses {
     pub(crate) process_gone: u64,
     pub(crate) md5_too_large: u64,
     pub(crate) md5_unreadable: u64,
+    pub(crate) md5_budget: u64,
     pub(crate) md5_changed: u64,
 }
 
@@ -127,6 +132,10 @@ impl Processes {
                 (String::new(), Md5Status::Unreadable)
             }
             Err(HashMiss::Changed) => (String::new(), Md5Status::Changed),
+            Err(HashMiss::Budget) => {
+                self.misses.md5_budget += 1;
+                (String::new(), Md5Status::Budget)
+            }
         }
     }
 

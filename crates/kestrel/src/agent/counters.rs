@@ -173,6 +173,7 @@ impl Counters {
             ("md5_too_large".into(), en.enrich.md5_too_large),
             ("md5_unreadable".into(), en.enrich.md5_unreadable),
             ("md5_changed".into(), en.enrich.md5_changed),
+            ("md5_budget".into(), en.enrich.md5_budget),
             ("runtime_lookups".into(), en.runtime_lookups),
             ("runtime_lookup_failures".into(), en.runtime_lookup_failures),
             ("runtime_queue_full".into(), en.runtime_queue_full),
@@ -379,7 +380,7 @@ mod tests {
              ptrace_submitted=0 ptrace_lost=0 dns_submitted=3 dns_lost=0 dns_malformed=4 \
              cred_submitted=0 cred_lost=0 cred_allowlisted=2 file_submitted=0 file_lost=0 \
              module_submitted=0 module_lost=0 process_gone=0 md5_too_large=0 \
-             md5_unreadable=0 md5_changed=0 runtime_lookups=0 runtime_lookup_failures=0 \
+             md5_unreadable=0 md5_changed=0 md5_budget=0 runtime_lookups=0 runtime_lookup_failures=0 \
              runtime_queue_full=0 max_delay_ms=0 file_md5_hashed=0 file_md5_bytes=0 \
              file_md5_skipped_queue_full=0 file_md5_skipped_budget=0 \
              file_md5_skipped_too_large=0 file_md5_skipped_stopping=0 \

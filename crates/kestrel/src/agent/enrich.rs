@@ -39,6 +39,19 @@ pub struct EnrichSettings {
     #[arg(long, value_name = "BYTES")]
     pub exe_md5_max_bytes: Option<u64>,
 
+    /// Bytes of executables read per second for exe_md5, on the
+    /// collecting thread; at least exe_md5_max_bytes. An executable not
+    /// in the hash cache that does not fit in what is left is not hashed
+    /// (exe_md5 empty, counted in md5_budget). [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub exe_md5_bytes_per_sec: Option<u64>,
+
+    /// Milliseconds per second the collecting thread may spend hashing
+    /// executables (1-1000); past it, they are not hashed (counted in
+    /// md5_budget). [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub exe_md5_ms_per_sec: Option<u64>,
+
     /// Processes whose executable path and hash are cached. [default: 16384]
     #[arg(long, value_name = "N")]
     pub process_cache_entries: Option<u64>,
@@ -110,14 +123,28 @@ impl EnrichSettings {
             0,
             1 << 40,
         )?;
+        let exe_max_bytes = range(
+            "exe_md5_max_bytes",
+            self.exe_md5_max_bytes.unwrap_or(64 << 20),
+            0,
+            1 << 40,
+        )?;
         Ok(EnrichStageConfig {
             enrich: EnrichConfig {
-                exe_md5_max_bytes: range(
-                    "exe_md5_max_bytes",
-                    self.exe_md5_max_bytes.unwrap_or(64 << 20),
-                    0,
+                exe_md5_max_bytes: exe_max_bytes,
+                exe_md5_bytes_per_sec: range(
+                    "exe_md5_bytes_per_sec",
+                    self.exe_md5_bytes_per_sec.unwrap_or(64 << 20),
+                    exe_max_bytes.max(1),
                     1 << 40,
-                )?,
+                )
+                .context("the budget must hold one executable of exe_md5_max_bytes")?,
+                exe_md5_time_per_sec: Duration::from_millis(range(
+                    "exe_md5_ms_per_sec",
+                    self.exe_md5_ms_per_sec.unwrap_or(200),
+                    1,
+                    1000,
+                )?),
                 process_cache_entries: range(
                     "process_cache_entries",
                     self.process_cache_entries.unwrap_or(16384),
