@@ -29,7 +29,7 @@ fi
 # (d) the agent: load the BPF programs, see an exec of a real binary.
 echo "SMOKE agent: starting"
 t0=$(date +%s)
-kestrel agent --no-logins --inventory-interval-hours 0 --output file:/tmp/ev.json \
+kestrel agent --no-logins --inventory-interval-hours 0 --rootkit-scan-interval-hours 0 --output file:/tmp/ev.json \
   >/tmp/agent.out 2>/tmp/agent.err &
 apid=$!
 # Loading and verifying the programs is slow under TCG: wait for the agent's
