@@ -131,7 +131,9 @@
 	      PROG(handle_mknodat_exit,                                        \
 		   "tracepoint/syscalls/sys_exit_mknodat")                     \
 	      PROG(handle_mknod_exit, "tracepoint/syscalls/sys_exit_mknod")    \
-	      PROG(handle_linkat_exit, "tracepoint/syscalls/sys_exit_linkat")))
+	      PROG(handle_linkat_exit, "tracepoint/syscalls/sys_exit_linkat"))) \
+	KIND(SETSID, setsid, ("112"),                                          \
+	     (PROG(handle_setsid_exit, "tracepoint/syscalls/sys_exit_setsid")))
 
 /* Programs that make no records of their own: they keep the state other
  * programs read (the process table, the refused-connection map), and some
@@ -347,6 +349,16 @@ struct kestrel_ptrace {
 	__s32 res;        /* 0, or -errno */
 	__u64 addr;
 	__u64 data; /* the word written by POKE*, a pointer for most others */
+};
+
+/* data_type 112: setsid(2), successful or not. A process leaving its
+ * session and terminal (a daemon, or a payload detaching from the shell
+ * that started it); on success task.sid is the new session. */
+struct kestrel_setsid {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res; /* the new session id, or -errno */
+	__u32 reserved;
 };
 
 /* data_type 601: a UDP datagram received from port 53 by recvfrom,

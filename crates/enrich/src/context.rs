@@ -310,7 +310,7 @@ impl Lookups {
         } else {
             let p = Path::new(&path);
             ModuleFile {
-                md5: self.processes.md5(p),
+                md5: self.processes.md5_exempt(p),
                 name: modinfo::module_name(p).unwrap_or_default(),
                 path,
             }

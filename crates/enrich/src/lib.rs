@@ -63,7 +63,7 @@ impl Default for EnrichConfig {
         EnrichConfig {
             exe_md5_max_bytes: 64 << 20,
             exe_md5_bytes_per_sec: 64 << 20,
-            exe_md5_time_per_sec: std::time::Duration::from_millis(200),
+            exe_md5_time_per_sec: std::time::Duration::from_millis(500),
             process_cache_entries: 16384,
             hash_cache_entries: 4096,
             container_cache_entries: 4096,

@@ -122,6 +122,17 @@ fn canon(p: &str) -> String {
 
 /// The exec names `file` by the kernel's identity and path, with its
 /// verified hash (the process having exited, the file is found by path).
+/// These tests are about which file is hashed, not about how much: a
+/// budget spent by the rest of a busy host (a large executable hashed in
+/// the same second) would leave their hashes out (`budget`), so it is
+/// opened wide here. exec.rs tests the budget itself.
+const UNBUDGETED: &[&str] = &[
+    "--exe-md5-bytes-per-sec",
+    "1099511627776",
+    "--exe-md5-ms-per-sec",
+    "1000",
+];
+
 fn assert_names(ev: &Value, file: &Path) {
     let m = std::fs::metadata(file).unwrap();
     assert_eq!(field(ev, "exe"), file.to_str().unwrap(), "{ev}");
@@ -133,7 +144,7 @@ fn assert_names(ev: &Value, file: &Path) {
 
 #[test]
 fn a_memfd_run_through_proc_self_fd_is_named_as_the_memfd() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     // Short-lived: only the kernel's record is left to name it.
     let mark = marker("memfd");
     let name = format!("kmfd{}", std::process::id());
@@ -187,7 +198,7 @@ fn a_memfd_run_through_proc_self_fd_is_named_as_the_memfd() {
 
 #[test]
 fn fexecve_execveat_symlink_and_script_name_the_file_that_ran() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     let dir = scratch("fexec");
     let prog = copy_of("/bin/true", &dir, "prog");
 
@@ -224,7 +235,7 @@ fn fexecve_execveat_symlink_and_script_name_the_file_that_ran() {
 
 #[test]
 fn a_path_too_long_to_walk_is_marked_and_keeps_its_identity() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     let top = scratch("deep");
     let mut deep = top.clone();
     for i in 0..20 {
@@ -255,7 +266,7 @@ fn a_path_too_long_to_walk_is_marked_and_keeps_its_identity() {
 
 #[test]
 fn a_binary_changed_in_place_with_its_mtime_put_back_gets_its_new_hash() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     let dir = scratch("inplace");
     let prog = copy_of("/bin/true", &dir, "prog");
     let first = marker("inplace-a");
@@ -290,7 +301,7 @@ fn a_binary_changed_in_place_with_its_mtime_put_back_gets_its_new_hash() {
 
 #[test]
 fn a_file_renamed_over_the_path_after_exit_is_not_hashed_as_the_program() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     let dir = scratch("renamed");
     let prog = copy_of("/usr/bin/id", &dir, "prog");
     let other = copy_of("/bin/true", &dir, "other");
@@ -318,7 +329,7 @@ fn a_file_renamed_over_the_path_after_exit_is_not_hashed_as_the_program() {
 
 #[test]
 fn a_forked_child_gone_before_its_events_still_names_its_program() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     let mut tracee = Command::new("/bin/sleep").arg("5").spawn().unwrap();
     let out = helper("fork-child", &[&tracee.id().to_string()]);
     let child = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -348,7 +359,7 @@ fn a_forked_child_gone_before_its_events_still_names_its_program() {
 
 #[test]
 fn ld_preload_after_8_kib_of_environment_is_found_or_the_cut_is_said() {
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(UNBUDGETED);
     let value = format!("/nonexistent/{}.so", marker("preload"));
     let mark = marker("bigenv");
     helper("env", &["3", "9000", &value, "/bin/true", &mark]);

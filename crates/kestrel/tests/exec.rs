@@ -493,3 +493,59 @@ fn large_new_executables_cannot_blind_collection() {
     assert!(c["md5_budget"] >= budget as u64, "{c:?}");
     assert_eq!(c["exec_lost"], 0, "{c:?}");
 }
+
+/// setsid(2), data_type 112: a process that leaves its session (as a
+/// daemon or a payload detaching from its shell does) is reported with
+/// the session it made, and a refused call with its error. Two ways in:
+/// the syscall from Python, and util-linux's setsid(1) starting a program.
+#[test]
+fn setsid_is_reported_with_its_new_session() {
+    let agent = Agent::start(&[]);
+    // Once in a child: it becomes its session's leader. Again in the same
+    // process: a session leader cannot, EPERM.
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os\n\
+             os.setsid()\n\
+             sid = os.getsid(0)\n\
+             try:\n    os.setsid()\nexcept PermissionError:\n    pass\n\
+             print(os.getpid(), sid)",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.split_whitespace();
+    let pid = it.next().unwrap().to_string();
+    let sid = it.next().unwrap().to_string();
+    assert_eq!(pid, sid);
+    let ok = agent.wait_for("the setsid", |e| {
+        e["data_type"] == "112" && e["pid"] == pid.as_str() && e["res"] == sid.as_str()
+    });
+    assert_eq!(field(&ok, "sid"), pid);
+    assert!(field(&ok, "exe").ends_with("python3") || field(&ok, "exe").contains("python"));
+    let refused = agent.wait_for("the refused setsid", |e| {
+        e["data_type"] == "112" && e["pid"] == pid.as_str() && e["res"] == "-1"
+    });
+    assert_eq!(field(&refused, "sid"), pid);
+
+    // setsid(1) runs a program in a new session; the program is named by
+    // the exec that follows in the same process.
+    let mark = marker("setsid");
+    let st = Command::new("setsid")
+        .args(["--wait", "/bin/sh", "-c", &format!(": {mark}")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exec = agent.wait_for("setsid(1)'s shell", |e| {
+        e["data_type"] == "59" && e["argv"].as_str().is_some_and(|a| a.contains(&mark))
+    });
+    let shell = field(&exec, "pid").to_string();
+    let ev = agent.wait_for("setsid(1)'s call", |e| {
+        e["data_type"] == "112" && e["pid"] == shell.as_str()
+    });
+    assert_eq!(field(&ev, "res"), shell);
+    assert_eq!(field(&ev, "comm"), "setsid");
+    agent.stop();
+}

@@ -48,7 +48,7 @@ pub struct EnrichSettings {
 
     /// Milliseconds per second the collecting thread may spend hashing
     /// executables (1-1000); past it, they are not hashed (counted in
-    /// md5_budget). [default: 200]
+    /// md5_budget). [default: 500]
     #[arg(long, value_name = "MS")]
     pub exe_md5_ms_per_sec: Option<u64>,
 
@@ -141,7 +141,7 @@ impl EnrichSettings {
                 .context("the budget must hold one executable of exe_md5_max_bytes")?,
                 exe_md5_time_per_sec: Duration::from_millis(range(
                     "exe_md5_ms_per_sec",
-                    self.exe_md5_ms_per_sec.unwrap_or(200),
+                    self.exe_md5_ms_per_sec.unwrap_or(500),
                     1,
                     1000,
                 )?),
