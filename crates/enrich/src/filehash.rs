@@ -14,9 +14,6 @@
 //! not fit is not hashed. Either way the event says why
 //! (`create_file_md5_skipped`) and the reason is counted.
 
-use std::io::Read;
-use std::num::NonZeroUsize;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,10 +22,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use kestrel_event::Event;
-use lru::LruCache;
-use md5::{Digest, Md5};
 
-use crate::budget::Budget;
+use crate::lookup::hash::{HashMiss, Md5Cache};
 
 /// Settings of the delayed hash.
 #[derive(Debug, Clone)]
@@ -227,24 +222,14 @@ impl FileHasher {
     }
 }
 
-/// What identifies one version of a file's content.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
-    mtime_ns: i128,
-    size: u64,
-}
-
 /// The hashing thread's state.
 struct Worker {
     cfg: FileHashConfig,
     counters: Arc<FileHashCounters>,
     current: Arc<Mutex<Option<Event>>>,
-    budget: Budget,
-    /// A file written repeatedly with the same content is read once.
-    cache: LruCache<FileKey, String>,
-    buf: Vec<u8>,
+    /// Within the budget; a file written repeatedly with the same content
+    /// is read once.
+    hashes: Md5Cache,
 }
 
 impl Worker {
@@ -254,12 +239,11 @@ impl Worker {
         current: Arc<Mutex<Option<Event>>>,
     ) -> Self {
         Worker {
-            budget: Budget::new(cfg.bytes_per_sec, cfg.time_per_sec),
+            hashes: Md5Cache::new(64, cfg.max_bytes)
+                .with_budget(cfg.bytes_per_sec, cfg.time_per_sec),
             cfg,
             counters,
             current,
-            cache: LruCache::new(NonZeroUsize::new(64).unwrap()),
-            buf: vec![0u8; 64 * 1024],
         }
     }
 
@@ -325,63 +309,18 @@ impl Worker {
     }
 
     fn md5_of(&mut self, path: &Path) -> Result<String, HashSkip> {
-        // Non-blocking: opening a FIFO for reading would wait for a writer.
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => HashSkip::Missing,
-                _ => HashSkip::Unreadable,
-            })?;
-        let m = f.metadata().map_err(|_| HashSkip::Unreadable)?;
-        if !m.is_file() {
-            return Err(HashSkip::NotRegular);
-        }
-        let key = FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            size: m.size(),
-        };
-        if let Some(h) = self.cache.get(&key) {
-            return Ok(h.clone());
-        }
-        if m.size() > self.cfg.max_bytes {
-            return Err(HashSkip::TooLarge);
-        }
-        if !self.budget.allows(m.size()) {
-            return Err(HashSkip::Budget);
-        }
-        let started = Instant::now();
-        let (mut hasher, mut total) = (Md5::new(), 0u64);
-        let result = loop {
-            let n = match f.read(&mut self.buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(_) => break Err(HashSkip::Unreadable),
-            };
-            total += n as u64;
-            // A file still growing past the cap is treated as too large.
-            if total > self.cfg.max_bytes {
-                break Err(HashSkip::TooLarge);
-            }
-            if !self.budget.may_continue(total, started) {
-                break Err(HashSkip::Budget);
-            }
-            hasher.update(&self.buf[..n]);
-        };
-        // What was read is spent, hashed to the end or not.
-        self.budget.spend(total, started);
-        self.counters.bytes.fetch_add(total, Ordering::Relaxed);
-        result?;
-        let hex: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.cache.put(key, hex.clone());
-        Ok(hex)
+        let before = self.hashes.bytes_read();
+        let r = self.hashes.md5_of(path);
+        let read = self.hashes.bytes_read() - before;
+        self.counters.bytes.fetch_add(read, Ordering::Relaxed);
+        r.map_err(|miss| match miss {
+            HashMiss::TooLarge => HashSkip::TooLarge,
+            HashMiss::Missing => HashSkip::Missing,
+            HashMiss::NotRegular => HashSkip::NotRegular,
+            HashMiss::Budget => HashSkip::Budget,
+            // Changed needs an identity to compare with; none is given.
+            HashMiss::Unreadable | HashMiss::Changed => HashSkip::Unreadable,
+        })
     }
 }
 

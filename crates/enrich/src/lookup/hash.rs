@@ -65,6 +65,8 @@ pub struct Md5Cache {
     buf: Vec<u8>,
     /// Executables are hashed on the collecting thread: what it may spend.
     budget: Budget,
+    /// Bytes read to hash files, since start.
+    read: u64,
 }
 
 impl Md5Cache {
@@ -75,7 +77,13 @@ impl Md5Cache {
             max_bytes,
             buf: Vec::new(),
             budget: Budget::unlimited(),
+            read: 0,
         }
+    }
+
+    /// Bytes read to hash files since start, whole or not.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 
     /// Reads at most `bytes_per_sec` and spends at most `time_per_sec` per
@@ -166,6 +174,7 @@ impl Md5Cache {
             hasher.update(&buf[..n]);
         };
         self.budget.spend(total, started);
+        self.read += total;
         read?;
         // Changed while being read: the hash is of neither version.
         if expect.is_some() {

@@ -56,7 +56,7 @@ pub struct EnrichSettings {
     #[arg(long, value_name = "N")]
     pub process_cache_entries: Option<u64>,
 
-    /// File hashes cached, keyed by device, inode, size and mtime.
+    /// File hashes cached, keyed by device, inode, size, mtime and ctime.
     /// [default: 4096]
     #[arg(long, value_name = "N")]
     pub hash_cache_entries: Option<u64>,
