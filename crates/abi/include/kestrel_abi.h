@@ -133,7 +133,14 @@
 	      PROG(handle_mknod_exit, "tracepoint/syscalls/sys_exit_mknod")    \
 	      PROG(handle_linkat_exit, "tracepoint/syscalls/sys_exit_linkat"))) \
 	KIND(SETSID, setsid, ("112"),                                          \
-	     (PROG(handle_setsid_exit, "tracepoint/syscalls/sys_exit_setsid")))
+	     (PROG(handle_setsid_exit, "tracepoint/syscalls/sys_exit_setsid"))) \
+	/* kinds: net */                                                       \
+	/* kinds: paths */                                                     \
+	/* kinds: watched */                                                   \
+	/* kinds: memory */                                                    \
+	/* kinds: ns */                                                        \
+	/* kinds: lineage */                                                   \
+	/* end of the table */
 
 /* Programs that make no records of their own: they keep the state other
  * programs read (the process table, the refused-connection map), and some
