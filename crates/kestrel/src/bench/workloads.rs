@@ -69,17 +69,27 @@ pub enum Kind {
     OpenExisting,
     /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
     Getppid,
+    /// mmap of a file r-x (as ld.so maps a library), mprotect of it to
+    /// r-- (as ld.so's RELRO), munmap: the memory programs' filtered case.
+    MmapLibrary,
+    /// mmap anonymous RWX, mprotect to RX, munmap: two records (data_type 10).
+    MmapExec,
+    /// memfd_create + close, prctl(PR_SET_NAME): a record each (356, 157).
+    MemfdRename,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
         Kind::OpenExisting,
         Kind::Getppid,
+        Kind::MmapLibrary,
+        Kind::MmapExec,
+        Kind::MemfdRename,
     ];
 
     /// Short name used in tables.
@@ -91,6 +101,9 @@ impl Kind {
             Kind::FileCreate => "file-create storm (create+unlink)",
             Kind::OpenExisting => "open existing file (open+close)",
             Kind::Getppid => "null syscall (getppid)",
+            Kind::MmapLibrary => "library mapping (mmap r-x+mprotect r--+munmap)",
+            Kind::MmapExec => "code in memory (mmap rwx+mprotect r-x+munmap)",
+            Kind::MemfdRename => "memfd_create+close, prctl(PR_SET_NAME)",
         }
     }
 
@@ -103,6 +116,9 @@ impl Kind {
             Kind::FileCreate => (20_000, 1_000),
             Kind::OpenExisting => (200_000, 5_000),
             Kind::Getppid => (2_000_000, 100_000),
+            Kind::MmapLibrary => (200_000, 5_000),
+            Kind::MmapExec => (20_000, 1_000),
+            Kind::MemfdRename => (20_000, 1_000),
         };
         if quick {
             q
@@ -339,6 +355,61 @@ impl Env {
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
+                Ok(())
+            }),
+            Kind::MmapLibrary => {
+                let file = std::fs::File::open(&self.existing)?;
+                Box::new(move |_| {
+                    let fd = file.as_raw_fd();
+                    // SAFETY: a fresh private mapping of an open file,
+                    // unmapped before the closure returns.
+                    unsafe {
+                        let p = libc::mmap(
+                            std::ptr::null_mut(),
+                            4096,
+                            libc::PROT_READ | libc::PROT_EXEC,
+                            libc::MAP_PRIVATE,
+                            fd,
+                            0,
+                        );
+                        if p == libc::MAP_FAILED {
+                            return Err(std::io::Error::last_os_error()).context("mmap");
+                        }
+                        libc::mprotect(p, 4096, libc::PROT_READ);
+                        libc::munmap(p, 4096);
+                    }
+                    Ok(())
+                })
+            }
+            Kind::MmapExec => Box::new(|_| {
+                // SAFETY: a fresh anonymous mapping, unmapped before return.
+                unsafe {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    if p == libc::MAP_FAILED {
+                        return Err(std::io::Error::last_os_error()).context("mmap");
+                    }
+                    libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
+                    libc::munmap(p, 4096);
+                }
+                Ok(())
+            }),
+            Kind::MemfdRename => Box::new(|_| {
+                // SAFETY: NUL-terminated names; the descriptor is closed.
+                unsafe {
+                    let fd = libc::memfd_create(c"kestrel-bench".as_ptr(), libc::MFD_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error()).context("memfd_create");
+                    }
+                    libc::close(fd);
+                    libc::prctl(libc::PR_SET_NAME, c"kestrel-bench".as_ptr());
+                }
                 Ok(())
             }),
         })
