@@ -167,7 +167,8 @@
 	/* The local end of a refused connect, released before connect        \
 	 * returns. */                                                         \
 	PROG(handle_sock_state, "tp_btf/inet_sock_set_state")                  \
-	/* The process table: made at fork, credentials checked at exit. */    \
+	/* The process table: made at fork, credentials checked at exit     \
+	 * (where the process's end, KIND(EXIT), is also sent). */            \
 	PROG(handle_fork, "tp_btf/sched_process_fork")                         \
 	PROG(handle_exit, "tp_btf/sched_process_exit")                         \
 	/* The namespace and cgroup caches of the process table. */            \
@@ -460,6 +461,8 @@ struct kestrel_memfd {
 /* The process has READ_IMPLIES_EXEC: PROT_READ alone made it executable. */
 #define KESTREL_VMA_READ_IMPLIES_EXEC (1u << 4)
 #define KESTREL_VMA_BUSY (1u << 5)     /* the address space was locked: VMA unknown */
+/* The file is open for writing, or mapped shared and writable, somewhere. */
+#define KESTREL_VMA_WRITABLE (1u << 6)
 
 /* data_type 10: memory made executable that is anonymous, writable or
  * written, or maps a file without a name: mmap (from its exit, with the

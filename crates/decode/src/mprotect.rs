@@ -45,6 +45,9 @@ pub struct Vma {
     pub unlinked: bool,
     /// Private pages of it were written (its anon_vma is set).
     pub cow: bool,
+    /// The file is open for writing, or mapped shared and writable,
+    /// somewhere.
+    pub file_writable: bool,
     /// The path walk stopped early: `file` holds its innermost part.
     pub path_truncated: bool,
 }
@@ -115,6 +118,7 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Mprotect, D
             },
             unlinked: m.vma & abi::KESTREL_VMA_UNLINKED != 0,
             cow: m.vma & abi::KESTREL_VMA_COW != 0,
+            file_writable: m.vma & abi::KESTREL_VMA_WRITABLE != 0,
             path_truncated: m.path.truncated != 0,
         }
     });

@@ -19,6 +19,7 @@ const CREDS: usize = 200;
 const DNS_ANSWERS: usize = 1000;
 const FILES: usize = 500;
 const PTRACES: usize = 1000;
+const MEMORY: usize = 1000;
 
 fn execs() {
     for _ in 0..EXECS {
@@ -72,6 +73,23 @@ fn files(dir: &std::path::Path) {
 
 /// ptrace requests on a child that is not traced: each fails (ESRCH) and
 /// each is a record.
+/// MEMORY memfd_create calls, thread renames and anonymous RWX mappings.
+fn memory_kinds() {
+    let script = format!(
+        "import ctypes, mmap, os\n\
+         libc = ctypes.CDLL(None)\n\
+         for i in range({MEMORY}):\n\
+         \x20   os.close(os.memfd_create('kestrel-loss'))\n\
+         \x20   libc.prctl(15, b'kestrel-loss', 0, 0, 0)\n\
+         \x20   mmap.mmap(-1, 4096, prot=7).close()\n"
+    );
+    let st = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 fn ptraces() {
     let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let pid = child.id() as i32;
@@ -100,6 +118,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     dns_answers();
     files(&dir);
     ptraces();
+    memory_kinds();
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -154,6 +173,11 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Dns, DNS_ANSWERS),
         (Kind::File, FILES),
         (Kind::Ptrace, PTRACES),
+        (Kind::Memfd, MEMORY),
+        (Kind::Mprotect, MEMORY),
+        (Kind::Prctl, MEMORY),
+        // Every process exec'd above ended.
+        (Kind::Exit, EXECS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

@@ -150,7 +150,7 @@ libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_i
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 libc.syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
 R, W, X = 1, 2, 4
-PRIV, ANON = 0x02, 0x20
+SHARED, PRIV, ANON = 0x01, 0x02, 0x20
 def mm(prot, flags, fd=-1):
     a = libc.mmap(None, 4096, prot, flags, fd, 0)
     assert a not in (None, 2**64 - 1), ctypes.get_errno()
@@ -180,9 +180,14 @@ print("pkey", a)
 m = os.memfd_create(MARK)
 os.write(m, b"\0" * 4096)
 print("memfd", mm(R | X, PRIV, m))
-# Not reported: the file mapped r-x (as ld.so maps a library), and
-# anonymous memory made read-write.
-print("lib", mm(R | X, PRIV, f.fileno()))
+# One view written, another executed: the file is mapped shared RW, then
+# shared RX.
+mm(R | W, SHARED, f.fileno())
+print("two_views", mm(R | X, SHARED, f.fileno()), f.name)
+# Not reported: a library mapped r-x (as ld.so maps one), and anonymous
+# memory made read-write.
+lib = os.open(LIB, os.O_RDONLY)
+print("lib", mm(R | X, PRIV, lib))
 a = mm(R, PRIV | ANON)
 prot(a, R | W)
 print("anon_rw", a)
@@ -197,7 +202,11 @@ print("last", mm(R | W | X, PRIV | ANON))
 fn memory_made_executable_is_reported_and_library_mappings_are_not() {
     let agent = Agent::start(&[]);
     let mark = marker("mem");
-    let (id, out) = python(&format!("MARK = {mark:?}\n{MEMORY}"));
+    let lib = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    let (id, out) = python(&format!("MARK = {mark:?}\nLIB = {lib:?}\n{MEMORY}"));
     let pid = id["pid"].to_string();
     let at = |what: &str| -> (String, Vec<String>) {
         let line = out
@@ -228,7 +237,7 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
 
     let (rwx, _) = at("rwx");
     let ev = ev_at("rwx", "mmap");
-    let own = |prot: &str, file: &str, anon: &str, written: &str| {
+    let own = |prot: &str, file: &str, anon: &str, written: &str, writable: &str| {
         [
             ("comm", "python3".to_string()),
             ("mprotect_prot", prot.to_string()),
@@ -238,6 +247,7 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
             ("len", "4096".to_string()),
             ("vm_anonymous", anon.to_string()),
             ("vm_written", written.to_string()),
+            ("vm_file_writable", writable.to_string()),
             ("vm_file_truncated", "false".to_string()),
             ("vma_unknown", "false".to_string()),
             ("read_implies_exec", "false".to_string()),
@@ -248,7 +258,7 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
             assert_eq!(field(ev, k), v, "{k} of {ev}");
         }
     };
-    check(&ev, &own("7", "", "true", "false"));
+    check(&ev, &own("7", "", "true", "false", ""));
     check(
         &ev,
         &[
@@ -262,7 +272,7 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
 
     let ev = ev_at("rw_then_rx", "mprotect");
     // Written to before: the anonymous pages exist (anon_vma).
-    check(&ev, &own("5", "", "true", "true"));
+    check(&ev, &own("5", "", "true", "true", ""));
     check(
         &ev,
         &[
@@ -276,12 +286,13 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
 
     let (_, rest) = at("file_rw_then_rx");
     let ev = ev_at("file_rw_then_rx", "mprotect");
-    check(&ev, &own("5", &rest[0], "false", "true"));
+    // The file is still open for writing (the test holds it).
+    check(&ev, &own("5", &rest[0], "false", "true", "true"));
     check(&ev, &[("old_prot", "3".into())]);
 
     let ev = ev_at("pkey", "pkey_mprotect");
     // Never written: no anonymous pages yet.
-    check(&ev, &own("5", "", "true", "false"));
+    check(&ev, &own("5", "", "true", "false", ""));
     check(
         &ev,
         &[
@@ -295,7 +306,15 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
     let ev = ev_at("memfd", "mmap");
     check(
         &ev,
-        &own("5", &format!("/memfd:{mark} (deleted)"), "false", "false"),
+        // A memfd's descriptors do not count as writers (the kernel makes
+        // its file without the open path that counts them).
+        &own(
+            "5",
+            &format!("/memfd:{mark} (deleted)"),
+            "false",
+            "false",
+            "false",
+        ),
     );
     check(
         &ev,
@@ -306,6 +325,18 @@ fn memory_made_executable_is_reported_and_library_mappings_are_not() {
         ],
     );
     assert_ne!(field(&ev, "fd"), "-1");
+
+    let (a, rest) = at("two_views");
+    let ev = ev_at("two_views", "mmap");
+    check(&ev, &own("5", &rest[0], "false", "false", "true"));
+    check(
+        &ev,
+        &[
+            ("res", dec(&a)),
+            ("map_flags", "1".into()), // MAP_SHARED
+            ("old_prot", String::new()),
+        ],
+    );
 
     ev_at("last", "mmap");
     let (lib, _) = at("lib");

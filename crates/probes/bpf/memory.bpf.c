@@ -49,16 +49,24 @@ static __always_inline void file_own_name(char *dst, struct file *f)
 	bpf_probe_read_kernel_str(dst, KESTREL_MEMFD_NAME_LEN, name);
 }
 
-/* The inode has no link left: a memfd, or a file deleted while open. */
-static __always_inline bool file_unlinked(struct file *f)
+/* Code may reach the file's pages other than from the disk: it has no
+ * link left (a memfd, a file deleted while open), or it is open for
+ * writing or mapped shared and writable somewhere right now (one view
+ * written, another executed). A library has none of these. */
+static __always_inline bool file_unusual(struct file *f)
 {
 	struct inode *inode = file_inode(f);
 
 	if (!inode)
 		return false;
-	if (typed())
-		return bpf_core_cast(inode, struct inode)->i_nlink == 0;
-	return BPF_CORE_READ(inode, i_nlink) == 0;
+	if (typed()) {
+		struct inode *i = bpf_core_cast(inode, struct inode);
+
+		return i->i_nlink == 0 || i->i_writecount.counter > 0 ||
+		       i->i_mapping->i_mmap_writable.counter > 0;
+	}
+	return BPF_CORE_READ(inode, i_nlink) == 0 || BPF_CORE_READ(inode, i_writecount.counter) > 0 ||
+	       BPF_CORE_READ(inode, i_mapping, i_mmap_writable.counter) > 0;
 }
 
 /* memfd_create: from its exit, the name read back from the file it made,
@@ -119,8 +127,13 @@ static long mprotect_vma(struct task_struct *task, struct vm_area_struct *vma, v
 	f = vma->vm_file;
 	if (f) {
 		m->vma |= KESTREL_VMA_FILE;
-		if (f->f_inode && f->f_inode->i_nlink == 0)
+		struct inode *inode = f->f_inode;
+
+		if (inode && inode->i_nlink == 0)
 			m->vma |= KESTREL_VMA_UNLINKED;
+		if (inode && (inode->i_writecount.counter > 0 ||
+			      inode->i_mapping->i_mmap_writable.counter > 0))
+			m->vma |= KESTREL_VMA_WRITABLE;
 		bpf_probe_read_kernel_str(m->name, sizeof(m->name), f->f_path.dentry->d_name.name);
 		walk_path(&m->path, f->f_path.dentry, f->f_path.mnt, false);
 	}
@@ -174,7 +187,8 @@ static __always_inline void mprotect_send(struct kestrel_mprotect *m, struct tas
  * after one test; of the rest, a named file's pages that were never
  * writable nor written (re-protecting a library's code) are not reported.
  * Reported: anonymous memory, W+X, a mapping that was writable or has
- * written private pages, a file without a name (memfd, deleted), a range
+ * written private pages, a file without a name (memfd, deleted) or open
+ * for writing or mapped writable elsewhere, a range
  * running past the first mapping, or a mapping that could not be looked at. */
 static __always_inline int mprotect_enter(struct trace_event_raw_sys_enter *ctx, __u32 sys,
 					  int pkey)
@@ -196,7 +210,7 @@ static __always_inline int mprotect_enter(struct trace_event_raw_sys_enter *ctx,
 	if (!m)
 		return 0;
 	if ((m->vma & (KESTREL_VMA_FOUND | KESTREL_VMA_FILE | KESTREL_VMA_COW |
-		       KESTREL_VMA_UNLINKED | KESTREL_VMA_BUSY)) ==
+		       KESTREL_VMA_UNLINKED | KESTREL_VMA_WRITABLE | KESTREL_VMA_BUSY)) ==
 		    (KESTREL_VMA_FOUND | KESTREL_VMA_FILE) &&
 	    !(prot & PROT_WRITE) && !(m->vm_flags & VM_WRITE) && addr + len <= m->vm_end)
 		return 0;
@@ -226,8 +240,8 @@ int handle_pkey_mprotect_enter(struct trace_event_raw_sys_enter *ctx)
 
 /* mmap, at its exit (the address it chose), arguments from the saved
  * registers (the fourth in r10). Every process start maps its libraries
- * executable: a named file mapped without PROT_WRITE leaves after the
- * descriptor's inode is looked at. */
+ * executable: a named file nobody writes, mapped without PROT_WRITE,
+ * leaves after the descriptor's inode is looked at. */
 SEC("tracepoint/syscalls/sys_exit_mmap")
 int handle_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 {
@@ -248,7 +262,7 @@ int handle_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 		struct file *f = task_fd(task, fd);
 
 		/* No file: a bad descriptor, nothing was mapped. */
-		if (!f || !file_unlinked(f))
+		if (!f || !file_unusual(f))
 			return 0;
 	}
 	if (task->tgid == self_tgid)

@@ -100,6 +100,13 @@ pub(crate) fn render(m: &Mprotect, cx: &Context, host: &Host) -> Event {
     );
     ev.push("vm_written", v.map(|v| bool_str(v.cow)).unwrap_or(""));
     ev.push(
+        "vm_file_writable",
+        match v {
+            Some(v) if v.file.is_some() => bool_str(v.file_writable),
+            _ => "",
+        },
+    );
+    ev.push(
         "vm_file_truncated",
         v.map(|v| bool_str(v.path_truncated)).unwrap_or(""),
     );
