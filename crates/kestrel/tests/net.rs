@@ -122,7 +122,9 @@ fn bind_v4_v6_reports_the_bound_port_and_refusals() {
 #[test]
 fn accept_and_accept4_v4_v6_report_both_ends() {
     let agent = Agent::start(&[]);
-    let mut fds = Vec::new();
+    // The listeners stay open to the end, so no other socket of this
+    // process (tests run as threads of it) shares their descriptor numbers.
+    let (mut fds, mut listeners) = (Vec::new(), Vec::new());
     for (addr, plain) in [
         ("127.0.0.1:0", true),
         ("127.0.0.1:0", false),
@@ -163,6 +165,7 @@ fn accept_and_accept4_v4_v6_report_both_ends() {
         assert_eq!(field(&ev, "syscall"), syscall);
         assert_eq!(field(&ev, "exe"), exe());
         fds.push(new_fd);
+        listeners.push(l);
         drop(c);
     }
 
@@ -178,25 +181,32 @@ fn accept_and_accept4_v4_v6_report_both_ends() {
     std::fs::create_dir_all(&dir).unwrap();
     let ul = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
     let _uc = std::os::unix::net::UnixStream::connect(dir.join("s")).unwrap();
-    let (us, _) = ul.accept().unwrap();
+    let (_us, _) = ul.accept().unwrap();
     l.set_nonblocking(false).unwrap();
     let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (last, _) = l.accept().unwrap();
     let last_fd = last.as_raw_fd().to_string();
+    let (lfd, ufd) = (l.as_raw_fd().to_string(), ul.as_raw_fd().to_string());
     agent.wait_for("the last accept", |e| {
-        e["data_type"] == "43" && e["tgid"] == me().as_str() && e["res"] == last_fd.as_str()
+        e["data_type"] == "43"
+            && e["tgid"] == me().as_str()
+            && e["fd"] == lfd.as_str()
+            && e["res"] == last_fd.as_str()
     });
-    let ours: Vec<Value> = agent
-        .events()
-        .into_iter()
-        .filter(|e| e["data_type"] == "43" && e["tgid"] == me().as_str())
-        .collect();
-    assert_eq!(ours.len(), 5, "only the five TCP accepts: {ours:#?}");
-    assert!(ours.iter().all(|e| e["res"] != "-11"));
-    assert!(!ours
-        .iter()
-        .any(|e| e["res"] == us.as_raw_fd().to_string().as_str()
-            && e["fd"] == ul.as_raw_fd().to_string().as_str()));
+    // On the non-blocking listener, only the last accept; on the unix
+    // one, nothing.
+    let on = |fd: &str| -> Vec<Value> {
+        agent
+            .events()
+            .into_iter()
+            .filter(|e| e["data_type"] == "43" && e["tgid"] == me().as_str() && e["fd"] == fd)
+            .collect()
+    };
+    let tcp = on(&lfd);
+    assert_eq!(tcp.len(), 1, "the EAGAIN was reported: {tcp:#?}");
+    assert_eq!(field(&tcp[0], "res"), last_fd);
+    let unix = on(&ufd);
+    assert!(unix.is_empty(), "the unix accept was reported: {unix:#?}");
     for fd in fds {
         // SAFETY: the accepted descriptors, closed once.
         unsafe { libc::close(fd) };
@@ -205,9 +215,15 @@ fn accept_and_accept4_v4_v6_report_both_ends() {
     agent.stop();
 }
 
-/// A process to send signals to: sleep(1) ignores SIGWINCH and SIGURG.
+/// A process to send signals to, in a process group of its own: sleep(1)
+/// ignores SIGWINCH, SIGURG, SIGCONT and SIGCHLD.
 fn sleeper() -> Child {
-    let child = Command::new("sleep").arg("60").spawn().unwrap();
+    use std::os::unix::process::CommandExt;
+    let child = Command::new("sleep")
+        .arg("60")
+        .process_group(0)
+        .spawn()
+        .unwrap();
     // Signalled once it runs sleep, not while it is still the forked copy
     // of this process.
     let comm = format!("/proc/{}/comm", child.id());
@@ -226,8 +242,9 @@ fn is_signal_to(e: &Value, target: u32, sig: i32) -> bool {
         && e["sig"] == sig.to_string().as_str()
 }
 
-/// kill (62), tkill and tgkill (200), rt_sigqueueinfo (62) to another
-/// process, each with its target and signal; signal 0 (a liveness probe)
+/// kill (62), tkill and tgkill (200), rt_sigqueueinfo, pidfd_send_signal
+/// and a process group's kill (62) to another process, each with its
+/// target and signal; signal 0 (a liveness probe)
 /// and signals to the sender itself are not reported.
 #[test]
 fn kill_tkill_tgkill_to_another_process_are_reported() {
@@ -263,6 +280,21 @@ fn kill_tkill_tgkill_to_another_process_are_reported() {
             libc::syscall(libc::SYS_rt_sigqueueinfo, ipid, libc::SIGURG, &info),
             0
         );
+        // pidfd_send_signal, and a kill of its process group.
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, ipid, 0);
+        assert!(pidfd >= 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                libc::SIGCHLD,
+                std::ptr::null::<libc::siginfo_t>(),
+                0
+            ),
+            0
+        );
+        libc::close(pidfd as i32);
+        assert_eq!(libc::kill(-ipid, libc::SIGCONT), 0);
         // Last, as it ends sleep: a signal it does not ignore.
         assert_eq!(
             libc::syscall(libc::SYS_tgkill, ipid, ipid, libc::SIGTERM),
@@ -294,6 +326,19 @@ fn kill_tkill_tgkill_to_another_process_are_reported() {
     assert_eq!(field(&queued, "data_type"), "62");
     assert_eq!(field(&queued, "si_code"), "-1");
 
+    let pidfd = agent.wait_for("the pidfd_send_signal", |e| {
+        is_signal_to(e, pid, libc::SIGCHLD)
+    });
+    assert_eq!(field(&pidfd, "data_type"), "62");
+    assert_eq!(field(&pidfd, "syscall"), "pidfd_send_signal");
+    assert_eq!(field(&pidfd, "si_code"), "0");
+    let group = agent.wait_for("the process group's kill", |e| {
+        is_signal_to(e, pid, libc::SIGCONT)
+    });
+    assert_eq!(field(&group, "data_type"), "62");
+    assert_eq!(field(&group, "syscall"), "kill");
+    assert_eq!(field(&group, "target_comm"), "sleep");
+
     // The filtered ones came first: none of them was reported.
     let ours: Vec<Value> = agent
         .events()
@@ -310,7 +355,7 @@ fn kill_tkill_tgkill_to_another_process_are_reported() {
             .all(|e| e["sig"] != "0" && e["target_tgid"] != me().as_str()),
         "{ours:#?}"
     );
-    assert_eq!(ours.len(), 4, "{ours:#?}");
+    assert_eq!(ours.len(), 6, "{ours:#?}");
     let _ = child.kill();
     let _ = child.wait();
     agent.stop();
