@@ -23,6 +23,7 @@ mod logins;
 mod loss;
 mod memory;
 mod module;
+mod net;
 mod output_safety;
 mod ptrace;
 mod qemu;
