@@ -54,6 +54,9 @@
  * file_excludes; user space refuses a configuration naming more). */
 #define KESTREL_FILE_EXCLUDES_MAX 256
 
+/* Bytes of a memfd or mapped file's own name copied ("memfd:" + 249 + NUL). */
+#define KESTREL_MEMFD_NAME_LEN 256
+
 /*
  * The table of record kinds: the one place a kind is declared. One row per
  * kind, in the order of enum kestrel_kind below, which is made from it:
@@ -149,6 +152,21 @@
 	/* kinds: paths */                                                     \
 	/* kinds: watched */                                                   \
 	/* kinds: memory */                                                    \
+	KIND(MEMFD, memfd, ("356"),                                            \
+	     (PROG(handle_memfd_create_exit,                                   \
+		   "tracepoint/syscalls/sys_exit_memfd_create")))              \
+	KIND(MPROTECT, mprotect, ("10"),                                       \
+	     (PROG(handle_mprotect_enter,                                      \
+		   "tracepoint/syscalls/sys_enter_mprotect")                   \
+	      PROG(handle_pkey_mprotect_enter,                                 \
+		   "tracepoint/syscalls/sys_enter_pkey_mprotect")              \
+	      PROG(handle_mmap_exit, "tracepoint/syscalls/sys_exit_mmap")))    \
+	/* task_rename: prctl(PR_SET_NAME) and writes to /proc/PID/comm. */   \
+	KIND(PRCTL, prctl, ("157"),                                            \
+	     (PROG(handle_task_rename, "tp_btf/task_rename")))                 \
+	/* The process table's exit program sends these (see               \
+	 * KESTREL_STATE_PROGRAMS), when exit_events is on. */                 \
+	KIND(EXIT, exit, ("60"), (ALSO(handle_exit)))                          \
 	/* kinds: ns */                                                        \
 	/* kinds: lineage */                                                   \
 	/* end of the table */
@@ -160,7 +178,8 @@
 	/* The local end of a refused connect, released before connect        \
 	 * returns. */                                                         \
 	PROG(handle_sock_state, "tp_btf/inet_sock_set_state")                  \
-	/* The process table: made at fork, credentials checked at exit. */    \
+	/* The process table: made at fork, credentials checked at exit     \
+	 * (where the process's end, KIND(EXIT), is also sent). */            \
 	PROG(handle_fork, "tp_btf/sched_process_fork")                         \
 	PROG(handle_exit, "tp_btf/sched_process_exit")                         \
 	/* The namespace and cgroup caches of the process table. */            \
@@ -480,6 +499,79 @@ struct kestrel_path {
 	__u32 len; /* bytes used */
 	__u32 truncated;
 	__u8 bytes[KESTREL_CWD_MAX * 2];
+};
+
+/* data_type 356: memfd_create(2), from its exit. */
+struct kestrel_memfd {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;   /* the new descriptor, or -errno */
+	__u32 flags; /* MFD_* as passed */
+	/* The file's name as the kernel made it ("memfd:" and the name
+	 * asked for), read from the new file; for a failed call, the name
+	 * argument read from the caller's memory. */
+	char name[KESTREL_MEMFD_NAME_LEN];
+};
+
+/* kestrel_mprotect.syscall */
+#define KESTREL_MEM_MMAP 9            /* the x86-64 syscall numbers */
+#define KESTREL_MEM_MPROTECT 10
+#define KESTREL_MEM_PKEY_MPROTECT 329
+
+/* kestrel_mprotect.vma: what the mapping at addr was found to be. */
+#define KESTREL_VMA_FOUND (1u << 0)    /* a VMA was found at addr */
+#define KESTREL_VMA_FILE (1u << 1)     /* it maps a file (vm_file) */
+#define KESTREL_VMA_COW (1u << 2)      /* private pages of it were written (anon_vma) */
+#define KESTREL_VMA_UNLINKED (1u << 3) /* the file has no name left (memfd, deleted) */
+/* The process has READ_IMPLIES_EXEC: PROT_READ alone made it executable. */
+#define KESTREL_VMA_READ_IMPLIES_EXEC (1u << 4)
+#define KESTREL_VMA_BUSY (1u << 5)     /* the address space was locked: VMA unknown */
+/* The file is open for writing, or mapped shared and writable, somewhere. */
+#define KESTREL_VMA_WRITABLE (1u << 6)
+
+/* data_type 10: memory made executable that is anonymous, writable or
+ * written, or maps a file without a name: mmap (from its exit, with the
+ * address it returned), mprotect and pkey_mprotect (from their entry, so
+ * the mapping's protection before the change is known). */
+struct kestrel_mprotect {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__u64 addr;     /* mprotect: the start asked for; mmap: its result */
+	__u64 len;
+	__s64 res;      /* mmap: the address or -errno; mprotect: 0 (not known at entry) */
+	__u64 vm_start; /* the VMA found at addr */
+	__u64 vm_end;
+	__u64 vm_flags; /* its flags: before the change for mprotect, after for mmap */
+	__u32 prot;     /* PROT_* asked for */
+	__u32 map_flags; /* mmap's MAP_* */
+	__s32 fd;       /* mmap's descriptor */
+	__s32 pkey;     /* pkey_mprotect's key, -1 otherwise */
+	__u32 syscall;  /* KESTREL_MEM_* */
+	__u32 vma;      /* KESTREL_VMA_* */
+	__u32 owner_tgid; /* mm->owner's process (memory cgroups), else the task's */
+	__u32 reserved;
+	char name[KESTREL_MEMFD_NAME_LEN]; /* the file's own dentry name */
+	struct kestrel_path path; /* the VMA's file */
+};
+
+/* data_type 157: a thread renamed (task:task_rename) by prctl(PR_SET_NAME)
+ * or a write to /proc/PID/comm; not the renaming every exec does. */
+struct kestrel_prctl {
+	struct kestrel_header hdr;
+	struct kestrel_task task; /* the renamed thread; comm still the old name */
+	__u32 syscall; /* the renaming thread's syscall (157 prctl, 1 write, ...) */
+	__u32 option;  /* prctl's option, 0 for another syscall */
+	__u32 renamer; /* the thread that did it (a sibling can name another) */
+	__u32 reserved;
+	char new_name[KESTREL_COMM_LEN];
+};
+
+/* data_type 60: a process ended (its last thread exited). */
+struct kestrel_exit {
+	struct kestrel_header hdr;
+	struct kestrel_task task; /* the last thread; start_boottime is the process's */
+	__u32 exit_code; /* task->exit_code: status << 8, or the signal | 0x80 for a core */
+	__u32 reserved;
 };
 
 /* data_type 603: init_module or finit_module, with its result. */

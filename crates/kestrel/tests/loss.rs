@@ -22,6 +22,7 @@ const PTRACES: usize = 1000;
 const BINDS: usize = 1000;
 const ACCEPTS: usize = 500;
 const KILLS: usize = 1000;
+const MEMORY: usize = 1000;
 
 fn execs() {
     for _ in 0..EXECS {
@@ -75,6 +76,23 @@ fn files(dir: &std::path::Path) {
 
 /// ptrace requests on a child that is not traced: each fails (ESRCH) and
 /// each is a record.
+/// MEMORY memfd_create calls, thread renames and anonymous RWX mappings.
+fn memory_kinds() {
+    let script = format!(
+        "import ctypes, mmap, os\n\
+         libc = ctypes.CDLL(None)\n\
+         for i in range({MEMORY}):\n\
+         \x20   os.close(os.memfd_create('kestrel-loss'))\n\
+         \x20   libc.prctl(15, b'kestrel-loss', 0, 0, 0)\n\
+         \x20   mmap.mmap(-1, 4096, prot=7).close()\n"
+    );
+    let st = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 fn ptraces() {
     let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let pid = child.id() as i32;
@@ -124,6 +142,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     files(&dir);
     ptraces();
     binds_accepts_kills();
+    memory_kinds();
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -181,6 +200,11 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Bind, BINDS),
         (Kind::Accept, ACCEPTS),
         (Kind::Kill, KILLS),
+        (Kind::Memfd, MEMORY),
+        (Kind::Mprotect, MEMORY),
+        (Kind::Prctl, MEMORY),
+        // Every process exec'd above ended.
+        (Kind::Exit, EXECS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

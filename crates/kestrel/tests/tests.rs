@@ -21,6 +21,7 @@ mod kafka;
 mod kafka_auth;
 mod logins;
 mod loss;
+mod memory;
 mod module;
 mod net;
 mod output_safety;

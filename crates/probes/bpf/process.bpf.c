@@ -77,9 +77,31 @@ int handle_execveat_enter(struct trace_event_raw_sys_enter *ctx)
 	return exec_starts();
 }
 
+/* Whether process exits (data_type 60) are sent: set by user space before
+ * load (exit_events), so that off costs nothing but this test. */
+const volatile bool exit_events = true;
+
+/* The process ended: `p` is its last thread (signal->live, decremented
+ * before this tracepoint, reached 0), which need not be the leader. */
+static __always_inline void exit_record(struct task_struct *p)
+{
+	struct kestrel_exit e = {};
+
+	if (p->tgid == self_tgid)
+		return;
+	e.hdr.kind = KESTREL_KIND_EXIT;
+	e.hdr.size = sizeof(e);
+	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e.task, p, proc_entry(p));
+	e.exit_code = p->exit_code;
+	submit(&e, sizeof(e), KESTREL_KIND_EXIT);
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
+	if (exit_events && p->signal->live.counter == 0)
+		exit_record(p);
 	if (p->pid != p->tgid)
 		return 0; /* a thread, not the process */
 	/* The entry goes with the task. */

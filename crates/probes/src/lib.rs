@@ -50,6 +50,8 @@ pub struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     /// Buffered bytes that make the kernel wake the consumer.
     pub wakeup_bytes: u64,
+    /// Whether process exits (data_type 60) are sent.
+    pub exit_events: bool,
     /// BTF file describing the running kernel, for kernels that do not
     /// publish their own at [`KERNEL_BTF`].
     pub btf: Option<PathBuf>,

@@ -153,6 +153,7 @@ impl Probes {
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
             .unwrap_or(0);
         rodata.wakeup_bytes = cfg.wakeup_bytes;
+        rodata.exit_events = cfg.exit_events;
 
         // A program whose tracepoint this kernel lacks watches something
         // that cannot happen here (module loading on a kernel without

@@ -13,6 +13,7 @@ fn exec_and_connect_records_reach_the_ring_buffer() {
     let probes = Probes::load(&ProbeConfig {
         ring_buffer_bytes: 4 << 20,
         wakeup_bytes: 64 << 10,
+        exit_events: true,
         btf: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));

@@ -56,6 +56,12 @@ pub struct CollectSettings {
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
 
+    /// Send an event (data_type 60) when a process ends: one more event
+    /// per process, about 1 µs of kernel time each (docs/performance.md).
+    /// false leaves only a test in the kernel. [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub exit_events: Option<bool>,
+
     /// Also append every raw ring-buffer record to FILE (each a
     /// little-endian u32 length, then the record), for `kestrel bench
     /// pipeline --replay FILE`. Off by default.
@@ -72,6 +78,7 @@ pub struct CollectConfig {
     pub file_excludes: Vec<PathBuf>,
     pub btf: Option<PathBuf>,
     pub record_raw: Option<PathBuf>,
+    pub exit_events: bool,
 }
 
 impl CollectSettings {
@@ -122,6 +129,7 @@ impl CollectSettings {
             file_excludes,
             btf: self.btf,
             record_raw: self.record_raw,
+            exit_events: self.exit_events.unwrap_or(true),
         })
     }
 }
@@ -143,6 +151,7 @@ pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
     let probes = Probes::load(&ProbeConfig {
         ring_buffer_bytes: cfg.ring_buffer_bytes,
         wakeup_bytes: cfg.wakeup_bytes,
+        exit_events: cfg.exit_events,
         btf: cfg.btf.clone(),
     })?;
     for p in probes.status() {

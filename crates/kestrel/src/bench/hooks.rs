@@ -140,7 +140,14 @@ struct ProgRuns {
 pub fn run(plan: &Plan, env: &Env) -> Result<String> {
     progress("hooks: per-program cost with kernel.bpf_stats_enabled=1");
     let _stats = BpfStats::set(true)?;
-    let agent = AgentProc::start(&plan.dir, "hooks", &[])?;
+    // Extra agent flags, to measure a setting's cost (e.g.
+    // KESTREL_BENCH_AGENT_ARGS="--exit-events false").
+    let extra: Vec<String> = std::env::var("KESTREL_BENCH_AGENT_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let agent = AgentProc::start(&plan.dir, "hooks", &extra)?;
     let mut rows: Vec<(Kind, u64, BTreeMap<String, ProgRuns>)> = Kind::ALL
         .iter()
         .map(|k| (*k, k.iterations(plan.quick), BTreeMap::new()))

@@ -78,11 +78,18 @@ pub enum Kind {
     SignalSelf,
     /// kill(a sleeping child, SIGURG): a reported signal.
     SignalOther,
+    /// mmap of a file r-x (as ld.so maps a library), mprotect of it to
+    /// r-- (as ld.so's RELRO), munmap: the memory programs' filtered case.
+    MmapLibrary,
+    /// mmap anonymous RWX, mprotect to RX, munmap: two records (data_type 10).
+    MmapExec,
+    /// memfd_create + close, prctl(PR_SET_NAME): a record each (356, 157).
+    MemfdRename,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -93,6 +100,9 @@ impl Kind {
         Kind::AcceptEmpty,
         Kind::SignalSelf,
         Kind::SignalOther,
+        Kind::MmapLibrary,
+        Kind::MmapExec,
+        Kind::MemfdRename,
     ];
 
     /// Short name used in tables.
@@ -108,6 +118,9 @@ impl Kind {
             Kind::AcceptEmpty => "accept with nothing queued (EAGAIN)",
             Kind::SignalSelf => "signal to self (kill SIGURG)",
             Kind::SignalOther => "signal to another process (kill SIGURG)",
+            Kind::MmapLibrary => "library mapping (mmap r-x+mprotect r--+munmap)",
+            Kind::MmapExec => "code in memory (mmap rwx+mprotect r-x+munmap)",
+            Kind::MemfdRename => "memfd_create+close, prctl(PR_SET_NAME)",
         }
     }
 
@@ -124,6 +137,9 @@ impl Kind {
             Kind::AcceptEmpty => (200_000, 5_000),
             Kind::SignalSelf => (200_000, 5_000),
             Kind::SignalOther => (20_000, 1_000),
+            Kind::MmapLibrary => (200_000, 5_000),
+            Kind::MmapExec => (20_000, 1_000),
+            Kind::MemfdRename => (20_000, 1_000),
         };
         if quick {
             q
@@ -394,6 +410,61 @@ impl Env {
                     Ok(())
                 })
             }
+            Kind::MmapLibrary => {
+                let file = std::fs::File::open(&self.existing)?;
+                Box::new(move |_| {
+                    let fd = file.as_raw_fd();
+                    // SAFETY: a fresh private mapping of an open file,
+                    // unmapped before the closure returns.
+                    unsafe {
+                        let p = libc::mmap(
+                            std::ptr::null_mut(),
+                            4096,
+                            libc::PROT_READ | libc::PROT_EXEC,
+                            libc::MAP_PRIVATE,
+                            fd,
+                            0,
+                        );
+                        if p == libc::MAP_FAILED {
+                            return Err(std::io::Error::last_os_error()).context("mmap");
+                        }
+                        libc::mprotect(p, 4096, libc::PROT_READ);
+                        libc::munmap(p, 4096);
+                    }
+                    Ok(())
+                })
+            }
+            Kind::MmapExec => Box::new(|_| {
+                // SAFETY: a fresh anonymous mapping, unmapped before return.
+                unsafe {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    if p == libc::MAP_FAILED {
+                        return Err(std::io::Error::last_os_error()).context("mmap");
+                    }
+                    libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
+                    libc::munmap(p, 4096);
+                }
+                Ok(())
+            }),
+            Kind::MemfdRename => Box::new(|_| {
+                // SAFETY: NUL-terminated names; the descriptor is closed.
+                unsafe {
+                    let fd = libc::memfd_create(c"kestrel-bench".as_ptr(), libc::MFD_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error()).context("memfd_create");
+                    }
+                    libc::close(fd);
+                    libc::prctl(libc::PR_SET_NAME, c"kestrel-bench".as_ptr());
+                }
+                Ok(())
+            }),
         })
     }
 }
