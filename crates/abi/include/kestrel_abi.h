@@ -142,7 +142,9 @@
 	KIND(MOUNT, mount, ("165"),                                            \
 	     (PROG(handle_mount_exit, "tracepoint/syscalls/sys_exit_mount")    \
 	      PROG(handle_move_mount_exit,                                     \
-		   "tracepoint/syscalls/sys_exit_move_mount")))                \
+		   "tracepoint/syscalls/sys_exit_move_mount")                  \
+	      PROG(handle_fsmount_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_fsmount")))                   \
 	/* Entered and left: the record is made at the entry (the caller's    \
 	 * namespaces before the call, the target of setns's descriptor) and \
 	 * sent at the exit with the result. */                               \
@@ -440,6 +442,9 @@ struct kestrel_path {
 /* kestrel_mount.via: the call. */
 #define KESTREL_MOUNT_VIA_MOUNT 0      /* mount(2) */
 #define KESTREL_MOUNT_VIA_MOVE_MOUNT 1 /* move_mount(2), the new mount API */
+/* fsmount(2): a mount made, not attached anywhere yet, but usable
+ * through its descriptor (openat on it reaches the filesystem). */
+#define KESTREL_MOUNT_VIA_FSMOUNT 2
 
 /* kestrel_mount.flags2 */
 /* dev and fstype were read from the kernel's mount (move_mount of a
@@ -452,14 +457,15 @@ struct kestrel_path {
 #define KESTREL_MOUNT_DEV_TRUNCATED (1u << 2)
 #define KESTREL_MOUNT_TARGET_TRUNCATED (1u << 3)
 
-/* data_type 165: mount(2), or move_mount(2) attaching a mount made with
- * fsopen/fsmount or open_tree, with its result. */
+/* data_type 165: mount(2), fsmount(2) making a mount, or move_mount(2)
+ * attaching one made with fsmount or open_tree, with its result. */
 struct kestrel_mount {
 	struct kestrel_header hdr;
 	struct kestrel_task task;
 	__s32 res;     /* 0, or -errno */
 	__u32 via;     /* KESTREL_MOUNT_VIA_* */
-	__u64 flags;   /* mount's mountflags, or move_mount's flags */
+	__u64 flags;   /* mount's mountflags, move_mount's flags, fsmount's
+			* attr_flags */
 	__u32 flags2;  /* KESTREL_MOUNT_* */
 	__u32 reserved;
 	struct kestrel_path dir;

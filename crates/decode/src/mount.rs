@@ -13,6 +13,9 @@ pub enum MountVia {
     /// move_mount(2), attaching a mount made by fsmount or open_tree (or
     /// moving one).
     MoveMount,
+    /// fsmount(2): a mount made from an fsopen context, not attached yet
+    /// but usable through its descriptor.
+    Fsmount,
 }
 
 /// A mount(2) or move_mount(2) call.
@@ -26,7 +29,8 @@ pub struct Mount {
     pub res: i32,
     /// Which call.
     pub via: MountVia,
-    /// mount's mountflags (MS_*), or move_mount's flags (MOVE_MOUNT_*).
+    /// mount's mountflags (MS_*), move_mount's flags (MOVE_MOUNT_*), or
+    /// fsmount's attr_flags (MOUNT_ATTR_*).
     pub flags: u64,
     /// The source as given (mount's dev_name, move_mount's from path), or
     /// the mount's own source (`dev_from_kernel`).
@@ -71,10 +75,10 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Mount, Deco
         ktime_ns: hdr.ktime_ns,
         task: task(&m.task),
         res: m.res,
-        via: if m.via == abi::KESTREL_MOUNT_VIA_MOVE_MOUNT {
-            MountVia::MoveMount
-        } else {
-            MountVia::Mount
+        via: match m.via {
+            abi::KESTREL_MOUNT_VIA_MOVE_MOUNT => MountVia::MoveMount,
+            abi::KESTREL_MOUNT_VIA_FSMOUNT => MountVia::Fsmount,
+            _ => MountVia::Mount,
         },
         flags: m.flags,
         dev: cstr(bytes_of(&m.dev)),

@@ -36,7 +36,7 @@ fs = sc(430, s(b"tmpfs"), 1)
 assert fs >= 0, fs
 assert sc(431, fs, 1, s(b"source"), s(mark + b"-api"), 0) == 0
 assert sc(431, fs, 6, NULL, NULL, 0) == 0
-mfd = sc(432, fs, 1, 0)
+mfd = sc(432, fs, 1, 0x8)  # MOUNT_ATTR_NOEXEC
 assert mfd >= 0, mfd
 dfd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
 r_api = sc(429, mfd, s(b""), dfd, s(b"api"), 4)
@@ -48,7 +48,8 @@ r_miss = sc(429, mfd2, s(b""), dfd, s(b"missing"), 4)
 tfd = sc(428, -100, s(b"/etc"), 1 | 0x80000)  # OPEN_TREE_CLONE|CLOEXEC
 assert tfd >= 0, tfd
 r_tree = sc(429, tfd, s(b""), -100, s(f"{base}/tree".encode()), 4)
-print(os.getpid(), r_rel, r_bad, r_api, r_miss, r_tree)
+r_fsbad = sc(432, -1, 0, 0)
+print(os.getpid(), r_rel, r_bad, r_api, r_miss, r_tree, r_fsbad)
 "#;
 
 const SETNS: &str = r#"# setns through /proc/PID/ns files and a pidfd, and one refused.
@@ -140,8 +141,10 @@ fn check_common(e: &Value, pid: &str, comm: &str) {
     assert!(!field(e, "cgroup_id").is_empty());
 }
 
-fn is_mount<'a>(pid: &'a str, dev: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["data_type"] == "165" && e["pid"] == pid && e["dev"] == dev
+fn is_mount<'a>(pid: &'a str, syscall: &'a str, dev: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| {
+        e["data_type"] == "165" && e["pid"] == pid && e["syscall"] == syscall && e["dev"] == dev
+    }
 }
 
 /// mount(2) with a relative target (joined to the working directory), a
@@ -161,15 +164,18 @@ fn mounts_old_and_new_api_are_reported() {
         MOUNTS,
         &[b, &mark],
     );
-    let [pid, r_rel, r_bad, r_api, r_miss, r_tree] = &out[..] else {
+    let [pid, r_rel, r_bad, r_api, r_miss, r_tree, r_fsbad] = &out[..] else {
         panic!("{out:?}")
     };
     assert_eq!(
-        [r_rel, r_bad, r_api, r_miss, r_tree],
-        ["0", "-2", "0", "-2", "0"]
+        [r_rel, r_bad, r_api, r_miss, r_tree, r_fsbad],
+        ["0", "-2", "0", "-2", "0", "-9"]
     );
 
-    let rel = agent.wait_for("mount(2), relative", is_mount(pid, &format!("{mark}-rel")));
+    let rel = agent.wait_for(
+        "mount(2), relative",
+        is_mount(pid, "mount", &format!("{mark}-rel")),
+    );
     check_common(&rel, pid, "python3");
     assert_ne!(field(&rel, "mnt_ns"), ns_inode("/proc/self/ns/mnt"));
     assert_eq!(field(&rel, "file_path"), format!("{b}/rel"));
@@ -183,7 +189,10 @@ fn mounts_old_and_new_api_are_reported() {
     assert_eq!(field(&rel, "dev_truncated"), "false");
     assert_eq!(field(&rel, "file_path_truncated"), "false");
 
-    let bad = agent.wait_for("refused mount(2)", is_mount(pid, &format!("{mark}-bad")));
+    let bad = agent.wait_for(
+        "refused mount(2)",
+        is_mount(pid, "mount", &format!("{mark}-bad")),
+    );
     assert_eq!(field(&bad, "res"), "-2");
     assert_eq!(field(&bad, "file_path"), "/nonexistent-kestrel");
     assert_eq!(field(&bad, "fstype"), "tmpfs");
@@ -192,7 +201,7 @@ fn mounts_old_and_new_api_are_reported() {
 
     let api = agent.wait_for(
         "move_mount of an fsmount",
-        is_mount(pid, &format!("{mark}-api")),
+        is_mount(pid, "move_mount", &format!("{mark}-api")),
     );
     check_common(&api, pid, "python3");
     assert_eq!(field(&api, "syscall"), "move_mount");
@@ -204,8 +213,30 @@ fn mounts_old_and_new_api_are_reported() {
     assert_eq!(field(&api, "flag_names"), "MOVE_MOUNT_F_EMPTY_PATH");
     assert_eq!(field(&api, "res"), "0");
 
+    // fsmount made the mount before move_mount attached it: usable
+    // through its descriptor already, so reported too.
+    let made = agent.wait_for("fsmount", is_mount(pid, "fsmount", &format!("{mark}-api")));
+    check_common(&made, pid, "python3");
+    assert_eq!(field(&made, "fstype"), "tmpfs");
+    assert_eq!(field(&made, "dev_from"), "kernel");
+    assert_eq!(field(&made, "file_path"), "");
+    assert_eq!(field(&made, "flags"), "8");
+    assert_eq!(field(&made, "flag_names"), "MOUNT_ATTR_NOEXEC");
+    assert!(field(&made, "res").parse::<i32>().unwrap() >= 0);
+    let fsbad = agent.wait_for("refused fsmount", |e| {
+        e["data_type"] == "165"
+            && e["pid"] == pid.as_str()
+            && e["syscall"] == "fsmount"
+            && e["res"] == "-9"
+    });
+    assert_eq!(field(&fsbad, "dev"), "");
+    assert_eq!(field(&fsbad, "fstype"), "");
+
     // Refused: the target is the dirfd's directory and the name given.
-    let miss = agent.wait_for("refused move_mount", is_mount(pid, &format!("{mark}-miss")));
+    let miss = agent.wait_for(
+        "refused move_mount",
+        is_mount(pid, "move_mount", &format!("{mark}-miss")),
+    );
     assert_eq!(field(&miss, "res"), "-2");
     assert_eq!(field(&miss, "file_path"), format!("{b}/missing"));
     assert_eq!(field(&miss, "target"), "missing");

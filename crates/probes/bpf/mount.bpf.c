@@ -164,3 +164,35 @@ int handle_move_mount_exit(struct trace_event_raw_sys_exit *ctx)
 	submit(m, sizeof(*m), KESTREL_KIND_MOUNT);
 	return 0;
 }
+
+/* fsmount(fs_fd, flags, attr_flags): the new mount's descriptor is the
+ * result; its source and type are read from the mount itself. A refused
+ * call is reported without them. */
+SEC("tracepoint/syscalls/sys_exit_fsmount")
+int handle_fsmount_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long ret = ctx->ret;
+	struct kestrel_mount *m;
+	struct file *f;
+
+	if (task->tgid == self_tgid)
+		return 0;
+	m = mount_start(task, ret, KESTREL_MOUNT_VIA_FSMOUNT, regs->dx);
+	if (!m)
+		return 0;
+	if (ret >= 0 && (f = task_fd(task, ret))) {
+		struct vfsmount *vm = BPF_CORE_READ(f, f_path.mnt);
+		struct mount *mnt = (void *)vm - bpf_core_field_offset(struct mount, mnt);
+
+		if (bpf_probe_read_kernel_str(m->dev, sizeof(m->dev), BPF_CORE_READ(mnt, mnt_devname)) <= 0)
+			m->dev[0] = 0;
+		if (bpf_probe_read_kernel_str(m->fstype, sizeof(m->fstype),
+					      BPF_CORE_READ(vm, mnt_sb, s_type, name)) <= 0)
+			m->fstype[0] = 0;
+		m->flags2 |= KESTREL_MOUNT_FROM_KERNEL;
+	}
+	submit(m, sizeof(*m), KESTREL_KIND_MOUNT);
+	return 0;
+}

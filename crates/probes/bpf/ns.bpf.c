@@ -197,8 +197,14 @@ static __always_inline int ns_exit(long ret)
 	if (ret == 0)
 		forget_cached(task, true, false);
 	e = bpf_map_lookup_elem(&ns_inflight, &id);
-	if (!e)
+	if (!e) {
+		/* Its entry was not made (the agent's own call, one begun
+		 * before the agent attached) or was pushed out of the LRU by
+		 * NS_INFLIGHT_MAX calls in flight at once: a record lost. */
+		if (task->tgid != self_tgid)
+			count(KESTREL_KIND_NS, KESTREL_CTR_ERROR);
 		return 0;
+	}
 	e->res = ret;
 	if (e->syscall == KESTREL_NS_UNSHARE && ret == 0)
 		task_namespaces(e->target, task, e->ns_types, true);

@@ -33,6 +33,7 @@ pub(crate) fn render(m: &Mount, cx: &Context, host: &Host) -> Event {
         match m.via {
             MountVia::Mount => "mount",
             MountVia::MoveMount => "move_mount",
+            MountVia::Fsmount => "fsmount",
         },
     );
     ev.push("flag_names", flag_names(m.via, m.flags));
@@ -84,6 +85,18 @@ const MOVE_MOUNT_FLAGS: [(u64, &str); 8] = [
     (0x200, "MOVE_MOUNT_BENEATH"),
 ];
 
+const MOUNT_ATTR_FLAGS: [(u64, &str); 9] = [
+    (0x1, "MOUNT_ATTR_RDONLY"),
+    (0x2, "MOUNT_ATTR_NOSUID"),
+    (0x4, "MOUNT_ATTR_NODEV"),
+    (0x8, "MOUNT_ATTR_NOEXEC"),
+    (0x10, "MOUNT_ATTR_NOATIME"),
+    (0x20, "MOUNT_ATTR_STRICTATIME"),
+    (0x80, "MOUNT_ATTR_NODIRATIME"),
+    (0x10_0000, "MOUNT_ATTR_IDMAP"),
+    (0x20_0000, "MOUNT_ATTR_NOSYMFOLLOW"),
+];
+
 /// The flags by name, `|`-separated; bits without a name as one hex
 /// number. mount's old magic number in the high half (0xC0ED, which the
 /// kernel drops) is left out.
@@ -92,6 +105,7 @@ fn flag_names(via: MountVia, flags: u64) -> String {
         MountVia::Mount if flags & 0xffff_0000 == 0xc0ed_0000 => (&MS_FLAGS, flags & 0xffff),
         MountVia::Mount => (&MS_FLAGS, flags),
         MountVia::MoveMount => (&MOVE_MOUNT_FLAGS, flags),
+        MountVia::Fsmount => (&MOUNT_ATTR_FLAGS, flags),
     };
     let mut names: Vec<String> = Vec::new();
     for (bit, name) in table {
@@ -117,5 +131,6 @@ mod tests {
         assert_eq!(flag_names(MountVia::Mount, 1 << 40), "0x10000000000");
         assert_eq!(flag_names(MountVia::MoveMount, 0x44), "MOVE_MOUNT_F_EMPTY_PATH|MOVE_MOUNT_T_EMPTY_PATH");
         assert_eq!(flag_names(MountVia::Mount, 0), "");
+        assert_eq!(flag_names(MountVia::Fsmount, 0x8), "MOUNT_ATTR_NOEXEC");
     }
 }

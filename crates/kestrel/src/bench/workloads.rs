@@ -69,17 +69,29 @@ pub enum Kind {
     OpenExisting,
     /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
     Getppid,
+    /// A refused mount(2) (the target does not exist): the whole mount
+    /// program, record sent, with no mount made.
+    Mount,
+    /// setns(2) into the caller's own network namespace, and unshare(0):
+    /// both programs of each, records sent, nothing changed.
+    Setns,
+    /// bpf(BPF_MAP_LOOKUP_ELEM) on a closed descriptor: a command the bpf
+    /// program filters out.
+    BpfFiltered,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
         Kind::OpenExisting,
         Kind::Getppid,
+        Kind::Mount,
+        Kind::Setns,
+        Kind::BpfFiltered,
     ];
 
     /// Short name used in tables.
@@ -91,6 +103,9 @@ impl Kind {
             Kind::FileCreate => "file-create storm (create+unlink)",
             Kind::OpenExisting => "open existing file (open+close)",
             Kind::Getppid => "null syscall (getppid)",
+            Kind::Mount => "refused mount(2)",
+            Kind::Setns => "setns into own netns + unshare(0)",
+            Kind::BpfFiltered => "bpf(MAP_LOOKUP_ELEM), filtered out",
         }
     }
 
@@ -103,6 +118,9 @@ impl Kind {
             Kind::FileCreate => (20_000, 1_000),
             Kind::OpenExisting => (200_000, 5_000),
             Kind::Getppid => (2_000_000, 100_000),
+            Kind::Mount => (20_000, 1_000),
+            Kind::Setns => (20_000, 1_000),
+            Kind::BpfFiltered => (200_000, 5_000),
         };
         if quick {
             q
@@ -339,6 +357,43 @@ impl Env {
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
+                Ok(())
+            }),
+            Kind::Mount => Box::new(|_| {
+                // SAFETY: NUL-terminated strings; the call fails (ENOENT).
+                let r = unsafe {
+                    libc::mount(
+                        c"kestrel-bench".as_ptr(),
+                        c"/nonexistent-kestrel-bench".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    )
+                };
+                if r == 0 {
+                    bail!("mount on a missing directory succeeded");
+                }
+                Ok(())
+            }),
+            Kind::Setns => {
+                let ns = std::fs::File::open("/proc/self/ns/net").context("opening the netns")?;
+                let fd = ns.as_raw_fd();
+                Box::new(move |_| {
+                    let _keep = &ns;
+                    // SAFETY: fd is open; joining one's own namespace and
+                    // unsharing nothing change nothing.
+                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0
+                        || unsafe { libc::unshare(0) } != 0
+                    {
+                        return Err(std::io::Error::last_os_error()).context("setns/unshare");
+                    }
+                    Ok(())
+                })
+            }
+            Kind::BpfFiltered => Box::new(|_| {
+                let attr = [0u8; 32];
+                // SAFETY: a zeroed attr of its size; fails with EBADF.
+                unsafe { libc::syscall(libc::SYS_bpf, 1, attr.as_ptr(), attr.len()) };
                 Ok(())
             }),
         })
