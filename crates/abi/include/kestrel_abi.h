@@ -456,6 +456,7 @@ struct kestrel_path {
 #define KESTREL_MOUNT_DIR_IS_MOUNTPOINT (1u << 1)
 #define KESTREL_MOUNT_DEV_TRUNCATED (1u << 2)
 #define KESTREL_MOUNT_TARGET_TRUNCATED (1u << 3)
+#define KESTREL_MOUNT_PID_TREE_TRUNCATED (1u << 4)
 
 /* data_type 165: mount(2), fsmount(2) making a mount, or move_mount(2)
  * attaching one made with fsmount or open_tree, with its result. */
@@ -467,7 +468,9 @@ struct kestrel_mount {
 	__u64 flags;   /* mount's mountflags, move_mount's flags, fsmount's
 			* attr_flags */
 	__u32 flags2;  /* KESTREL_MOUNT_* */
-	__u32 reserved;
+	__u32 ancestors_len;
+	/* [0] is the parent, then its parent (Elkeid's pid_tree). */
+	struct kestrel_ancestor ancestors[KESTREL_PID_TREE_MAX];
 	struct kestrel_path dir;
 	char dev[KESTREL_MOUNT_DEV_MAX];       /* the source, as given */
 	char fstype[KESTREL_MOUNT_FSTYPE_MAX];

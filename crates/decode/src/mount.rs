@@ -3,7 +3,7 @@
 use kestrel_abi as abi;
 
 use crate::common::{bytes_of, cstr, join_reversed, read_pod, task};
-use crate::{DecodeError, Task};
+use crate::{Ancestor, DecodeError, Task};
 
 /// The call that mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,10 @@ pub struct Mount {
     pub target: Vec<u8>,
     /// The target or the directory walk was cut.
     pub path_truncated: bool,
+    /// The parent first, then its parent, up to KESTREL_PID_TREE_MAX.
+    pub ancestors: Vec<Ancestor>,
+    /// The tree went on above the last ancestor.
+    pub pid_tree_truncated: bool,
 }
 
 /// What `Record::Mount` holds.
@@ -57,6 +61,15 @@ pub type Decoded = Box<Mount>;
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Mount, DecodeError> {
     let m: Box<abi::kestrel_mount> = Box::new(read_pod(buf, 0, hdr.kind)?);
     let target = cstr(bytes_of(&m.target));
+    let n = (m.ancestors_len as usize).min(m.ancestors.len());
+    let ancestors = m.ancestors[..n]
+        .iter()
+        .map(|a| Ancestor {
+            pid: a.pid,
+            start_boottime: None,
+            comm: cstr(bytes_of(&a.comm)),
+        })
+        .collect();
     let len = (m.dir.len as usize).min(m.dir.bytes.len());
     let walked = m.flags2 & abi::KESTREL_MOUNT_DIR_IS_MOUNTPOINT != 0;
     let file_path = if walked {
@@ -88,5 +101,7 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Mount, Deco
         file_path,
         target,
         path_truncated: m.flags2 & abi::KESTREL_MOUNT_TARGET_TRUNCATED != 0 || m.dir.truncated != 0,
+        ancestors,
+        pid_tree_truncated: m.flags2 & abi::KESTREL_MOUNT_PID_TREE_TRUNCATED != 0,
     })
 }

@@ -188,6 +188,11 @@ fn mounts_old_and_new_api_are_reported() {
     assert_eq!(field(&rel, "dev_from"), "caller");
     assert_eq!(field(&rel, "dev_truncated"), "false");
     assert_eq!(field(&rel, "file_path_truncated"), "false");
+    // unshare(1) exec'd python3 in its own process: the test is the parent.
+    let tree = field(&rel, "pid_tree");
+    assert!(tree.ends_with(&format!("->{pid}(python3)")), "{tree}");
+    assert!(tree.contains(&format!("{}(", std::process::id())), "{tree}");
+    assert!(["true", "false"].contains(&field(&rel, "pid_tree_truncated")));
 
     let bad = agent.wait_for(
         "refused mount(2)",

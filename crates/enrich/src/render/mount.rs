@@ -1,5 +1,5 @@
-//! data_type 165: Elkeid's fields (pid_tree aside, see docs/events.md),
-//! then the call, its result and how each field was read.
+//! data_type 165: Elkeid's fields, then the call, its result and how each
+//! field was read.
 
 use kestrel_decode::mount::{Mount, MountVia};
 use kestrel_decode::Kind;
@@ -20,6 +20,7 @@ pub(crate) fn render(m: &Mount, cx: &Context, host: &Host) -> Event {
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
     ev.push("sessionid", t.sessionid.to_string());
+    ev.push("pid_tree", super::exec::pid_tree_of(&m.ancestors, t));
     ev.push("dev", lossless_string(&m.dev));
     ev.push("file_path", lossless_string(&m.file_path));
     ev.push("fstype", lossless_string(&m.fstype));
@@ -41,6 +42,7 @@ pub(crate) fn render(m: &Mount, cx: &Context, host: &Host) -> Event {
     ev.push("target", lossless_string(&m.target));
     ev.push("dev_truncated", bool_str(m.dev_truncated));
     ev.push("file_path_truncated", bool_str(m.path_truncated));
+    ev.push("pid_tree_truncated", bool_str(m.pid_tree_truncated));
     ev.push("euid", t.euid.to_string());
     placement(&mut ev, t, cx);
     ev
