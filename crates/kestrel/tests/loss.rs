@@ -21,6 +21,9 @@ const FILES: usize = 500;
 const PTRACES: usize = 1000;
 /// Refused mount(2)s, unshare(0)s and refused bpf(BPF_PROG_LOAD)s.
 const NS_CALLS: usize = 1000;
+const BINDS: usize = 1000;
+const ACCEPTS: usize = 500;
+const KILLS: usize = 1000;
 
 fn execs() {
     for _ in 0..EXECS {
@@ -106,6 +109,26 @@ fn mounts_nses_bpfs() {
     }
 }
 
+/// UDP binds (one record each), TCP connections accepted (one accept
+/// record each, beside the connects), and signals to a sleeping child.
+fn binds_accepts_kills() {
+    for _ in 0..BINDS {
+        UdpSocket::bind("127.0.0.1:0").unwrap();
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for _ in 0..ACCEPTS {
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        l.accept().unwrap();
+    }
+    let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    for _ in 0..KILLS {
+        // SAFETY: our own child; sleep ignores SIGURG.
+        unsafe { libc::kill(child.id() as i32, libc::SIGURG) };
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
@@ -124,6 +147,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     files(&dir);
     ptraces();
     mounts_nses_bpfs();
+    binds_accepts_kills();
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -181,6 +205,9 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Mount, NS_CALLS),
         (Kind::Ns, NS_CALLS),
         (Kind::Bpf, NS_CALLS),
+        (Kind::Bind, BINDS),
+        (Kind::Accept, ACCEPTS),
+        (Kind::Kill, KILLS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

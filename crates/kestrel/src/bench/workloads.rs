@@ -78,11 +78,20 @@ pub enum Kind {
     /// bpf(BPF_MAP_LOOKUP_ELEM) on a closed descriptor: a command the bpf
     /// program filters out.
     BpfFiltered,
+    /// UDP socket + bind(127.0.0.1:0) + close: every bind is reported.
+    Bind,
+    /// accept4 on a non-blocking listener with nothing queued (EAGAIN):
+    /// the accept programs' filtered-out case.
+    AcceptEmpty,
+    /// kill(self, SIGURG): a signal to the sender itself, filtered out.
+    SignalSelf,
+    /// kill(a sleeping child, SIGURG): a reported signal.
+    SignalOther,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -92,6 +101,10 @@ impl Kind {
         Kind::Mount,
         Kind::Setns,
         Kind::BpfFiltered,
+        Kind::Bind,
+        Kind::AcceptEmpty,
+        Kind::SignalSelf,
+        Kind::SignalOther,
     ];
 
     /// Short name used in tables.
@@ -106,6 +119,10 @@ impl Kind {
             Kind::Mount => "refused mount(2)",
             Kind::Setns => "setns into own netns + unshare(0)",
             Kind::BpfFiltered => "bpf(MAP_LOOKUP_ELEM), filtered out",
+            Kind::Bind => "bind storm (UDP socket+bind+close)",
+            Kind::AcceptEmpty => "accept with nothing queued (EAGAIN)",
+            Kind::SignalSelf => "signal to self (kill SIGURG)",
+            Kind::SignalOther => "signal to another process (kill SIGURG)",
         }
     }
 
@@ -121,6 +138,10 @@ impl Kind {
             Kind::Mount => (20_000, 1_000),
             Kind::Setns => (20_000, 1_000),
             Kind::BpfFiltered => (200_000, 5_000),
+            Kind::Bind => (20_000, 1_000),
+            Kind::AcceptEmpty => (200_000, 5_000),
+            Kind::SignalSelf => (200_000, 5_000),
+            Kind::SignalOther => (20_000, 1_000),
         };
         if quick {
             q
@@ -390,6 +411,38 @@ impl Env {
                     Ok(())
                 })
             }
+            Kind::Bind => Box::new(|_| {
+                UdpSocket::bind("127.0.0.1:0").context("binding a UDP socket")?;
+                Ok(())
+            }),
+            Kind::AcceptEmpty => {
+                let l = TcpListener::bind("127.0.0.1:0")?;
+                l.set_nonblocking(true)?;
+                Box::new(move |_| match l.accept() {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(e).context("accept on an empty listener"),
+                    Ok(_) => bail!("an empty listener accepted a connection"),
+                })
+            }
+            Kind::SignalSelf => Box::new(|_| {
+                // SAFETY: SIGURG is ignored unless handled; this process
+                // does not handle it.
+                if unsafe { libc::kill(libc::getpid(), libc::SIGURG) } != 0 {
+                    return Err(std::io::Error::last_os_error()).context("kill(self)");
+                }
+                Ok(())
+            }),
+            Kind::SignalOther => {
+                let child = Sleeper::start()?;
+                Box::new(move |_| {
+                    // SAFETY: the child is alive (killed when `child` drops)
+                    // and sleep(1) ignores SIGURG.
+                    if unsafe { libc::kill(child.0.id() as i32, libc::SIGURG) } != 0 {
+                        return Err(std::io::Error::last_os_error()).context("kill(child)");
+                    }
+                    Ok(())
+                })
+            }
             Kind::BpfFiltered => Box::new(|_| {
                 let attr = [0u8; 32];
                 // SAFETY: a zeroed attr of its size; fails with EBADF.
@@ -407,6 +460,26 @@ impl Drop for Env {
             // Wake the listener so it sees `stop`.
             let _ = TcpStream::connect(self.tcp).map(|mut s| s.read(&mut [0u8; 1]));
         }
+    }
+}
+
+/// A sleep(1) child to send signals to, killed when dropped.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start() -> Result<Sleeper> {
+        let c = std::process::Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .context("spawning sleep")?;
+        Ok(Sleeper(c))
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
