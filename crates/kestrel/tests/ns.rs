@@ -547,3 +547,110 @@ fn bpf_loads_and_attachments_are_reported() {
         .any(|e| e["data_type"] == "321" && e["tgid"] == me.as_str()));
     agent.stop();
 }
+
+/// From inside a "container" (a docker-named cgroup, its own network and
+/// mount namespaces): a mount of the host's root block device, and a
+/// setns into the host's network namespace through /proc/PID/ns/net of a
+/// host process (this test's: pid 1 may be out of reach here). Both
+/// events name the container, the namespaces it was in, and (setns) the
+/// host namespace it reached.
+#[test]
+fn a_container_mounting_the_host_disk_and_joining_the_host_netns() {
+    let agent = Agent::start(&[]);
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+    let root = if v1.join("cgroup.procs").exists() {
+        v1.to_path_buf()
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup")
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let cid = format!("{:064x}", nanos);
+    let cg = root.join("docker").join(&cid);
+    std::fs::create_dir_all(&cg).unwrap();
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _gone = Gone(cg.clone());
+    let src = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE,FSTYPE", "/"])
+        .output()
+        .unwrap();
+    let src = String::from_utf8(src.stdout).unwrap();
+    let mut src = src.split_whitespace();
+    let (dev, fstype) = (
+        src.next().unwrap().to_string(),
+        src.next().unwrap().to_string(),
+    );
+    let dir = std::env::temp_dir().join(marker("hostdisk"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "r1 = sc(165, s(b'{dev}'), s(b'{dir}'), s(b'{fstype}'), 1, NULL)  # MS_RDONLY\n\
+         fd = os.open('/proc/{host}/ns/net', os.O_RDONLY)\n\
+         inner = os.stat('/proc/self/ns/net').st_ino\n\
+         r2 = sc(308, fd, 0x40000000)\n\
+         print(os.getpid(), r1, r2, fd, inner)",
+        dir = dir.display(),
+        host = std::process::id()
+    );
+    // Into the cgroup, then exec'd, as a container's first process is:
+    // the exec names the cgroup (and so the container) to the agent.
+    let enter = format!(
+        "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+        cg.display()
+    );
+    let out = python(
+        &[
+            "sh",
+            "-c",
+            &enter,
+            "unshare",
+            "-m",
+            "-n",
+            "--propagation",
+            "private",
+        ],
+        &script,
+        &[],
+    );
+    let [pid, r1, r2, fd, inner] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r2, "0");
+    // The test's own network namespace is the host's here.
+    let host_net = ns_inode("/proc/self/ns/net");
+    assert_ne!(inner, &host_net);
+
+    let m = agent.wait_for("the host disk mount", |e| {
+        e["data_type"] == "165" && e["pid"] == pid.as_str() && e["dev"] == dev.as_str()
+    });
+    assert_eq!(field(&m, "container_id"), cid);
+    assert_eq!(field(&m, "container_runtime"), "docker");
+    assert_eq!(field(&m, "dev"), dev);
+    assert_eq!(field(&m, "fstype"), fstype);
+    assert_eq!(field(&m, "file_path"), dir.to_str().unwrap());
+    assert_eq!(field(&m, "flags"), "1");
+    assert_eq!(field(&m, "flag_names"), "MS_RDONLY");
+    // Refused (EBUSY: the device's filesystem is mounted read-write) or
+    // made: either way, as the call returned.
+    assert_eq!(field(&m, "res"), r1.as_str());
+    assert_eq!(field(&m, "net_ns"), inner.as_str());
+
+    let j = agent.wait_for("the setns into the host netns", |e| {
+        e["data_type"] == "308" && e["pid"] == pid.as_str() && e["fd"] == fd.as_str()
+    });
+    assert_eq!(field(&j, "container_id"), cid);
+    assert_eq!(field(&j, "container_runtime"), "docker");
+    assert_eq!(field(&j, "net_ns"), inner.as_str());
+    assert_eq!(field(&j, "target_net_ns"), host_net);
+    assert_eq!(field(&j, "ns_types"), "net");
+    assert_eq!(field(&j, "fd_kind"), "nsfs");
+    assert_eq!(field(&j, "res"), "0");
+    agent.stop();
+    let _ = std::fs::remove_dir(&dir);
+}
