@@ -168,6 +168,24 @@
 	 * KESTREL_STATE_PROGRAMS), when exit_events is on. */                 \
 	KIND(EXIT, exit, ("60"), (ALSO(handle_exit)))                          \
 	/* kinds: ns */                                                        \
+	KIND(MOUNT, mount, ("165"),                                            \
+	     (PROG(handle_mount_exit, "tracepoint/syscalls/sys_exit_mount")    \
+	      PROG(handle_move_mount_exit,                                     \
+		   "tracepoint/syscalls/sys_exit_move_mount")                  \
+	      PROG(handle_fsmount_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_fsmount")))                   \
+	/* Entered and left: the record is made at the entry (the caller's    \
+	 * namespaces before the call, the target of setns's descriptor) and \
+	 * sent at the exit with the result. */                               \
+	KIND(NS, ns, ("308", "272"),                                           \
+	     (PROG(handle_setns_enter, "tracepoint/syscalls/sys_enter_setns")  \
+	      PROG(handle_setns_exit, "tracepoint/syscalls/sys_exit_setns")    \
+	      PROG(handle_unshare_enter,                                       \
+		   "tracepoint/syscalls/sys_enter_unshare")                    \
+	      PROG(handle_unshare_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_unshare")))                   \
+	KIND(BPF, bpf, ("321"),                                                \
+	     (PROG(handle_bpf_exit, "tracepoint/syscalls/sys_exit_bpf")))      \
 	/* kinds: lineage */                                                   \
 	/* end of the table */
 
@@ -182,9 +200,8 @@
 	 * (where the process's end, KIND(EXIT), is also sent). */            \
 	PROG(handle_fork, "tp_btf/sched_process_fork")                         \
 	PROG(handle_exit, "tp_btf/sched_process_exit")                         \
-	/* The namespace and cgroup caches of the process table. */            \
-	PROG(handle_unshare_exit, "tracepoint/syscalls/sys_exit_unshare")      \
-	PROG(handle_setns_exit, "tracepoint/syscalls/sys_exit_setns")          \
+	/* The cgroup cache of the process table (the namespace cache is     \
+	 * forgotten by the ns kind's setns and unshare exits). */             \
 	PROG(handle_cgroup_attach, "tp_btf/cgroup_attach_task")                \
 	/* Whether stdin or stdout is a socket, for exec records. */           \
 	PROG(handle_dup_exit, "tracepoint/syscalls/sys_exit_dup")              \
@@ -572,6 +589,127 @@ struct kestrel_exit {
 	struct kestrel_task task; /* the last thread; start_boottime is the process's */
 	__u32 exit_code; /* task->exit_code: status << 8, or the signal | 0x80 for a core */
 	__u32 reserved;
+};
+
+/* Bytes of the strings mount and move_mount records copy. */
+#define KESTREL_MOUNT_DEV_MAX 256
+#define KESTREL_MOUNT_FSTYPE_MAX 64
+#define KESTREL_MOUNT_TARGET_MAX 256
+
+/* kestrel_mount.via: the call. */
+#define KESTREL_MOUNT_VIA_MOUNT 0      /* mount(2) */
+#define KESTREL_MOUNT_VIA_MOVE_MOUNT 1 /* move_mount(2), the new mount API */
+/* fsmount(2): a mount made, not attached anywhere yet, but usable
+ * through its descriptor (openat on it reaches the filesystem). */
+#define KESTREL_MOUNT_VIA_FSMOUNT 2
+
+/* kestrel_mount.flags2 */
+/* dev and fstype were read from the kernel's mount (move_mount of a
+ * mount descriptor), not from the caller's memory. */
+#define KESTREL_MOUNT_FROM_KERNEL (1u << 0)
+/* dir is the mount point itself, walked from the new mount: target is
+ * empty. Otherwise dir is the directory a relative target is under (the
+ * working directory, or move_mount's to_dfd), empty for an absolute one. */
+#define KESTREL_MOUNT_DIR_IS_MOUNTPOINT (1u << 1)
+#define KESTREL_MOUNT_DEV_TRUNCATED (1u << 2)
+#define KESTREL_MOUNT_TARGET_TRUNCATED (1u << 3)
+#define KESTREL_MOUNT_PID_TREE_TRUNCATED (1u << 4)
+
+/* data_type 165: mount(2), fsmount(2) making a mount, or move_mount(2)
+ * attaching one made with fsmount or open_tree, with its result. */
+struct kestrel_mount {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;     /* 0, or -errno */
+	__u32 via;     /* KESTREL_MOUNT_VIA_* */
+	__u64 flags;   /* mount's mountflags, move_mount's flags, fsmount's
+			* attr_flags */
+	__u32 flags2;  /* KESTREL_MOUNT_* */
+	__u32 ancestors_len;
+	/* [0] is the parent, then its parent (Elkeid's pid_tree). */
+	struct kestrel_ancestor ancestors[KESTREL_PID_TREE_MAX];
+	struct kestrel_path dir;
+	char dev[KESTREL_MOUNT_DEV_MAX];       /* the source, as given */
+	char fstype[KESTREL_MOUNT_FSTYPE_MAX];
+	char target[KESTREL_MOUNT_TARGET_MAX]; /* the mount point, as given */
+};
+
+/* Namespace types, the index of kestrel_ns.target. */
+enum kestrel_ns_type {
+	KESTREL_NS_MNT = 0,
+	KESTREL_NS_PID,
+	KESTREL_NS_NET,
+	KESTREL_NS_UTS,
+	KESTREL_NS_IPC,
+	KESTREL_NS_USER,
+	KESTREL_NS_CGROUP,
+	KESTREL_NS_TIME,
+	KESTREL_NS_TYPES,
+};
+
+/* kestrel_ns.syscall */
+#define KESTREL_NS_SETNS 0
+#define KESTREL_NS_UNSHARE 1
+
+/* kestrel_ns.fd_kind: what setns's descriptor was. */
+#define KESTREL_NS_FD_OTHER 0 /* neither (the call fails), or closed */
+#define KESTREL_NS_FD_NSFS 1  /* a namespace file, /proc/PID/ns/... */
+#define KESTREL_NS_FD_PIDFD 2 /* a process descriptor (pidfd_open) */
+
+/* data_types 308 and 272: setns(2) and unshare(2), with their result. The
+ * task is the caller as it was when the call began (its namespaces before
+ * the call). */
+struct kestrel_ns {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;      /* 0, or -errno */
+	__u32 syscall;  /* KESTREL_NS_SETNS, KESTREL_NS_UNSHARE */
+	__u64 flags;    /* unshare's flags, setns's nstype */
+	/* CLONE_NEW* bits of the namespaces the call is about: unshare's
+	 * flags, setns's nstype, or for a namespace file its own type. */
+	__u32 ns_types;
+	__s32 fd;       /* setns's descriptor */
+	__u32 fd_kind;  /* KESTREL_NS_FD_* */
+	__u32 target_pid; /* a pidfd's process, as the host numbers it */
+	/* By enum kestrel_ns_type, the inode number (as in /proc/PID/ns/) of
+	 * the namespace the call moves the process to, 0 where none: setns,
+	 * read from the descriptor at the entry (failed calls too); unshare,
+	 * the new namespaces read at the exit of a successful call (pid and
+	 * time: those of the children to come). */
+	__u32 target[KESTREL_NS_TYPES];
+};
+
+/* bpf(2) commands reported (the others are filtered in the kernel). */
+#define KESTREL_BPF_PROG_LOAD 5
+#define KESTREL_BPF_PROG_ATTACH 8
+#define KESTREL_BPF_RAW_TRACEPOINT_OPEN 17
+#define KESTREL_BPF_LINK_CREATE 28
+
+/* kestrel_bpf.flags */
+/* prog_type, attach_type (for a load) and prog_name were read from the
+ * kernel's program, not from the caller's bpf_attr. */
+#define KESTREL_BPF_PROG_FROM_KERNEL (1u << 0)
+/* attach_type is known: given to the call, or the program's expected one */
+#define KESTREL_BPF_HAS_ATTACH_TYPE (1u << 1)
+
+#define KESTREL_BPF_NAME_MAX 16 /* BPF_OBJ_NAME_LEN */
+#define KESTREL_BPF_TP_MAX 64
+
+/* data_type 321: bpf(2) loading a program or attaching one, with its
+ * result. */
+struct kestrel_bpf {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;        /* the new descriptor, 0, or -errno */
+	__u32 cmd;        /* KESTREL_BPF_* */
+	__u32 prog_type;  /* enum bpf_prog_type */
+	__u32 attach_type; /* enum bpf_attach_type */
+	__s32 prog_fd;    /* the program's descriptor (a load's: res) */
+	__s32 target_fd;  /* PROG_ATTACH, LINK_CREATE: what it is attached to */
+	__u32 prog_id;    /* the kernel's id of the program, 0 when unknown */
+	__u32 flags;      /* KESTREL_BPF_* */
+	char prog_name[KESTREL_BPF_NAME_MAX];
+	char tp_name[KESTREL_BPF_TP_MAX]; /* RAW_TRACEPOINT_OPEN's tracepoint */
 };
 
 /* data_type 603: init_module or finit_module, with its result. */

@@ -19,6 +19,8 @@ const CREDS: usize = 200;
 const DNS_ANSWERS: usize = 1000;
 const FILES: usize = 500;
 const PTRACES: usize = 1000;
+/// Refused mount(2)s, unshare(0)s and refused bpf(BPF_PROG_LOAD)s.
+const NS_CALLS: usize = 1000;
 const BINDS: usize = 1000;
 const ACCEPTS: usize = 500;
 const KILLS: usize = 1000;
@@ -104,6 +106,27 @@ fn ptraces() {
     child.wait().unwrap();
 }
 
+/// mount (165), unshare (272) and bpf (321) records: each call refused or
+/// changing nothing, each a record.
+fn mounts_nses_bpfs() {
+    let attr = [0xffu8; 4]; // prog_type 0xffffffff: EINVAL
+    for _ in 0..NS_CALLS {
+        // SAFETY: NUL-terminated strings and a valid buffer; every call
+        // fails or changes nothing.
+        unsafe {
+            libc::mount(
+                c"kestrel-loss".as_ptr(),
+                c"/nonexistent-kestrel-loss".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            );
+            libc::unshare(0);
+            libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len());
+        }
+    }
+}
+
 /// UDP binds (one record each), TCP connections accepted (one accept
 /// record each, beside the connects), and signals to a sleeping child.
 fn binds_accepts_kills() {
@@ -141,6 +164,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     dns_answers();
     files(&dir);
     ptraces();
+    mounts_nses_bpfs();
     binds_accepts_kills();
     memory_kinds();
     signal(&agent, libc::SIGCONT);
@@ -197,6 +221,9 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Dns, DNS_ANSWERS),
         (Kind::File, FILES),
         (Kind::Ptrace, PTRACES),
+        (Kind::Mount, NS_CALLS),
+        (Kind::Ns, NS_CALLS),
+        (Kind::Bpf, NS_CALLS),
         (Kind::Bind, BINDS),
         (Kind::Accept, ACCEPTS),
         (Kind::Kill, KILLS),

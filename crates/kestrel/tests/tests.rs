@@ -24,6 +24,7 @@ mod loss;
 mod memory;
 mod module;
 mod net;
+mod ns;
 mod output_safety;
 mod ptrace;
 mod qemu;

@@ -109,37 +109,6 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	return 0;
 }
 
-/* The process's namespaces or cgroup may have changed: forget what
- * fill_task cached about them (it compares addresses; this makes a new
- * object at an old one's address harmless). Rare calls, one lookup. */
-static __always_inline void forget_cached(struct task_struct *task, bool ns, bool cgroup)
-{
-	struct kestrel_proc *ps = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
-
-	if (!ps)
-		return;
-	if (ns)
-		ps->c_nsproxy = 0;
-	if (cgroup)
-		ps->c_cgroups = 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_unshare")
-int handle_unshare_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	if (ctx->ret == 0)
-		forget_cached(bpf_get_current_task_btf(), true, false);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_setns")
-int handle_setns_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	if (ctx->ret == 0)
-		forget_cached(bpf_get_current_task_btf(), true, false);
-	return 0;
-}
-
 /* Fires in the process that wrote cgroup.procs or tasks, about the task
  * (or whole thread group) moved. */
 SEC("tp_btf/cgroup_attach_task")

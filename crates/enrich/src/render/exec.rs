@@ -132,11 +132,16 @@ fn argv_list(argv: &[Vec<u8>]) -> String {
 
 /// `1(systemd)->1384(sshd)->...->PID(comm)`: root first, the process last.
 fn pid_tree(e: &Exec) -> String {
+    pid_tree_of(&e.ancestors, &e.task)
+}
+
+/// The same for any record that carries its ancestors (parent first).
+pub(super) fn pid_tree_of(ancestors: &[kestrel_decode::Ancestor], t: &kestrel_decode::Task) -> String {
     let mut s = String::new();
-    for a in e.ancestors.iter().rev() {
+    for a in ancestors.iter().rev() {
         s.push_str(&format!("{}({})->", a.pid, tree_comm(&a.comm)));
     }
-    s.push_str(&format!("{}({})", e.task.tgid, tree_comm(&e.task.comm)));
+    s.push_str(&format!("{}({})", t.tgid, tree_comm(&t.comm)));
     s
 }
 

@@ -69,6 +69,15 @@ pub enum Kind {
     OpenExisting,
     /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
     Getppid,
+    /// A refused mount(2) (the target does not exist): the whole mount
+    /// program, record sent, with no mount made.
+    Mount,
+    /// setns(2) into the caller's own network namespace, and unshare(0):
+    /// both programs of each, records sent, nothing changed.
+    Setns,
+    /// bpf(BPF_MAP_LOOKUP_ELEM) on a closed descriptor: a command the bpf
+    /// program filters out.
+    BpfFiltered,
     /// UDP socket + bind(127.0.0.1:0) + close: every bind is reported.
     Bind,
     /// accept4 on a non-blocking listener with nothing queued (EAGAIN):
@@ -89,13 +98,16 @@ pub enum Kind {
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
         Kind::OpenExisting,
         Kind::Getppid,
+        Kind::Mount,
+        Kind::Setns,
+        Kind::BpfFiltered,
         Kind::Bind,
         Kind::AcceptEmpty,
         Kind::SignalSelf,
@@ -114,6 +126,9 @@ impl Kind {
             Kind::FileCreate => "file-create storm (create+unlink)",
             Kind::OpenExisting => "open existing file (open+close)",
             Kind::Getppid => "null syscall (getppid)",
+            Kind::Mount => "refused mount(2)",
+            Kind::Setns => "setns into own netns + unshare(0)",
+            Kind::BpfFiltered => "bpf(MAP_LOOKUP_ELEM), filtered out",
             Kind::Bind => "bind storm (UDP socket+bind+close)",
             Kind::AcceptEmpty => "accept with nothing queued (EAGAIN)",
             Kind::SignalSelf => "signal to self (kill SIGURG)",
@@ -133,6 +148,9 @@ impl Kind {
             Kind::FileCreate => (20_000, 1_000),
             Kind::OpenExisting => (200_000, 5_000),
             Kind::Getppid => (2_000_000, 100_000),
+            Kind::Mount => (20_000, 1_000),
+            Kind::Setns => (20_000, 1_000),
+            Kind::BpfFiltered => (200_000, 5_000),
             Kind::Bind => (20_000, 1_000),
             Kind::AcceptEmpty => (200_000, 5_000),
             Kind::SignalSelf => (200_000, 5_000),
@@ -378,6 +396,37 @@ impl Env {
                 unsafe { libc::syscall(libc::SYS_getppid) };
                 Ok(())
             }),
+            Kind::Mount => Box::new(|_| {
+                // SAFETY: NUL-terminated strings; the call fails (ENOENT).
+                let r = unsafe {
+                    libc::mount(
+                        c"kestrel-bench".as_ptr(),
+                        c"/nonexistent-kestrel-bench".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    )
+                };
+                if r == 0 {
+                    bail!("mount on a missing directory succeeded");
+                }
+                Ok(())
+            }),
+            Kind::Setns => {
+                let ns = std::fs::File::open("/proc/self/ns/net").context("opening the netns")?;
+                let fd = ns.as_raw_fd();
+                Box::new(move |_| {
+                    let _keep = &ns;
+                    // SAFETY: fd is open; joining one's own namespace and
+                    // unsharing nothing change nothing.
+                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0
+                        || unsafe { libc::unshare(0) } != 0
+                    {
+                        return Err(std::io::Error::last_os_error()).context("setns/unshare");
+                    }
+                    Ok(())
+                })
+            }
             Kind::Bind => Box::new(|_| {
                 UdpSocket::bind("127.0.0.1:0").context("binding a UDP socket")?;
                 Ok(())
@@ -463,6 +512,12 @@ impl Env {
                     libc::close(fd);
                     libc::prctl(libc::PR_SET_NAME, c"kestrel-bench".as_ptr());
                 }
+                Ok(())
+            }),
+            Kind::BpfFiltered => Box::new(|_| {
+                let attr = [0u8; 32];
+                // SAFETY: a zeroed attr of its size; fails with EBADF.
+                unsafe { libc::syscall(libc::SYS_bpf, 1, attr.as_ptr(), attr.len()) };
                 Ok(())
             }),
         })

@@ -39,4 +39,19 @@ static __always_inline struct kestrel_proc *proc_entry(struct task_struct *task)
 	return ps;
 }
 
+/* The process's namespaces or cgroup may have changed: forget what
+ * fill_task cached about them (it compares addresses; this makes a new
+ * object at an old one's address harmless). Rare calls, one lookup. */
+static __always_inline void forget_cached(struct task_struct *task, bool ns, bool cgroup)
+{
+	struct kestrel_proc *ps = bpf_task_storage_get(&procs, task->group_leader, 0, 0);
+
+	if (!ps)
+		return;
+	if (ns)
+		ps->c_nsproxy = 0;
+	if (cgroup)
+		ps->c_cgroups = 0;
+}
+
 #endif /* KESTREL_LIB_PROCS_H */
