@@ -23,6 +23,7 @@ mod logins;
 mod loss;
 mod module;
 mod output_safety;
+mod paths;
 mod ptrace;
 mod qemu;
 mod rootkit;

@@ -1,0 +1,23 @@
+//! data_type 82: rename, renameat, renameat2.
+
+use kestrel_abi as abi;
+
+use crate::common::{bytes_of, cstr, path_arg, read_pod, task, PathPair};
+use crate::DecodeError;
+
+/// What `Record::Rename` holds.
+pub type Decoded = Box<PathPair>;
+
+pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<PathPair, DecodeError> {
+    let r: Box<abi::kestrel_rename> = Box::new(read_pod(buf, 0, hdr.kind)?);
+    Ok(PathPair {
+        ktime_ns: hdr.ktime_ns,
+        task: task(&r.task),
+        res: r.res,
+        syscall: r.syscall,
+        flags: r.flags,
+        sb_id: cstr(bytes_of(&r.sb_id)),
+        old: path_arg(&r.src),
+        new: path_arg(&r.dst),
+    })
+}
