@@ -493,12 +493,13 @@ struct kestrel_file {
  * read from its memory when the call returns; for a relative name, the
  * directory the kernel resolved it from (the dirfd's, or the cwd), walked
  * in the kernel. User space joins them (dir.len 0 and not truncated: the
- * root). */
+ * root). dir is last: a record ending with a kestrel_name is sent only up
+ * to dir.bytes[dir.len] (hdr.size says where it ends). */
 struct kestrel_name {
 	__u32 flags; /* KESTREL_NAME_* */
 	__u32 reserved;
-	struct kestrel_path dir;
 	char name[KESTREL_NAME_MAX];
+	struct kestrel_path dir;
 };
 
 /* data_type 82: rename, renameat, renameat2, successful or not. */
@@ -513,7 +514,7 @@ struct kestrel_rename {
 	 * root's for an absolute name), as Elkeid's sb_id */
 	char sb_id[KESTREL_SB_ID_LEN];
 	struct kestrel_name src;
-	struct kestrel_name dst;
+	struct kestrel_name dst; /* last: the record ends in its dir */
 };
 
 /* data_type 86: link, linkat (syscall 86, 265: a new name for src) and

@@ -122,6 +122,33 @@ pub(crate) fn read_pod<T: Copy>(buf: &[u8], off: usize, kind: u16) -> Result<T, 
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast::<T>()) })
 }
 
+/// An ABI struct whose tail, a kestrel_name's walked directory starting at
+/// `tail`, is sent only up to its used length: the bytes received, the rest
+/// zero. The directory's length must lie within what was received.
+pub(crate) fn read_prefix<T: Copy>(
+    buf: &[u8],
+    tail: usize,
+    kind: u16,
+    dir_len: impl Fn(&T) -> u32,
+) -> Result<Box<T>, DecodeError> {
+    if buf.len() < tail {
+        return Err(DecodeError::Short {
+            kind,
+            need: tail,
+            got: buf.len(),
+        });
+    }
+    let mut whole = vec![0u8; size_of::<T>()];
+    let n = buf.len().min(whole.len());
+    whole[..n].copy_from_slice(&buf[..n]);
+    let r: Box<T> = Box::new(read_pod(&whole, 0, kind)?);
+    let len = dir_len(&r) as usize;
+    if tail + len > n {
+        return Err(DecodeError::BadLengths(len));
+    }
+    Ok(r)
+}
+
 /// The bytes of a fixed-size C string up to its first NUL.
 pub(crate) fn cstr(bytes: &[u8]) -> Vec<u8> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());

@@ -1,15 +1,20 @@
 //! data_type 82: rename, renameat, renameat2.
 
+use std::mem::offset_of;
+
 use kestrel_abi as abi;
 
-use crate::common::{bytes_of, cstr, path_arg, read_pod, task, PathPair};
+use crate::common::{bytes_of, cstr, path_arg, read_prefix, task, PathPair};
 use crate::DecodeError;
 
 /// What `Record::Rename` holds.
 pub type Decoded = Box<PathPair>;
 
 pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<PathPair, DecodeError> {
-    let r: Box<abi::kestrel_rename> = Box::new(read_pod(buf, 0, hdr.kind)?);
+    let tail = offset_of!(abi::kestrel_rename, dst)
+        + offset_of!(abi::kestrel_name, dir)
+        + offset_of!(abi::kestrel_path, bytes);
+    let r = read_prefix(buf, tail, hdr.kind, |r: &abi::kestrel_rename| r.dst.dir.len)?;
     Ok(PathPair {
         ktime_ns: hdr.ktime_ns,
         task: task(&r.task),

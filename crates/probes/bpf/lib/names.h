@@ -108,6 +108,19 @@ static __noinline void take_name(struct kestrel_name *n, struct task_struct *tas
 	}
 }
 
+/* Bytes of a record that ends in a kestrel_name: up to its walked
+ * directory's last byte (the record's other 2 KB of path buffer is not
+ * sent). Sets the header's size to it. */
+#define used(hsize, off, len)                                                  \
+	({                                                                     \
+		__u32 l = (len);                                               \
+		if (l > KESTREL_CWD_MAX)                                       \
+			l = KESTREL_CWD_MAX;                                   \
+		barrier_var(l);                                                \
+		(hsize) = (off) + l;                                           \
+		(__u64)(off) + l;                                              \
+	})
+
 static __always_inline struct kestrel_rename *names_record(__u16 kind)
 {
 	__u32 zero = 0;
@@ -151,7 +164,8 @@ static __always_inline int pair_done(long ret, __u16 kind, __u32 nr, int sdfd, c
 	}
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task, proc_entry(task));
-	submit(e, sizeof(*e), kind);
+	submit(e, used(e->hdr.size, __builtin_offsetof(struct kestrel_rename, dst.dir.bytes),
+		       e->dst.dir.len), kind);
 	return 0;
 }
 
@@ -176,7 +190,8 @@ static __always_inline int removal_done(long ret, __u16 kind, __u32 nr, int dfd,
 	take_name(&e->file, task, dfd, name, NULL);
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task, proc_entry(task));
-	submit(e, sizeof(*e), kind);
+	submit(e, used(e->hdr.size, __builtin_offsetof(struct kestrel_unlink, file.dir.bytes),
+		       e->file.dir.len), kind);
 	return 0;
 }
 
