@@ -22,6 +22,7 @@ mod kafka_auth;
 mod logins;
 mod loss;
 mod module;
+mod net;
 mod output_safety;
 mod paths;
 mod ptrace;
