@@ -56,6 +56,11 @@
 
 /* Bytes of a memfd or mapped file's own name copied ("memfd:" + 249 + NUL). */
 #define KESTREL_MEMFD_NAME_LEN 256
+/* Path syscalls (rename, link, symlink, unlink, rmdir): bytes of a name
+ * kept as the caller passed it, NUL included (longer names are cut), and
+ * of a superblock's s_id (sizeof(struct super_block.s_id)). */
+#define KESTREL_NAME_MAX 256
+#define KESTREL_SB_ID_LEN 32
 
 /*
  * The table of record kinds: the one place a kind is declared. One row per
@@ -150,6 +155,28 @@
 	KIND(KILL, kill, ("62", "200"),                                        \
 	     (PROG(handle_signal_generate, "tp_btf/signal_generate")))         \
 	/* kinds: paths */                                                     \
+	KIND(RENAME, rename, ("82"),                                           \
+	     (PROG(handle_rename_exit, "tracepoint/syscalls/sys_exit_rename")  \
+	      PROG(handle_renameat_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_renameat")                    \
+	      PROG(handle_renameat2_exit,                                      \
+		   "tracepoint/syscalls/sys_exit_renameat2")))                 \
+	/* linkat's program is the file kind's, which also reports an        \
+	 * O_TMPFILE file linked into place (602). */                          \
+	KIND(LINK, link, ("86"),                                               \
+	     (PROG(handle_link_exit, "tracepoint/syscalls/sys_exit_link")      \
+	      ALSO(handle_linkat_exit)                                         \
+	      PROG(handle_symlink_exit, "tracepoint/syscalls/sys_exit_symlink") \
+	      PROG(handle_symlinkat_exit,                                      \
+		   "tracepoint/syscalls/sys_exit_symlinkat")))                 \
+	KIND(UNLINK, unlink, ("605"),                                          \
+	     (PROG(handle_unlink_exit, "tracepoint/syscalls/sys_exit_unlink")  \
+	      PROG(handle_unlinkat_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_unlinkat")))                  \
+	/* unlinkat with AT_REMOVEDIR comes from unlink's program. */          \
+	KIND(RMDIR, rmdir, ("606"),                                            \
+	     (PROG(handle_rmdir_exit, "tracepoint/syscalls/sys_exit_rmdir")    \
+	      ALSO(handle_unlinkat_exit)))                                     \
 	/* kinds: watched */                                                   \
 	/* kinds: memory */                                                    \
 	KIND(MEMFD, memfd, ("356"),                                            \
@@ -746,6 +773,82 @@ struct kestrel_file {
 	 * `rel` holds the name as passed (absolute or relative to it). */
 	struct kestrel_path path;
 	char rel[256];
+};
+
+/* What a kestrel_name is (kestrel_name.flags). */
+#define KESTREL_NAME_UNREAD (1u << 0)    /* the caller's memory could not be read */
+#define KESTREL_NAME_TRUNCATED (1u << 1) /* longer than KESTREL_NAME_MAX - 1 bytes */
+/* Relative, and the dirfd named no open file (dir not walked). */
+#define KESTREL_NAME_NO_DIR (1u << 2)
+/* Taken as given, never joined to a directory (a symlink's target). */
+#define KESTREL_NAME_LITERAL (1u << 3)
+
+/* One path argument of a path syscall: the name as the caller passed it,
+ * read from its memory when the call returns; for a relative name, the
+ * directory the kernel resolved it from (the dirfd's, or the cwd), walked
+ * in the kernel. User space joins them (dir.len 0 and not truncated: the
+ * root). dir is last: a record ending with a kestrel_name is sent only up
+ * to dir.bytes[dir.len] (hdr.size says where it ends). */
+struct kestrel_name {
+	__u32 flags; /* KESTREL_NAME_* */
+	__u32 reserved;
+	char name[KESTREL_NAME_MAX];
+	struct kestrel_path dir;
+};
+
+/* data_type 82: rename, renameat, renameat2, successful or not. */
+struct kestrel_rename {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;     /* 0, or -errno */
+	__u32 syscall; /* x86-64 number of the call (82, 264, 316) */
+	__u32 flags;   /* renameat2's RENAME_* */
+	__u32 reserved;
+	/* super_block.s_id of the directory `src` is resolved from (the
+	 * root's for an absolute name), as Elkeid's sb_id */
+	char sb_id[KESTREL_SB_ID_LEN];
+	struct kestrel_name src;
+	struct kestrel_name dst; /* last: the record ends in its dir */
+};
+
+/* data_type 86: link, linkat (syscall 86, 265: a new name for src) and
+ * symlink, symlinkat (88, 266: dst made a symbolic link whose target is
+ * src, KESTREL_NAME_LITERAL), successful or not. The same layout as
+ * kestrel_rename; sb_id is dst's directory's for a symlink. */
+struct kestrel_link {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;
+	__u32 syscall;
+	__u32 flags; /* linkat's AT_* */
+	__u32 reserved;
+	char sb_id[KESTREL_SB_ID_LEN];
+	struct kestrel_name src;
+	struct kestrel_name dst;
+};
+
+/* data_type 605: unlink, unlinkat without AT_REMOVEDIR; successful or
+ * not. */
+struct kestrel_unlink {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;
+	__u32 syscall; /* 87 unlink, 263 unlinkat */
+	__u32 flags;   /* unlinkat's flags */
+	__u32 reserved;
+	struct kestrel_name file;
+};
+
+/* data_type 606: rmdir, unlinkat with AT_REMOVEDIR; the same layout as
+ * kestrel_unlink (syscall 84 rmdir, 263 unlinkat). */
+struct kestrel_rmdir {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;
+	__u32 syscall;
+	__u32 flags;
+	__u32 reserved;
+	struct kestrel_name file;
 };
 
 /* What the kernel keeps per process (the `procs` task storage, on the thread group leader), and

@@ -122,6 +122,33 @@ pub(crate) fn read_pod<T: Copy>(buf: &[u8], off: usize, kind: u16) -> Result<T, 
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast::<T>()) })
 }
 
+/// An ABI struct whose tail, a kestrel_name's walked directory starting at
+/// `tail`, is sent only up to its used length: the bytes received, the rest
+/// zero. The directory's length must lie within what was received.
+pub(crate) fn read_prefix<T: Copy>(
+    buf: &[u8],
+    tail: usize,
+    kind: u16,
+    dir_len: impl Fn(&T) -> u32,
+) -> Result<Box<T>, DecodeError> {
+    if buf.len() < tail {
+        return Err(DecodeError::Short {
+            kind,
+            need: tail,
+            got: buf.len(),
+        });
+    }
+    let mut whole = vec![0u8; size_of::<T>()];
+    let n = buf.len().min(whole.len());
+    whole[..n].copy_from_slice(&buf[..n]);
+    let r: Box<T> = Box::new(read_pod(&whole, 0, kind)?);
+    let len = dir_len(&r) as usize;
+    if tail + len > n {
+        return Err(DecodeError::BadLengths(len));
+    }
+    Ok(r)
+}
+
 /// The bytes of a fixed-size C string up to its first NUL.
 pub(crate) fn cstr(bytes: &[u8]) -> Vec<u8> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -241,4 +268,97 @@ mod tests {
             | ((minor & 0xffffff00) << 12)
             | (minor & 0xff)
     }
+}
+
+/// One path argument of a path syscall (rename, link, symlink, unlink,
+/// rmdir), made absolute when the kernel walked its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathArg {
+    /// The directory the name was resolved from joined with the name as
+    /// passed (nothing normalised: `a/../b` stays); an absolute name as
+    /// passed; a symbolic link's target as given (`literal`).
+    pub path: Vec<u8>,
+    /// The directory walk stopped early: `path` starts inside it.
+    pub dir_truncated: bool,
+    /// The name was longer than the kernel's copy: `path` ends cut.
+    pub name_truncated: bool,
+    /// The name could not be read from the caller's memory: `path` is
+    /// empty (the call usually failed with EFAULT).
+    pub unread: bool,
+    /// Relative to a dirfd that named no open file: `path` is the name
+    /// alone (the call failed with EBADF, or the descriptor was closed by
+    /// another thread before the exit).
+    pub no_dir: bool,
+    /// Kept as given: a symbolic link's target.
+    pub literal: bool,
+}
+
+pub(crate) fn path_arg(n: &abi::kestrel_name) -> PathArg {
+    let name = cstr(bytes_of(&n.name));
+    let has = |f: u32| n.flags & f != 0;
+    let (literal, no_dir, unread) = (
+        has(abi::KESTREL_NAME_LITERAL),
+        has(abi::KESTREL_NAME_NO_DIR),
+        has(abi::KESTREL_NAME_UNREAD),
+    );
+    let path = if literal || no_dir || unread || name.starts_with(b"/") {
+        name
+    } else {
+        let len = (n.dir.len as usize).min(n.dir.bytes.len());
+        let mut p = join_reversed(&n.dir.bytes[..len]);
+        // An empty name (linkat's AT_EMPTY_PATH) is the directory's file.
+        if !name.is_empty() {
+            if p != b"/" {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&name);
+        }
+        p
+    };
+    PathArg {
+        path,
+        dir_truncated: n.dir.truncated != 0,
+        name_truncated: has(abi::KESTREL_NAME_TRUNCATED),
+        unread,
+        no_dir,
+        literal,
+    }
+}
+
+/// A two-name path syscall: rename (82) or link (86).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPair {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The caller.
+    pub task: Task,
+    /// 0, or -errno.
+    pub res: i32,
+    /// The x86-64 number of the call.
+    pub syscall: u32,
+    /// renameat2's RENAME_* or linkat's AT_* flags.
+    pub flags: u32,
+    /// The superblock's s_id where the lookup started (see docs/events.md).
+    pub sb_id: Vec<u8>,
+    /// The existing name (a symlink's target).
+    pub old: PathArg,
+    /// The new name.
+    pub new: PathArg,
+}
+
+/// A removal: unlink (605) or rmdir (606).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Capture time, ns since boot.
+    pub ktime_ns: u64,
+    /// The caller.
+    pub task: Task,
+    /// 0, or -errno.
+    pub res: i32,
+    /// The x86-64 number of the call.
+    pub syscall: u32,
+    /// unlinkat's flags.
+    pub flags: u32,
+    /// The name removed.
+    pub file: PathArg,
 }

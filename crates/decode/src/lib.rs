@@ -11,7 +11,7 @@ pub mod raw;
 
 use kestrel_abi as abi;
 
-pub use common::{ExeId, SockAddrs, Task};
+pub use common::{ExeId, PathArg, PathPair, Removal, SockAddrs, Task};
 pub use connect::{Connect, ConnectVia};
 pub use cred::Cred;
 pub use dns::Dns;

@@ -147,6 +147,23 @@ fn binds_accepts_kills() {
     child.wait().unwrap();
 }
 
+/// Path syscalls on a name that does not exist: each fails (ENOENT) and
+/// each is a record of its kind (82, 86, 605, 606).
+const PATH_CALLS: usize = 200;
+fn path_calls(dir: &std::path::Path) {
+    let c = |n: &str| std::ffi::CString::new(dir.join(n).to_str().unwrap()).unwrap();
+    let (missing, other) = (c("missing"), c("other"));
+    for _ in 0..PATH_CALLS {
+        // SAFETY: plain syscalls on NUL-terminated paths owned here.
+        unsafe {
+            libc::rename(missing.as_ptr(), other.as_ptr());
+            libc::link(missing.as_ptr(), other.as_ptr());
+            libc::unlink(missing.as_ptr());
+            libc::rmdir(missing.as_ptr());
+        }
+    }
+}
+
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
@@ -167,6 +184,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     mounts_nses_bpfs();
     binds_accepts_kills();
     memory_kinds();
+    path_calls(&dir);
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -232,6 +250,10 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Prctl, MEMORY),
         // Every process exec'd above ended.
         (Kind::Exit, EXECS),
+        (Kind::Rename, PATH_CALLS),
+        (Kind::Link, PATH_CALLS),
+        (Kind::Unlink, PATH_CALLS),
+        (Kind::Rmdir, PATH_CALLS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

@@ -26,6 +26,7 @@ mod module;
 mod net;
 mod ns;
 mod output_safety;
+mod paths;
 mod ptrace;
 mod qemu;
 mod rootkit;

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * File creations (data_type 602): opens that created a file, and nodes
- * made by mknod.
+ * made by mknod. linkat's program makes link records (86) too.
  */
 #include "lib/ringbuf.h"
 #include "lib/task.h"
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/paths.h"
+#include "lib/names.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -309,11 +310,14 @@ int handle_linkat_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs;
 	__u32 flags;
 
-	if (ret != 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
-		return 0;
 	task = bpf_get_current_task_btf();
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	flags = regs->r8;
+	/* Every linkat is a link (86); some also create a file (602). */
+	pair_done(ret, KESTREL_KIND_LINK, 265, (int)regs->di, (const char *)regs->si,
+		  (int)regs->dx, (const char *)regs->r10, flags, false);
+	if (ret != 0 || (bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
 	if (!(flags & (AT_EMPTY_PATH | AT_SYMLINK_FOLLOW)))
 		return 0;
 	return file_linked(task, (int)regs->di, (const char *)regs->si, (int)regs->dx,

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,11 +94,17 @@ pub enum Kind {
     MmapExec,
     /// memfd_create + close, prctl(PR_SET_NAME): a record each (356, 157).
     MemfdRename,
+    /// The path syscalls of data_types 82, 86, 605, 606, once each:
+    /// rename, renameat, renameat2, link, linkat, symlink, symlinkat,
+    /// unlink, unlinkat (file and AT_REMOVEDIR), rmdir; mkdir twice. The
+    /// *at calls name files relative to a directory descriptor (the kernel
+    /// program walks its path), the others by absolute path.
+    Paths,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -115,6 +121,7 @@ impl Kind {
         Kind::MmapLibrary,
         Kind::MmapExec,
         Kind::MemfdRename,
+        Kind::Paths,
     ];
 
     /// Short name used in tables.
@@ -136,6 +143,7 @@ impl Kind {
             Kind::MmapLibrary => "library mapping (mmap r-x+mprotect r--+munmap)",
             Kind::MmapExec => "code in memory (mmap rwx+mprotect r-x+munmap)",
             Kind::MemfdRename => "memfd_create+close, prctl(PR_SET_NAME)",
+            Kind::Paths => "path storm (rename/link/symlink/unlink/rmdir)",
         }
     }
 
@@ -158,6 +166,7 @@ impl Kind {
             Kind::MmapLibrary => (200_000, 5_000),
             Kind::MmapExec => (20_000, 1_000),
             Kind::MemfdRename => (20_000, 1_000),
+            Kind::Paths => (5_000, 300),
         };
         if quick {
             q
@@ -319,6 +328,60 @@ impl Env {
         })
     }
 
+    /// One round of every path syscall on one file of the scratch
+    /// directory, leaving it as it found it.
+    fn paths_op(&self) -> Result<Box<dyn FnMut(u64) -> Result<()> + '_>> {
+        let dir = self.dir.join("paths");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("f"), b"")?;
+        let name = |n: &str| {
+            let mut p = dir.join(n).into_os_string().into_vec();
+            p.push(0);
+            p
+        };
+        let [f, g, h, s, d] = ["f", "g", "h", "s", "d"].map(name);
+        let [rf, rg, rh, rk, rt, rd] = ["f", "g", "h", "k", "t", "d"].map(|n| format!("{n}\0"));
+        let dirfd = std::fs::File::open(&dir)?;
+        let at = dirfd.as_raw_fd() as libc::c_long;
+        Ok(Box::new(move |_| {
+            let _open = &dirfd;
+            let p = |v: &Vec<u8>| v.as_ptr() as libc::c_long;
+            let r = |v: &String| v.as_ptr() as libc::c_long;
+            let calls: [(libc::c_long, [libc::c_long; 5]); 13] = [
+                (libc::SYS_rename, [p(&f), p(&g), 0, 0, 0]),
+                (libc::SYS_renameat, [at, r(&rg), at, r(&rf), 0]),
+                (libc::SYS_renameat2, [at, r(&rf), at, r(&rg), 0]),
+                (libc::SYS_link, [p(&g), p(&h), 0, 0, 0]),
+                (libc::SYS_linkat, [at, r(&rh), at, r(&rk), 0]),
+                (libc::SYS_symlink, [p(&g), p(&s), 0, 0, 0]),
+                (libc::SYS_symlinkat, [p(&g), at, r(&rt), 0, 0]),
+                (libc::SYS_unlink, [p(&h), 0, 0, 0, 0]),
+                (libc::SYS_unlinkat, [at, r(&rk), 0, 0, 0]),
+                (libc::SYS_unlink, [p(&s), 0, 0, 0, 0]),
+                (libc::SYS_unlinkat, [at, r(&rt), 0, 0, 0]),
+                (libc::SYS_mkdir, [p(&d), 0o700, 0, 0, 0]),
+                (libc::SYS_rmdir, [p(&d), 0, 0, 0, 0]),
+            ];
+            for (nr, a) in calls {
+                // SAFETY: every pointer is a NUL-terminated path owned here.
+                if unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("path syscall {nr}"));
+                }
+            }
+            // Back to the start, and unlinkat's AT_REMOVEDIR form.
+            // SAFETY: as above.
+            unsafe {
+                libc::syscall(libc::SYS_rename, p(&g), p(&f));
+                libc::syscall(libc::SYS_mkdir, p(&d), 0o700);
+                if libc::syscall(libc::SYS_unlinkat, at, r(&rd), libc::AT_REMOVEDIR) != 0 {
+                    return Err(std::io::Error::last_os_error()).context("unlinkat AT_REMOVEDIR");
+                }
+            }
+            Ok(())
+        }))
+    }
+
     /// One operation of `kind` as a closure (set-up done once).
     pub fn op(&self, kind: Kind) -> Result<Box<dyn FnMut(u64) -> Result<()> + '_>> {
         Ok(match kind {
@@ -391,6 +454,7 @@ impl Env {
                     Ok(())
                 })
             }
+            Kind::Paths => self.paths_op()?,
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
