@@ -511,9 +511,18 @@ struct kestrel_watch_set {
 	__u32 any_start;
 	__u32 any_end;
 	__u32 reserved;
+	/* Bit KESTREL_WATCH_BIT(name) set for each top's name: a path whose
+	 * first name's bit is clear starts no pattern (one test instead of
+	 * one comparison per top, on every open). */
+	__u64 top_bits;
 	struct kestrel_watch_top top[KESTREL_WATCH_TOPS];
 	struct kestrel_watch_pattern pat[KESTREL_WATCH_MAX];
 };
+
+/* The bit of top_bits for a name of length len whose first 8 bytes are w0
+ * (zero past its end). */
+#define KESTREL_WATCH_BIT(len, w0)                                              \
+	((((__u64)(w0) ^ ((__u64)(len) << 56)) * 0x9E3779B97F4A7C15ULL) >> 58)
 
 /* kestrel_watched.op: the call. */
 #define KESTREL_WATCH_OP_OPEN 0

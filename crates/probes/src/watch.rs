@@ -140,6 +140,11 @@ fn name(part: &Part) -> abi::kestrel_watch_name {
     }
 }
 
+/// KESTREL_WATCH_BIT of the header: the bit of `top_bits` for a name.
+fn watch_bit(n: &abi::kestrel_watch_name) -> u64 {
+    ((n.w[0] ^ ((n.len as u64) << 56)).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 58
+}
+
 /// The kernel's form of a list of patterns: the patterns with an exact
 /// first component grouped by it, then the others.
 pub fn compile(patterns: &[WatchPattern]) -> Result<Box<abi::kestrel_watch_set>, String> {
@@ -186,6 +191,7 @@ pub fn compile(patterns: &[WatchPattern]) -> Result<Box<abi::kestrel_watch_set>,
             put(p, &mut set, &mut k);
         }
         set.top[t].name = name(&Part::Exact(top.clone()));
+        set.top_bits |= 1 << watch_bit(&set.top[t].name);
         set.top[t].start = start as u32;
         set.top[t].end = k as u32;
     }
@@ -281,5 +287,8 @@ mod tests {
         assert_eq!(cron.m[0], 0xffff_ffff);
         let any = &set.pat[3].c[0];
         assert_eq!((any.len, any.m[0]), (0, 0));
+        let etc = name(&Part::Exact(b"etc".to_vec()));
+        assert_ne!(set.top_bits & (1 << watch_bit(&etc)), 0);
+        assert_eq!(set.top_bits.count_ones(), 2);
     }
 }

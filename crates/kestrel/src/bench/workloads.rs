@@ -69,17 +69,25 @@ pub enum Kind {
     OpenExisting,
     /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
     Getppid,
+    /// open + close of /etc/hostname: starts like the watched paths (/etc)
+    /// and matches none, the dearest open the watched-path check filters
+    /// out.
+    OpenEtcUnwatched,
+    /// open + close of /etc/passwd, a watched path: a 609 per open.
+    OpenWatched,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
         Kind::OpenExisting,
         Kind::Getppid,
+        Kind::OpenEtcUnwatched,
+        Kind::OpenWatched,
     ];
 
     /// Short name used in tables.
@@ -91,6 +99,8 @@ impl Kind {
             Kind::FileCreate => "file-create storm (create+unlink)",
             Kind::OpenExisting => "open existing file (open+close)",
             Kind::Getppid => "null syscall (getppid)",
+            Kind::OpenEtcUnwatched => "open unwatched file under /etc (open+close)",
+            Kind::OpenWatched => "open watched file /etc/passwd (open+close)",
         }
     }
 
@@ -103,6 +113,8 @@ impl Kind {
             Kind::FileCreate => (20_000, 1_000),
             Kind::OpenExisting => (200_000, 5_000),
             Kind::Getppid => (2_000_000, 100_000),
+            Kind::OpenEtcUnwatched => (200_000, 5_000),
+            Kind::OpenWatched => (20_000, 1_000),
         };
         if quick {
             q
@@ -321,8 +333,12 @@ impl Env {
                     Ok(())
                 })
             }
-            Kind::OpenExisting => {
-                let mut p = self.existing.as_os_str().as_bytes().to_vec();
+            Kind::OpenExisting | Kind::OpenEtcUnwatched | Kind::OpenWatched => {
+                let mut p = match kind {
+                    Kind::OpenEtcUnwatched => b"/etc/hostname".to_vec(),
+                    Kind::OpenWatched => b"/etc/passwd".to_vec(),
+                    _ => self.existing.as_os_str().as_bytes().to_vec(),
+                };
                 p.push(0);
                 Box::new(move |_| {
                     // SAFETY: p is NUL-terminated.

@@ -25,6 +25,7 @@
 #include "task.h"
 #include "procs.h"
 #include "paths.h"
+#include "files.h"
 
 /* Two slots; watch_current says which one is in use (user space writes the
  * other one, then flips it, so a program never sees half a change). */
@@ -64,6 +65,24 @@ struct {
 	__type(key, __u32);
 	__type(value, struct watch_levels);
 } watch_scratch SEC(".maps");
+
+/* The file behind descriptor fd. With typed loads, the slot of the fd
+ * array is read as the first member of a struct kiocb (ki_filp, a
+ * struct file *): one guarded load where task_fd calls a helper, on the
+ * path every open takes. */
+static __always_inline struct file *watch_task_fd(struct task_struct *task, unsigned int fd)
+{
+	if (typed()) {
+		struct fdtable *fdt = task->files->fdt;
+
+		if (!fdt || fd >= fdt->max_fds)
+			return NULL;
+		__u64 slot = (__u64)fdt->fd + (__u64)fd * sizeof(void *);
+
+		return bpf_core_cast((void *)slot, struct kiocb)->ki_filp;
+	}
+	return task_fd(task, fd);
+}
 
 /* Kernels before 6.14 keep a short name in d_iname. */
 struct dentry___iname {
@@ -279,41 +298,86 @@ __noinline int kestrel_watch_levels(const struct watch_levels *lv)
 	return watch_range(s, s->any_start, s->any_end, lv);
 }
 
+/* The first component of the path of (dentry, mount) (the file itself
+ * when it is the root), or NULL when the walk does not reach the root. The
+ * gate every open goes through, so it keeps nothing but the last dentry:
+ * no count, no stores. */
+static __always_inline struct dentry *watch_top(struct dentry *dentry, struct vfsmount *vfsmnt)
+{
+	if (typed()) {
+		struct dentry *d = bpf_core_cast(dentry, struct dentry), *top = d;
+		struct mount *mnt = bpf_core_cast(
+			(void *)vfsmnt - bpf_core_field_offset(struct mount, mnt), struct mount);
+
+		for (int i = 0; i < KESTREL_WATCH_WALK; i++) {
+			barrier_var(i);
+			if (d == mnt->mnt.mnt_root) {
+				struct mount *up = mnt->mnt_parent;
+
+				if (up == mnt)
+					return top;
+				d = mnt->mnt_mountpoint;
+				mnt = up;
+				continue;
+			}
+			struct dentry *parent = d->d_parent;
+
+			if (d == parent)
+				return top;
+			top = d;
+			d = parent;
+		}
+		return NULL;
+	}
+	struct dentry *d = dentry, *top = dentry;
+	struct mount *mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+
+	for (int i = 0; i < KESTREL_WATCH_WALK; i++) {
+		barrier_var(i);
+		if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+			if (up == mnt)
+				return top;
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			continue;
+		}
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+		if (d == parent)
+			return top;
+		top = d;
+		d = parent;
+	}
+	return NULL;
+}
+
 /* Is the file at (dentry, mount) watched? */
 static __always_inline bool watched_dentry(struct dentry *dentry, struct vfsmount *mnt)
 {
 	const struct kestrel_watch_set *s = watch_set();
+	struct kestrel_watch_name top;
 	struct watch_levels *lv;
+	struct dentry *t;
 	__u32 zero = 0;
-	bool hit = false;
-	__u32 n;
 
 	if (!s)
 		return false;
+	t = watch_top(dentry, mnt);
+	if (!t)
+		return false;
+	if (s->any_end <= s->any_start) {
+		dentry_name(t, &top);
+		if (!((s->top_bits >> KESTREL_WATCH_BIT(top.len, top.w[0])) & 1))
+			return false; /* the common case: no pattern starts there */
+	}
 	lv = bpf_map_lookup_elem(&watch_scratch, &zero);
 	if (!lv)
 		return false;
-	if (!watch_walk(dentry, mnt, lv))
+	if (!watch_walk(dentry, mnt, lv) || lv->walked == 0)
 		return false;
-	n = lv->walked;
-	if (n == 0)
-		return false;
-	dentry_name((struct dentry *)lv->ring[(n - 1) & (KESTREL_WATCH_DEPTH - 1)], &lv->lv[0]);
-	if (s->any_end <= s->any_start) {
-		__u32 tops = s->tops;
-
-		for (int t = 0; t < KESTREL_WATCH_TOPS; t++) {
-			if (t >= tops)
-				break;
-			if (name_matches(&s->top[t].name, &lv->lv[0])) {
-				hit = true;
-				break;
-			}
-		}
-		if (!hit)
-			return false; /* the common case: no pattern starts there */
-	}
-	watch_names(lv, 1);
+	watch_names(lv, 0);
 	return kestrel_watch_levels(lv);
 }
 
