@@ -12,6 +12,7 @@ mod logins;
 mod metrics;
 mod scan;
 mod seed;
+mod usb;
 mod watched;
 
 use std::path::PathBuf;

@@ -22,12 +22,14 @@ mod kafka_auth;
 mod logins;
 mod loss;
 mod module;
+mod net;
 mod output_safety;
 mod ptrace;
 mod qemu;
 mod rootkit;
 mod server;
 mod server_hardening;
+mod usb;
 mod watched;
 
 /// Cargo builds this file only (`autotests = false`): a test file added
