@@ -400,6 +400,9 @@ static __always_inline void watch_append(struct watch_levels *lv, const char *s,
 	 * map (volatile, so the compiler keeps it there): the verifier then
 	 * knows nothing exact of them and checks each iteration once. */
 	for (__u32 i = 0; i < size; i++) {
+		/* As in walk_path: Linux before 6.3 refuses a loop entered in
+		 * its middle with a fall-through back edge. */
+		barrier_var(i);
 		char c = s[i & 255];
 		__u32 len = WATCH_LOAD(k->len);
 
