@@ -61,6 +61,17 @@
  * of a superblock's s_id (sizeof(struct super_block.s_id)). */
 #define KESTREL_NAME_MAX 256
 #define KESTREL_SB_ID_LEN 32
+/* Watched paths (data_types 608, 609, 90, 92): patterns of at most
+ * WATCH_DEPTH components, at most WATCH_MAX of them, grouped by WATCH_TOPS
+ * distinct first components (the maps watch_sets and watch_current; see
+ * crates/probes/bpf/lib/watch.h). A path's components are compared by
+ * length and their first 16 bytes. */
+#define KESTREL_WATCH_MAX 64
+#define KESTREL_WATCH_DEPTH 8
+#define KESTREL_WATCH_TOPS 16
+/* Components walked up from a file to find its first ones: a file deeper
+ * than this is not matched (counted as the kind's error). */
+#define KESTREL_WATCH_WALK 64
 
 /*
  * The table of record kinds: the one place a kind is declared. One row per
@@ -178,6 +189,15 @@
 	     (PROG(handle_rmdir_exit, "tracepoint/syscalls/sys_exit_rmdir")    \
 	      ALSO(handle_unlinkat_exit)))                                     \
 	/* kinds: watched */                                                   \
+	/* 608 (open for write, truncate) and 609 (open for read) of a        \
+	 * watched path: the open programs of FILE send them too. */           \
+	KIND(WATCHED, watched, ("608", "609"),                                 \
+	     (ALSO(handle_openat_exit) ALSO(handle_open_exit)                  \
+	      ALSO(handle_creat_exit) ALSO(handle_openat2_exit)                \
+	      PROG(handle_ftruncate_exit,                                      \
+		   "tracepoint/syscalls/sys_exit_ftruncate")                   \
+	      PROG(handle_truncate_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_truncate")))                  \
 	/* kinds: memory */                                                    \
 	KIND(MEMFD, memfd, ("356"),                                            \
 	     (PROG(handle_memfd_create_exit,                                   \
@@ -849,6 +869,84 @@ struct kestrel_rmdir {
 	__u32 flags;
 	__u32 reserved;
 	struct kestrel_name file;
+};
+
+/* One component of a watched pattern (or of a path being matched): its
+ * length and first 16 bytes, zero past the end. A path component matches
+ * when (its bytes & m) == w and its length equals len (EXACT) or is at
+ * least len (PREFIX: "cron*" is len 4; "*" is len 0, m zero). */
+#define KESTREL_WATCH_EXACT 0
+#define KESTREL_WATCH_PREFIX 1
+struct kestrel_watch_name {
+	__u32 len;
+	__u32 kind; /* KESTREL_WATCH_EXACT or _PREFIX */
+	__u64 w[2];
+	__u64 m[2];
+};
+
+/* A pattern: a path is watched when its first n components match c[]. */
+struct kestrel_watch_pattern {
+	__u32 n;
+	__u32 reserved;
+	struct kestrel_watch_name c[KESTREL_WATCH_DEPTH];
+};
+
+/* Where the patterns of one exact first component are in pat[]. */
+struct kestrel_watch_top {
+	struct kestrel_watch_name name;
+	__u32 start;
+	__u32 end;
+};
+
+/* The watched set, one value of the map watch_sets (two slots: user
+ * space fills the one not in use, then points watch_current at it). The
+ * patterns whose first component is not exact (`*`, a prefix) are
+ * pat[any_start..any_end), tried for every path; the others only for
+ * paths whose first component is their top's. */
+struct kestrel_watch_set {
+	__u32 tops;
+	__u32 any_start;
+	__u32 any_end;
+	__u32 reserved;
+	/* Bit KESTREL_WATCH_BIT(name) set for each top's name: a path whose
+	 * first name's bit is clear starts no pattern (one test instead of
+	 * one comparison per top, on every open). */
+	__u64 top_bits;
+	struct kestrel_watch_top top[KESTREL_WATCH_TOPS];
+	struct kestrel_watch_pattern pat[KESTREL_WATCH_MAX];
+};
+
+/* The bit of top_bits for a name of length len whose first 8 bytes are w0
+ * (zero past its end). */
+#define KESTREL_WATCH_BIT(len, w0)                                              \
+	((((__u64)(w0) ^ ((__u64)(len) << 56)) * 0x9E3779B97F4A7C15ULL) >> 58)
+
+/* kestrel_watched.op: the call. */
+#define KESTREL_WATCH_OP_OPEN 0
+#define KESTREL_WATCH_OP_OPENAT 1
+#define KESTREL_WATCH_OP_OPENAT2 2
+#define KESTREL_WATCH_OP_CREAT 3
+#define KESTREL_WATCH_OP_TRUNCATE 4
+#define KESTREL_WATCH_OP_FTRUNCATE 5
+
+/* kestrel_watched.flags beside the open flags */
+#define KESTREL_WATCHED_WRITE (1u << 0)   /* 608: a write-open or truncate */
+#define KESTREL_WATCHED_CREATED (1u << 1) /* the open made the file (602 too) */
+
+/* data_types 608 and 609: a watched path opened for write or truncated
+ * (608), or opened for read (609). */
+struct kestrel_watched {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;        /* the descriptor, or 0 */
+	__u32 op;         /* KESTREL_WATCH_OP_* */
+	__u32 open_flags; /* open's flags; truncate: O_WRONLY|O_TRUNC */
+	__u32 flags;      /* KESTREL_WATCHED_* */
+	char sb_id[32];   /* the file's super_block s_id ("sda1", "overlay") */
+	/* The file itself; truncate(path): the directory the name is
+	 * relative to, the name as passed in `rel` (as kestrel_file). */
+	struct kestrel_path path;
+	char rel[256];
 };
 
 /* What the kernel keeps per process (the `procs` task storage, on the thread group leader), and

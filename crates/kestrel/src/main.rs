@@ -13,6 +13,7 @@ mod metrics;
 mod scan;
 mod seed;
 mod usb;
+mod watched;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

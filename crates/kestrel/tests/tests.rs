@@ -33,6 +33,7 @@ mod rootkit;
 mod server;
 mod server_hardening;
 mod usb;
+mod watched;
 
 /// Cargo builds this file only (`autotests = false`): a test file added
 /// next to it but not declared above would never run.

@@ -9,6 +9,7 @@
 #include "lib/files.h"
 #include "lib/paths.h"
 #include "lib/names.h"
+#include "lib/watch.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -41,32 +42,36 @@ static __always_inline struct kestrel_file *file_record(struct task_struct *task
 }
 
 /* After an open-family call: was a file created? Only opens asking for
- * O_CREAT or O_TMPFILE get past the first test, so other opens cost a
- * register read. FMODE_CREATED tells a new file from an existing one. */
-static __always_inline int file_opened(long ret, __u64 flags)
+ * O_CREAT or O_TMPFILE get past the first test. FMODE_CREATED tells a new
+ * file from an existing one. Every successful open is also matched against
+ * the watched paths (608/609, lib/watch.h): a watched file created here is
+ * reported twice, its creation (602) and its write-open (608). */
+static __always_inline int file_opened(struct task_struct *task, long ret, __u64 flags, __u32 op)
 {
-	struct task_struct *task;
 	struct kestrel_file *e;
 	struct file *f;
 	bool tmpfile = (flags & __O_TMPFILE) == __O_TMPFILE;
+	bool created = false;
 	__u32 fmode;
 
-	if (ret < 0 || !(flags & (O_CREAT | __O_TMPFILE)))
+	if (ret < 0 || task->tgid == self_tgid)
 		return 0;
-	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
-		return 0;
-	task = bpf_get_current_task_btf();
-	f = task_fd(task, ret);
+	f = watch_task_fd(task, ret);
 	if (!f)
 		return 0;
-	fmode = BPF_CORE_READ(f, f_mode);
-	if (!tmpfile && !(fmode & FMODE_CREATED))
+	if (!(flags & (O_CREAT | __O_TMPFILE))) {
+		watch_open(task, f, ret, flags, op, false);
 		return 0;
+	}
+	fmode = BPF_CORE_READ(f, f_mode);
+	created = fmode & FMODE_CREATED;
+	if (!tmpfile && !created)
+		goto watch;
 	e = file_record(task);
 	if (!e)
-		return 0;
+		goto watch;
 	if (!walk_path(&e->path, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), true))
-		return 0; /* under an excluded directory */
+		goto watch; /* under an excluded directory */
 	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e->task, task, proc_entry(task));
 	e->res = ret;
@@ -74,6 +79,9 @@ static __always_inline int file_opened(long ret, __u64 flags)
 	if (tmpfile)
 		e->flags |= KESTREL_FILE_TMPFILE;
 	submit(e, sizeof(*e), KESTREL_KIND_FILE);
+watch:
+	if (!tmpfile)
+		watch_open(task, f, ret, flags, op, created);
 	return 0;
 }
 
@@ -81,20 +89,22 @@ SEC("tracepoint/syscalls/sys_exit_openat")
 int handle_openat_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 
 	barrier_var(ret);
-	return file_opened(ret, regs->dx);
+	return file_opened(task, ret, regs->dx, KESTREL_WATCH_OP_OPENAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int handle_open_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 
 	barrier_var(ret);
-	return file_opened(ret, regs->si);
+	return file_opened(task, ret, regs->si, KESTREL_WATCH_OP_OPEN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
@@ -103,14 +113,16 @@ int handle_creat_exit(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 
 	barrier_var(ret);
-	return file_opened(ret, O_CREAT | O_WRONLY | O_TRUNC);
+	return file_opened(bpf_get_current_task_btf(), ret, O_CREAT | O_WRONLY | O_TRUNC,
+			   KESTREL_WATCH_OP_CREAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	__u64 flags = 0;
 
 	barrier_var(ret);
@@ -118,7 +130,7 @@ int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	/* struct open_how starts with its u64 flags. */
 	bpf_probe_read_user(&flags, sizeof(flags), (void *)regs->dx);
-	return file_opened(ret, flags);
+	return file_opened(task, ret, flags, KESTREL_WATCH_OP_OPENAT2);
 }
 
 /* A name made by a path syscall that returns no descriptor: the name is

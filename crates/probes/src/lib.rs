@@ -19,6 +19,7 @@ mod counters;
 mod excludes;
 mod load;
 mod seed;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,7 @@ pub use kestrel_abi::{Kind, KindSpec};
 pub use libbpf_rs::RingBuffer as EventRing;
 pub use load::{ensure_tracefs, preflight};
 pub use seed::SeedProcess;
+pub use watch::{compile as compile_watched, WatchPattern, WatchPatternError, WATCH_MAX};
 
 /// Where the kernel publishes its own BTF.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";

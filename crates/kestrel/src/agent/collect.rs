@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kestrel_decode::decode;
-use kestrel_probes::{ProbeConfig, ProbeState, Probes};
+use kestrel_probes::{ProbeConfig, ProbeState, Probes, WatchPattern};
 use serde::Deserialize;
 
 use super::enrich::{EnrichStage, EnrichStageCounters};
@@ -51,6 +51,20 @@ pub struct CollectSettings {
     #[arg(long = "file-exclude", value_name = "DIR")]
     pub file_excludes: Option<Vec<PathBuf>>,
 
+    /// A watched path (608/609/90/92), added to the defaults: an
+    /// absolute path whose components may be `*` (any one) or end in `*`
+    /// (a prefix), e.g. /home/*/.ssh/ or /etc/cron*. Repeat the flag for
+    /// several; at most 64 with the defaults. [default: credentials,
+    /// persistence and logs, see docs/events.md]
+    #[arg(long = "watch-path", value_name = "PATTERN")]
+    pub watch_paths: Option<Vec<WatchPattern>>,
+
+    /// Watch only the --watch-path patterns, not the defaults (replaces
+    /// them; with no --watch-path, nothing is watched).
+    // Optional, so that a flag left out leaves the file's value alone.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_default_watch_paths: Option<bool>,
+
     /// BTF file describing the running kernel, for kernels without
     /// /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
@@ -76,6 +90,7 @@ pub struct CollectConfig {
     pub wakeup_bytes: u64,
     pub max_latency: Duration,
     pub file_excludes: Vec<PathBuf>,
+    pub watched: Vec<WatchPattern>,
     pub btf: Option<PathBuf>,
     pub record_raw: Option<PathBuf>,
     pub exit_events: bool,
@@ -117,6 +132,19 @@ impl CollectSettings {
                 file_excludes.len()
             );
         }
+        let mut watched: Vec<WatchPattern> = if self.no_default_watch_paths == Some(true) {
+            Vec::new()
+        } else {
+            crate::watched::defaults()
+        };
+        for p in self.watch_paths.unwrap_or_default() {
+            if !watched.contains(&p) {
+                watched.push(p);
+            }
+        }
+        if let Err(e) = kestrel_probes::compile_watched(&watched) {
+            bail!("bad config value: watch_paths: {e}");
+        }
         Ok(CollectConfig {
             ring_buffer_bytes: ring as u32,
             wakeup_bytes: wakeup,
@@ -127,6 +155,7 @@ impl CollectSettings {
                 10_000,
             )?),
             file_excludes,
+            watched,
             btf: self.btf,
             record_raw: self.record_raw,
             exit_events: self.exit_events.unwrap_or(true),

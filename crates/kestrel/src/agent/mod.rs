@@ -209,6 +209,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     tracing::debug!(processes = seeded, "running processes recorded");
     let mut excludes =
         crate::excludes::FileExcludes::start(&cfg.collect.file_excludes, &probes, stop.clone())?;
+    let mut watched = crate::watched::Watched::start(&cfg.collect.watched, &probes)?;
     let enrich = enrich::EnrichStage::start(
         &cfg.enrich,
         into_detect,
@@ -255,7 +256,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             stop.store(true, Ordering::Relaxed);
             break;
         }
-        ctl.serve_probes(&probes, &mut excludes);
+        ctl.serve_probes(&probes, &mut excludes, &mut watched);
         excludes.refresh(&probes);
         if last_kernel.elapsed() >= Duration::from_secs(1) {
             counters.refresh_kernel(&probes);

@@ -100,11 +100,17 @@ pub enum Kind {
     /// *at calls name files relative to a directory descriptor (the kernel
     /// program walks its path), the others by absolute path.
     Paths,
+    /// open + close of /etc/hostname: starts like the watched paths (/etc)
+    /// and matches none, the dearest open the watched-path check filters
+    /// out.
+    OpenEtcUnwatched,
+    /// open + close of /etc/passwd, a watched path: a 609 per open.
+    OpenWatched,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -122,6 +128,8 @@ impl Kind {
         Kind::MmapExec,
         Kind::MemfdRename,
         Kind::Paths,
+        Kind::OpenEtcUnwatched,
+        Kind::OpenWatched,
     ];
 
     /// Short name used in tables.
@@ -144,6 +152,8 @@ impl Kind {
             Kind::MmapExec => "code in memory (mmap rwx+mprotect r-x+munmap)",
             Kind::MemfdRename => "memfd_create+close, prctl(PR_SET_NAME)",
             Kind::Paths => "path storm (rename/link/symlink/unlink/rmdir)",
+            Kind::OpenEtcUnwatched => "open unwatched file under /etc (open+close)",
+            Kind::OpenWatched => "open watched file /etc/passwd (open+close)",
         }
     }
 
@@ -167,6 +177,8 @@ impl Kind {
             Kind::MmapExec => (20_000, 1_000),
             Kind::MemfdRename => (20_000, 1_000),
             Kind::Paths => (5_000, 300),
+            Kind::OpenEtcUnwatched => (200_000, 5_000),
+            Kind::OpenWatched => (20_000, 1_000),
         };
         if quick {
             q
@@ -439,8 +451,12 @@ impl Env {
                     Ok(())
                 })
             }
-            Kind::OpenExisting => {
-                let mut p = self.existing.as_os_str().as_bytes().to_vec();
+            Kind::OpenExisting | Kind::OpenEtcUnwatched | Kind::OpenWatched => {
+                let mut p = match kind {
+                    Kind::OpenEtcUnwatched => b"/etc/hostname".to_vec(),
+                    Kind::OpenWatched => b"/etc/passwd".to_vec(),
+                    _ => self.existing.as_os_str().as_bytes().to_vec(),
+                };
                 p.push(0);
                 Box::new(move |_| {
                     // SAFETY: p is NUL-terminated.

@@ -3,8 +3,8 @@
 //! - the event filter: detection's (agent::detect);
 //! - a pending output change, which the output thread applies between two
 //!   batches after flushing the old sink (agent::output);
-//! - file exclusions, applied to the kernel map by the collecting thread,
-//!   which owns the probes.
+//! - file exclusions and watched paths, applied to the kernel maps by the
+//!   collecting thread, which owns the probes.
 //!
 //! Changes made by commands last until the agent stops; the agent's flags
 //! and config file stay the source of truth at start.
@@ -15,18 +15,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kestrel_probes::{DirKey, Probes};
+use kestrel_probes::{DirKey, Probes, WatchPattern};
 use kestrel_sinks::OutputSpec;
 
 use crate::agent::detect::SharedFilter;
 use crate::agent::output::{OutputPolicy, OutputSwitch, Reply};
 use crate::excludes::FileExcludes;
+use crate::watched::Watched;
 
 enum ProbeRequest {
     /// A directory, and the key it names now (looked up by the control
     /// thread: a stat may hang, and the collecting thread must not).
     Exclude(PathBuf, DirKey),
     Include(PathBuf),
+    Watch(WatchPattern),
+    Unwatch(WatchPattern),
 }
 
 /// What the server's commands change, shared with the agent's threads.
@@ -57,16 +60,25 @@ impl Runtime {
         })
     }
 
-    /// Applies waiting file exclusion changes; called by the thread that
-    /// owns the probes.
-    pub fn serve_probes(&self, probes: &Probes, excludes: &mut FileExcludes) {
+    /// Applies waiting file exclusion and watched path changes; called by
+    /// the thread that owns the probes.
+    pub fn serve_probes(
+        &self,
+        probes: &Probes,
+        excludes: &mut FileExcludes,
+        watched: &mut Watched,
+    ) {
         let reqs = std::mem::take(&mut *self.probes.lock().unwrap());
         for (req, reply) in reqs {
             let r = match &req {
-                ProbeRequest::Exclude(d, key) => excludes.add(d, *key, probes),
-                ProbeRequest::Include(d) => excludes.remove(d, probes),
+                ProbeRequest::Exclude(d, key) => {
+                    excludes.add(d, *key, probes).map_err(|e| e.to_string())
+                }
+                ProbeRequest::Include(d) => excludes.remove(d, probes).map_err(|e| e.to_string()),
+                ProbeRequest::Watch(p) => watched.add(p, probes),
+                ProbeRequest::Unwatch(p) => watched.remove(p, probes),
             };
-            let _ = reply.send(r.map_err(|e| e.to_string()));
+            let _ = reply.send(r);
         }
     }
 
@@ -176,6 +188,28 @@ impl Runtime {
                     Err(_) => Err("the collecting thread did not answer".into()),
                 }
             }
+            "watch_path" | "unwatch_path" => {
+                let p: WatchPattern = value.parse().map_err(|e| format!("{key}: {e}"))?;
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let req = if key == "watch_path" {
+                    ProbeRequest::Watch(p.clone())
+                } else {
+                    ProbeRequest::Unwatch(p.clone())
+                };
+                self.probes.lock().unwrap().push((req, tx));
+                match rx.recv_timeout(Duration::from_secs(15)) {
+                    Ok(Ok(())) => Ok(format!(
+                        "{p} {}",
+                        if key == "watch_path" {
+                            "watched"
+                        } else {
+                            "no longer watched"
+                        }
+                    )),
+                    Ok(Err(e)) => Err(format!("{key} {p}: {e}")),
+                    Err(_) => Err("the collecting thread did not answer".into()),
+                }
+            }
             "output" => {
                 let spec: OutputSpec = value.parse().map_err(|e| format!("output: {e}"))?;
                 if let Err(why) = self.output_policy.check(&spec) {
@@ -194,7 +228,8 @@ impl Runtime {
             }
             _ => Err(format!(
                 "unknown config key {key:?}: use disable, enable, exclude_exe, include_exe, \
-                 exclude_comm, include_comm, exclude_path, include_path or output"
+                 exclude_comm, include_comm, exclude_path, include_path, watch_path, \
+                 unwatch_path or output"
             )),
         }
     }
@@ -261,6 +296,10 @@ mod tests {
             .apply_config("exclude_path=relative")
             .unwrap_err()
             .contains("absolute"));
+        assert!(rt
+            .apply_config("watch_path=etc/x")
+            .unwrap_err()
+            .contains("watch_path: watched path \"etc/x\": use an absolute path"));
         assert!(rt
             .apply_config("output=kafka:x")
             .unwrap_err()

@@ -1,0 +1,44 @@
+//! data_types 608 (write-open or truncate of a watched path) and 609
+//! (read-open): Elkeid's `file` and `sb_id`, then Kestrel's `flags`,
+//! `syscall`, `res` and `created`.
+
+use kestrel_decode::watched::Watched;
+use kestrel_decode::Kind;
+use kestrel_event::{lossless_string, Event, Host};
+
+use super::{head, ids, placement, tail};
+use crate::context::{Context, Lookups};
+
+/// Its context looked up, then its fields.
+pub(crate) fn event(w: &Watched, lk: &mut Lookups, host: &Host) -> Event {
+    render(w, &lk.context(&w.task, None), host)
+}
+
+pub(crate) fn render(w: &Watched, cx: &Context, host: &Host) -> Event {
+    let t = &w.task;
+    let types = Kind::Watched.spec().data_types;
+    let mut ev = Event::with_capacity(32);
+    head(&mut ev, t, if w.write { types[0] } else { types[1] });
+    ev.push("exe", cx.exe());
+    ids(&mut ev, t);
+    ev.push("sessionid", t.sessionid.to_string());
+    let path = lossless_string(&w.path);
+    ev.push(
+        "file",
+        if w.path_truncated {
+            format!("...{path}")
+        } else {
+            path
+        },
+    );
+    ev.push("sb_id", lossless_string(&w.sb_id));
+    tail(&mut ev, cx, host, w.ktime_ns);
+    ev.push("exe_md5", cx.exe_md5());
+    ev.push("flags", w.open_flags.to_string());
+    ev.push("syscall", w.op.name());
+    ev.push("res", w.res.to_string());
+    ev.push("created", if w.created { "true" } else { "false" });
+    ev.push("euid", t.euid.to_string());
+    placement(&mut ev, t, cx);
+    ev
+}
