@@ -69,17 +69,22 @@ pub enum Kind {
     OpenExisting,
     /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
     Getppid,
+    /// A child that drops to uid 65534 keeping saved uid 0 forks a
+    /// grandchild that takes root back and exits: a 604 and a 611 at its
+    /// exit (root only).
+    Regain,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
         Kind::OpenExisting,
         Kind::Getppid,
+        Kind::Regain,
     ];
 
     /// Short name used in tables.
@@ -91,6 +96,7 @@ impl Kind {
             Kind::FileCreate => "file-create storm (create+unlink)",
             Kind::OpenExisting => "open existing file (open+close)",
             Kind::Getppid => "null syscall (getppid)",
+            Kind::Regain => "root regained by a grandchild (fork x2, 611)",
         }
     }
 
@@ -103,6 +109,7 @@ impl Kind {
             Kind::FileCreate => (20_000, 1_000),
             Kind::OpenExisting => (200_000, 5_000),
             Kind::Getppid => (2_000_000, 100_000),
+            Kind::Regain => (2_000, 100),
         };
         if quick {
             q
@@ -336,6 +343,7 @@ impl Env {
                     Ok(())
                 })
             }
+            Kind::Regain => Box::new(|_| regain()),
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
@@ -356,6 +364,36 @@ impl Drop for Env {
 }
 
 /// An A query for "bench.kestrel.test" with id 0, recursion desired.
+/// One `Kind::Regain` operation. The children make raw syscalls only (the
+/// benchmark has other threads).
+fn regain() -> Result<()> {
+    // SAFETY: fork, then only async-signal-safe calls in the children.
+    unsafe {
+        let a = libc::fork();
+        if a < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if a == 0 {
+            if libc::setresuid(65534, 65534, 0) != 0 {
+                libc::_exit(1);
+            }
+            let b = libc::fork();
+            if b == 0 {
+                libc::_exit(if libc::setresuid(0, 0, 0) == 0 { 0 } else { 1 });
+            }
+            let mut st = 0;
+            libc::waitpid(b, &mut st, 0);
+            libc::_exit(if b > 0 && st == 0 { 0 } else { 1 });
+        }
+        let mut st = 0;
+        libc::waitpid(a, &mut st, 0);
+        if st != 0 {
+            bail!("the regain workload's children failed (status {st}): run as root");
+        }
+    }
+    Ok(())
+}
+
 fn query(id: u16) -> Vec<u8> {
     let mut q = Vec::with_capacity(40);
     q.extend_from_slice(&id.to_be_bytes());
