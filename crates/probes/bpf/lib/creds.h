@@ -67,28 +67,31 @@ static __always_inline void read_creds(struct kestrel_creds *out, const struct c
  * common path. The task is always the current one there. */
 __noinline int report_privesc(__u32 trigger)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct task_struct *parent = task->real_parent;
-	const struct cred *pc = parent->cred;
-	struct kestrel_privesc *e;
-	struct task_struct *t;
-	__u32 zero = 0, n = 0;
+	/* The scratch record first: few values live across the helper calls
+	 * keep this frame small, which Linux 6.1 adds to its callers' (the
+	 * ptrace program's record is on its stack). */
+	__u32 zero = 0;
+	struct kestrel_privesc *e = bpf_map_lookup_elem(&privesc_scratch, &zero);
+	struct task_struct *task, *parent, *t;
+	const struct cred *pc;
+	__u32 n = 0;
 
-	if (pc->uid.val == 0 || pc->euid.val == 0)
-		return 0; /* the parent is root: nothing exceeds it */
-	e = bpf_map_lookup_elem(&privesc_scratch, &zero);
 	if (!e) {
 		count(KESTREL_KIND_PRIVESC, KESTREL_CTR_ERROR);
 		return 0;
 	}
-	e->hdr.kind = KESTREL_KIND_PRIVESC;
-	e->hdr.size = sizeof(*e);
-	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-	fill_task(&e->task, task, bpf_task_storage_get(&procs, task->group_leader, 0, 0));
+	e->trigger = trigger;
+	task = bpf_get_current_task_btf();
+	parent = task->real_parent;
+	pc = parent->cred;
+	if (pc->uid.val == 0 || pc->euid.val == 0)
+		return 0; /* the parent is root: nothing exceeds it */
 	read_creds(&e->p_cred, pc);
 	read_creds(&e->c_cred, task->cred);
 	e->p_pid = parent->tgid;
-	e->trigger = trigger;
+	e->hdr.kind = KESTREL_KIND_PRIVESC;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	e->flags = 0;
 	t = parent;
 	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
@@ -109,6 +112,9 @@ __noinline int report_privesc(__u32 trigger)
 			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
 	}
 	e->ancestors_len = n;
+	/* Last: fill_task calls helpers, and nothing else is live then. */
+	task = bpf_get_current_task_btf();
+	fill_task(&e->task, task, bpf_task_storage_get(&procs, task->group_leader, 0, 0));
 	submit(e, sizeof(*e), KESTREL_KIND_PRIVESC);
 	return 0;
 }
