@@ -306,6 +306,6 @@ mod tests {
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 39);
+        assert_eq!(keys.len(), 40);
     }
 }

@@ -12,6 +12,7 @@ mod logins;
 mod metrics;
 mod scan;
 mod seed;
+mod usb;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -23,12 +23,14 @@ mod lineage;
 mod logins;
 mod loss;
 mod module;
+mod net;
 mod output_safety;
 mod ptrace;
 mod qemu;
 mod rootkit;
 mod server;
 mod server_hardening;
+mod usb;
 
 /// Cargo builds this file only (`autotests = false`): a test file added
 /// next to it but not declared above would never run.
