@@ -46,6 +46,18 @@ if [ $started = 1 ]; then
   # builtin/applet without exec) whose argv carries the marker, and
   # reload the test module (module-load events, data_type 603, if probed).
   rmmod kestrel_test_mod 2>/dev/null && insmod /lib/modules/kestrel_test_mod.ko 2>/dev/null
+  # A user-mode helper the kernel waits for (UMH_WAIT_PROC, data_type 607
+  # with wait 2): modprobe, which an exec of an unknown binary format runs
+  # (request_module("binfmt-0403")); here a script in its place.
+  printf '#!/bin/sh\necho "$@" >/tmp/umh.ran\n' >/tmp/umh-modprobe
+  chmod +x /tmp/umh-modprobe
+  old_mp=$(cat /proc/sys/kernel/modprobe)
+  echo /tmp/umh-modprobe >/proc/sys/kernel/modprobe
+  printf '\001\002\003\004kestrel-umh' >/tmp/umh-bad
+  chmod +x /tmp/umh-bad
+  /tmp/umh-bad 2>/dev/null
+  echo "$old_mp" >/proc/sys/kernel/modprobe
+  echo "SMOKE umh: helper ran with: $(cat /tmp/umh.ran 2>/dev/null)"
   i=0
   while [ $i -lt 10 ]; do
     /bin/busybox echo kestrel-guest-marker >/dev/null
@@ -87,6 +99,19 @@ case "$m" in
   *)
     fail module-event "no 603 event with lkm_file, load_file_md5 $want_md5, module_name and res 0: ${m:-none}" ;;
 esac
+
+u=$(grep '"data_type":"607"' /tmp/ev.json 2>/dev/null | grep '/tmp/umh-modprobe' | head -n1)
+case "$u" in
+  *'"exe":"/'*'"argv":"/bin/sh /tmp/umh-modprobe -q -- binfmt-'*'"wait":"2"'*'"umh_parent":"kworker/'*)
+    ok umh-event "$u" ;;
+  *)
+    fail umh-event "no 607 event for the modprobe helper with wait 2 and a kworker parent: ${u:-none}" ;;
+esac
+if grep '"data_type":"607"' /tmp/ev.json 2>/dev/null | grep -q 'kestrel-guest-marker'; then
+  fail umh-ordinary "an ordinary exec was reported as 607"
+else
+  ok umh-ordinary
+fi
 
 if [ -n "$failed" ]; then
   echo "SMOKE RESULT: FAIL:$failed"

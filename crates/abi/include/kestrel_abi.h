@@ -234,6 +234,17 @@
 	KIND(BPF, bpf, ("321"),                                                \
 	     (PROG(handle_bpf_exit, "tracepoint/syscalls/sys_exit_bpf")))      \
 	/* kinds: lineage */                                                   \
+	/* A user-mode helper: handle_exec sends the exec record once more     \
+	 * under this kind when the exec's parent is a kernel thread. */       \
+	KIND(UMH, umh, ("607"), (ALSO(handle_exec)))                           \
+	/* Raised above the parent's credentials without a setuid exec:       \
+	 * noticed where CRED's comparison notices the change to root. */      \
+	KIND(PRIVESC, privesc, ("611"),                                        \
+	     (ALSO(handle_execve_exit) ALSO(handle_execveat_exit)              \
+	      ALSO(handle_connect_exit) ALSO(handle_ptrace_exit)               \
+	      ALSO(handle_fork) ALSO(handle_exit) ALSO(handle_dup_exit)        \
+	      ALSO(handle_dup2_exit) ALSO(handle_dup3_exit)                    \
+	      ALSO(handle_execve_enter) ALSO(handle_execveat_enter)))          \
 	/* end of the table */
 
 /* Programs that make no records of their own: they keep the state other
@@ -381,8 +392,11 @@ struct kestrel_exec {
 	__u32 ancestors_len;
 	/* Nearest ancestor whose stdin or stdout is a socket, 0 when none. */
 	__u32 socket_pid;
-	__u32 reserved;
+	__u32 parent_flags; /* KESTREL_PARENT_*: what the real parent is */
 	__u64 socket_start_boottime; /* of that ancestor: pid reuse guard */
+	/* Of the real parent's thread group leader: user space finds the
+	 * parent's argv and exe by (ppid, this), never by a reused pid. */
+	__u64 parent_start_boottime;
 	__u32 filename_len; /* bytes, NUL included */
 	/* Working directory as NUL-terminated components, the innermost
 	 * first ("tmp\0" for /tmp, nothing for /). */
@@ -406,6 +420,20 @@ struct kestrel_exec {
 	/* filename | exe | cwd | cgroup | argv | env, each of its *_len bytes. Only the used part of
 	 * this array is sent: hdr.size says where the record ends. */
 	__u8 data[KESTREL_DATA_MAX];
+};
+
+/* parent_flags of struct kestrel_exec. */
+#define KESTREL_PARENT_KTHREAD (1u << 0)   /* a kernel thread (PF_KTHREAD) */
+#define KESTREL_PARENT_WQ_WORKER (1u << 1) /* a workqueue worker (PF_WQ_WORKER) */
+
+/* data_type 607: a user-mode helper's exec (call_usermodehelper: modprobe,
+ * a core_pattern pipe, hotplug, ...), told by its real parent being a
+ * kernel thread. The record is the exec record itself (struct
+ * kestrel_exec, the same bytes, hdr.kind UMH), sent after the exec's own:
+ * this is the part it starts with. */
+struct kestrel_umh {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
 };
 
 /* kestrel_connect.via: the call that named the destination. */
@@ -555,6 +583,36 @@ struct kestrel_cred {
 	__u32 trigger; /* enum kestrel_cred_trigger */
 	__u32 reserved;
 	char filename[256]; /* the program exec'd, for KESTREL_CRED_AT_EXEC */
+};
+
+/* One process's credentials, in the order Elkeid's cred strings list
+ * them. */
+struct kestrel_creds {
+	__u32 uid;
+	__u32 euid;
+	__u32 suid;
+	__u32 fsuid;
+	__u32 gid;
+	__u32 egid;
+	__u32 sgid;
+	__u32 fsgid;
+};
+
+/* data_type 611: a process whose uid or euid became 0 (the change a
+ * KESTREL_KIND_CRED record reports) while its real parent has neither, and
+ * not by the exec it was making (a setuid or file-caps program): noticed at
+ * the same places, with the parent's credentials read then. */
+struct kestrel_privesc {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	struct kestrel_creds p_cred; /* the real parent's, when noticed */
+	struct kestrel_creds c_cred; /* the process's */
+	__u32 p_pid;   /* the real parent's tgid */
+	__u32 trigger; /* enum kestrel_cred_trigger */
+	__u32 ancestors_len;
+	__u32 flags; /* KESTREL_EXEC_PID_TREE_TRUNCATED */
+	/* [0] is the parent, then its parent, up to ancestors_len entries. */
+	struct kestrel_ancestor ancestors[KESTREL_PID_TREE_MAX];
 };
 
 /* A path walked in the kernel: NUL-terminated components, innermost

@@ -104,6 +104,12 @@ pub struct Exec {
     pub ancestors: Vec<Ancestor>,
     /// The tree goes higher than what was captured.
     pub pid_tree_truncated: bool,
+    /// The real parent is a kernel thread (`PF_KTHREAD`): a user-mode
+    /// helper's exec.
+    pub parent_kthread: bool,
+    /// That kernel thread is a workqueue worker (`PF_WQ_WORKER`): the
+    /// helper's caller waits for it to exit (`UMH_WAIT_PROC`).
+    pub parent_wq_worker: bool,
     /// Nearest ancestor with a socket on stdin/stdout, and that socket.
     pub socket: Option<(Ancestor, SockAddrs)>,
 }
@@ -177,7 +183,7 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, Decod
     let anc: [abi::kestrel_ancestor; abi::KESTREL_PID_TREE_MAX as usize] =
         field!(ancestors: [abi::kestrel_ancestor; abi::KESTREL_PID_TREE_MAX as usize]);
     let n = (field!(ancestors_len: u32) as usize).min(anc.len());
-    let ancestors = anc[..n]
+    let mut ancestors: Vec<Ancestor> = anc[..n]
         .iter()
         .map(|a| Ancestor {
             pid: a.pid,
@@ -185,6 +191,15 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, Decod
             comm: cstr(bytes_of(&a.comm)),
         })
         .collect();
+    // The parent's start time: how user space tells it from a process that
+    // has its pid since.
+    let parent_start: u64 = field!(parent_start_boottime: u64);
+    if let Some(p) = ancestors.first_mut() {
+        if parent_start != 0 {
+            p.start_boottime = Some(parent_start);
+        }
+    }
+    let parent_flags: u32 = field!(parent_flags: u32);
 
     let socket_pid: u32 = field!(socket_pid: u32);
     let sock: abi::kestrel_sockaddrs = field!(socket: abi::kestrel_sockaddrs);
@@ -235,6 +250,8 @@ pub(crate) fn decode(buf: &[u8], hdr: abi::kestrel_header) -> Result<Exec, Decod
         tty: cstr(bytes_of(&tty)),
         ancestors,
         pid_tree_truncated: flags & abi::KESTREL_EXEC_PID_TREE_TRUNCATED != 0,
+        parent_kthread: parent_flags & abi::KESTREL_PARENT_KTHREAD != 0,
+        parent_wq_worker: parent_flags & abi::KESTREL_PARENT_WQ_WORKER != 0,
         socket,
     })
 }

@@ -21,6 +21,7 @@ pub use file::FileCreate;
 /// per kind too, and renderers that take their `data_type` from it.
 pub use kestrel_abi::{for_each_kind, kinds::Kind};
 pub use module::Module;
+pub use privesc::{Creds, Privesc};
 pub use ptrace::Ptrace;
 
 /// A record that could not be decoded.

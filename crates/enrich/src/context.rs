@@ -13,7 +13,7 @@ use crate::lookup::container::{Container, Containers};
 use crate::lookup::hash::{Expect, Md5Cache};
 use crate::lookup::modinfo;
 use crate::lookup::netns::NetnsAddrs;
-use crate::lookup::process::{Md5Status, Process, Processes};
+use crate::lookup::process::{cut, Lineage, Md5Status, Process, Processes, LINEAGE_ARGV_MAX};
 use crate::lookup::procfs::Procfs;
 use crate::lookup::runtime::{ContainerNames, NameResolver};
 use crate::lookup::users::Users;
@@ -72,6 +72,10 @@ pub(crate) struct ExecView {
     pub(crate) stdio: [String; 2],
     /// The watched environment variables, in `WATCHED_ENV` order.
     pub(crate) env: [String; 2],
+    /// The real parent's executable and arguments, and the process group
+    /// leader's (empty when unknown, and counted).
+    pub(crate) parent: Lineage,
+    pub(crate) pgid: Lineage,
 }
 
 /// What a module load adds: the file loaded from.
@@ -201,11 +205,14 @@ impl Lookups {
                 (exe, md5, status)
             }
         };
+        let argv = cut(crate::render::exec::join_argv(&e.argv), LINEAGE_ARGV_MAX);
+        let (parent, pgid) = self.lineage(e, &exe, &argv);
         let process = Arc::new(Process {
             exe,
             exe_md5,
             md5_status,
             id: if e.res == 0 { t.exe } else { None },
+            argv: Some(argv),
         });
         if e.res == 0 {
             self.processes.remember(t, process.clone());
@@ -229,7 +236,51 @@ impl Lookups {
             socket_holder,
             ..self.around(t, Some(process), Some(&e.cgroup), None)
         };
-        (cx, ExecView { cwd, stdio, env })
+        (
+            cx,
+            ExecView {
+                cwd,
+                stdio,
+                env,
+                parent,
+                pgid,
+            },
+        )
+    }
+
+    /// The parent's and the process group leader's executable and
+    /// arguments, for an exec of `exe` with arguments `argv`. A process
+    /// that leads its own group is named by this exec (by its image when
+    /// the exec failed). A kernel thread parent (a user-mode helper's) has
+    /// neither: empty, and not a miss.
+    fn lineage(&mut self, e: &Exec, exe: &str, argv: &str) -> (Lineage, Lineage) {
+        let t = &e.task;
+        let parent = match e.ancestors.first() {
+            _ if e.parent_kthread => Some(Lineage::default()),
+            Some(p) if p.pid == t.ppid => self.processes.lineage(p.pid, p.start_boottime),
+            _ => None,
+        };
+        if parent.is_none() {
+            self.processes.misses.parent_unknown += 1;
+        }
+        let pgid = if t.pgid == t.ppid {
+            parent.clone()
+        } else if t.pgid == t.tgid && e.res != 0 {
+            // A failed exec leaves the caller's image: its own arguments
+            // are the ones given to the exec that failed.
+            self.processes.lineage(t.pgid, Some(t.start_boottime))
+        } else if t.pgid == t.tgid {
+            Some(Lineage {
+                exe: exe.to_string(),
+                argv: argv.to_string(),
+            })
+        } else {
+            self.processes.lineage(t.pgid, None)
+        };
+        if pgid.is_none() {
+            self.processes.misses.pgid_unknown += 1;
+        }
+        (parent.unwrap_or_default(), pgid.unwrap_or_default())
     }
 
     /// The executable of a successful exec, from the kernel's walk of the

@@ -89,6 +89,13 @@ pub struct EnrichCounters {
     pub md5_changed: u64,
     /// Executables not hashed because the second's budget was spent.
     pub md5_budget: u64,
+    /// Exec events whose parent's argv and exe were unknown (`ppid_argv`
+    /// and `parent_exe` empty): the parent's exec was not seen (or left
+    /// the cache) and it was gone from /proc.
+    pub parent_unknown: u64,
+    /// Exec events whose process group leader's argv was unknown
+    /// (`pgid_argv` empty).
+    pub pgid_unknown: u64,
     /// DNS datagrams that did not parse (still emitted, with the
     /// question fields empty).
     pub dns_malformed: u64,
@@ -123,6 +130,8 @@ impl Enricher {
             md5_unreadable: m.md5_unreadable,
             md5_changed: m.md5_changed,
             md5_budget: m.md5_budget,
+            parent_unknown: m.parent_unknown,
+            pgid_unknown: m.pgid_unknown,
             dns_malformed: self.dns_malformed,
         }
     }

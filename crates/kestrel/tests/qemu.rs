@@ -16,4 +16,5 @@ fn module_load_in_a_qemu_guest() {
     );
     assert!(stdout.contains("SMOKE module-event: ok"), "{stdout}");
     assert!(stdout.contains("SMOKE exec-event: ok"), "{stdout}");
+    assert!(stdout.contains("SMOKE umh-event: ok"), "{stdout}");
 }

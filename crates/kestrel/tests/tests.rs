@@ -19,6 +19,7 @@ mod files;
 mod inventory;
 mod kafka;
 mod kafka_auth;
+mod lineage;
 mod logins;
 mod loss;
 mod memory;

@@ -19,7 +19,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	struct kestrel_proc *ps;
 	unsigned long start, end;
 	__u64 off, len;
-	__u32 holder;
+	__u32 holder, size;
 	bool inet, memfd;
 	long n;
 
@@ -102,8 +102,16 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 			ps->flags &= ~KESTREL_PROC_STDIO_SOCKET;
 	}
 	fill_ancestry(e, p);
+	fill_parent(e, p);
 	fill_holder(e, (__u64)BPF_CORE_READ(p, real_parent), holder);
-	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
+	size = exec_size(e, off);
+	submit(e, size, KESTREL_KIND_EXEC);
+	/* A user-mode helper: the same record once more, as its own kind, so
+	 * a rule or a sink can take these alone. */
+	if (e->parent_flags & KESTREL_PARENT_KTHREAD) {
+		e->hdr.kind = KESTREL_KIND_UMH;
+		submit(e, size, KESTREL_KIND_UMH);
+	}
 	return 0;
 }
 
@@ -160,6 +168,7 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	fill_task(&e->task, task, ps);
 	check_creds(ps, task, KESTREL_CRED_AT_EXEC_FAILED, NULL);
 	fill_ancestry(e, task);
+	fill_parent(e, task);
 	fill_holder(e, (__u64)BPF_CORE_READ(task, real_parent), ps ? ps->holder : 0);
 	submit(e, exec_size(e, off), KESTREL_KIND_EXEC);
 	return 0;

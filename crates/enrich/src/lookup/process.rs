@@ -60,6 +60,34 @@ pub(crate) struct Process {
     pub(crate) md5_status: Md5Status,
     /// The executed file's identity, when the kernel took it.
     pub(crate) id: Option<ExeId>,
+    /// Its arguments joined by spaces (at most [`LINEAGE_ARGV_MAX`]
+    /// bytes), when its exec was seen: its children's `ppid_argv`.
+    pub(crate) argv: Option<String>,
+}
+
+/// Bytes of a process's joined argv kept in the process cache for its
+/// children's events: bounds the cache at `process_cache_entries` times
+/// this.
+pub(crate) const LINEAGE_ARGV_MAX: usize = 1024;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+    s
+}
+
+/// A parent's (or group leader's) executable and arguments, as a child's
+/// exec event names them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Lineage {
+    pub(crate) exe: String,
+    pub(crate) argv: String,
 }
 
 /// What process lookups could not do, counted since start.
@@ -70,6 +98,8 @@ pub(crate) struct Misses {
     pub(crate) md5_unreadable: u64,
     pub(crate) md5_budget: u64,
     pub(crate) md5_changed: u64,
+    pub(crate) parent_unknown: u64,
+    pub(crate) pgid_unknown: u64,
 }
 
 /// The part of an [`ExeId`] that names one version of one file.
@@ -90,6 +120,9 @@ pub(crate) struct Processes {
     /// forked child that is gone before its event is looked at still
     /// names its program (the kernel copies the identity at fork).
     images: LruCache<ImageKey, Arc<Process>>,
+    /// tgid → start of the latest process seen exec'ing with it: finds a
+    /// process group leader, whose start the kernel does not send.
+    latest: LruCache<u32, u64>,
     pub(crate) misses: Misses,
 }
 
@@ -101,6 +134,7 @@ impl Processes {
             hashes,
             cache: LruCache::new(n),
             images: LruCache::new(n),
+            latest: LruCache::new(n),
             misses: Misses::default(),
         }
     }
@@ -175,6 +209,7 @@ impl Processes {
             exe_md5,
             md5_status,
             id: id.copied(),
+            argv: None,
         })
     }
 
@@ -222,5 +257,34 @@ impl Processes {
             self.images.put(image_key(id), p.clone());
         }
         self.cache.put((t.tgid, t.start_boottime), p);
+        self.latest.put(t.tgid, t.start_boottime);
+    }
+
+    /// Executable and arguments of process `pid`, the one that started at
+    /// `start` (ns since boot) when given, else the latest one seen with
+    /// that pid or, failing that, the one /proc has now: from the exec
+    /// the cache remembers, else from /proc while it lives. `None` when
+    /// neither knows it.
+    pub(crate) fn lineage(&mut self, pid: u32, start: Option<u64>) -> Option<Lineage> {
+        let start = start.or_else(|| self.latest.peek(&pid).copied());
+        if let Some(s) = start {
+            if let Some(p) = self.cache.get(&(pid, s)) {
+                if let Some(argv) = &p.argv {
+                    return Some(Lineage {
+                        exe: p.exe.clone(),
+                        argv: argv.clone(),
+                    });
+                }
+            }
+        }
+        let exe = self.procfs.exe(pid, None)?;
+        let argv = self.procfs.cmdline(pid, LINEAGE_ARGV_MAX)?;
+        // Checked after the reads: a pid reused before them fails here.
+        if let Some(s) = start {
+            if !self.procfs.is_same(pid, s) {
+                return None;
+            }
+        }
+        Some(Lineage { exe, argv })
     }
 }

@@ -95,6 +95,25 @@ impl Procfs {
         }
     }
 
+    /// The process's arguments joined by spaces, from /proc/PID/cmdline
+    /// (at most `max` bytes of it). `None` when it cannot be read.
+    pub fn cmdline(&self, pid: u32, max: usize) -> Option<String> {
+        use std::io::Read;
+        let mut data = Vec::new();
+        std::fs::File::open(self.path(pid, "cmdline"))
+            .ok()?
+            .take(max as u64)
+            .read_to_end(&mut data)
+            .ok()?;
+        let args: Vec<String> = data
+            .strip_suffix(b"\0")
+            .unwrap_or(&data)
+            .split(|&b| b == 0)
+            .map(lossless_string)
+            .collect();
+        Some(args.join(" "))
+    }
+
     /// One variable of the process's environment, read from
     /// /proc/PID/environ (at most 1 MiB).
     pub fn environ_var(&self, pid: u32, name: &str) -> Option<Vec<u8>> {

@@ -41,7 +41,7 @@ pub(crate) fn render(c: &Cred, cx: &Context, host: &Host) -> Event {
 }
 
 /// The name of an `enum kestrel_cred_trigger` value, "" when unknown.
-fn trigger_name(trigger: u32) -> &'static str {
+pub(super) fn trigger_name(trigger: u32) -> &'static str {
     match trigger {
         1 => "exec",
         2 => "exec_failed",

@@ -1,6 +1,6 @@
 //! data_type 59.
 
-use kestrel_decode::{Exec, SockAddrs, WATCHED_ENV};
+use kestrel_decode::{Ancestor, Exec, SockAddrs, WATCHED_ENV};
 use kestrel_event::{lossless_string, Event, Host, DATA_TYPE_EXEC};
 
 use super::{bool_str, head, ids, ip_or_empty, placement, tail};
@@ -19,6 +19,8 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
         cwd,
         stdio: [stdin, stdout],
         env,
+        parent,
+        pgid,
     } = view;
     head(&mut ev, t, DATA_TYPE_EXEC);
     ev.push("run_path", cwd);
@@ -61,6 +63,9 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
     ev.push("argc", e.argc.to_string());
     ev.push("argv_truncated", bool_str(e.argv_truncated));
     ev.push("argv_list", argv_list(&e.argv));
+    ev.push("ppid_argv", parent.argv);
+    ev.push("pgid_argv", pgid.argv);
+    ev.push("parent_exe", parent.exe);
     ev.push("pid_tree_truncated", bool_str(e.pid_tree_truncated));
     ev.push("filename", lossless_string(&e.filename));
     ev.push("euid", t.euid.to_string());
@@ -112,7 +117,7 @@ fn push_addrs(ev: &mut Event, a: Option<&SockAddrs>) {
 
 /// Arguments joined by spaces, as in the reference. `argc` and
 /// `argv_truncated` beside it say whether all of them are here.
-fn join_argv(argv: &[Vec<u8>]) -> String {
+pub(crate) fn join_argv(argv: &[Vec<u8>]) -> String {
     let mut s = String::new();
     for (i, a) in argv.iter().enumerate() {
         if i > 0 {
@@ -131,17 +136,22 @@ fn argv_list(argv: &[Vec<u8>]) -> String {
 }
 
 /// `1(systemd)->1384(sshd)->...->PID(comm)`: root first, the process last.
-fn pid_tree(e: &Exec) -> String {
-    pid_tree_of(&e.ancestors, &e.task)
+pub(super) fn pid_tree(e: &Exec) -> String {
+    tree(&e.ancestors, e.task.tgid, &e.task.comm)
 }
 
-/// The same for any record that carries its ancestors (parent first).
-pub(super) fn pid_tree_of(ancestors: &[kestrel_decode::Ancestor], t: &kestrel_decode::Task) -> String {
+/// `pid_tree` of any record that carries its ancestors and task.
+pub(super) fn pid_tree_of(ancestors: &[Ancestor], t: &kestrel_decode::Task) -> String {
+    tree(ancestors, t.tgid, &t.comm)
+}
+
+/// `pid_tree` of any record with ancestors, parent first.
+pub(super) fn tree(ancestors: &[Ancestor], tgid: u32, comm: &[u8]) -> String {
     let mut s = String::new();
     for a in ancestors.iter().rev() {
         s.push_str(&format!("{}({})->", a.pid, tree_comm(&a.comm)));
     }
-    s.push_str(&format!("{}({})", t.tgid, tree_comm(&t.comm)));
+    s.push_str(&format!("{}({})", tgid, tree_comm(comm)));
     s
 }
 

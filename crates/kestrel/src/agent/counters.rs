@@ -167,6 +167,10 @@ impl Counters {
             // numbers.
             match kind {
                 "dns" => fields.push(("dns_malformed".into(), en.enrich.dns_malformed)),
+                "exec" => fields.extend([
+                    ("parent_unknown".into(), en.enrich.parent_unknown),
+                    ("pgid_unknown".into(), en.enrich.pgid_unknown),
+                ]),
                 "cred" => fields.push(("cred_allowlisted".into(), g(&d.cred_allowlisted))),
                 _ => {}
             }
@@ -412,7 +416,7 @@ mod tests {
             line,
             "counters when=\"final\" received=7 emitted=0 decode_errors=0 write_errors=0 \
              output_rotations=0 output_capped=0 userspace_events=0 rootkit_scan_failures=0 kernel_submitted=3 kernel_lost=1 \
-             exec_submitted=0 exec_lost=1 connect_submitted=0 connect_lost=0 \
+             exec_submitted=0 exec_lost=1 parent_unknown=0 pgid_unknown=0 connect_submitted=0 connect_lost=0 \
              ptrace_submitted=0 ptrace_lost=0 dns_submitted=3 dns_lost=0 dns_malformed=4 \
              cred_submitted=0 cred_lost=0 cred_allowlisted=2 file_submitted=0 file_lost=0 \
              module_submitted=0 module_lost=0 process_gone=0 md5_too_large=0 \

@@ -106,11 +106,15 @@ pub enum Kind {
     OpenEtcUnwatched,
     /// open + close of /etc/passwd, a watched path: a 609 per open.
     OpenWatched,
+    /// A child that drops to uid 65534 keeping saved uid 0 forks a
+    /// grandchild that takes root back and exits: a 604 and a 611 at its
+    /// exit (root only).
+    Regain,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -130,6 +134,7 @@ impl Kind {
         Kind::Paths,
         Kind::OpenEtcUnwatched,
         Kind::OpenWatched,
+        Kind::Regain,
     ];
 
     /// Short name used in tables.
@@ -154,6 +159,7 @@ impl Kind {
             Kind::Paths => "path storm (rename/link/symlink/unlink/rmdir)",
             Kind::OpenEtcUnwatched => "open unwatched file under /etc (open+close)",
             Kind::OpenWatched => "open watched file /etc/passwd (open+close)",
+            Kind::Regain => "root regained by a grandchild (fork x2, 611)",
         }
     }
 
@@ -179,6 +185,7 @@ impl Kind {
             Kind::Paths => (5_000, 300),
             Kind::OpenEtcUnwatched => (200_000, 5_000),
             Kind::OpenWatched => (20_000, 1_000),
+            Kind::Regain => (2_000, 100),
         };
         if quick {
             q
@@ -471,6 +478,7 @@ impl Env {
                 })
             }
             Kind::Paths => self.paths_op()?,
+            Kind::Regain => Box::new(|_| regain()),
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
@@ -632,6 +640,36 @@ impl Drop for Sleeper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// One `Kind::Regain` operation. The children make raw syscalls only (the
+/// benchmark has other threads).
+fn regain() -> Result<()> {
+    // SAFETY: fork, then only async-signal-safe calls in the children.
+    unsafe {
+        let a = libc::fork();
+        if a < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if a == 0 {
+            if libc::setresuid(65534, 65534, 0) != 0 {
+                libc::_exit(1);
+            }
+            let b = libc::fork();
+            if b == 0 {
+                libc::_exit(if libc::setresuid(0, 0, 0) == 0 { 0 } else { 1 });
+            }
+            let mut st = 0;
+            libc::waitpid(b, &mut st, 0);
+            libc::_exit(if b > 0 && st == 0 { 0 } else { 1 });
+        }
+        let mut st = 0;
+        libc::waitpid(a, &mut st, 0);
+        if st != 0 {
+            bail!("the regain workload's children failed (status {st}): run as root");
+        }
+    }
+    Ok(())
 }
 
 /// An A query for "bench.kestrel.test" with id 0, recursion desired.

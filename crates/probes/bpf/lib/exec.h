@@ -84,6 +84,26 @@ static __always_inline void ancestor_socket(struct kestrel_exec *e, struct task_
 	BPF_CORE_READ_STR_INTO(&e->socket_comm, leader, comm);
 }
 
+/* task_struct.flags bits (include/linux/sched.h), stable since 2.6. */
+#define KESTREL_PF_WQ_WORKER 0x00000020
+#define KESTREL_PF_KTHREAD 0x00200000
+
+/* The real parent's start time (user space keys its process cache by it)
+ * and whether it is a kernel thread: a user-mode helper's exec is the only
+ * exec whose parent is one (kthreadd, or the kworker that waits for it). */
+static __always_inline void fill_parent(struct kestrel_exec *e, struct task_struct *task)
+{
+	struct task_struct *parent = task->real_parent;
+	__u32 pf = parent->flags, flags = 0;
+
+	e->parent_start_boottime = parent->group_leader->start_boottime;
+	if (pf & KESTREL_PF_KTHREAD)
+		flags |= KESTREL_PARENT_KTHREAD;
+	if (pf & KESTREL_PF_WQ_WORKER)
+		flags |= KESTREL_PARENT_WQ_WORKER;
+	e->parent_flags = flags;
+}
+
 /* The process tree above `task`, with plain loads. */
 static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
 {
