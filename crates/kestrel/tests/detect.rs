@@ -1057,6 +1057,10 @@ fn rules_check_and_rules_test() {
             r#"{"data_type":"59","exe":"/memfd:x (deleted)","exe_memfd":"true","res":"0","time":"1000","pid":"5","tgid":"5","event_id":"a-1-0"}"#,
             r#"{"data_type":"59","exe":"/usr/bin/true","argv":"true m-a","res":"0","time":"2000","event_id":"a-1-1"}"#,
             r#"{"data_type":"59","exe":"/usr/bin/true","argv":"true m-b","res":"0","time":"3000","event_id":"a-1-2"}"#,
+            // A module from /tmp, one from the module tree, a finding.
+            r#"{"data_type":"603","exe":"/usr/bin/kmod","lkm_file":"/tmp/rk.ko","res":"0","time":"4000","event_id":"a-1-3"}"#,
+            r#"{"data_type":"603","exe":"/usr/bin/kmod","lkm_file":"/lib/modules/6.1.0/kernel/fs/fuse.ko","res":"0","time":"4001","event_id":"a-1-4"}"#,
+            r#"{"data_type":"702","module_name":"kestrel_rk","hidden":"1","seen_by":"mod_tree","time":"5000","event_id":"a-1-5"}"#,
         ]
         .join("\n"),
     )
@@ -1079,7 +1083,17 @@ fn rules_check_and_rules_test() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let ids: Vec<_> = alerts.iter().map(|a| field(a, "rule_id")).collect();
-    assert_eq!(ids, ["kestrel.execution.fileless", "test.two_steps"]);
+    assert_eq!(
+        ids,
+        [
+            "kestrel.execution.fileless",
+            "test.two_steps",
+            "kestrel.persistence.kernel_module",
+            "kestrel.defense_evasion.rootkit_finding"
+        ]
+    );
+    assert_eq!(field(&alerts[2], "trigger_event_ids"), "a-1-3");
+    assert_eq!(field(&alerts[3], "mitre_technique"), "T1014");
     assert_eq!(field(&alerts[0], "source"), "builtin");
     assert_eq!(field(&alerts[0], "trigger_event_ids"), "a-1-0");
     assert_eq!(field(&alerts[1], "source"), "custom");
