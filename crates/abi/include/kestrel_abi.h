@@ -135,6 +135,17 @@
 	KIND(SETSID, setsid, ("112"),                                          \
 	     (PROG(handle_setsid_exit, "tracepoint/syscalls/sys_exit_setsid"))) \
 	/* kinds: net */                                                       \
+	KIND(BIND, bind, ("49"),                                               \
+	     (PROG(handle_bind_exit, "tracepoint/syscalls/sys_exit_bind")))    \
+	KIND(ACCEPT, accept, ("43"),                                           \
+	     (PROG(handle_accept_exit, "tracepoint/syscalls/sys_exit_accept")  \
+	      PROG(handle_accept4_exit,                                        \
+		   "tracepoint/syscalls/sys_exit_accept4")))                   \
+	/* 62: a process-directed signal (kill, rt_sigqueueinfo,             \
+	 * pidfd_send_signal), 200: a thread-directed one (tkill, tgkill,      \
+	 * rt_tgsigqueueinfo). */                                              \
+	KIND(KILL, kill, ("62", "200"),                                        \
+	     (PROG(handle_signal_generate, "tp_btf/signal_generate")))         \
 	/* kinds: paths */                                                     \
 	/* kinds: watched */                                                   \
 	/* kinds: memory */                                                    \
@@ -366,6 +377,60 @@ struct kestrel_setsid {
 	struct kestrel_task task;
 	__s32 res; /* the new session id, or -errno */
 	__u32 reserved;
+};
+
+/* data_type 49: bind(2) on an IPv4 or IPv6 socket, with its result. */
+struct kestrel_bind {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res; /* 0, or -errno */
+	__s32 fd;
+	/* saddr/sport only (daddr/dport zero): on success the socket's local
+	 * end after the call, so a port 0 is the port the kernel chose; on
+	 * failure the address the caller asked for. */
+	struct kestrel_sockaddrs addrs;
+	__u16 protocol; /* sk_protocol: IPPROTO_TCP, IPPROTO_UDP, ... */
+	__u16 sock_type; /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... */
+	__u32 reserved;
+};
+
+/* data_type 43: a connection accept(2) or accept4(2) took from an IPv4 or
+ * IPv6 listener (successful calls only). */
+struct kestrel_accept {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res; /* the new descriptor */
+	__s32 fd;  /* the listener's */
+	/* The new socket: saddr/sport its local end, daddr/dport the peer
+	 * that connected. */
+	struct kestrel_sockaddrs addrs;
+	__u32 syscall; /* 43 accept, 288 accept4 */
+	__u32 reserved;
+};
+
+/* kestrel_kill.flags */
+#define KESTREL_KILL_GROUP (1u << 0)  /* process-directed (data_type 62) */
+#define KESTREL_KILL_COMPAT (1u << 1) /* syscall is an i386 number */
+
+/* data_type 62 / 200: a signal one process sent another (a user-sent
+ * si_code: SI_USER, SI_TKILL, SI_QUEUE, ...), taken where the kernel
+ * generates it (signal:signal_generate), so after the permission check. */
+struct kestrel_kill {
+	struct kestrel_header hdr;
+	struct kestrel_task task; /* the sender */
+	__s32 sig;
+	__s32 si_code;
+	/* The task the signal was generated for, pids of the initial pid
+	 * namespace: the thread named (or, for a process group, each
+	 * member) and its process. */
+	__u32 target_pid;
+	__u32 target_tgid;
+	__u64 target_start_boottime; /* of the target's leader */
+	__s32 syscall; /* the sender's syscall number then (orig_ax), -1: none */
+	__s32 result;  /* TRACE_SIGNAL_*: 0 delivered, 1 ignored, 2 pending, ... */
+	__u32 flags;   /* KESTREL_KILL_* */
+	__u32 reserved;
+	char target_comm[KESTREL_COMM_LEN];
 };
 
 /* data_type 601: a UDP datagram received from port 53 by recvfrom,

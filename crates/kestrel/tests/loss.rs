@@ -19,6 +19,9 @@ const CREDS: usize = 200;
 const DNS_ANSWERS: usize = 1000;
 const FILES: usize = 500;
 const PTRACES: usize = 1000;
+const BINDS: usize = 1000;
+const ACCEPTS: usize = 500;
+const KILLS: usize = 1000;
 
 fn execs() {
     for _ in 0..EXECS {
@@ -83,6 +86,26 @@ fn ptraces() {
     child.wait().unwrap();
 }
 
+/// UDP binds (one record each), TCP connections accepted (one accept
+/// record each, beside the connects), and signals to a sleeping child.
+fn binds_accepts_kills() {
+    for _ in 0..BINDS {
+        UdpSocket::bind("127.0.0.1:0").unwrap();
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for _ in 0..ACCEPTS {
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        l.accept().unwrap();
+    }
+    let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    for _ in 0..KILLS {
+        // SAFETY: our own child; sleep ignores SIGURG.
+        unsafe { libc::kill(child.id() as i32, libc::SIGURG) };
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
@@ -100,6 +123,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     dns_answers();
     files(&dir);
     ptraces();
+    binds_accepts_kills();
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -154,6 +178,9 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Dns, DNS_ANSWERS),
         (Kind::File, FILES),
         (Kind::Ptrace, PTRACES),
+        (Kind::Bind, BINDS),
+        (Kind::Accept, ACCEPTS),
+        (Kind::Kill, KILLS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

@@ -23,6 +23,7 @@ mod kafka_auth;
 mod logins;
 mod loss;
 mod module;
+mod net;
 mod output_safety;
 mod ptrace;
 mod qemu;

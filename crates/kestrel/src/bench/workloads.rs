@@ -69,17 +69,30 @@ pub enum Kind {
     OpenExisting,
     /// getppid(2) through syscall(2): the cost of a syscall nobody traces.
     Getppid,
+    /// UDP socket + bind(127.0.0.1:0) + close: every bind is reported.
+    Bind,
+    /// accept4 on a non-blocking listener with nothing queued (EAGAIN):
+    /// the accept programs' filtered-out case.
+    AcceptEmpty,
+    /// kill(self, SIGURG): a signal to the sender itself, filtered out.
+    SignalSelf,
+    /// kill(a sleeping child, SIGURG): a reported signal.
+    SignalOther,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
         Kind::OpenExisting,
         Kind::Getppid,
+        Kind::Bind,
+        Kind::AcceptEmpty,
+        Kind::SignalSelf,
+        Kind::SignalOther,
     ];
 
     /// Short name used in tables.
@@ -91,6 +104,10 @@ impl Kind {
             Kind::FileCreate => "file-create storm (create+unlink)",
             Kind::OpenExisting => "open existing file (open+close)",
             Kind::Getppid => "null syscall (getppid)",
+            Kind::Bind => "bind storm (UDP socket+bind+close)",
+            Kind::AcceptEmpty => "accept with nothing queued (EAGAIN)",
+            Kind::SignalSelf => "signal to self (kill SIGURG)",
+            Kind::SignalOther => "signal to another process (kill SIGURG)",
         }
     }
 
@@ -103,6 +120,10 @@ impl Kind {
             Kind::FileCreate => (20_000, 1_000),
             Kind::OpenExisting => (200_000, 5_000),
             Kind::Getppid => (2_000_000, 100_000),
+            Kind::Bind => (20_000, 1_000),
+            Kind::AcceptEmpty => (200_000, 5_000),
+            Kind::SignalSelf => (200_000, 5_000),
+            Kind::SignalOther => (20_000, 1_000),
         };
         if quick {
             q
@@ -341,6 +362,38 @@ impl Env {
                 unsafe { libc::syscall(libc::SYS_getppid) };
                 Ok(())
             }),
+            Kind::Bind => Box::new(|_| {
+                UdpSocket::bind("127.0.0.1:0").context("binding a UDP socket")?;
+                Ok(())
+            }),
+            Kind::AcceptEmpty => {
+                let l = TcpListener::bind("127.0.0.1:0")?;
+                l.set_nonblocking(true)?;
+                Box::new(move |_| match l.accept() {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(e).context("accept on an empty listener"),
+                    Ok(_) => bail!("an empty listener accepted a connection"),
+                })
+            }
+            Kind::SignalSelf => Box::new(|_| {
+                // SAFETY: SIGURG is ignored unless handled; this process
+                // does not handle it.
+                if unsafe { libc::kill(libc::getpid(), libc::SIGURG) } != 0 {
+                    return Err(std::io::Error::last_os_error()).context("kill(self)");
+                }
+                Ok(())
+            }),
+            Kind::SignalOther => {
+                let child = Sleeper::start()?;
+                Box::new(move |_| {
+                    // SAFETY: the child is alive (killed when `child` drops)
+                    // and sleep(1) ignores SIGURG.
+                    if unsafe { libc::kill(child.0.id() as i32, libc::SIGURG) } != 0 {
+                        return Err(std::io::Error::last_os_error()).context("kill(child)");
+                    }
+                    Ok(())
+                })
+            }
         })
     }
 }
@@ -352,6 +405,26 @@ impl Drop for Env {
             // Wake the listener so it sees `stop`.
             let _ = TcpStream::connect(self.tcp).map(|mut s| s.read(&mut [0u8; 1]));
         }
+    }
+}
+
+/// A sleep(1) child to send signals to, killed when dropped.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start() -> Result<Sleeper> {
+        let c = std::process::Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .context("spawning sleep")?;
+        Ok(Sleeper(c))
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
