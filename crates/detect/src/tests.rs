@@ -610,3 +610,113 @@ fn the_builtin_set_compiles() {
     assert!(set.rules.iter().all(|r| r.source == Origin::Builtin));
     assert!(set.rules.len() >= 20);
 }
+
+/// The engine's own cost per event with the built-in set, on a mix like
+/// the pipeline bench's (mostly connects, execs, DNS answers, file
+/// creations): `cargo test --release -p kestrel-detect -- --ignored
+/// --nocapture engine_cost`.
+#[test]
+#[ignore]
+fn engine_cost() {
+    let mut sources = builtin_sources();
+    sources.push(src("agent", "lists:\n  kestrel_agent_pids: ['1']\n"));
+    let mut e = Engine::new(
+        compile(&sources).unwrap(),
+        EngineConfig::default(),
+        Arc::default(),
+    );
+    let common: &[(&'static str, &str)] = &[
+        ("uid", "0"),
+        ("pid", "4242"),
+        ("ppid", "4000"),
+        ("pgid", "4000"),
+        ("tgid", "4242"),
+        ("comm", "curl"),
+        ("nodename", "vm"),
+        ("sessionid", "4294967295"),
+        ("user", "root"),
+        ("local_ip", "192.0.2.2"),
+        ("hostname", "vm"),
+        ("exe_md5", "038170c95d94437d6e02a0f631524119"),
+        ("euid", "0"),
+        ("pid_ns", "4026531836"),
+        ("mnt_ns", "4026531832"),
+        ("net_ns", "4026531833"),
+        ("cgroup_id", "11750"),
+        ("container_id", ""),
+        ("container_runtime", ""),
+    ];
+    let mk = |extra: &[(&'static str, &str)]| {
+        let mut x = ev(extra);
+        for (k, v) in common {
+            x.push(k, *v);
+        }
+        x
+    };
+    let exec = mk(&[
+        ("data_type", "59"),
+        ("exe", "/usr/bin/curl"),
+        ("argv", "curl -s -m 2 http://127.0.0.1:9/"),
+        ("stdin", "/dev/pts/0"),
+        ("stdout", "/dev/pts/0"),
+        (
+            "pid_tree",
+            "1(systemd)->32155(sshd)->12216(sshd)->12222(bash)->12322(curl)",
+        ),
+        ("socket_process_exe", ""),
+        ("LD_PRELOAD", ""),
+        ("res", "0"),
+        ("filename", "/usr/bin/curl"),
+        ("exe_memfd", "false"),
+        ("exe_deleted", "false"),
+    ]);
+    let connect = mk(&[
+        ("data_type", "42"),
+        ("exe", "/usr/bin/curl"),
+        ("dip", "127.0.0.1"),
+        ("dport", "9"),
+        ("res", "-115"),
+        ("connect_type", "connect"),
+    ]);
+    let dns = mk(&[
+        ("data_type", "601"),
+        ("exe", "/usr/bin/curl"),
+        ("query", "deb.debian.org"),
+    ]);
+    let file = mk(&[
+        ("data_type", "602"),
+        ("exe", "/usr/bin/curl"),
+        ("file_path", "/root/x.tar.gz"),
+    ]);
+    let mut mix = vec![exec];
+    for _ in 0..10 {
+        mix.push(connect.clone());
+    }
+    for _ in 0..5 {
+        mix.push(dns.clone());
+        mix.push(file.clone());
+    }
+    let mut out = Vec::new();
+    // Built before the clock starts: what is timed is the engine alone.
+    let n = 100_000;
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut x = mix[i % mix.len()].clone();
+            x.push("time", (1_000_000 + i as u64).to_string());
+            x
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for x in &events {
+        e.process(x, &mut out);
+        out.clear();
+    }
+    let per = t.elapsed().as_nanos() as f64 / n as f64;
+    let base = 0.0;
+    println!(
+        "engine: {:.0} ns/event with {} built-in rules ({} rule runs/event)",
+        per - base,
+        e.rules().count(),
+        e.counters().rule_evaluations.load(Ordering::Relaxed) as f64 / n as f64
+    );
+}

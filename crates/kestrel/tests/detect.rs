@@ -1196,3 +1196,70 @@ fn bad_rule_files_stop_the_agent_and_sighup_reloads_keeping_state() {
     assert!(c["alerts"] >= 2);
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn signals_that_stop_the_agent_alert() {
+    let rule = "kestrel.defense_evasion.kill_agent";
+    let agent = agent(&[]);
+    let pid = agent.pid().to_string();
+    // Benign: SIGHUP reloads rules and re-opens the output.
+    assert!(Command::new("/usr/bin/kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // SIGSTOP then SIGCONT from kill(1): the alert comes once it runs.
+    assert!(Command::new("/usr/bin/kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("/usr/bin/kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let a = agent.wait_for("the SIGSTOP alert", |e| {
+        e["data_type"] == "9000" && e["rule_id"] == rule && e["exe"] == "/usr/bin/kill"
+    });
+    assert_eq!(field(&a, "mitre_technique"), "T1562.001");
+    let t = triggers(&agent, &a);
+    assert_eq!(t[0]["sig"], "19");
+    assert_eq!(t[0]["target_tgid"].as_str(), Some(pid.as_str()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !alerts(&agent, rule)
+            .iter()
+            .any(|a| triggers(&agent, a)[0]["sig"] == "1"),
+        "SIGHUP alerted"
+    );
+    // SIGTERM from a script: the agent drains what the kernel captured
+    // before it exits, the alert with it.
+    agent.stop();
+    let out = std::env::temp_dir().join(marker("killag"));
+    let agent2 = Agent::start_to_file(&out, &["--alert-suppress-secs", "0"]);
+    let pid2 = agent2.pid();
+    Command::new("perl")
+        .args(["-e", &format!("kill 'TERM', {pid2}")])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains(rule) && l.contains("\"exe\":\"/usr/bin/perl\""))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert for the SIGTERM:\n{}",
+            agent2.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent2);
+    let _ = std::fs::remove_file(out);
+}
