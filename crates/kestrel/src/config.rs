@@ -308,6 +308,6 @@ mod tests {
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 43);
+        assert_eq!(keys.len(), 44);
     }
 }

@@ -13,6 +13,7 @@ mod metrics;
 mod rules;
 mod scan;
 mod seed;
+mod usb;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

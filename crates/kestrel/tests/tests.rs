@@ -30,6 +30,7 @@ mod qemu;
 mod rootkit;
 mod server;
 mod server_hardening;
+mod usb;
 
 /// Cargo builds this file only (`autotests = false`): a test file added
 /// next to it but not declared above would never run.

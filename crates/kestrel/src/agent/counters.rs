@@ -20,6 +20,7 @@ use super::enrich::EnrichStageCounters;
 use super::output::OutputCounters;
 use super::sources::SourceCounters;
 use crate::logins::LoginCounters;
+use kestrel_usb::UsbCounters;
 
 /// The kernel's counters as the views show them.
 #[derive(Debug, Default, Clone)]
@@ -70,6 +71,7 @@ pub struct Counters {
     /// The delayed hash of created files, on its own thread.
     pub file_hash: Arc<FileHashCounters>,
     pub logins: Arc<LoginCounters>,
+    pub usb: Arc<UsbCounters>,
     /// The Kafka output's, when it is the sink at start.
     pub kafka: Option<Arc<KafkaStats>>,
     /// A file output's (size cap), whichever file it is.
@@ -110,6 +112,7 @@ impl Counters {
             sources: Arc::default(),
             file_hash: Arc::default(),
             logins: Arc::default(),
+            usb: Arc::default(),
             kafka,
             kernel: Mutex::default(),
         }
@@ -194,6 +197,14 @@ impl Counters {
             ("login_lines_partial".into(), g(&l.lines_partial)),
             ("login_truncations".into(), g(&l.truncations)),
             ("login_journal_rejected".into(), g(&l.journal_rejected)),
+        ]);
+        let u = &self.usb;
+        fields.extend([
+            ("usb_uevents".into(), g(&u.uevents)),
+            ("usb_rejected".into(), g(&u.rejected)),
+            ("usb_malformed".into(), g(&u.malformed)),
+            ("usb_overruns".into(), g(&u.overruns)),
+            ("usb_evicted".into(), g(&u.evicted)),
         ]);
         let e = &d.engine;
         fields.extend([
@@ -307,6 +318,31 @@ impl Counters {
                     "Journal entries claiming to be sshd's that sshd did not send.",
                     g(&c.logins.journal_rejected),
                 ),
+                (
+                    "kestrel_usb_uevents_total",
+                    "Kernel uevents read (every subsystem) by the USB monitor.",
+                    g(&c.usb.uevents),
+                ),
+                (
+                    "kestrel_usb_rejected_total",
+                    "Messages on the uevent group that the kernel did not send, ignored.",
+                    g(&c.usb.rejected),
+                ),
+                (
+                    "kestrel_usb_malformed_total",
+                    "Kernel uevents that did not parse or were cut, ignored.",
+                    g(&c.usb.malformed),
+                ),
+                (
+                    "kestrel_usb_overruns_total",
+                    "Times the uevent socket overflowed (the kernel dropped uevents).",
+                    g(&c.usb.overruns),
+                ),
+                (
+                    "kestrel_usb_evicted_total",
+                    "USB devices forgotten because the device table was full.",
+                    g(&c.usb.evicted),
+                ),
             ] {
                 metric(out, name, "counter", help, v);
             }
@@ -416,7 +452,8 @@ mod tests {
              file_md5_skipped_missing=0 file_md5_skipped_not_regular=0 \
              file_md5_skipped_unreadable=0 file_md5_skipped_tmpfile=0 \
              file_md5_skipped_no_path=0 login_lines_oversize=0 \
-             login_lines_partial=0 login_truncations=0 login_journal_rejected=0 alerts=0 \
+             login_lines_partial=0 login_truncations=0 login_journal_rejected=0 \
+             usb_uevents=0 usb_rejected=0 usb_malformed=0 usb_overruns=0 usb_evicted=0 alerts=0 \
              alerts_suppressed=0 detect_state_evictions=0 rules_loaded=0 rule_reloads=0 \
              rule_reload_failures=0"
         );

@@ -8,7 +8,7 @@
 //!                     file     ▼   │ after the delay
 //!                 creations  file hash (thread "filehash")
 //!
-//!  logins, inventory, rootkit scans, control ─▶ sources ──▶ (enrich's queue)
+//!  logins, USB, inventory, rootkit scans, control ─▶ sources ──▶ (enrich's queue)
 //! ```
 //!
 //! `══▶` are bounded queues of `--queue-events` events. When a stage falls
@@ -196,6 +196,9 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     sources::start(&cfg.sources, &inject, &stop)?;
     if let Some(lc) = cfg.logins.clone() {
         crate::logins::start(lc, inject.clone(), counters.logins.clone(), stop.clone())?;
+    }
+    if cfg.sources.usb {
+        crate::usb::start(inject.clone(), counters.usb.clone(), stop.clone())?;
     }
     if let Some(cc) = &cfg.control {
         crate::control::start(

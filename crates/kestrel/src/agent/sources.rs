@@ -35,6 +35,12 @@ pub struct SourceSettings {
     /// start. 0 turns it off. [default: 24]
     #[arg(long, value_name = "HOURS")]
     pub rootkit_scan_interval_hours: Option<u64>,
+
+    /// Turn off the USB device events (data_type 610, from the kernel's
+    /// uevents), which are on by default.
+    // No value on the command line, as --no-logins.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_usb: Option<bool>,
 }
 
 /// The periodic sources, resolved: None is off.
@@ -42,6 +48,8 @@ pub struct SourceSettings {
 pub struct SourceConfig {
     pub inventory_interval: Option<Duration>,
     pub rootkit_scan_interval: Option<Duration>,
+    /// Whether the USB device monitor runs.
+    pub usb: bool,
 }
 
 impl SourceSettings {
@@ -58,6 +66,7 @@ impl SourceSettings {
                 "rootkit_scan_interval_hours",
                 self.rootkit_scan_interval_hours,
             )?,
+            usb: self.no_usb != Some(true),
         })
     }
 }
