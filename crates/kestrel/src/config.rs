@@ -303,9 +303,11 @@ mod tests {
             "file_excludes",
             "no_logins",
             "server",
+            "rules",
+            "no_builtin_rules",
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 41);
+        assert_eq!(keys.len(), 47);
     }
 }

@@ -10,6 +10,7 @@ mod identity;
 mod inventory;
 mod logins;
 mod metrics;
+mod rules;
 mod scan;
 mod seed;
 mod usb;
@@ -68,6 +69,11 @@ enum Command {
     /// it writes DATA/ca.pem, DATA/enroll.token and DATA/admin.token.
     Server(Box<kestrel_server::ServerArgs>),
 
+    /// Detection rules: `rules check` loads and lists them, `rules test
+    /// --events FILE` replays recorded events through them offline.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
+
     /// Query and command the control server (needs its admin token).
     Ctl(kestrel_server::ctl::CtlArgs),
 
@@ -118,6 +124,10 @@ fn main() -> ExitCode {
         Command::Server(args) => {
             init_logging(&args.log_level);
             exit(kestrel_server::run(*args))
+        }
+        Command::Rules(cmd) => {
+            init_logging("warn");
+            exit(rules::run(cmd))
         }
         Command::Ctl(args) => {
             init_logging("warn");

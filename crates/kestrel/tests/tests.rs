@@ -12,6 +12,7 @@ mod cli;
 mod connect;
 mod containers;
 mod cred;
+mod detect;
 mod dns;
 mod exe_identity;
 mod exec;

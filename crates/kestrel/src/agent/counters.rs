@@ -210,6 +210,15 @@ impl Counters {
             ("usb_overruns".into(), g(&u.overruns)),
             ("usb_evicted".into(), g(&u.evicted)),
         ]);
+        let e = &d.engine;
+        fields.extend([
+            ("alerts".into(), g(&e.alerts)),
+            ("alerts_suppressed".into(), g(&e.suppressed)),
+            ("detect_state_evictions".into(), g(&e.state_evictions)),
+            ("rules_loaded".into(), g(&e.rules)),
+            ("rule_reloads".into(), g(&e.reloads)),
+            ("rule_reload_failures".into(), g(&e.reload_failures)),
+        ]);
         let mut line = format!("counters when={when:?}");
         for (k, v) in fields {
             let _ = write!(line, " {k}={v}");
@@ -287,6 +296,26 @@ impl Counters {
                     "kestrel_login_truncations_total",
                     "Auth logs found truncated or replaced in place.",
                     g(&c.logins.truncations),
+                ),
+                (
+                    "kestrel_alerts_total",
+                    "Alerts raised by the detection rules and sent (data_type 9000).",
+                    g(&c.detect.engine.alerts),
+                ),
+                (
+                    "kestrel_alerts_suppressed_total",
+                    "Alerts not sent: one of the same rule and key was sent within the suppression window.",
+                    g(&c.detect.engine.suppressed),
+                ),
+                (
+                    "kestrel_detect_state_evictions_total",
+                    "Detection state entries dropped because the state was full.",
+                    g(&c.detect.engine.state_evictions),
+                ),
+                (
+                    "kestrel_rule_reload_failures_total",
+                    "Rule reloads refused (a file did not parse; the rules in force stayed).",
+                    g(&c.detect.engine.reload_failures),
                 ),
                 (
                     "kestrel_login_journal_rejected_total",
@@ -428,7 +457,9 @@ mod tests {
              file_md5_skipped_unreadable=0 file_md5_skipped_tmpfile=0 \
              file_md5_skipped_no_path=0 login_lines_oversize=0 \
              login_lines_partial=0 login_truncations=0 login_journal_rejected=0 \
-             usb_uevents=0 usb_rejected=0 usb_malformed=0 usb_overruns=0 usb_evicted=0"
+             usb_uevents=0 usb_rejected=0 usb_malformed=0 usb_overruns=0 usb_evicted=0 alerts=0 \
+             alerts_suppressed=0 detect_state_evictions=0 rules_loaded=0 rule_reloads=0 \
+             rule_reload_failures=0"
         );
     }
 }

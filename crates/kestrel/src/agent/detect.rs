@@ -1,7 +1,12 @@
 //! Detect: the policies applied to finished events, on a thread of its
-//! own between enrichment and output.
+//! own between enrichment and output, then the rule engine
+//! (`kestrel-detect`), whose alerts (data_type 9000) join the stream
+//! right after the event that completed them.
 //!
-//! Two policies for now, both dropping events (counted):
+//! Events get their `event_id` here, not in the output, so that an
+//! alert can name the events that made it.
+//!
+//! Two policies drop events (counted) before the rules see them:
 //! - the credential allowlist: a change to root by the exec of a program
 //!   that becomes root by design (sudo, su, sshd) is expected, not news;
 //! - the control server's event filter (disabled data_types, excluded
@@ -10,6 +15,7 @@
 //!   still enabled are never lost.
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -18,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use kestrel_detect::{Engine, EngineConfig, EngineCounters, LoadError, Origin, RuleSet};
 use kestrel_event::{Event, DATA_TYPE_CRED};
 use serde::Deserialize;
 
@@ -43,12 +50,82 @@ pub struct DetectSettings {
     /// sudo, su, sshd and sshd-session at their usual paths]
     #[arg(long = "cred-allow", value_name = "PATH")]
     pub cred_allowlist: Option<Vec<String>>,
+
+    /// A directory of rule files (`*.yaml`, docs/detections.md), loaded
+    /// beside the built-in set; repeat the flag for several. A file that
+    /// does not parse stops the agent at start; SIGHUP reloads them all
+    /// (a bad file then keeps the rules in force). [default: none]
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Option<Vec<PathBuf>>,
+
+    /// Leave the built-in rule set out (only --rules directories).
+    // No value on the command line; optional so that a flag left out
+    // leaves the file's `no_builtin_rules = true` alone.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_builtin_rules: Option<bool>,
+
+    /// Seconds during which repeated alerts of one rule and key are
+    /// counted instead of sent; the next one sent carries the count in
+    /// `suppressed`. 0 sends every one. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub alert_suppress_secs: Option<u64>,
+
+    /// Entries of detection state (sequences in progress, threshold
+    /// groups, first-seen values) for all rules together; past it the
+    /// least recently used go (counted in detect_state_evictions).
+    /// [default: 8192]
+    #[arg(long, value_name = "N")]
+    pub detect_state_entries: Option<u64>,
+}
+
+/// Where the rules come from.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    pub builtin: bool,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl RulesConfig {
+    /// Every rule file's text, and the lists the agent fills itself:
+    /// `kestrel_agent_pids`, the agent's own pid (`agent_pid`), for the
+    /// rule on signals sent to it.
+    pub fn sources(
+        &self,
+        agent_pid: Option<u32>,
+    ) -> std::result::Result<Vec<kestrel_detect::RuleSource>, LoadError> {
+        let mut sources = if self.builtin {
+            kestrel_detect::builtin_sources()
+        } else {
+            Vec::new()
+        };
+        for d in &self.dirs {
+            sources.extend(kestrel_detect::read_dir(d, Origin::Custom)?);
+        }
+        sources.push(kestrel_detect::RuleSource {
+            origin: Origin::Builtin,
+            name: "agent:lists".into(),
+            text: format!(
+                "lists:\n  kestrel_agent_pids: [{}]\n",
+                agent_pid.map(|p| format!("'{p}'")).unwrap_or_default()
+            ),
+        });
+        Ok(sources)
+    }
+
+    /// Reads and compiles every rule file (again, on a reload).
+    pub fn load(&self) -> std::result::Result<RuleSet, LoadError> {
+        kestrel_detect::compile(&self.sources(Some(std::process::id()))?)
+    }
 }
 
 /// The detect stage's settings, resolved.
 #[derive(Debug, Clone)]
 pub struct DetectConfig {
     pub cred_allowlist: Vec<String>,
+    pub rules: RulesConfig,
+    /// The rules as loaded at start.
+    pub set: RuleSet,
+    pub engine: EngineConfig,
 }
 
 impl DetectSettings {
@@ -67,7 +144,37 @@ impl DetectSettings {
                  path; the list holds executables' full paths, e.g. /usr/bin/sudo"
             );
         }
-        Ok(DetectConfig { cred_allowlist })
+        let rules = RulesConfig {
+            builtin: self.no_builtin_rules != Some(true),
+            dirs: self.rules.unwrap_or_default(),
+        };
+        // Loaded here, so a bad rule file stops the agent before it
+        // loads a probe.
+        let set = rules
+            .load()
+            .map_err(|e| anyhow::anyhow!("bad rule file: {e}"))?;
+        let suppress = crate::config::range(
+            "alert_suppress_secs",
+            self.alert_suppress_secs.unwrap_or(60),
+            0,
+            86_400,
+        )?;
+        let entries = crate::config::range(
+            "detect_state_entries",
+            self.detect_state_entries.unwrap_or(8192),
+            16,
+            1 << 20,
+        )?;
+        Ok(DetectConfig {
+            cred_allowlist,
+            rules,
+            set,
+            engine: EngineConfig {
+                suppress_ms: suppress * 1000,
+                max_state_entries: entries as usize,
+                alert_prefix: String::new(),
+            },
+        })
     }
 }
 
@@ -79,6 +186,9 @@ pub struct DetectCounters {
     /// Credential changes dropped because an allowlisted program was
     /// exec'd.
     pub cred_allowlisted: AtomicU64,
+    /// The rule engine's: alerts, suppressed alerts, state evictions,
+    /// rules in force, reloads.
+    pub engine: Arc<EngineCounters>,
 }
 
 /// Which events the server's `config` commands drop.
@@ -125,20 +235,107 @@ impl SharedFilter {
     }
 }
 
-/// The detect stage's policies.
+/// The detect stage's policies and rules.
 pub struct Detect {
     cred_allowlist: HashSet<String>,
     filter: Arc<SharedFilter>,
     counters: Arc<DetectCounters>,
+    engine: Engine,
+    rules: RulesConfig,
+    /// Set by SIGHUP: read the rule files again.
+    reload: Arc<AtomicBool>,
+    /// `event_id` prefix (agent id and run) and the next sequence number.
+    ids: String,
+    seq: u64,
+    alerts: Vec<Event>,
 }
 
 impl Detect {
-    pub fn new(cfg: &DetectConfig, counters: Arc<DetectCounters>) -> Self {
+    /// `ids` is the `event_id` prefix (see identity.rs).
+    pub fn new(cfg: &DetectConfig, counters: Arc<DetectCounters>, ids: String) -> Self {
+        let engine = Engine::new(
+            cfg.set.clone(),
+            EngineConfig {
+                alert_prefix: ids.clone(),
+                ..cfg.engine.clone()
+            },
+            counters.engine.clone(),
+        );
+        tracing::info!(
+            rules = engine.rules().count(),
+            builtin = cfg.rules.builtin,
+            dirs = ?cfg.rules.dirs,
+            "detection rules loaded"
+        );
         Detect {
             cred_allowlist: cfg.cred_allowlist.iter().cloned().collect(),
             filter: Arc::default(),
             counters,
+            engine,
+            rules: cfg.rules.clone(),
+            reload: Arc::default(),
+            ids,
+            seq: 0,
+            alerts: Vec::new(),
         }
+    }
+
+    /// The flag that asks for a reload of the rules (SIGHUP sets it).
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
+    }
+
+    /// Reads the rule files again. A rule whose definition did not change
+    /// keeps its state; a file that does not parse keeps the old rules.
+    pub fn reload_rules(&mut self) {
+        match self.rules.load() {
+            Ok(set) => {
+                let n = set.rules.len();
+                let kept = self.engine.reload(set);
+                tracing::info!(rules = n, kept_state = kept, "detection rules reloaded");
+            }
+            Err(e) => {
+                self.counters
+                    .engine
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reloading the rules failed: the rules in force stay");
+            }
+        }
+    }
+
+    /// Runs `ev` through the policies and, if kept, gives it its
+    /// `event_id` and runs it through the rules: `emit` gets it, then
+    /// the alerts it completed. Returns false when `emit` did.
+    pub fn handle(
+        &mut self,
+        mut ev: Event,
+        filter: &Filter,
+        mut emit: impl FnMut(Event) -> bool,
+    ) -> bool {
+        if !self.keep(&ev, filter) {
+            return true;
+        }
+        ev.push("event_id", format!("{}-{}", self.ids, self.seq));
+        self.seq += 1;
+        self.engine.process(&ev, &mut self.alerts);
+        if !emit(ev) {
+            return false;
+        }
+        let mut alerts = std::mem::take(&mut self.alerts);
+        for mut a in alerts.drain(..) {
+            if filter.drops(&a) {
+                self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            a.push("event_id", format!("{}-{}", self.ids, self.seq));
+            self.seq += 1;
+            if !emit(a) {
+                return false;
+            }
+        }
+        self.alerts = alerts;
+        true
     }
 
     /// The server's filter, for the control client to change.
@@ -174,8 +371,11 @@ impl Detect {
     /// The stage's loop: batches from `rx`, the kept events to `out`.
     /// Ends when the queue is closed, or once `upstream_done` is set and
     /// the queue is empty.
-    fn run(self, rx: Receiver<Event>, out: Link, upstream_done: &AtomicBool) {
+    fn run(mut self, rx: Receiver<Event>, out: Link, upstream_done: &AtomicBool) {
         loop {
+            if self.reload.swap(false, Ordering::Relaxed) {
+                self.reload_rules();
+            }
             let first = match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) if upstream_done.load(Ordering::Relaxed) => return,
@@ -184,7 +384,7 @@ impl Detect {
             };
             let filter = self.filter.current();
             for ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
-                if self.keep(&ev, &filter) && out.send(ev).is_err() {
+                if !self.handle(ev, &filter, |e| out.send(e).is_ok()) {
                     return;
                 }
             }
@@ -223,6 +423,7 @@ pub(crate) mod tests {
         let d = Detect::new(
             &DetectSettings::default().resolve().unwrap(),
             counters.clone(),
+            "t-1".into(),
         );
         let f = Filter::default();
         let sudo = ev(&[
@@ -253,8 +454,10 @@ pub(crate) mod tests {
         let d = Detect::new(
             &DetectConfig {
                 cred_allowlist: vec![],
+                ..DetectSettings::default().resolve().unwrap()
             },
             counters.clone(),
+            "t-1".into(),
         );
         let exec = ev(&[("data_type", "59"), ("comm", "true")]);
         d.filter().edit(|f| {
@@ -263,5 +466,31 @@ pub(crate) mod tests {
         assert!(!d.keep(&exec, &d.filter().current()));
         assert!(d.keep(&exec, &Filter::default()));
         assert_eq!(counters.filtered.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn events_get_ids_and_alerts_follow_their_trigger() {
+        let d = DetectSettings::default().resolve().unwrap();
+        let mut det = Detect::new(&d, Arc::default(), "a-2".into());
+        let mut out = Vec::new();
+        let memfd = ev(&[
+            ("data_type", "59"),
+            ("exe", "/memfd:x (deleted)"),
+            ("exe_memfd", "true"),
+            ("res", "0"),
+            ("time", "1000"),
+        ]);
+        let plain = ev(&[("data_type", "59"), ("exe", "/usr/bin/true")]);
+        for e in [plain, memfd] {
+            assert!(det.handle(e, &Filter::default(), |e| {
+                out.push(e);
+                true
+            }));
+        }
+        let ids: Vec<_> = out.iter().map(|e| e.get("event_id").unwrap()).collect();
+        assert_eq!(ids, ["a-2-0", "a-2-1", "a-2-2"]);
+        assert_eq!(out[2].get("data_type"), Some("9000"));
+        assert_eq!(out[2].get("trigger_event_ids"), Some("a-2-1"));
+        assert!(out[2].get("alert_id").unwrap().starts_with("a-2-alert-"));
     }
 }

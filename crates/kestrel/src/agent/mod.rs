@@ -149,7 +149,14 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let output_switch = Arc::new(output::OutputSwitch::default());
     // What the control server's commands change (filter, output, file
     // exclusions); inert without --server.
-    let detect = detect::Detect::new(&cfg.detect, counters.detect.clone());
+    let detect = detect::Detect::new(
+        &cfg.detect,
+        counters.detect.clone(),
+        format!("{}-{}", identity.agent_id, identity.run),
+    );
+    // SIGHUP also reloads the rules (beside re-opening the output).
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, detect.reload_flag())
+        .context("installing signal handlers")?;
     let ctl = crate::control::Runtime::new(
         detect.filter(),
         output_switch.clone(),
@@ -164,7 +171,6 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
             reopen,
             stop: stop.clone(),
             counters: counters.output.clone(),
-            ids: format!("{}-{}", identity.agent_id, identity.run),
             kafka_id,
             limits: cfg.output.limits.clone(),
             on_error: {

@@ -1,5 +1,6 @@
-//! Output: events get their `event_id`, are encoded as JSON lines and
-//! written to the sink in batches, on a thread of their own.
+//! Output: events (which got their `event_id` in detect) are encoded as
+//! JSON lines and written to the sink in batches, on a thread of their
+//! own.
 //!
 //! The sink is flushed whenever the queue runs dry, so a quiet host sees
 //! its events at once and a busy one in batches. SIGHUP re-opens it (log
@@ -221,8 +222,6 @@ pub struct OutputStage {
     /// Set by the output when nobody reads it any more (broken pipe).
     pub stop: Arc<AtomicBool>,
     pub counters: Arc<OutputCounters>,
-    /// The `event_id` prefix: agent id and run (see identity.rs).
-    pub ids: String,
     /// For an output opened on the server's command.
     pub kafka_id: KafkaIdentity,
     pub limits: FileLimits,
@@ -238,16 +237,14 @@ pub fn start(stage: OutputStage, rx: Receiver<Event>) -> Result<JoinHandle<()>> 
         .context("starting the output thread")
 }
 
-/// The JSON line of `ev` into `buf`, with `event_id` = `ids`-`seq`.
-pub fn encode(ev: &mut Event, ids: &str, seq: u64, buf: &mut Vec<u8>) {
-    ev.push("event_id", format!("{ids}-{seq}"));
+/// The JSON line of `ev` into `buf`.
+pub fn encode(ev: &Event, buf: &mut Vec<u8>) {
     buf.clear();
     ev.write_json_line(buf);
 }
 
 impl OutputStage {
     fn run(mut self, rx: Receiver<Event>) {
-        let mut seq = 0u64;
         let mut buf = Vec::with_capacity(4096);
         let mut pending = 0u64;
         let mut last_error: Option<Instant> = None;
@@ -294,9 +291,8 @@ impl OutputStage {
                 }
             }
             let Some(first) = first else { continue };
-            for mut ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
-                encode(&mut ev, &self.ids, seq, &mut buf);
-                seq += 1;
+            for ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+                encode(&ev, &mut buf);
                 match self.sink.write_line(&buf) {
                     Ok(()) => pending += 1,
                     Err(e) => self.fail(1, &e, &mut last_error),

@@ -144,7 +144,12 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
         records.len()
     ));
     let mut enricher = Enricher::new(EnrichSettings::default().resolve(1)?.enrich);
-    let detect = Detect::new(&DetectSettings::default().resolve()?, Default::default());
+    // The built-in rule set loaded, as the agent runs by default.
+    let mut detect = Detect::new(
+        &DetectSettings::default().resolve()?,
+        Default::default(),
+        "bench-1".into(),
+    );
     // The server's filter as an agent without --server has it: empty.
     let filter = Filter::default();
     let mut buf = Vec::with_capacity(4096);
@@ -177,18 +182,18 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
                     black_box(&rec);
                     continue;
                 }
-                let Some(mut ev) = enricher.enrich(&rec) else {
+                let Some(ev) = enricher.enrich(&rec) else {
                     continue;
                 };
                 if stage != FULL {
                     black_box(&ev);
                     continue;
                 }
-                if !detect.keep(&ev, &filter) {
-                    continue;
-                }
-                encode(&mut ev, "bench-1", n, &mut buf);
-                bytes += buf.len() as u64;
+                detect.handle(ev, &filter, |ev| {
+                    encode(&ev, &mut buf);
+                    bytes += buf.len() as u64;
+                    true
+                });
             }
         }
         let (wall, cpu) = (t0.elapsed(), thread_cpu_ns() - c0);

