@@ -23,30 +23,11 @@ struct {
 /* The process tree above `task` (as exec records walk it). */
 static __always_inline void mount_ancestry(struct kestrel_mount *m, struct task_struct *task)
 {
-	struct task_struct *t = task->real_parent;
-	__u32 n = 0;
+	bool truncated = false;
 
-	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
-		struct task_struct *leader;
-		__u32 pid;
-
-		if (!t)
-			break;
-		pid = t->tgid;
-		if (pid == 0)
-			break;
-		leader = t->group_leader;
-		m->ancestors[i].pid = pid;
-		*(__u64 *)&m->ancestors[i].comm[0] = *(__u64 *)&leader->comm[0];
-		*(__u64 *)&m->ancestors[i].comm[8] = *(__u64 *)&leader->comm[8];
-		n = i + 1;
-		if (pid == 1)
-			break;
-		t = t->real_parent;
-		if (i == KESTREL_PID_TREE_MAX - 1 && t && t->tgid > 0)
-			m->flags2 |= KESTREL_MOUNT_PID_TREE_TRUNCATED;
-	}
-	m->ancestors_len = n;
+	m->ancestors_len = walk_ancestry(m->ancestors, task, &truncated);
+	if (truncated)
+		m->flags2 |= KESTREL_MOUNT_PID_TREE_TRUNCATED;
 }
 
 static __always_inline struct kestrel_mount *mount_start(struct task_struct *task, long ret,

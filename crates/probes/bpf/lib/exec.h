@@ -107,30 +107,11 @@ static __always_inline void fill_parent(struct kestrel_exec *e, struct task_stru
 /* The process tree above `task`, with plain loads. */
 static __always_inline void fill_ancestry(struct kestrel_exec *e, struct task_struct *task)
 {
-	struct task_struct *t = task->real_parent;
-	__u32 n = 0;
+	bool truncated = false;
 
-	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
-		struct task_struct *leader;
-		__u32 pid;
-
-		if (!t)
-			break;
-		pid = t->tgid;
-		if (pid == 0)
-			break;
-		leader = t->group_leader;
-		e->ancestors[i].pid = pid;
-		*(__u64 *)&e->ancestors[i].comm[0] = *(__u64 *)&leader->comm[0];
-		*(__u64 *)&e->ancestors[i].comm[8] = *(__u64 *)&leader->comm[8];
-		n = i + 1;
-		if (pid == 1)
-			break;
-		t = t->real_parent;
-		if (i == KESTREL_PID_TREE_MAX - 1 && t && t->tgid > 0)
-			e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
-	}
-	e->ancestors_len = n;
+	e->ancestors_len = walk_ancestry(e->ancestors, task, &truncated);
+	if (truncated)
+		e->flags |= KESTREL_EXEC_PID_TREE_TRUNCATED;
 }
 
 /* The nearest ancestor holding an inet socket on stdin or stdout (an sshd,

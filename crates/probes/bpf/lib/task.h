@@ -173,4 +173,36 @@ static __always_inline void fill_task(struct kestrel_task *t, struct task_struct
 	}
 }
 
+/* The process tree above `task` with plain loads: [0] is the parent, up to
+ * KESTREL_PID_TREE_MAX entries, stopping at pid 1. Returns how many were
+ * written; *truncated is set when ancestors were left above the last. */
+static __always_inline __u32 walk_ancestry(struct kestrel_ancestor *out, struct task_struct *task,
+					   bool *truncated)
+{
+	struct task_struct *t = task->real_parent;
+	__u32 n = 0;
+
+	for (int i = 0; i < KESTREL_PID_TREE_MAX; i++) {
+		struct task_struct *leader;
+		__u32 pid;
+
+		if (!t)
+			break;
+		pid = t->tgid;
+		if (pid == 0)
+			break;
+		leader = t->group_leader;
+		out[i].pid = pid;
+		*(__u64 *)&out[i].comm[0] = *(__u64 *)&leader->comm[0];
+		*(__u64 *)&out[i].comm[8] = *(__u64 *)&leader->comm[8];
+		n = i + 1;
+		if (pid == 1)
+			break;
+		t = t->real_parent;
+		if (i == KESTREL_PID_TREE_MAX - 1 && t && t->tgid > 0)
+			*truncated = true;
+	}
+	return n;
+}
+
 #endif /* KESTREL_LIB_TASK_H */
