@@ -42,7 +42,12 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info, struc
 
 	if ((unsigned long)info <= 1)
 		return 0;
-	code = info->si_code;
+	/* Kernels since 6.18.x mark this argument a scalar, since it may be
+	 * one of the SEND_SIG_* constants rather than a pointer, and refuse a
+	 * direct load through it: read it as kernel memory instead, which
+	 * older kernels accept too. */
+	if (bpf_probe_read_kernel(&code, sizeof(code), &info->si_code))
+		return 0;
 	if (code > 0)
 		return 0;
 	task = bpf_get_current_task_btf();
