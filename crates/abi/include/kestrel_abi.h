@@ -245,6 +245,27 @@
 	      ALSO(handle_fork) ALSO(handle_exit) ALSO(handle_dup_exit)        \
 	      ALSO(handle_dup2_exit) ALSO(handle_dup3_exit)                    \
 	      ALSO(handle_execve_enter) ALSO(handle_execveat_enter)))          \
+	/* kinds: chmod */                                                     \
+	/* A mode change that sets setuid or setgid (any path), or any mode   \
+	 * change of a watched path; fchmod's old mode is kept at its entry. */\
+	KIND(CHMOD, chmod, ("90"),                                             \
+	     (PROG(handle_chmod_exit, "tracepoint/syscalls/sys_exit_chmod")    \
+	      PROG(handle_fchmodat_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_fchmodat")                    \
+	      PROG_NEEDS(handle_fchmodat2_exit,                                \
+			 "tracepoint/syscalls/sys_exit_fchmodat2",             \
+			 "syscalls/sys_exit_fchmodat2",                        \
+			 "fchmodat2 (Linux 6.6) is not on this kernel")        \
+	      PROG(handle_fchmod_enter,                                        \
+		   "tracepoint/syscalls/sys_enter_fchmod")                     \
+	      PROG(handle_fchmod_exit, "tracepoint/syscalls/sys_exit_fchmod")))\
+	/* An owner change of a watched path. */                               \
+	KIND(CHOWN, chown, ("92"),                                             \
+	     (PROG(handle_chown_exit, "tracepoint/syscalls/sys_exit_chown")    \
+	      PROG(handle_lchown_exit, "tracepoint/syscalls/sys_exit_lchown")  \
+	      PROG(handle_fchownat_exit,                                       \
+		   "tracepoint/syscalls/sys_exit_fchownat")                    \
+	      PROG(handle_fchown_exit, "tracepoint/syscalls/sys_exit_fchown")))\
 	/* end of the table */
 
 /* Programs that make no records of their own: they keep the state other
@@ -926,6 +947,41 @@ struct kestrel_rmdir {
 	__u32 syscall;
 	__u32 flags;
 	__u32 reserved;
+	struct kestrel_name file;
+};
+
+/* data_type 90: chmod (syscall 90), fchmod (91), fchmodat (268),
+ * fchmodat2 (452), successful or not, when the mode asked for has setuid
+ * or setgid, or the file is watched. fchmod's file is its descriptor's
+ * (file.name empty, file.dir walked from the file itself). */
+#define KESTREL_CHMOD_OLD_MODE (1u << 0) /* old_mode is known (fchmod) */
+#define KESTREL_CHMOD_WATCHED (1u << 1)  /* the file is a watched path */
+struct kestrel_chmod {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;
+	__u32 syscall;
+	__u32 flags;    /* fchmodat2's AT_* */
+	__u32 mode;     /* the mode asked for */
+	__u32 old_mode; /* i_mode before the call, when KESTREL_CHMOD_OLD_MODE */
+	__u32 what;     /* KESTREL_CHMOD_* */
+	char sb_id[KESTREL_SB_ID_LEN];
+	struct kestrel_name file; /* last: the record ends in its dir */
+};
+
+/* data_type 92: chown (92), fchown (93), lchown (94), fchownat (260) of a
+ * watched path, successful or not. uid and gid as asked: -1 leaves one as
+ * it is. */
+struct kestrel_chown {
+	struct kestrel_header hdr;
+	struct kestrel_task task;
+	__s32 res;
+	__u32 syscall;
+	__u32 flags; /* fchownat's AT_* */
+	__u32 uid;
+	__u32 gid;
+	__u32 what; /* KESTREL_CHMOD_WATCHED, the one reason it is sent */
+	char sb_id[KESTREL_SB_ID_LEN];
 	struct kestrel_name file;
 };
 

@@ -164,6 +164,20 @@ fn path_calls(dir: &std::path::Path) {
     }
 }
 
+/// Set-id chmods and chowns of a watched name that does not exist: each
+/// fails (ENOENT) and each is a record (90, 92).
+const ATTR_CALLS: usize = 500;
+fn attr_calls(dir: &std::path::Path) {
+    let missing = std::ffi::CString::new(dir.join("missing").to_str().unwrap()).unwrap();
+    for _ in 0..ATTR_CALLS {
+        // SAFETY: plain syscalls on a NUL-terminated path owned here.
+        unsafe {
+            libc::chmod(missing.as_ptr(), 0o4755);
+            libc::chown(missing.as_ptr(), 0, 0);
+        }
+    }
+}
+
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
@@ -173,7 +187,15 @@ fn signal(agent: &Agent, sig: i32) {
 fn every_kind_s_losses_are_counted_in_the_totals() {
     let dir = std::env::temp_dir().join(marker("loss"));
     std::fs::create_dir_all(&dir).unwrap();
-    let agent = Agent::start(&["--ring-buffer-bytes", "65536", "--wakeup-bytes", "32768"]);
+    let watched = format!("{}/", dir.display());
+    let agent = Agent::start(&[
+        "--ring-buffer-bytes",
+        "65536",
+        "--wakeup-bytes",
+        "32768",
+        "--watch-path",
+        &watched,
+    ]);
 
     signal(&agent, libc::SIGSTOP);
     execs();
@@ -185,6 +207,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     binds_accepts_kills();
     memory_kinds();
     path_calls(&dir);
+    attr_calls(&dir);
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -254,6 +277,8 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Link, PATH_CALLS),
         (Kind::Unlink, PATH_CALLS),
         (Kind::Rmdir, PATH_CALLS),
+        (Kind::Chmod, ATTR_CALLS),
+        (Kind::Chown, ATTR_CALLS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod attrs;
 mod bench;
 mod burst;
 mod cli;

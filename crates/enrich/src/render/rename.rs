@@ -29,6 +29,14 @@ pub(super) fn syscall_name(nr: u32) -> &'static str {
         87 => "unlink",
         263 => "unlinkat",
         84 => "rmdir",
+        90 => "chmod",
+        91 => "fchmod",
+        268 => "fchmodat",
+        452 => "fchmodat2",
+        92 => "chown",
+        93 => "fchown",
+        94 => "lchown",
+        260 => "fchownat",
         _ => "",
     }
 }

@@ -66,11 +66,47 @@ static __always_inline void read_name(struct kestrel_name *n, const char *upath)
 	}
 }
 
-/* A path argument, and for a relative one the directory the kernel
- * resolved it from (dfd's file, or the cwd), walked without exclusions.
- * sb_id, when given, gets the s_id of the superblock the lookup started
- * on: that directory's, or the root's for an absolute name. Not inlined:
- * each program that takes two names holds one copy of walk_path. */
+/* The directory a name passed with dfd is looked up from: the root for
+ * an absolute name, the cwd for AT_FDCWD, else dfd's file (which is the
+ * file itself for an empty name). False when dfd names no open file. */
+static __always_inline bool name_dir(struct task_struct *task, int dfd, const char *name,
+				     struct dentry **d, struct vfsmount **m)
+{
+	if (name[0] == '/') {
+		*d = task->fs->root.dentry;
+		*m = task->fs->root.mnt;
+	} else if (dfd == AT_FDCWD) {
+		*d = task->fs->pwd.dentry;
+		*m = task->fs->pwd.mnt;
+	} else {
+		struct file *f = task_fd(task, dfd);
+
+		if (!f)
+			return false;
+		*d = BPF_CORE_READ(f, f_path.dentry);
+		*m = BPF_CORE_READ(f, f_path.mnt);
+	}
+	return true;
+}
+
+/* A name read, placed: for a relative one, the directory (d, m) it was
+ * looked up from walked without exclusions. sb_id, when given, gets the
+ * s_id of that directory's superblock (the root's for an absolute name). */
+static __always_inline void place_name(struct kestrel_name *n, struct dentry *d,
+				       struct vfsmount *m, char *sb_id)
+{
+	if (n->name[0] != '/')
+		walk_path(&n->dir, d, m, false);
+	if (sb_id) {
+		struct super_block *sb = BPF_CORE_READ(d, d_sb);
+
+		if (bpf_probe_read_kernel_str(sb_id, KESTREL_SB_ID_LEN, &sb->s_id) <= 0)
+			sb_id[0] = 0;
+	}
+}
+
+/* A path argument, read and placed. Not inlined: each program that takes
+ * two names holds one copy of walk_path. */
 static __noinline void take_name(struct kestrel_name *n, struct task_struct *task, int dfd,
 				 const char *upath, char *sb_id)
 {
@@ -82,30 +118,11 @@ static __noinline void take_name(struct kestrel_name *n, struct task_struct *tas
 	read_name(n, upath);
 	if (n->flags & KESTREL_NAME_UNREAD)
 		return;
-	if (n->name[0] == '/') {
-		d = task->fs->root.dentry;
-		m = task->fs->root.mnt;
-	} else if (dfd == AT_FDCWD) {
-		d = task->fs->pwd.dentry;
-		m = task->fs->pwd.mnt;
-		walk_path(&n->dir, d, m, false);
-	} else {
-		struct file *f = task_fd(task, dfd);
-
-		if (!f) {
-			n->flags |= KESTREL_NAME_NO_DIR;
-			return;
-		}
-		d = BPF_CORE_READ(f, f_path.dentry);
-		m = BPF_CORE_READ(f, f_path.mnt);
-		walk_path(&n->dir, d, m, false);
+	if (!name_dir(task, dfd, n->name, &d, &m)) {
+		n->flags |= KESTREL_NAME_NO_DIR;
+		return;
 	}
-	if (sb_id) {
-		struct super_block *sb = BPF_CORE_READ(d, d_sb);
-
-		if (bpf_probe_read_kernel_str(sb_id, KESTREL_SB_ID_LEN, &sb->s_id) <= 0)
-			sb_id[0] = 0;
-	}
+	place_name(n, d, m, sb_id);
 }
 
 /* Bytes of a record that ends in a kestrel_name: up to its walked
