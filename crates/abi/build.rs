@@ -13,7 +13,9 @@ fn main() {
     let header = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
         .join("include")
         .join("kestrel_abi.h");
-    println!("cargo:rerun-if-changed={}", header.display());
+    // Relative, so cargo resolves it in the checkout being built (see
+    // crates/detect/build.rs).
+    println!("cargo:rerun-if-changed=include/kestrel_abi.h");
     println!("cargo:rerun-if-env-changed=CLANG");
     // Lets the probes crate find the header through DEP_KESTREL_ABI_INCLUDE.
     println!(

@@ -5,8 +5,13 @@
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/builtin");
-    println!("cargo:rerun-if-changed={}", dir.display());
+    // Watched by paths relative to this crate, which cargo resolves in the
+    // checkout being built: a target directory shared by two checkouts
+    // (CI's, a worktree's) shares this script's output too, and an
+    // absolute path would watch the other checkout's files.
+    let rel = Path::new("../../rules/builtin");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    println!("cargo:rerun-if-changed={}", rel.display());
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok())
@@ -17,7 +22,7 @@ fn main() {
     let mut out = String::from("pub(crate) const BUILTIN: &[(&str, &str)] = &[\n");
     for n in &names {
         let p = dir.join(n);
-        println!("cargo:rerun-if-changed={}", p.display());
+        println!("cargo:rerun-if-changed={}", rel.join(n).display());
         out.push_str(&format!(
             "    ({n:?}, include_str!({:?})),\n",
             p.canonicalize().expect("rule file").display().to_string()
