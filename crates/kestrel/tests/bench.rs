@@ -77,7 +77,7 @@ fn quick_benchmark_prints_every_table() {
 
     // 2. Overhead: every workload, a figure for each configuration.
     let overhead = table_rows(&md, "### 2. Workload overhead", "workload");
-    assert_eq!(overhead.len(), 20, "{md}");
+    assert_eq!(overhead.len(), 21, "{md}");
     for r in &overhead {
         for i in [2, 3] {
             let ns: f64 = col(r, i).parse().unwrap_or_else(|_| panic!("bad row {r}"));

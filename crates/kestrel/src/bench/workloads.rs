@@ -110,11 +110,16 @@ pub enum Kind {
     /// grandchild that takes root back and exits: a 604 and a 611 at its
     /// exit (root only).
     Regain,
+    /// chmod, fchmodat, fchmod, chown, fchownat, fchown of an unwatched
+    /// file, no set-id bit, nothing changed: the chmod and chown programs'
+    /// filtered-out case (a name read and matched, or a descriptor's file
+    /// walked and matched), and fchmod's entry program.
+    ModeOwner,
 }
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -135,6 +140,7 @@ impl Kind {
         Kind::OpenEtcUnwatched,
         Kind::OpenWatched,
         Kind::Regain,
+        Kind::ModeOwner,
     ];
 
     /// Short name used in tables.
@@ -160,6 +166,7 @@ impl Kind {
             Kind::OpenEtcUnwatched => "open unwatched file under /etc (open+close)",
             Kind::OpenWatched => "open watched file /etc/passwd (open+close)",
             Kind::Regain => "root regained by a grandchild (fork x2, 611)",
+            Kind::ModeOwner => "mode/owner unchanged, unwatched (chmod/chown x3 each)",
         }
     }
 
@@ -186,6 +193,7 @@ impl Kind {
             Kind::OpenEtcUnwatched => (200_000, 5_000),
             Kind::OpenWatched => (20_000, 1_000),
             Kind::Regain => (2_000, 100),
+            Kind::ModeOwner => (20_000, 1_000),
         };
         if quick {
             q
@@ -349,6 +357,44 @@ impl Env {
 
     /// One round of every path syscall on one file of the scratch
     /// directory, leaving it as it found it.
+    fn mode_owner_op(&self) -> Result<Box<dyn FnMut(u64) -> Result<()> + '_>> {
+        let dir = self.dir.join("modes");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("f");
+        std::fs::write(&file, b"")?;
+        let mut path = file.into_os_string().into_vec();
+        path.push(0);
+        let open = std::fs::File::open(&dir)?;
+        let f = std::fs::File::open(dir.join("f"))?;
+        let (at, fd) = (
+            open.as_raw_fd() as libc::c_long,
+            f.as_raw_fd() as libc::c_long,
+        );
+        let name = c"f".as_ptr() as libc::c_long;
+        Ok(Box::new(move |_| {
+            let _open = (&open, &f);
+            let p = path.as_ptr() as libc::c_long;
+            // Owner -1 and -1: nothing changes, every call succeeds.
+            let keep = -1 as libc::c_long;
+            let calls: [(libc::c_long, [libc::c_long; 5]); 6] = [
+                (libc::SYS_chmod, [p, 0o644, 0, 0, 0]),
+                (libc::SYS_fchmodat, [at, name, 0o644, 0, 0]),
+                (libc::SYS_fchmod, [fd, 0o644, 0, 0, 0]),
+                (libc::SYS_chown, [p, keep, keep, 0, 0]),
+                (libc::SYS_fchownat, [at, name, keep, keep, 0]),
+                (libc::SYS_fchown, [fd, keep, keep, 0, 0]),
+            ];
+            for (nr, a) in calls {
+                // SAFETY: NUL-terminated paths and descriptors owned here.
+                if unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("mode/owner syscall {nr}"));
+                }
+            }
+            Ok(())
+        }))
+    }
+
     fn paths_op(&self) -> Result<Box<dyn FnMut(u64) -> Result<()> + '_>> {
         let dir = self.dir.join("paths");
         std::fs::create_dir_all(&dir)?;
@@ -478,6 +524,7 @@ impl Env {
                 })
             }
             Kind::Paths => self.paths_op()?,
+            Kind::ModeOwner => self.mode_owner_op()?,
             Kind::Regain => Box::new(|_| regain()),
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
