@@ -178,6 +178,35 @@ fn attr_calls(dir: &std::path::Path) {
     }
 }
 
+/// Children that drop to uid 65534 keeping saved uid 0, each forking a
+/// grandchild that takes root back: a 604 and a 611 each.
+const REGAINS: usize = 300;
+fn regains() {
+    for _ in 0..REGAINS {
+        // SAFETY: fork, then only raw syscalls and _exit in the children,
+        // which have one thread each.
+        unsafe {
+            let a = libc::fork();
+            assert!(a >= 0, "fork: {}", std::io::Error::last_os_error());
+            if a == 0 {
+                if libc::setresuid(65534, 65534, 0) != 0 {
+                    libc::_exit(1);
+                }
+                let b = libc::fork();
+                if b == 0 {
+                    libc::_exit(i32::from(libc::setresuid(0, 0, 0) != 0));
+                }
+                let mut st = 0;
+                libc::waitpid(b, &mut st, 0);
+                libc::_exit(i32::from(b <= 0 || st != 0));
+            }
+            let mut st = 0;
+            libc::waitpid(a, &mut st, 0);
+            assert_eq!(st, 0, "the regaining children failed");
+        }
+    }
+}
+
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
@@ -208,6 +237,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     memory_kinds();
     path_calls(&dir);
     attr_calls(&dir);
+    regains();
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -279,6 +309,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Rmdir, PATH_CALLS),
         (Kind::Chmod, ATTR_CALLS),
         (Kind::Chown, ATTR_CALLS),
+        (Kind::Privesc, REGAINS),
     ];
     for (kind, n) in caused {
         let kind = kind.name();
