@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{field, marker, Agent};
+use crate::support::{field, marker, Agent, CorePattern, CORE_PATTERN};
 
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
@@ -119,24 +119,6 @@ fn a_parent_gone_before_its_child_s_exec_is_looked_at_is_counted() {
 }
 
 /// Sets kernel.core_pattern, and puts the old one back when dropped.
-struct CorePattern(Vec<u8>);
-
-const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
-
-impl CorePattern {
-    fn set(pattern: &str) -> CorePattern {
-        let old = std::fs::read(CORE_PATTERN).unwrap();
-        std::fs::write(CORE_PATTERN, pattern).unwrap();
-        CorePattern(old)
-    }
-}
-
-impl Drop for CorePattern {
-    fn drop(&mut self) {
-        let _ = std::fs::write(CORE_PATTERN, &self.0);
-    }
-}
-
 fn wait_file(p: &Path) -> String {
     for _ in 0..200 {
         if let Ok(s) = std::fs::read_to_string(p) {

@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{marker, Agent, PERL_CONN};
+use crate::support::{marker, Agent, CorePattern, PERL_CONN};
 use kestrel_probes::Kind;
 
 /// Records of each flooded kind that the test makes. The ring buffer
@@ -207,6 +207,38 @@ fn regains() {
     }
 }
 
+/// Children that crash with cores allowed while core_pattern pipes to a
+/// helper: the kernel runs the helper from a kernel thread, a 607 each.
+const CRASHES: usize = 200;
+fn crashes() {
+    let _pattern = CorePattern::set("|/bin/true");
+    for _ in 0..CRASHES {
+        // SAFETY: fork, then only raw syscalls in the child.
+        unsafe {
+            let a = libc::fork();
+            assert!(a >= 0, "fork: {}", std::io::Error::last_os_error());
+            if a == 0 {
+                let all = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &all);
+                // Rust's runtime handles SIGSEGV (stack overflows): the
+                // kernel's default action is what dumps the core.
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::kill(libc::getpid(), libc::SIGSEGV);
+                libc::_exit(1);
+            }
+            let mut st = 0;
+            libc::waitpid(a, &mut st, 0);
+            assert!(
+                libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+                "the crashing child ended with status {st}"
+            );
+        }
+    }
+}
+
 fn signal(agent: &Agent, sig: i32) {
     // SAFETY: kill with our child's pid and a valid signal.
     assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
@@ -238,6 +270,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
     path_calls(&dir);
     attr_calls(&dir);
     regains();
+    crashes();
     signal(&agent, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let c = agent.stop();
@@ -310,6 +343,7 @@ fn every_kind_s_losses_are_counted_in_the_totals() {
         (Kind::Chmod, ATTR_CALLS),
         (Kind::Chown, ATTR_CALLS),
         (Kind::Privesc, REGAINS),
+        (Kind::Umh, CRASHES),
     ];
     for (kind, n) in caused {
         let kind = kind.name();

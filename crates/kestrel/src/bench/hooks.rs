@@ -15,9 +15,33 @@ pub struct ProgStat {
     pub run_time_ns: u64,
 }
 
-/// The full name of a program of the agent's; the kernel keeps only 15
-/// bytes.
-fn full_name(kernel_name: &str) -> String {
+/// The full names of the loaded programs, by tag: bpf_prog_info keeps 15
+/// bytes of a name (handle_fchmod_enter and handle_fchmod_exit are both
+/// "handle_fchmod_e"), while /proc/kallsyms names a program with BTF by
+/// its function, `bpf_prog_<tag>_<name>`.
+fn kallsyms_names() -> BTreeMap<String, String> {
+    let syms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    syms.lines()
+        .filter_map(|l| {
+            let sym = l.split_whitespace().nth(2)?;
+            let rest = sym.strip_prefix("bpf_prog_")?;
+            let (tag, name) = rest.split_once('_')?;
+            (tag.len() == 16).then(|| (tag.to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+/// The full name of a program of the agent's: from its tag where kallsyms
+/// has it, else the first of the table's names the kernel's 15 bytes
+/// start.
+fn full_name(kernel_name: &str, tag: &[u8; 8], by_tag: &BTreeMap<String, String>) -> String {
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(n) = by_tag
+        .get(&hex)
+        .filter(|n| kestrel_probes::program_names().any(|p| p == n.as_str()))
+    {
+        return n.clone();
+    }
     kestrel_probes::program_names()
         .find(|p| *p == kernel_name)
         .or_else(|| kestrel_probes::program_names().find(|p| p.starts_with(kernel_name)))
@@ -56,11 +80,12 @@ fn prog_ids_of(pid: u32) -> HashSet<u32> {
 /// Current statistics of the programs of agent `pid`, by full name.
 pub fn snapshot(pid: u32) -> BTreeMap<String, ProgStat> {
     let ids = prog_ids_of(pid);
+    let by_tag = kallsyms_names();
     libbpf_rs::query::ProgInfoIter::default()
         .filter(|p| ids.contains(&p.id))
         .map(|p| {
             (
-                full_name(&p.name.to_string_lossy()),
+                full_name(&p.name.to_string_lossy(), &p.tag.0, &by_tag),
                 ProgStat {
                     run_cnt: p.run_cnt,
                     run_time_ns: p.run_time_ns,

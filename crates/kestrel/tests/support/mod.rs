@@ -56,6 +56,27 @@ impl Drop for Serial {
     }
 }
 
+/// The kernel's core_pattern, set for a test and put back when dropped.
+/// Only tests that run an [`Agent`] set it, so [`SERIAL`] keeps them
+/// apart.
+pub struct CorePattern(Vec<u8>);
+
+pub const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
+
+impl CorePattern {
+    pub fn set(pattern: &str) -> CorePattern {
+        let old = std::fs::read(CORE_PATTERN).unwrap();
+        std::fs::write(CORE_PATTERN, pattern).unwrap();
+        CorePattern(old)
+    }
+}
+
+impl Drop for CorePattern {
+    fn drop(&mut self) {
+        let _ = std::fs::write(CORE_PATTERN, &self.0);
+    }
+}
+
 pub fn kestrel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kestrel"))
 }
