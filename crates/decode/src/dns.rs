@@ -1,14 +1,17 @@
 //! data_type 601: a UDP datagram received from port 53, and the bounded
-//! parser that reads its header and first question.
+//! parser that reads its header, first question and the addresses its
+//! answers give.
 //!
 //! The payload comes from any process on the host, so it is hostile input:
 //! every read is bounds-checked, compression pointers must point strictly
 //! backwards (which alone guarantees termination) and are also capped in
 //! number, labels over 63 bytes and names over 255 are errors. Nothing here
-//! allocates more than the name it returns.
+//! allocates more than the name and the addresses it returns (and one
+//! owner name at a time while reading the answers).
 
 use std::fmt::Write as _;
 use std::mem::offset_of;
+use std::net::IpAddr;
 
 use kestrel_abi as abi;
 
@@ -80,7 +83,17 @@ pub struct DnsMessage {
     pub query: String,
     /// The first question's type (1 A, 28 AAAA, ...).
     pub qtype: u16,
+    /// The addresses of the answer section's A and AAAA records, in order
+    /// (at most [`MAX_ANSWERS`]); other records (CNAME, ...) are skipped.
+    pub answers: Vec<IpAddr>,
+    /// The answer section was read to its end: false when the copied bytes
+    /// ended inside it, a record did not parse, or there were more
+    /// addresses than kept.
+    pub answers_complete: bool,
 }
+
+/// Addresses kept from one answer.
+pub const MAX_ANSWERS: usize = 16;
 
 /// Why a message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +134,12 @@ pub fn parse(msg: &[u8]) -> Result<DnsMessage, DnsError> {
     if msg.len() < end + 4 {
         return Err(DnsError::Truncated);
     }
+    // Only the first question is read: answers follow the others too.
+    let after = if u16_at(4) == 1 { Some(end + 4) } else { None };
+    let (answers, answers_complete) = match after {
+        Some(at) => read_answers(msg, at, u16_at(6)),
+        None => (Vec::new(), u16_at(6) == 0),
+    };
     Ok(DnsMessage {
         id: u16_at(0),
         qr: flags & 0x8000 != 0,
@@ -129,8 +148,44 @@ pub fn parse(msg: &[u8]) -> Result<DnsMessage, DnsError> {
         ancount: u16_at(6),
         query,
         qtype: u16_at(end),
+        answers,
+        answers_complete,
     })
 }
+
+/// The A and AAAA addresses of the `count` answer records from `at`, and
+/// whether all of them were read. A record that does not parse ends the
+/// section (the question's fields are still good).
+fn read_answers(msg: &[u8], mut at: usize, count: u16) -> (Vec<IpAddr>, bool) {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let Ok((_, end)) = read_name(msg, at) else {
+            return (out, false);
+        };
+        let Some(fixed) = msg.get(end..end + 10) else {
+            return (out, false);
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+        let Some(rdata) = msg.get(end + 10..end + 10 + rdlen) else {
+            return (out, false);
+        };
+        let ip = match (rtype, rdlen) {
+            (1, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(rdata).unwrap_or_default())),
+            (28, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(rdata).unwrap_or_default())),
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            if out.len() == MAX_ANSWERS {
+                return (out, false);
+            }
+            out.push(ip);
+        }
+        at = end + 10 + rdlen;
+    }
+    (out, true)
+}
+
 
 /// Reads the name at `start`; returns it and the offset just after it in
 /// the message (after the first pointer, if any).
@@ -205,6 +260,28 @@ pub mod build {
         m.extend_from_slice(&1u16.to_be_bytes());
         m
     }
+
+    /// `m` (one question) with answer records for its name appended: a
+    /// CNAME to the name itself for `None`, else an A or AAAA record.
+    pub fn with_answers(mut m: Vec<u8>, answers: &[Option<std::net::IpAddr>]) -> Vec<u8> {
+        let n = u16::from_be_bytes([m[6], m[7]]) + answers.len() as u16;
+        m[6..8].copy_from_slice(&n.to_be_bytes());
+        for a in answers {
+            // The owner: a pointer to the question's name.
+            m.extend_from_slice(&[0xc0, 12]);
+            let (ty, data): (u16, Vec<u8>) = match a {
+                Some(std::net::IpAddr::V4(v4)) => (1, v4.octets().to_vec()),
+                Some(std::net::IpAddr::V6(v6)) => (28, v6.octets().to_vec()),
+                None => (5, vec![0xc0, 12]),
+            };
+            m.extend_from_slice(&ty.to_be_bytes());
+            m.extend_from_slice(&1u16.to_be_bytes());
+            m.extend_from_slice(&60u32.to_be_bytes());
+            m.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            m.extend_from_slice(&data);
+        }
+        m
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +301,29 @@ mod tests {
             panic!("not a dns record")
         };
         assert_eq!(d.message, Err(DnsError::Truncated));
+    }
+
+    #[test]
+    fn answers_are_the_a_and_aaaa_addresses_and_a_cut_section_says_so() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let q = build::message(3, 0x8180, "www.example.com", 1);
+        let m = build::with_answers(q.clone(), &[None, Some(v4), Some(v6)]);
+        let d = parse(&m).unwrap();
+        assert_eq!((d.ancount, d.answers.clone(), d.answers_complete), (3, vec![v4, v6], true));
+        // Cut inside the last record: what came before is kept.
+        let d = parse(&m[..m.len() - 3]).unwrap();
+        assert_eq!((d.answers, d.answers_complete), (vec![v4], false));
+        // A bad owner name ends the section, not the message.
+        let mut bad = build::with_answers(q.clone(), &[Some(v4)]);
+        let owner = q.len();
+        bad[owner + 1] = 0xff; // a pointer forwards
+        let d = parse(&bad).unwrap();
+        assert_eq!((d.query.as_str(), d.answers.len(), d.answers_complete), ("www.example.com", 0, false));
+        // More addresses than kept.
+        let many = build::with_answers(q, &[Some(v4); MAX_ANSWERS + 1]);
+        let d = parse(&many).unwrap();
+        assert_eq!((d.answers.len(), d.answers_complete), (MAX_ANSWERS, false));
     }
 
     #[test]

@@ -352,6 +352,19 @@ fn records(fx: &Fixture) -> Vec<(&'static str, Record, bool)> {
         decoded(&raw::dns(task!(fx, LIVE, 1000, b"resolver"), &answer)),
         true,
     ));
+    let answered = dns::build::with_answers(
+        dns::build::message(0x1235, 0x8180, "www.example.com", 1),
+        &[
+            None,
+            Some("192.0.2.1".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap()),
+        ],
+    );
+    out.push((
+        "dns with answers",
+        decoded(&raw::dns(task!(fx, LIVE, 1000, b"resolver"), &answered)),
+        true,
+    ));
     let query = dns::build::message(7, 0x0100, "kestrel.test", 1);
     out.push((
         "dns query",

@@ -102,17 +102,31 @@ fn dns_answers_from_getent_getaddrinfo_and_dig() {
     assert_ne!(field(&ev, "sport"), "0");
     assert_eq!(field(&ev, "sa_family"), "2");
     assert_eq!(field(&ev, "comm"), "getent");
+    // The address the process was given (its AAAA answer, if it asked,
+    // has none).
+    let a_answer = |e: &serde_json::Value| e["qtype"] == "1";
+    let ev = if a_answer(&ev) {
+        ev
+    } else {
+        agent.wait_for("getent's A answer", |e| {
+            answer(format!("ok-getent.{tag}.test"), "/usr/bin/getent")(e) && a_answer(e)
+        })
+    };
+    assert_eq!(field(&ev, "answers"), "192.0.2.99");
+    assert_eq!(field(&ev, "answers_truncated"), "false");
     let ev = agent.wait_for(
         "getaddrinfo's NXDOMAIN",
         answer(format!("nx-gai.{tag}.test"), "/usr/bin/getent"),
     );
     assert_eq!(field(&ev, "rcode"), "3");
+    assert_eq!(field(&ev, "answers"), "");
     let ev = agent.wait_for(
         "dig's answer",
         answer(format!("ok-dig.{tag}.test"), "/usr/bin/dig"),
     );
     assert_eq!(field(&ev, "rcode"), "0");
     assert_eq!(field(&ev, "qtype"), "1");
+    assert_eq!(field(&ev, "answers"), "192.0.2.99");
     let ev = agent.wait_for(
         "dig over IPv6",
         answer(format!("nx-dig6.{tag}.test"), "/usr/bin/dig"),

@@ -35,6 +35,17 @@ pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
         ),
         Err(_) => Default::default(),
     };
+    let (answers, answers_truncated) = match &d.message {
+        Ok(m) => (
+            m.answers
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            (!m.answers_complete).to_string(),
+        ),
+        Err(_) => (String::new(), "false".to_string()),
+    };
     ev.push("qr", qr);
     ev.push("opcode", opcode);
     ev.push("rcode", rcode);
@@ -52,6 +63,8 @@ pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
             .map(|e| e.to_string())
             .unwrap_or_default(),
     );
+    ev.push("answers", answers);
+    ev.push("answers_truncated", answers_truncated);
     ev.push("euid", t.euid.to_string());
     placement(&mut ev, t, cx);
     ev
