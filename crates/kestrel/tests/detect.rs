@@ -1263,3 +1263,105 @@ fn signals_that_stop_the_agent_alert() {
     drop(agent2);
     let _ = std::fs::remove_file(out);
 }
+
+/// The agent's JSON lines output file, read back.
+fn file_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn the_server_s_reload_rules_command_answers_and_keeps_state() {
+    use crate::support::server::{ctl, start_server, wait_until, Proc};
+    let _serial = crate::support::serial();
+    let (grpc, http) = (18472, 18473);
+    let d = scratch("srvreload");
+    let data = d.join("server");
+    let server = start_server(&data, grpc, http, &[]);
+    let dir = d.join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    let m = marker("sr");
+    std::fs::write(dir.join("a.yaml"), CUSTOM.replace("MARK", &m)).unwrap();
+    let out = d.join("a.jsonl");
+    let agent = Proc::spawn(
+        kestrel()
+            .args(["agent", "--no-logins", "--inventory-interval-hours", "0"])
+            .args(["--rootkit-scan-interval-hours", "0"])
+            .args(["--server", &format!("127.0.0.1:{grpc}")])
+            .arg("--ca-file")
+            .arg(data.join("ca.pem"))
+            .arg("--enroll-token-file")
+            .arg(data.join("enroll.token"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--rules")
+            .arg(&dir)
+            .arg("--output")
+            .arg(format!("file:{}", out.display()))
+            .args(["--heartbeat-secs", "1"]),
+        "control: connected",
+    );
+    let id = std::fs::read_to_string(d.join("state/agent-id")).unwrap();
+    let reload = || ctl(&data, http, &["command", &id, "reload-rules"]);
+    let argv_has = |e: &Value, s: &str| e["argv"].as_str().is_some_and(|a| a.contains(s));
+    Command::new("/usr/bin/true")
+        .arg(format!("{m}-a"))
+        .status()
+        .unwrap();
+    wait_until(30, || {
+        file_events(&out)
+            .iter()
+            .any(|e| e["data_type"] == "59" && argv_has(e, &format!("{m}-a")))
+            .then_some(())
+    })
+    .expect("the first step was not seen");
+    // A file that does not parse: the command fails with the file and
+    // line, and the rules in force stay.
+    std::fs::write(dir.join("more.yaml"), "rules:\n- id: x\n  nme: X\n").unwrap();
+    let r = wait_until(30, || {
+        let o = reload();
+        (!o.stderr.is_empty() || !o.stdout.is_empty()).then_some(o)
+    })
+    .expect("no answer to reload-rules");
+    assert!(!r.status.success(), "a broken file was accepted: {r:?}");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains(&format!("{}:3", dir.join("more.yaml").display())),
+        "{r:?}"
+    );
+    // Fixed, with a rule added: accepted, and the unchanged rule's first
+    // step survives.
+    std::fs::write(
+        dir.join("more.yaml"),
+        format!("rules:\n- id: test.more\n  name: more\n  severity: info\n  condition: {{field: argv, contains: {m}-c}}\n"),
+    )
+    .unwrap();
+    let r = reload();
+    assert!(r.status.success(), "{r:?}");
+    let said = String::from_utf8_lossy(&r.stdout);
+    assert!(said.contains("rules compiled"), "{r:?}");
+    // The swap happens between two events: a later event finds the new
+    // rules in force.
+    for step in ["b", "c"] {
+        Command::new("/usr/bin/true")
+            .arg(format!("{m}-{step}"))
+            .status()
+            .unwrap();
+    }
+    wait_until(30, || {
+        let evs = file_events(&out);
+        let has = |rule: &str| {
+            evs.iter()
+                .any(|e| e["data_type"] == "9000" && e["rule_id"] == rule)
+        };
+        (has("test.two_steps") && has("test.more")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the reloaded rules did not alert: {}", agent.stderr()));
+    assert!(agent.stderr().contains("detection rules reloaded"));
+    agent.stop();
+    server.stop();
+    let _ = std::fs::remove_dir_all(d);
+}

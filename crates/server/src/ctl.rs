@@ -42,7 +42,7 @@ pub enum CtlCmd {
     Command {
         /// Agent id.
         id: String,
-        /// inventory, scan-rootkit, restart or config.
+        /// inventory, scan-rootkit, reload-rules, restart or config.
         kind: String,
         /// For config: KEY=VALUE.
         arg: Option<String>,

@@ -128,7 +128,13 @@ fn live(s: &Session, now: Instant) -> bool {
 }
 
 /// Command kinds agents understand.
-pub const KINDS: [&str; 4] = ["inventory", "scan-rootkit", "restart", "config"];
+pub const KINDS: [&str; 5] = [
+    "inventory",
+    "scan-rootkit",
+    "reload-rules",
+    "restart",
+    "config",
+];
 
 /// The router.
 pub fn router(api: Arc<Api>) -> Router {
@@ -349,7 +355,7 @@ async fn agent(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response 
 /// A command as posted.
 #[derive(Debug, Deserialize)]
 pub struct NewCommand {
-    /// inventory, scan-rootkit, restart or config.
+    /// inventory, scan-rootkit, reload-rules, restart or config.
     pub kind: String,
     /// KEY=VALUE for config.
     #[serde(default)]

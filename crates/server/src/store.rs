@@ -164,7 +164,7 @@ pub struct CommandRow {
     pub agent_id: String,
     /// Set when sent to many agents at once.
     pub batch: Option<String>,
-    /// inventory, scan-rootkit, restart or config.
+    /// inventory, scan-rootkit, reload-rules, restart or config.
     pub kind: String,
     /// KEY=VALUE for config.
     pub arg: String,

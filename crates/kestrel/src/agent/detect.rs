@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -235,6 +235,41 @@ impl SharedFilter {
     }
 }
 
+/// A reload of the rules asked for by the control server: the files are
+/// read and compiled on the caller's thread, so that a file that does not
+/// parse is the command's answer, and the compiled set is handed to the
+/// detect stage, which swaps it in before its next event.
+#[derive(Clone)]
+pub struct RuleReloader {
+    rules: RulesConfig,
+    flag: Arc<AtomicBool>,
+    pending: Arc<Mutex<Option<RuleSet>>>,
+    counters: Arc<DetectCounters>,
+}
+
+impl RuleReloader {
+    /// Compiles the rule files; on success the detect stage takes them.
+    /// Returns how many rules they hold.
+    pub fn request(&self) -> std::result::Result<usize, String> {
+        match self.rules.load() {
+            Ok(set) => {
+                let n = set.rules.len();
+                *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
+                self.flag.store(true, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                self.counters
+                    .engine
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reloading the rules failed: the rules in force stay");
+                Err(format!("the rules in force stay: {e}"))
+            }
+        }
+    }
+}
+
 /// The detect stage's policies and rules.
 pub struct Detect {
     cred_allowlist: HashSet<String>,
@@ -242,8 +277,10 @@ pub struct Detect {
     counters: Arc<DetectCounters>,
     engine: Engine,
     rules: RulesConfig,
-    /// Set by SIGHUP: read the rule files again.
+    /// Set by SIGHUP: read the rule files again; or by the server's
+    /// reload-rules, which leaves the set it compiled in `pending`.
     reload: Arc<AtomicBool>,
+    pending: Arc<Mutex<Option<RuleSet>>>,
     /// `event_id` prefix (agent id and run) and the next sequence number.
     ids: String,
     seq: u64,
@@ -274,6 +311,7 @@ impl Detect {
             engine,
             rules: cfg.rules.clone(),
             reload: Arc::default(),
+            pending: Arc::default(),
             ids,
             seq: 0,
             alerts: Vec::new(),
@@ -285,10 +323,26 @@ impl Detect {
         self.reload.clone()
     }
 
-    /// Reads the rule files again. A rule whose definition did not change
-    /// keeps its state; a file that does not parse keeps the old rules.
+    /// What the control server's reload-rules command acts through.
+    pub fn reloader(&self) -> RuleReloader {
+        RuleReloader {
+            rules: self.rules.clone(),
+            flag: self.reload.clone(),
+            pending: self.pending.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Reads the rule files again (or takes the set a reload-rules
+    /// command compiled). A rule whose definition did not change keeps its
+    /// state; a file that does not parse keeps the old rules.
     pub fn reload_rules(&mut self) {
-        match self.rules.load() {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match pending.map_or_else(|| self.rules.load(), Ok) {
             Ok(set) => {
                 let n = set.rules.len();
                 let kept = self.engine.reload(set);

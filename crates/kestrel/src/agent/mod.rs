@@ -161,6 +161,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         detect.filter(),
         output_switch.clone(),
         cfg.output.policy.clone(),
+        Some(detect.reloader()),
     );
     // Kept to count what a stalled output leaves in its queue at exit.
     let output_queue = output_rx.clone();

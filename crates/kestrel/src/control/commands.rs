@@ -18,7 +18,7 @@ use std::time::Duration;
 use kestrel_probes::{DirKey, Probes, WatchPattern};
 use kestrel_sinks::OutputSpec;
 
-use crate::agent::detect::SharedFilter;
+use crate::agent::detect::{RuleReloader, SharedFilter};
 use crate::agent::output::{OutputPolicy, OutputSwitch, Reply};
 use crate::excludes::FileExcludes;
 use crate::watched::Watched;
@@ -38,6 +38,7 @@ pub struct Runtime {
     output: Arc<OutputSwitch>,
     output_policy: OutputPolicy,
     probes: Mutex<Vec<(ProbeRequest, Reply)>>,
+    rules: Option<RuleReloader>,
     pub(super) restart: AtomicBool,
     pub(super) last_error: Mutex<String>,
 }
@@ -49,12 +50,14 @@ impl Runtime {
         filter: Arc<SharedFilter>,
         output: Arc<OutputSwitch>,
         output_policy: OutputPolicy,
+        rules: Option<RuleReloader>,
     ) -> Arc<Runtime> {
         Arc::new(Runtime {
             filter,
             output,
             output_policy,
             probes: Mutex::default(),
+            rules,
             restart: AtomicBool::new(false),
             last_error: Mutex::default(),
         })
@@ -80,6 +83,21 @@ impl Runtime {
             };
             let _ = reply.send(r);
         }
+    }
+
+    /// The reload-rules command: the rule files compiled here, handed to
+    /// the detect stage; a message with the rule count, or why not.
+    pub fn reload_rules(&self) -> Result<String, String> {
+        let r = self
+            .rules
+            .as_ref()
+            .ok_or_else(|| "this agent runs no detect stage".to_string())?;
+        r.request().map(|n| {
+            format!(
+                "{n} rules compiled; the detect stage takes them before its next event, \
+                 keeping the state of the rules that did not change"
+            )
+        })
     }
 
     /// Records the agent's last error, reported in heartbeats.
@@ -248,7 +266,10 @@ mod tests {
             host: "file:/var/log/kestrel/events.json".parse().unwrap(),
             allow: vec!["/var/log/kestrel-extra".into()],
         };
-        (Runtime::new(filter.clone(), Arc::default(), policy), filter)
+        (
+            Runtime::new(filter.clone(), Arc::default(), policy, None),
+            filter,
+        )
     }
 
     #[test]

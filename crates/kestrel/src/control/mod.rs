@@ -157,6 +157,10 @@ impl AgentHandle for Handle {
                 Ok(m) => Outcome::ok(m),
                 Err(e) => Outcome::failed(format!("{e:#}")),
             },
+            "reload-rules" => match rt.reload_rules() {
+                Ok(m) => Outcome::ok(m),
+                Err(e) => Outcome::failed(e),
+            },
             "restart" => {
                 let (rt, stop) = (rt.clone(), self.stop.clone());
                 Outcome {
@@ -173,7 +177,7 @@ impl AgentHandle for Handle {
                 }
             }
             other => Outcome::failed(format!(
-                "unknown command {other:?}: this agent knows inventory, scan-rootkit, restart and config"
+                "unknown command {other:?}: this agent knows inventory, scan-rootkit, reload-rules, restart and config"
             )),
         };
         if !out.ok {
