@@ -1365,3 +1365,162 @@ fn the_server_s_reload_rules_command_answers_and_keeps_state() {
     server.stop();
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn setuid_and_setgid_bits_set_on_files() {
+    let rule = "kestrel.privilege_escalation.setuid_bit";
+    let d = scratch("setid");
+    let agent = agent(&[]);
+    // A 90 event carries no argv, nor does its alert: the alert is found
+    // through the event it was made of.
+    let chmod_of = |p: &Path| {
+        let p = p.to_str().unwrap().to_string();
+        agent.wait_for(&format!("the 90 of {p}"), move |e| {
+            e["data_type"] == "90" && e["file"].as_str() == Some(&p)
+        })
+    };
+    let alert_of = |ev: &Value| {
+        let id = field(ev, "event_id").to_string();
+        agent.wait_for(&format!("an alert {rule} from {id}"), move |e| {
+            e["data_type"] == "9000"
+                && e["rule_id"] == rule
+                && field(e, "trigger_event_ids").split(',').any(|t| t == id)
+        })
+    };
+    let copy = |name: &str| {
+        let p = d.join(name);
+        std::fs::copy("/usr/bin/true", &p).unwrap();
+        p
+    };
+    // chmod(1) symbolic and octal, python's os.chmod and os.fchmod, perl's
+    // chmod, install(1) -m: every one sets a set-id bit.
+    let variants: Vec<(PathBuf, Vec<String>)> = vec![
+        (copy("sym"), vec!["chmod".into(), "u+s".into()]),
+        (copy("oct"), vec!["chmod".into(), "2755".into()]),
+        (
+            copy("py"),
+            vec![
+                "python3".into(),
+                "-c".into(),
+                "import os,sys; os.chmod(sys.argv[1], 0o4711)".into(),
+            ],
+        ),
+        (
+            copy("pyfd"),
+            vec![
+                "python3".into(),
+                "-c".into(),
+                "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fchmod(fd, 0o6755)".into(),
+            ],
+        ),
+        (
+            copy("pl"),
+            vec!["perl".into(), "-e".into(), "chmod 04755, $ARGV[0]".into()],
+        ),
+    ];
+    for (p, cmd) in &variants {
+        let ok = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd:?} failed");
+        let ev = chmod_of(p);
+        let a = alert_of(&ev);
+        assert!(field(&a, "mitre_technique").contains("T1548.001"), "{a}");
+        assert_eq!(field(&a, "source"), "builtin");
+        assert_eq!(a["tgid"], ev["tgid"]);
+    }
+    let installed = d.join("installed");
+    assert!(Command::new("install")
+        .args(["-m", "4755", "/usr/bin/true"])
+        .arg(&installed)
+        .status()
+        .unwrap()
+        .success());
+    alert_of(&chmod_of(&installed));
+
+    // Benign: plain modes, and the package manager installing a setuid
+    // file of its own.
+    let plain = copy("plain");
+    assert!(Command::new("chmod")
+        .args(["0755"])
+        .arg(&plain)
+        .status()
+        .unwrap()
+        .success());
+    let m = marker("sp");
+    let tag: String = m.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let pkg = format!("kestrel-setid-{}", &tag[tag.len() - 12..]);
+    let root = d.join("pkgroot");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {pkg}\nVersion: 1.0\nArchitecture: all\nMaintainer: kestrel tests <t@example.org>\nDescription: test package\n"
+        ),
+    )
+    .unwrap();
+    let bin = format!("/usr/local/bin/{pkg}");
+    let staged = root.join(bin.trim_start_matches('/'));
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::copy("/usr/bin/true", &staged).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let deb = d.join(format!("{pkg}.deb"));
+    assert!(Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    // The package's own 90 is real: dpkg made the file set-uid.
+    let by_dpkg = agent.wait_for("dpkg's 90", |e| {
+        e["data_type"] == "90" && e["file"].as_str().is_some_and(|f| f.starts_with(&bin))
+    });
+    assert_eq!(field(&by_dpkg, "exe"), "/usr/bin/dpkg");
+    // A later variant's alert, then nothing for the benign ones.
+    let last = copy("last");
+    Command::new("chmod")
+        .arg("g+s")
+        .arg(&last)
+        .status()
+        .unwrap();
+    alert_of(&chmod_of(&last));
+    std::thread::sleep(Duration::from_millis(1500));
+    let benign: Vec<String> = agent
+        .events()
+        .iter()
+        .filter(|e| {
+            e["data_type"] == "90"
+                && e["file"]
+                    .as_str()
+                    .is_some_and(|f| f == plain.to_str().unwrap() || f.starts_with(&bin))
+        })
+        .map(|e| field(e, "event_id").to_string())
+        .collect();
+    let bad: Vec<_> = alerts(&agent, rule)
+        .into_iter()
+        .filter(|a| {
+            field(a, "trigger_event_ids")
+                .split(',')
+                .any(|t| benign.iter().any(|b| b == t))
+        })
+        .collect();
+    assert!(bad.is_empty(), "{rule} fired on a benign change: {bad:?}");
+    let _ = Command::new("dpkg")
+        .args(["--purge", &pkg])
+        .stdout(Stdio::null())
+        .status();
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
