@@ -1366,6 +1366,49 @@ fn the_server_s_reload_rules_command_answers_and_keeps_state() {
     let _ = std::fs::remove_dir_all(d);
 }
 
+/// The first event of `data_type` whose `key` is `path`.
+fn event_on(agent: &Agent, data_type: &str, key: &str, path: &Path) -> Value {
+    let p = path.to_str().unwrap().to_string();
+    agent.wait_for(&format!("the {data_type} of {p}"), |e| {
+        e["data_type"] == data_type && e[key].as_str() == Some(&p)
+    })
+}
+
+/// The alert of `rule` made of `ev`: events without argv (file, path and
+/// mode events) give alerts without it, so they are found by their trigger.
+fn alert_from(agent: &Agent, rule: &str, ev: &Value) -> Value {
+    let id = field(ev, "event_id").to_string();
+    let a = agent.wait_for(&format!("an alert {rule} from {id}"), |e| {
+        e["data_type"] == "9000"
+            && e["rule_id"] == rule
+            && field(e, "trigger_event_ids").split(',').any(|t| t == id)
+    });
+    assert_eq!(field(&a, "source"), "builtin");
+    assert_eq!(a["tgid"], ev["tgid"], "{a}");
+    a
+}
+
+/// After a wait for late events, no alert of `rule` was made of an event
+/// matching `benign`.
+fn assert_no_alert_from(agent: &Agent, rule: &str, benign: impl Fn(&Value) -> bool) {
+    std::thread::sleep(Duration::from_millis(1500));
+    let evs = agent.events();
+    let ids: Vec<&str> = evs
+        .iter()
+        .filter(|e| benign(e))
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    let bad: Vec<_> = alerts(agent, rule)
+        .into_iter()
+        .filter(|a| {
+            field(a, "trigger_event_ids")
+                .split(',')
+                .any(|t| ids.contains(&t))
+        })
+        .collect();
+    assert!(bad.is_empty(), "{rule} fired on a benign event: {bad:?}");
+}
+
 #[test]
 fn setuid_and_setgid_bits_set_on_files() {
     let rule = "kestrel.privilege_escalation.setuid_bit";
@@ -1373,20 +1416,8 @@ fn setuid_and_setgid_bits_set_on_files() {
     let agent = agent(&[]);
     // A 90 event carries no argv, nor does its alert: the alert is found
     // through the event it was made of.
-    let chmod_of = |p: &Path| {
-        let p = p.to_str().unwrap().to_string();
-        agent.wait_for(&format!("the 90 of {p}"), move |e| {
-            e["data_type"] == "90" && e["file"].as_str() == Some(&p)
-        })
-    };
-    let alert_of = |ev: &Value| {
-        let id = field(ev, "event_id").to_string();
-        agent.wait_for(&format!("an alert {rule} from {id}"), move |e| {
-            e["data_type"] == "9000"
-                && e["rule_id"] == rule
-                && field(e, "trigger_event_ids").split(',').any(|t| t == id)
-        })
-    };
+    let chmod_of = |p: &Path| event_on(&agent, "90", "file", p);
+    let alert_of = |ev: &Value| alert_from(&agent, rule, ev);
     let copy = |name: &str| {
         let p = d.join(name);
         std::fs::copy("/usr/bin/true", &p).unwrap();
@@ -1521,6 +1552,247 @@ fn setuid_and_setgid_bits_set_on_files() {
         .args(["--purge", &pkg])
         .stdout(Stdio::null())
         .status();
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn password_hashes_and_private_keys_read() {
+    let rule = "kestrel.credential_access.shadow_or_key_read";
+    let d = scratch("credread");
+    let agent = agent(&[]);
+    // A private key of this test's own under /root/.ssh (a watched
+    // default), and its public half.
+    let tag: String = marker("k")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    std::fs::create_dir_all("/root/.ssh").unwrap();
+    let key = PathBuf::from(format!("/root/.ssh/id_kestrel{tag}"));
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success());
+    let public = PathBuf::from(format!("{}.pub", key.display()));
+    let found = |comm: &'static str, file: &Path| {
+        let f = file.to_str().unwrap().to_string();
+        agent.wait_for(&format!("{comm}'s 609 of {f}"), move |e| {
+            e["data_type"] == "609" && e["file"].as_str() == Some(&f) && e["comm"] == comm
+        })
+    };
+    // Readers: cat, cp to a scratch file, python, perl, dd; shadow,
+    // gshadow and the private key.
+    let runs: Vec<(&'static str, Vec<String>, PathBuf)> = vec![
+        (
+            "cat",
+            vec!["cat".into(), "/etc/shadow".into()],
+            "/etc/shadow".into(),
+        ),
+        (
+            "cp",
+            vec![
+                "cp".into(),
+                "/etc/gshadow".into(),
+                d.join("g").display().to_string(),
+            ],
+            "/etc/gshadow".into(),
+        ),
+        (
+            "python3",
+            vec![
+                "python3".into(),
+                "-c".into(),
+                "open('/etc/shadow').read()".into(),
+            ],
+            "/etc/shadow".into(),
+        ),
+        (
+            "perl",
+            vec![
+                "perl".into(),
+                "-e".into(),
+                format!(
+                    "open(my $f, '<', '{}') or die; my @l = <$f>;",
+                    key.display()
+                ),
+            ],
+            key.clone(),
+        ),
+        (
+            "dd",
+            vec![
+                "dd".into(),
+                format!("if={}", key.display()),
+                "of=/dev/null".into(),
+                "status=none".into(),
+            ],
+            key.clone(),
+        ),
+    ];
+    for (comm, cmd, file) in &runs {
+        let ok = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd:?} failed");
+        let a = alert_from(&agent, rule, &found(comm, file));
+        let t = field(&a, "mitre_technique");
+        assert!(t.contains("T1003.008") && t.contains("T1552.004"), "{a}");
+    }
+    // Benign: the account tools and the ssh tools reading what is theirs,
+    // and anyone reading the public key.
+    assert!(Command::new("passwd")
+        .args(["-S", "root"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("cat")
+        .arg(&public)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    found("ssh-keygen", &key);
+    found("passwd", Path::new("/etc/shadow"));
+    assert_no_alert_from(&agent, rule, |e| {
+        e["data_type"] == "609"
+            && (e["comm"] == "passwd"
+                || e["comm"] == "ssh-keygen"
+                || e["file"].as_str() == public.to_str())
+    });
+    agent.stop();
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(&public);
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn history_and_logs_removed_emptied_or_redirected() {
+    let rule = "kestrel.defense_evasion.history_or_log_tampering";
+    let d = scratch("tamper");
+    let home = d.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let agent = agent(&[]);
+    let tag: String = marker("l")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let log = PathBuf::from(format!("/var/log/kestrel-test-{tag}.log"));
+    let old_log = PathBuf::from(format!("/var/log/kestrel-test-{tag}.log.1"));
+    let moved = d.join("gone.log");
+    for (name, content) in [
+        (".bash_history", "ls\n"),
+        (".zsh_history", "ls\n"),
+        (".python_history", "1\n"),
+    ] {
+        std::fs::write(home.join(name), content).unwrap();
+    }
+    std::fs::write(&log, "line\n").unwrap();
+    std::fs::write(&old_log, "line\n").unwrap();
+    let h = |n: &str| home.join(n);
+    // rm, unlink(2) from python, mv away, ln -sf to /dev/null, shell
+    // truncation of a log and truncate(1).
+    assert!(Command::new("rm")
+        .arg(h(".bash_history"))
+        .status()
+        .unwrap()
+        .success());
+    alert_from(
+        &agent,
+        rule,
+        &event_on(&agent, "605", "file", &h(".bash_history")),
+    );
+    assert!(Command::new("python3")
+        .args(["-c", "import os,sys; os.unlink(sys.argv[1])"])
+        .arg(h(".python_history"))
+        .status()
+        .unwrap()
+        .success());
+    alert_from(
+        &agent,
+        rule,
+        &event_on(&agent, "605", "file", &h(".python_history")),
+    );
+    assert!(Command::new("mv")
+        .arg(h(".zsh_history"))
+        .arg(d.join("z"))
+        .status()
+        .unwrap()
+        .success());
+    alert_from(
+        &agent,
+        rule,
+        &event_on(&agent, "82", "old_name", &h(".zsh_history")),
+    );
+    assert!(Command::new("ln")
+        .args(["-s", "/dev/null"])
+        .arg(h(".bash_history"))
+        .status()
+        .unwrap()
+        .success());
+    alert_from(
+        &agent,
+        rule,
+        &event_on(&agent, "86", "new_name", &h(".bash_history")),
+    );
+    assert!(sh(&format!(": > {}", log.display())).success());
+    let by_sh = agent.wait_for("the shell's 608", |e| {
+        e["data_type"] == "608" && e["file"].as_str() == log.to_str() && e["comm"] == "sh"
+    });
+    assert_eq!(field(&by_sh, "truncates"), "true");
+    let a = alert_from(&agent, rule, &by_sh);
+    assert!(field(&a, "mitre_technique").contains("T1070.002"), "{a}");
+    assert!(Command::new("truncate")
+        .args(["-s", "0"])
+        .arg(&log)
+        .status()
+        .unwrap()
+        .success());
+    // truncate(1) opens without O_TRUNC, then ftruncate(2)s: the second
+    // of its two 608s is the cut.
+    let tr = agent.wait_for("truncate(1)'s ftruncate", |e| {
+        e["data_type"] == "608" && e["file"].as_str() == log.to_str() && e["syscall"] == "ftruncate"
+    });
+    assert_eq!(field(&tr, "truncates"), "true");
+    alert_from(&agent, rule, &tr);
+    assert!(Command::new("mv")
+        .arg(&old_log)
+        .arg(&moved)
+        .status()
+        .unwrap()
+        .success());
+    alert_from(&agent, rule, &event_on(&agent, "82", "old_name", &old_log));
+    assert!(Command::new("rm").arg(&log).status().unwrap().success());
+    alert_from(&agent, rule, &event_on(&agent, "605", "file", &log));
+
+    // Benign: files that are neither history nor logs, removed and
+    // renamed; a log appended to.
+    let notes = h("history.txt");
+    std::fs::write(&notes, "x").unwrap();
+    assert!(Command::new("rm").arg(&notes).status().unwrap().success());
+    event_on(&agent, "605", "file", &notes);
+    let app = PathBuf::from(format!("/var/log/kestrel-test-{tag}.app"));
+    assert!(sh(&format!("echo x >> {0}; echo y >> {0}", app.display())).success());
+    // The setup's own writes made the log files: new, nothing cut.
+    assert_no_alert_from(&agent, rule, |e| {
+        e["file"].as_str() == notes.to_str()
+            || e["file"].as_str() == app.to_str()
+            || (e["data_type"] == "608" && e["created"] == "true")
+    });
+    let _ = std::fs::remove_file(&app);
     agent.stop();
     let _ = std::fs::remove_dir_all(d);
 }

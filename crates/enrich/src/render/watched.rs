@@ -1,6 +1,6 @@
 //! data_types 608 (write-open or truncate of a watched path) and 609
 //! (read-open): Elkeid's `file` and `sb_id`, then Kestrel's `flags`,
-//! `syscall`, `res` and `created`.
+//! `syscall`, `res`, `created` and `truncates`.
 
 use kestrel_decode::watched::Watched;
 use kestrel_decode::Kind;
@@ -8,6 +8,8 @@ use kestrel_event::{lossless_string, Event, Host};
 
 use super::{head, ids, placement, tail};
 use crate::context::{Context, Lookups};
+
+const O_TRUNC: u32 = 0o1000;
 
 /// Its context looked up, then its fields.
 pub(crate) fn event(w: &Watched, lk: &mut Lookups, host: &Host) -> Event {
@@ -38,6 +40,12 @@ pub(crate) fn render(w: &Watched, cx: &Context, host: &Host) -> Event {
     ev.push("syscall", w.op.name());
     ev.push("res", w.res.to_string());
     ev.push("created", if w.created { "true" } else { "false" });
+    // What a detection of log wiping wants, which the decimal flags make
+    // awkward to test: this call cuts an existing file (O_TRUNC on a file
+    // the open did not make, or truncate/ftruncate to any length).
+    let cuts = matches!(w.op.name(), "truncate" | "ftruncate")
+        || (w.open_flags & O_TRUNC != 0 && !w.created);
+    ev.push("truncates", if cuts { "true" } else { "false" });
     ev.push("euid", t.euid.to_string());
     placement(&mut ev, t, cx);
     ev
