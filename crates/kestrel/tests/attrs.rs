@@ -147,8 +147,8 @@ fn setid_modes_anywhere_and_changes_of_watched_paths_are_reported() {
     let e = agent.wait_for("92 fchownat", |e| mine(e, "92", &w, "fchownat"));
     assert_eq!(e["flags"], libc::AT_SYMLINK_NOFOLLOW.to_string().as_str());
 
-    // The tools an operator or an attacker types: coreutils and install
-    // use fchmodat and fchown; a relative name from another cwd.
+    // The tools an operator or an attacker types (whichever of the calls
+    // they make), and a relative name from another cwd.
     let tool = dir.join("tool");
     std::fs::write(&tool, b"x").unwrap();
     assert!(Command::new("chmod")
