@@ -96,6 +96,7 @@ pub(crate) struct Lookups {
     containers: Containers,
     netns: NetnsAddrs,
     pub(crate) names: NameResolver,
+    pub(crate) answers: crate::lookup::answers::DnsAnswers,
     /// The agent's mount namespace (inode; 0 when unknown): a path the
     /// kernel walked in another one names another file here.
     own_mnt_ns: u64,
@@ -114,6 +115,7 @@ impl Lookups {
             containers: Containers::new(cfg.container_cache_entries),
             netns: NetnsAddrs::new(cfg.container_cache_entries),
             names: NameResolver::start(cfg.runtime_sockets.clone(), cfg.container_cache_entries),
+            answers: crate::lookup::answers::DnsAnswers::new(crate::lookup::answers::ENTRIES),
             own_mnt_ns: std::fs::metadata(cfg.proc_root.join("self/ns/mnt"))
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0),

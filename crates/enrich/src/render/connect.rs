@@ -9,12 +9,19 @@ use crate::context::{Context, Lookups};
 /// Its context looked up, then its fields.
 pub(crate) fn event(c: &Connect, lk: &mut Lookups, host: &Host) -> Event {
     let cx = lk.context(&c.task, Some(c.addrs.sip));
-    render(c, &cx, host)
+    let mut ev = render(c, &cx, host);
+    // Kestrel's addition, after the others: the name this process looked
+    // up that gave this address.
+    ev.push(
+        "dip_hostname",
+        lk.answers.name_of(&c.task, c.addrs.dip, c.ktime_ns),
+    );
+    ev
 }
 
 pub(crate) fn render(c: &Connect, cx: &Context, host: &Host) -> Event {
     let t = &c.task;
-    let mut ev = Event::with_capacity(27);
+    let mut ev = Event::with_capacity(28);
     head(&mut ev, t, DATA_TYPE_CONNECT);
     ev.push("sa_family", c.addrs.family.to_string());
     ev.push("fd", c.fd.to_string());

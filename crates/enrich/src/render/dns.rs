@@ -10,6 +10,9 @@ use crate::context::{Context, Lookups};
 /// Its context looked up, then its fields.
 pub(crate) fn event(d: &Dns, lk: &mut Lookups, host: &Host) -> Event {
     let cx = lk.context(&d.task, Some(d.addrs.sip));
+    if let Ok(m) = &d.message {
+        lk.answers.learn(&d.task, &m.query, &m.answers, d.ktime_ns);
+    }
     render(d, &cx, host)
 }
 
