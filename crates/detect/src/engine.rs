@@ -110,6 +110,10 @@ pub struct EngineCounters {
     pub state_evictions: AtomicU64,
     /// Rules in force.
     pub rules: AtomicU64,
+    /// Rules read but not in force because Kestrel cannot serve them
+    /// (Sigma rules of another log source, an unmapped field...): each
+    /// is logged with its reason at load.
+    pub rules_unsupported: AtomicU64,
     /// Reloads done, and refused (the old rules stay).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -271,6 +275,14 @@ impl Engine {
 
     fn install(&mut self, set: RuleSet, mut old: Vec<Slot>) -> usize {
         let per_rule = self.per_rule_entries(&set);
+        let unsupported = set
+            .report
+            .iter()
+            .filter(|r| r.status == "unsupported")
+            .count();
+        self.counters
+            .rules_unsupported
+            .store(unsupported as u64, Ordering::Relaxed);
         let mut kept = 0;
         self.index.clear();
         self.any.clear();

@@ -7,12 +7,14 @@
 //! error names file and line), [`Engine`] runs finished events through
 //! them, indexed by `data_type`, keeping bounded state, and raises alerts:
 //! events of `data_type` 9000 on the same stream (docs/events.md,
-//! docs/detections.md).
+//! docs/detections.md). [`sigma`] translates Sigma rules into the same
+//! model, so both share matching, state and alerts.
 
 pub mod cond;
 pub mod engine;
 pub mod load;
 pub mod model;
+pub mod sigma;
 
 pub use engine::{
     context, Engine, EngineConfig, EngineCounters, ALERT_CONTEXT_FIELDS, DATA_TYPE_ALERT,
@@ -25,5 +27,7 @@ pub use load::{
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
+#[cfg(test)]
+mod sigma_tests;
 #[cfg(test)]
 mod tests;

@@ -75,22 +75,11 @@ pub fn builtin_sources() -> Vec<RuleSource> {
         .collect()
 }
 
-/// The `*.yaml` and `*.yml` files of `dir`, by name.
+/// The `*.yaml` and `*.yml` files of `dir`, by name; for Sigma, of its
+/// subdirectories too (Sigma's own tree keeps a directory per category).
 pub fn read_dir(dir: &Path, origin: Origin) -> Result<Vec<RuleSource>, LoadError> {
-    let io = |source| LoadError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "yaml" || e == "yml")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
+    let mut paths = Vec::new();
+    collect(dir, origin == Origin::Sigma, 0, &mut paths)?;
     paths.sort();
     paths
         .into_iter()
@@ -106,6 +95,36 @@ pub fn read_dir(dir: &Path, origin: Origin) -> Result<Vec<RuleSource>, LoadError
             })
         })
         .collect()
+}
+
+fn collect(
+    dir: &Path,
+    recurse: bool,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        // Symbolic links to directories are not followed: no loops.
+        let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            if recurse && depth < 16 {
+                collect(&p, recurse, depth + 1, out)?;
+            }
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
 }
 
 /// What `rules check` prints about one rule.
@@ -227,6 +246,9 @@ pub struct RuleSet {
 struct Parsed<'a> {
     src: &'a RuleSource,
     file: RuleFile,
+    /// Sigma documents not served or raising no alert of their own:
+    /// (id, title, status, reason).
+    notes: Vec<(String, String, &'static str, String)>,
 }
 
 impl Parsed<'_> {
@@ -264,10 +286,14 @@ impl Parsed<'_> {
     }
 }
 
-/// Parses one file alone (what `rules check` reports first).
+/// Parses one file alone (what `rules check` reports first). A Sigma
+/// file is parsed and translated.
 pub fn parse(src: &RuleSource) -> Result<RuleFile, LoadError> {
     if src.text.trim().is_empty() {
         return Ok(RuleFile::default());
+    }
+    if src.origin == Origin::Sigma {
+        return crate::sigma::translate(src).map(|t| t.file);
     }
     serde_yaml_ng::from_str::<RuleFile>(&src.text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
@@ -285,9 +311,26 @@ pub fn parse(src: &RuleSource) -> Result<RuleFile, LoadError> {
 pub fn compile(sources: &[RuleSource]) -> Result<RuleSet, LoadError> {
     let mut parsed = Vec::new();
     for src in sources {
+        if src.origin == Origin::Sigma {
+            let t = crate::sigma::translate(src)?;
+            let mut notes = Vec::new();
+            for (id, title, why) in t.unsupported {
+                notes.push((id, title, "unsupported", why));
+            }
+            for (id, title, why) in t.silent {
+                notes.push((id, title, "loaded", why));
+            }
+            parsed.push(Parsed {
+                src,
+                file: t.file,
+                notes,
+            });
+            continue;
+        }
         parsed.push(Parsed {
             src,
             file: parse(src)?,
+            notes: Vec::new(),
         });
     }
     let mut lists: BTreeMap<String, Vec<Item>> = BTreeMap::new();
@@ -320,8 +363,37 @@ pub fn compile(sources: &[RuleSource]) -> Result<RuleSet, LoadError> {
     // Rules first, then what other files say about them.
     let mut specs: Vec<(usize, RuleSpec)> = Vec::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut set = RuleSet::default();
     for (fi, p) in parsed.iter().enumerate() {
+        for (id, title, status, reason) in &p.notes {
+            set.report.push(RuleStatus {
+                rule_id: id.clone(),
+                title: title.clone(),
+                source: p.src.origin,
+                status,
+                reason: reason.clone(),
+                file: p.src.name.clone(),
+            });
+        }
         for r in &p.file.rules {
+            if p.src.origin == Origin::Sigma {
+                // A Sigma id seen before (a rule copied into two files)
+                // is reported and skipped: Sigma trees are not ours.
+                if let Some(&prev) = ids.get(&r.id) {
+                    set.report.push(RuleStatus {
+                        rule_id: r.id.clone(),
+                        title: r.name.clone(),
+                        source: Origin::Sigma,
+                        status: "unsupported",
+                        reason: format!(
+                            "id also used in {}: skipped",
+                            parsed[specs[prev].0].src.name
+                        ),
+                        file: p.src.name.clone(),
+                    });
+                    continue;
+                }
+            }
             if let Some(prev) = ids.insert(r.id.clone(), specs.len()) {
                 let other = &parsed[specs[prev].0].src.name;
                 return Err(p.invalid(
@@ -362,7 +434,6 @@ pub fn compile(sources: &[RuleSource]) -> Result<RuleSet, LoadError> {
             disabled.insert(id.clone(), p.src.name.clone());
         }
     }
-    let mut set = RuleSet::default();
     for (fi, spec) in specs {
         let p = &parsed[fi];
         let status = |status, reason: String| RuleStatus {
@@ -373,8 +444,19 @@ pub fn compile(sources: &[RuleSource]) -> Result<RuleSet, LoadError> {
             reason,
             file: p.src.name.clone(),
         };
-        let rule = compile_rule(&names, &spec, p.src.origin)
-            .map_err(|m| p.invalid(p.line_of(&spec.id), format!("rule {:?}: {m}", spec.id)))?;
+        let rule = match compile_rule(&names, &spec, p.src.origin) {
+            Ok(r) => r,
+            // What a translated Sigma rule asks beyond the engine's
+            // bounds (a count over MAX_COUNT, a window over a day) is not
+            // served; the operator's own rules must be fixed.
+            Err(m) if p.src.origin == Origin::Sigma => {
+                set.report.push(status("unsupported", m));
+                continue;
+            }
+            Err(m) => {
+                return Err(p.invalid(p.line_of(&spec.id), format!("rule {:?}: {m}", spec.id)))
+            }
+        };
         if let Some(by) = disabled.get(&spec.id) {
             set.report
                 .push(status("disabled", format!("disabled by {by}")));

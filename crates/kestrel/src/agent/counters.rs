@@ -216,6 +216,7 @@ impl Counters {
             ("alerts_suppressed".into(), g(&e.suppressed)),
             ("detect_state_evictions".into(), g(&e.state_evictions)),
             ("rules_loaded".into(), g(&e.rules)),
+            ("rules_unsupported".into(), g(&e.rules_unsupported)),
             ("rule_reloads".into(), g(&e.reloads)),
             ("rule_reload_failures".into(), g(&e.reload_failures)),
         ]);
@@ -458,7 +459,7 @@ mod tests {
              file_md5_skipped_no_path=0 login_lines_oversize=0 \
              login_lines_partial=0 login_truncations=0 login_journal_rejected=0 \
              usb_uevents=0 usb_rejected=0 usb_malformed=0 usb_overruns=0 usb_evicted=0 alerts=0 \
-             alerts_suppressed=0 detect_state_evictions=0 rules_loaded=0 rule_reloads=0 \
+             alerts_suppressed=0 detect_state_evictions=0 rules_loaded=0 rules_unsupported=0 rule_reloads=0 \
              rule_reload_failures=0"
         );
     }
