@@ -304,10 +304,11 @@ mod tests {
             "no_logins",
             "server",
             "rules",
+            "sigma",
             "no_builtin_rules",
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 47);
+        assert_eq!(keys.len(), 48);
     }
 }

@@ -16,7 +16,8 @@ use crate::agent::detect::RulesConfig;
 #[derive(Debug, Subcommand)]
 pub enum RulesCmd {
     /// Load the rules and print one JSON line per rule: rule_id, title,
-    /// source (builtin, custom), status (loaded, disabled) and reason.
+    /// source (builtin, custom, sigma), status (loaded, unsupported,
+    /// disabled) and reason.
     /// Exits non-zero, naming file and line, on a file that does not
     /// parse or a rule that does not compile.
     Check(RuleArgs),
@@ -45,6 +46,11 @@ pub struct RuleArgs {
     #[arg(long = "rules", value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
 
+    /// A directory of Sigma rules (*.yml, *.yaml, subdirectories too);
+    /// repeat for several.
+    #[arg(long = "sigma", value_name = "DIR")]
+    pub sigma: Vec<PathBuf>,
+
     /// Leave the built-in rule set out.
     #[arg(long)]
     pub no_builtin_rules: bool,
@@ -55,6 +61,7 @@ impl RuleArgs {
         RulesConfig {
             builtin: !self.no_builtin_rules,
             dirs: self.dirs.clone(),
+            sigma: self.sigma.clone(),
         }
     }
 }

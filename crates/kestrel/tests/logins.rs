@@ -434,7 +434,7 @@ fn auth_log_truncated_and_refilled_past_the_saved_offset() {
         let room = offset
             .checked_sub(end + name_base + tail.len() as u64)
             .unwrap_or_else(|| panic!("offset {offset}, refill at {end}: no room"));
-        if room % 2 == 0 && room <= 140 {
+        if room.is_multiple_of(2) && room <= 140 {
             break room / 2;
         }
         assert!(fillers.len() < 10, "room {room} left");

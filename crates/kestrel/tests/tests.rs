@@ -35,6 +35,7 @@ mod qemu;
 mod rootkit;
 mod server;
 mod server_hardening;
+mod sigma;
 mod usb;
 mod watched;
 

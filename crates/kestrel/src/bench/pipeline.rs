@@ -67,7 +67,7 @@ fn mixed_load(env: &Env, rate: Option<f64>, dur: Duration, threads: usize) -> Re
                                 std::thread::sleep(due - now);
                             }
                         }
-                        if i % 50 == 0 {
+                        if i.is_multiple_of(50) {
                             exec(i)?;
                         } else {
                             connect(i)?;
