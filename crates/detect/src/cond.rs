@@ -407,7 +407,72 @@ impl Cond {
     }
 }
 
+/// A necessary condition of a rule that many rules' can be tested at
+/// once: the rule cannot match unless one of `patterns` (regex syntax, with
+/// the test's own flags) matches the event's `field`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guard {
+    pub field: String,
+    pub patterns: Vec<String>,
+}
+
+impl Cond {
+    /// A guard of this condition, if one can be read off: a test of a
+    /// conjunction (the one with the fewest patterns), or a disjunction
+    /// whose every branch is guarded on one field. `data_type` is left
+    /// out: the engine's first index is on it already.
+    pub fn guard(&self) -> Option<Guard> {
+        match self {
+            Cond::Test(t) if t.field != "data_type" => t.patterns().map(|patterns| Guard {
+                field: t.field.clone(),
+                patterns,
+            }),
+            Cond::Test(_) | Cond::Not(_) => None,
+            Cond::All(v) => v
+                .iter()
+                .filter_map(Cond::guard)
+                .min_by_key(|g| g.patterns.len()),
+            Cond::Any(v) => {
+                let mut out: Option<Guard> = None;
+                for c in v {
+                    let g = c.guard()?;
+                    match &mut out {
+                        None => out = Some(g),
+                        Some(o) if o.field == g.field => o.patterns.extend(g.patterns),
+                        Some(_) => return None,
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 impl Test {
+    /// The test as regexes, when it is one that a regex states exactly
+    /// (case-folding tests are not: their folding is `to_lowercase`'s).
+    fn patterns(&self) -> Option<Vec<String>> {
+        let esc = |v: &[String], pre: &str, post: &str| {
+            v.iter()
+                .map(|p| format!("{pre}{}{post}", regex::escape(p)))
+                .collect()
+        };
+        match &self.op {
+            Op::Regex(r) => Some(vec![r.as_str().to_string()]),
+            _ if self.nocase => None,
+            Op::Equals(s) => Some(
+                s.values()
+                    .into_iter()
+                    .map(|v| format!(r"\A{}\z", regex::escape(v)))
+                    .collect(),
+            ),
+            Op::Prefix(v) => Some(esc(v, r"\A", "")),
+            Op::Suffix(v) => Some(esc(v, "", r"\z")),
+            Op::Contains(v) => Some(esc(v, "", "")),
+            _ => None,
+        }
+    }
+
     fn matches(&self, ev: &Event) -> bool {
         let Some(v) = ev.get(&self.field) else {
             return matches!(self.op, Op::Exists(false));

@@ -1,5 +1,11 @@
-//! The engine: rules indexed by data_type, the state of stateful rules
-//! (bounded LRU maps), suppression, and the alert events.
+//! The engine: rules indexed by data_type and then by field, the state of
+//! stateful rules (bounded LRU maps), suppression, and the alert events.
+//!
+//! Within a data_type, a rule with a guard (a test it cannot match
+//! without: `exe` ends with one of these, `argv` matches this regex) is
+//! found through one regex set per field, which reads the event's value
+//! once for all such rules; only the rules whose guard matched, and those
+//! without a guard, are run.
 //!
 //! Time is the events' own `time` (epoch ms, set at capture), not the
 //! clock when they reach the engine: events of one behaviour may arrive
@@ -8,7 +14,7 @@
 //! the alerts the live agent gave.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,11 +211,37 @@ struct Slot {
     suppress: LruCache<u64, Supp>,
 }
 
+/// The rules of one data_type.
+#[derive(Default)]
+struct Bucket {
+    /// Run on every event of the type: no guard, or a guard that could
+    /// not be compiled into a set.
+    always: Vec<usize>,
+    guarded: Vec<FieldSet>,
+}
+
+/// The guards on one field of the rules of one data_type.
+struct FieldSet {
+    field: String,
+    set: regex::RegexSet,
+    /// Pattern number → slot.
+    rule_of: Vec<usize>,
+}
+
+/// Of one data_type: field → (slot, its guard's patterns).
+type Guards = BTreeMap<String, Vec<(usize, Vec<String>)>>;
+
+/// Memory a field's regex set may take: past it its rules are run one by
+/// one, as without the index.
+const GUARD_SET_BYTES: usize = 16 << 20;
+
 /// The rules in force and their state.
 pub struct Engine {
     slots: Vec<Slot>,
-    index: HashMap<String, Vec<usize>>,
+    index: HashMap<String, Bucket>,
     any: Vec<usize>,
+    /// The rules to run on the current event (kept to reuse its memory).
+    run_list: Vec<usize>,
     hasher: RandomState,
     cfg: EngineConfig,
     counters: Arc<EngineCounters>,
@@ -236,6 +268,7 @@ impl Engine {
             slots: Vec::new(),
             index: HashMap::new(),
             any: Vec::new(),
+            run_list: Vec::new(),
             hasher: RandomState::new(),
             cfg,
             counters,
@@ -286,6 +319,7 @@ impl Engine {
         let mut kept = 0;
         self.index.clear();
         self.any.clear();
+        let mut guards: BTreeMap<String, Guards> = BTreeMap::new();
         for rule in set.rules {
             let reuse = old
                 .iter()
@@ -323,13 +357,47 @@ impl Engine {
             let i = self.slots.len();
             match RuleSet::data_types(&slot.rule) {
                 Some(types) => {
+                    let guard = slot.rule.guard();
                     for t in types {
-                        self.index.entry(t).or_default().push(i);
+                        match &guard {
+                            Some(g) => guards
+                                .entry(t)
+                                .or_default()
+                                .entry(g.field.clone())
+                                .or_default()
+                                .push((i, g.patterns.clone())),
+                            None => self.index.entry(t).or_default().always.push(i),
+                        }
                     }
                 }
                 None => self.any.push(i),
             }
             self.slots.push(slot);
+        }
+        for (t, fields) in guards {
+            let bucket = self.index.entry(t).or_default();
+            for (field, rules) in fields {
+                let mut rule_of = Vec::new();
+                let mut patterns = Vec::new();
+                for (i, pats) in &rules {
+                    rule_of.extend(std::iter::repeat_n(*i, pats.len()));
+                    patterns.extend(pats.iter().cloned());
+                }
+                match regex::RegexSetBuilder::new(&patterns)
+                    .size_limit(GUARD_SET_BYTES)
+                    .build()
+                {
+                    Ok(set) => bucket.guarded.push(FieldSet {
+                        field,
+                        set,
+                        rule_of,
+                    }),
+                    // Each rule's own regex compiled: only the set is too
+                    // big. Correct, only slower.
+                    Err(_) => bucket.always.extend(rules.iter().map(|(i, _)| *i)),
+                }
+            }
+            bucket.always.sort_unstable();
         }
         self.counters
             .rules
@@ -361,17 +429,41 @@ impl Engine {
         let id: Arc<str> = Arc::from(ev.get("event_id").unwrap_or(""));
         // Taken out for the loop (the rules' state is changed in it) and
         // put back: two moves, no allocation.
-        let index = std::mem::take(&mut self.index);
-        let any = std::mem::take(&mut self.any);
-        let typed = index.get(dt).map_or(&[][..], Vec::as_slice);
+        let mut run = std::mem::take(&mut self.run_list);
+        self.candidates_into(ev, &mut run);
         self.counters
             .rule_evaluations
-            .fetch_add((typed.len() + any.len()) as u64, Ordering::Relaxed);
-        for &i in typed.iter().chain(any.iter()) {
+            .fetch_add(run.len() as u64, Ordering::Relaxed);
+        for &i in &run {
             self.run(i, ev, t, &id, out);
         }
-        self.index = index;
-        self.any = any;
+        self.run_list = run;
+    }
+
+    /// The rules the index runs on `ev`.
+    #[cfg(test)]
+    pub(crate) fn candidates(&self, ev: &Event) -> Vec<usize> {
+        let mut v = Vec::new();
+        self.candidates_into(ev, &mut v);
+        v
+    }
+
+    fn candidates_into(&self, ev: &Event, run: &mut Vec<usize>) {
+        let dt = ev.get("data_type").unwrap_or("");
+        run.clear();
+        if let Some(b) = self.index.get(dt) {
+            run.extend_from_slice(&b.always);
+            for fs in &b.guarded {
+                if let Some(v) = ev.get(&fs.field) {
+                    run.extend(fs.set.matches(v).iter().map(|m| fs.rule_of[m]));
+                }
+            }
+            // The rules' order, whatever index found them (a rule with
+            // several matching patterns once).
+            run.sort_unstable();
+            run.dedup();
+        }
+        run.extend_from_slice(&self.any);
     }
 
     fn run(&mut self, i: usize, ev: &Event, t: u64, id: &Arc<str>, out: &mut Vec<Event>) {

