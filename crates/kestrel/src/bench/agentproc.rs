@@ -18,6 +18,32 @@ impl AgentProc {
     /// Starts the agent with `extra` flags and waits until its probes are
     /// attached ("kestrel agent started").
     pub fn start(dir: &Path, tag: &str, extra: &[String]) -> Result<AgentProc> {
+        Self::spawn(dir, tag, "file:/dev/null", Stdio::null(), extra)
+    }
+
+    /// As [`AgentProc::start`], with the events and alerts on a pipe the
+    /// caller reads (read it steadily: a full pipe stalls the agent).
+    pub fn start_piped(
+        dir: &Path,
+        tag: &str,
+        extra: &[String],
+    ) -> Result<(AgentProc, std::process::ChildStdout)> {
+        let mut a = Self::spawn(dir, tag, "stdout", Stdio::piped(), extra)?;
+        let out = a
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .context("the agent's stdout pipe")?;
+        Ok((a, out))
+    }
+
+    fn spawn(
+        dir: &Path,
+        tag: &str,
+        output: &str,
+        stdout: Stdio,
+        extra: &[String],
+    ) -> Result<AgentProc> {
         let log = dir.join(format!("agent-{tag}.log"));
         let err =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -26,7 +52,7 @@ impl AgentProc {
             .args([
                 "agent",
                 "--output",
-                "file:/dev/null",
+                output,
                 "--inventory-interval-hours",
                 "0",
                 "--no-logins",
@@ -36,7 +62,7 @@ impl AgentProc {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(err)
             .spawn()
             .context("starting kestrel agent")?;

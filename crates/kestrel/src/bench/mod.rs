@@ -9,6 +9,7 @@
 
 mod agentproc;
 mod audit;
+mod detect;
 mod hooks;
 mod overhead;
 mod pipeline;

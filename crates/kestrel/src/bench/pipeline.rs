@@ -285,6 +285,18 @@ pub fn run(plan: &Plan, env: &Env, replay: Option<&Path>) -> Result<String> {
         1e9 / total
     );
 
+    // Detection's own cost, and the agent with every rule loaded.
+    let sigma = plan.dir.join("sigma");
+    super::detect::write_sigma_corpus(&sigma, super::detect::SIGMA_RULES)?;
+    s.push_str(&super::detect::replay(plan, &records, &sigma)?);
+    s.push_str(&super::detect::live(
+        plan,
+        env,
+        &sigma,
+        plan.size(10_000, 1_000) as f64,
+        mixed_load,
+    )?);
+
     // Live: the real agent under a real exec/connect load.
     let dur = Duration::from_millis(plan.size(10_000, 1_500));
     let rates: Vec<Option<f64>> = if plan.quick {
