@@ -416,33 +416,77 @@ pub struct Guard {
     pub patterns: Vec<String>,
 }
 
+/// What a condition needs of an event of one data_type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Need {
+    /// It cannot match an event of that type.
+    Never,
+    /// Nothing the field index can use.
+    Nothing,
+    /// One of the guard's patterns must match.
+    Guard(Guard),
+}
+
 impl Cond {
-    /// A guard of this condition, if one can be read off: a test of a
-    /// conjunction (the one with the fewest patterns), or a disjunction
-    /// whose every branch is guarded on one field. `data_type` is left
-    /// out: the engine's first index is on it already.
-    pub fn guard(&self) -> Option<Guard> {
+    /// The guard of this condition on events of type `dt`, if one can be
+    /// read off: branches that test another data_type are left out, then
+    /// a test of a conjunction (the one with the fewest patterns), or a
+    /// disjunction whose every branch is guarded on one field. A Sigma
+    /// file_event rule, one branch per kind with its own path field, has
+    /// a guard on each kind's field so.
+    pub fn guard_for(&self, dt: &str) -> Need {
         match self {
-            Cond::Test(t) if t.field != "data_type" => t.patterns().map(|patterns| Guard {
-                field: t.field.clone(),
-                patterns,
-            }),
-            Cond::Test(_) | Cond::Not(_) => None,
-            Cond::All(v) => v
-                .iter()
-                .filter_map(Cond::guard)
-                .min_by_key(|g| g.patterns.len()),
+            Cond::Test(Test {
+                field,
+                op: Op::Equals(set),
+                nocase: false,
+            }) if field == "data_type" => {
+                if set.contains(dt) {
+                    Need::Nothing
+                } else {
+                    Need::Never
+                }
+            }
+            Cond::Test(t) if t.field != "data_type" => match t.patterns() {
+                Some(patterns) => Need::Guard(Guard {
+                    field: t.field.clone(),
+                    patterns,
+                }),
+                None => Need::Nothing,
+            },
+            Cond::Test(_) | Cond::Not(_) => Need::Nothing,
+            Cond::All(v) => {
+                let mut best: Option<Guard> = None;
+                for c in v {
+                    match c.guard_for(dt) {
+                        Need::Never => return Need::Never,
+                        Need::Nothing => {}
+                        Need::Guard(g) => {
+                            if best
+                                .as_ref()
+                                .is_none_or(|b| g.patterns.len() < b.patterns.len())
+                            {
+                                best = Some(g);
+                            }
+                        }
+                    }
+                }
+                best.map_or(Need::Nothing, Need::Guard)
+            }
             Cond::Any(v) => {
                 let mut out: Option<Guard> = None;
                 for c in v {
-                    let g = c.guard()?;
-                    match &mut out {
-                        None => out = Some(g),
-                        Some(o) if o.field == g.field => o.patterns.extend(g.patterns),
-                        Some(_) => return None,
+                    match c.guard_for(dt) {
+                        Need::Never => {}
+                        Need::Nothing => return Need::Nothing,
+                        Need::Guard(g) => match &mut out {
+                            None => out = Some(g),
+                            Some(o) if o.field == g.field => o.patterns.extend(g.patterns),
+                            Some(_) => return Need::Nothing,
+                        },
                     }
                 }
-                out
+                out.map_or(Need::Never, Need::Guard)
             }
         }
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use kestrel_event::Event;
 use lru::LruCache;
 
+use crate::cond::Need;
 use crate::load::{Kind, Rule, RuleSet, Sequence};
 
 /// `data_type` of an alert.
@@ -357,16 +358,16 @@ impl Engine {
             let i = self.slots.len();
             match RuleSet::data_types(&slot.rule) {
                 Some(types) => {
-                    let guard = slot.rule.guard();
                     for t in types {
-                        match &guard {
-                            Some(g) => guards
+                        match slot.rule.guard_for(&t) {
+                            Need::Guard(g) => guards
                                 .entry(t)
                                 .or_default()
-                                .entry(g.field.clone())
+                                .entry(g.field)
                                 .or_default()
-                                .push((i, g.patterns.clone())),
-                            None => self.index.entry(t).or_default().always.push(i),
+                                .push((i, g.patterns)),
+                            Need::Nothing => self.index.entry(t).or_default().always.push(i),
+                            Need::Never => {}
                         }
                     }
                 }

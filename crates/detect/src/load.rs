@@ -668,14 +668,15 @@ fn exception(e: &ExceptionSpec) -> Result<Exception, String> {
 }
 
 impl Rule {
-    /// What the engine's field index finds this rule by (cond.rs). A
-    /// sequence has none: its steps and their "unless" all move its state.
-    pub fn guard(&self) -> Option<crate::cond::Guard> {
+    /// What the engine's field index finds this rule by on events of type
+    /// `dt` (cond.rs). A sequence has no guard: its steps and their
+    /// "unless" all move its state.
+    pub fn guard_for(&self, dt: &str) -> crate::cond::Need {
         match &self.kind {
             Kind::Single(c) | Kind::Threshold { cond: c, .. } | Kind::FirstSeen { cond: c, .. } => {
-                c.guard()
+                c.guard_for(dt)
             }
-            Kind::Sequence(_) => None,
+            Kind::Sequence(_) => crate::cond::Need::Nothing,
         }
     }
 }
