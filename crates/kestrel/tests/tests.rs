@@ -8,6 +8,7 @@ mod support;
 
 mod attrs;
 mod bench;
+mod benign;
 mod burst;
 mod cli;
 mod connect;
