@@ -123,6 +123,12 @@ pub(crate) struct Processes {
     /// tgid → start of the latest process seen exec'ing with it: finds a
     /// process group leader, whose start the kernel does not send.
     latest: LruCache<u32, u64>,
+    /// Processes (tgid, start, image wanted) that /proc and the caches
+    /// could not name: gone, or their pid another's. A process that left
+    /// does not come back, so its later events (and its children's
+    /// lineage) skip the /proc reads that failed once; an exec seen later
+    /// lands in `cache` and `images`, which are asked first.
+    unknown: LruCache<(u32, u64, Option<ImageKey>), ()>,
     pub(crate) misses: Misses,
 }
 
@@ -135,6 +141,7 @@ impl Processes {
             cache: LruCache::new(n),
             images: LruCache::new(n),
             latest: LruCache::new(n),
+            unknown: LruCache::new(n),
             misses: Misses::default(),
         }
     }
@@ -226,14 +233,17 @@ impl Processes {
                 return Some(p.clone());
             }
         }
+        let unknown = (t.tgid, t.start_boottime, want);
         let found = match &t.exe {
             Some(id) => match self.images.get(&image_key(id)) {
                 Some(p) => Some(p.clone()),
+                None if self.unknown.get(&unknown).is_some() => None,
                 None => self
                     .read_proc(t.tgid, Some(t.start_boottime), Some(id))
                     .or_else(|| self.read_proc(t.ppid, None, Some(id)))
                     .map(Arc::new),
             },
+            None if self.unknown.get(&unknown).is_some() => None,
             None => self
                 .read_proc(t.tgid, Some(t.start_boottime), None)
                 .map(Arc::new),
@@ -244,6 +254,7 @@ impl Processes {
                 Some(p)
             }
             None => {
+                self.unknown.put(unknown, ());
                 self.misses.process_gone += 1;
                 None
             }
@@ -277,14 +288,71 @@ impl Processes {
                 }
             }
         }
-        let exe = self.procfs.exe(pid, None)?;
-        let argv = self.procfs.cmdline(pid, LINEAGE_ARGV_MAX)?;
-        // Checked after the reads: a pid reused before them fails here.
         if let Some(s) = start {
-            if !self.procfs.is_same(pid, s) {
+            if self.unknown.get(&(pid, s, None)).is_some() {
                 return None;
             }
         }
-        Some(Lineage { exe, argv })
+        let read = || {
+            let exe = self.procfs.exe(pid, None)?;
+            let argv = self.procfs.cmdline(pid, LINEAGE_ARGV_MAX)?;
+            // Checked after the reads: a pid reused before them fails here.
+            match start {
+                Some(s) if !self.procfs.is_same(pid, s) => None,
+                _ => Some(Lineage { exe, argv }),
+            }
+        };
+        let found = read();
+        if let (None, Some(s)) = (&found, start) {
+            self.unknown.put((pid, s, None), ());
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A /proc of one process, `pid`, started at tick 777, running /bin/sh.
+    fn fake_proc(dir: &Path, pid: u32) {
+        let p = dir.join(pid.to_string());
+        std::fs::create_dir_all(&p).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", p.join("exe")).unwrap();
+        let stat =
+            format!("{pid} (sh) S 1 {pid} {pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 1000 10");
+        std::fs::write(p.join("stat"), stat).unwrap();
+        std::fs::write(p.join("cmdline"), b"sh\0-c\0x\0").unwrap();
+    }
+
+    #[test]
+    fn a_process_found_gone_is_not_looked_for_again() {
+        let dir = std::env::temp_dir().join(format!("kestrel-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let procs = || Processes::new(Procfs::new(&dir), Md5Cache::new(8, 1 << 20), 64);
+        // SAFETY: sysconf has no preconditions.
+        let start = 777 * (1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64);
+        let t = Task {
+            tgid: 4242,
+            pid: 4242,
+            ppid: 1,
+            start_boottime: start,
+            ..Task::default()
+        };
+        let mut p = procs();
+        assert!(p.of_task(&t).is_none());
+        assert!(p.lineage(4242, Some(start)).is_none());
+        // The same (pid, start) cannot come back: what failed once is not
+        // read again, and is still counted for each event.
+        fake_proc(&dir, 4242);
+        assert!(p.of_task(&t).is_none());
+        assert!(p.lineage(4242, Some(start)).is_none());
+        assert_eq!(p.misses.process_gone, 2);
+        // A table that never saw it gone reads it.
+        let mut fresh = procs();
+        assert_eq!(fresh.of_task(&t).unwrap().exe, "/bin/sh");
+        assert_eq!(fresh.lineage(4242, Some(start)).unwrap().argv, "sh -c x");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
