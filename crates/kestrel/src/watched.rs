@@ -42,6 +42,11 @@ pub const DEFAULTS: &[&str] = &[
     "/etc/group",
     // Logs.
     "/var/log/",
+    // Container escapes: what a write there makes the host run as root
+    // (a crash's core handler; a cgroup v1 release agent). Opens under
+    // /proc and /sys pay the pattern test beyond the first name for it.
+    "/proc/sys/kernel/core_pattern",
+    "/sys/fs/cgroup/*/release_agent",
 ];
 
 /// The default patterns, parsed.

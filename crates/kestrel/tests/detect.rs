@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1793,6 +1793,585 @@ fn history_and_logs_removed_emptied_or_redirected() {
             || (e["data_type"] == "608" && e["created"] == "true")
     });
     let _ = std::fs::remove_file(&app);
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// The hierarchy whose cgroups name containers: v1's memory controller, or
+/// the unified hierarchy on a cgroup v2 host (as containers.rs and ns.rs
+/// find it).
+fn container_cgroup_root() -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.join("cgroup.procs").exists() {
+        v1.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A "container" without an engine, as containers.rs and ns.rs make one:
+/// a docker-named cgroup (`/docker/<64-hex id>`), which is what gives an
+/// event its `container_id`, and the container's own mount and network
+/// namespaces (`unshare -m -n`). Its cgroup is removed when dropped.
+struct Container {
+    cg: PathBuf,
+    id: String,
+}
+
+impl Container {
+    fn new() -> Container {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let id = format!("{nanos:064x}");
+        let cg = container_cgroup_root().join("docker").join(&id);
+        std::fs::create_dir_all(&cg).unwrap();
+        Container { cg, id }
+    }
+
+    /// `cmd` as a process of the container: sh moves itself into the
+    /// cgroup and execs `unshare`, which makes the namespaces and execs
+    /// `cmd`, so the exec names the container and the pid stays the
+    /// spawned one's throughout.
+    fn command(&self, cmd: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                self.cg.display()
+            ))
+            .args(["unshare", "-m", "-n", "--propagation", "private"])
+            .args(cmd);
+        c
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // The last process may still be leaving it.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cg).is_ok() || !self.cg.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_dir(self.cg.parent().unwrap());
+    }
+}
+
+/// Runs `cmd` to its end: its pid (every subject here is one process,
+/// exec'd but never forked up to the calls checked) and its output.
+fn run_pid(mut cmd: Command) -> (String, std::process::Output) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    (pid, child.wait_with_output().unwrap())
+}
+
+/// As [`run_pid`], and the command must succeed.
+fn run_ok(cmd: Command) -> String {
+    let what = format!("{cmd:?}");
+    let (pid, out) = run_pid(cmd);
+    assert!(out.status.success(), "{what}: {out:?}");
+    pid
+}
+
+/// The first event of `data_type` by process `pid` that `pred` accepts.
+fn event_by(agent: &Agent, data_type: &str, pid: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    agent.wait_for(&format!("a {data_type} of process {pid}"), |e| {
+        e["data_type"] == data_type && e["tgid"].as_str() == Some(pid) && pred(e)
+    })
+}
+
+/// ctypes' syscall(2), for the calls Python 3.11's os module lacks.
+const PY_SYSCALL: &str = r#"import ctypes, os, stat, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sc(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    return r if r >= 0 else -ctypes.get_errno()
+NULL = ctypes.c_void_p(0)
+def s(b):
+    return ctypes.c_char_p(b.encode() if isinstance(b, str) else b)
+"#;
+
+fn python(script: &str) -> Vec<String> {
+    vec![
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        format!("{PY_SYSCALL}{script}"),
+    ]
+}
+
+/// A loop device over a small ext4 image, detached when dropped: a block
+/// device of the host's that containers can be made to mount.
+struct Loop(String);
+
+impl Loop {
+    fn new(dir: &Path) -> Loop {
+        let img = dir.join("disk.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        assert!(Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img)
+            .status()
+            .unwrap()
+            .success());
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn container_escape_mounts_of_host_block_devices_from_a_container() {
+    let rule = "kestrel.privilege_escalation.container_escape";
+    let d = scratch("ce-mount");
+    let disk = Loop::new(&d);
+    let dev = disk.0.as_str();
+    let ctr = Container::new();
+    let agent = agent(&[]);
+    let target = |n: &str| {
+        let t = d.join(n);
+        std::fs::create_dir_all(&t).unwrap();
+        t.display().to_string()
+    };
+    let mount_of = |pid: &str, dev: &str| {
+        let m = event_by(&agent, "165", pid, |e| e["dev"] == dev);
+        assert_eq!(field(&m, "container_id"), ctr.id, "{m}");
+        assert_eq!(field(&m, "container_runtime"), "docker", "{m}");
+        m
+    };
+    let escape = |m: &Value| {
+        let a = alert_from(&agent, rule, m);
+        assert_eq!(field(&a, "mitre_technique"), "T1611");
+        assert_eq!(field(&a, "severity"), "critical");
+        assert_eq!(field(&a, "container_id"), ctr.id, "{a}");
+    };
+    // mount(8) of the loop device.
+    let t = target("m8");
+    let pid = run_ok(ctr.command(&["mount", "-o", "ro", dev, &t]));
+    let m = mount_of(&pid, dev);
+    assert_eq!(field(&m, "syscall"), "mount");
+    assert_eq!(field(&m, "fstype"), "ext4");
+    assert_eq!(field(&m, "res"), "0");
+    escape(&m);
+    // mount(2) from python's ctypes.
+    let t = target("py");
+    let cmd = python(&format!(
+        "r = libc.mount(s('{dev}'), s('{t}'), s('ext4'), ctypes.c_ulong(1), NULL)  # MS_RDONLY\n\
+         assert r == 0, ctypes.get_errno()"
+    ));
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let pid = run_ok(ctr.command(&argv));
+    escape(&mount_of(&pid, dev));
+    // The new mount API: fsopen, fsconfig source, fsmount, move_mount
+    // (both reported; the device read from the kernel's mount).
+    let t = target("api");
+    let cmd = python(&format!(
+        "fs = sc(430, s('ext4'), 1)\n\
+         assert fs >= 0, fs\n\
+         assert sc(431, fs, 1, s('source'), s('{dev}'), 0) == 0  # FSCONFIG_SET_STRING\n\
+         assert sc(431, fs, 0, s('ro'), NULL, 0) == 0  # FSCONFIG_SET_FLAG\n\
+         assert sc(431, fs, 6, NULL, NULL, 0) == 0  # FSCONFIG_CMD_CREATE\n\
+         mfd = sc(432, fs, 1, 1)  # FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY\n\
+         assert mfd >= 0, mfd\n\
+         r = sc(429, mfd, s(''), -100, s('{t}'), 4)  # MOVE_MOUNT_F_EMPTY_PATH\n\
+         assert r == 0, r"
+    ));
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let pid = run_ok(ctr.command(&argv));
+    for syscall in ["fsmount", "move_mount"] {
+        let m = event_by(&agent, "165", &pid, |e| {
+            e["syscall"] == syscall && e["dev"] == dev
+        });
+        assert_eq!(field(&m, "dev_from"), "kernel", "{m}");
+        assert_eq!(field(&m, "container_id"), ctr.id);
+        escape(&m);
+    }
+    // A block device node of the container's own making, with the
+    // loop device's numbers, outside /dev (as an escape does with the
+    // host disk's major:minor): its name says nothing, its type does.
+    let t = target("node");
+    let node = d.join("hostdisk").display().to_string();
+    let cmd = python(&format!(
+        "os.mknod('{node}', stat.S_IFBLK | 0o600, os.stat('{dev}').st_rdev)\n\
+         r = libc.mount(s('{node}'), s('{t}'), s('ext4'), ctypes.c_ulong(1), NULL)\n\
+         assert r == 0, ctypes.get_errno()"
+    ));
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let pid = run_ok(ctr.command(&argv));
+    escape(&mount_of(&pid, &node));
+    // The host's own root disk, read-only over its live mount: refused
+    // or made, the attempt is the signal.
+    let root = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", "/"])
+        .output()
+        .unwrap();
+    let root = String::from_utf8(root.stdout).unwrap().trim().to_string();
+    if root.starts_with("/dev/") {
+        let t = target("root");
+        let (pid, _) = run_pid(ctr.command(&["mount", "-o", "ro", &root, &t]));
+        escape(&mount_of(&pid, &root));
+    } else {
+        eprintln!("/ is mounted from {root}, not a block device: that variant skipped");
+    }
+    // A cgroup v1 hierarchy of the container's own (the release_agent
+    // escape's first step), mounted where no watched path names it.
+    let t = target("cgv1");
+    let name = format!("kestrel-ce-{}", std::process::id());
+    let pid = run_ok(ctr.command(&[
+        "mount",
+        "-t",
+        "cgroup",
+        "-o",
+        &format!("none,name={name}"),
+        "kestrel-cgv1",
+        &t,
+    ]));
+    let m = mount_of(&pid, "kestrel-cgv1");
+    assert_eq!(field(&m, "fstype"), "cgroup");
+    escape(&m);
+
+    // Benign: a tmpfs in the container (unshare's own MS_PRIVATE remount
+    // of / in every variant above is another); the loop device mounted on
+    // the host, outside any container.
+    let t = target("tmpfs");
+    let tmpfs_pid = run_ok(ctr.command(&["mount", "-t", "tmpfs", "kestrel-tmpfs", &t]));
+    let tm = mount_of(&tmpfs_pid, "kestrel-tmpfs");
+    assert_eq!(field(&tm, "fstype"), "tmpfs");
+    let t = target("host");
+    let mut host = Command::new("unshare");
+    host.args([
+        "-m",
+        "--propagation",
+        "private",
+        "mount",
+        "-o",
+        "ro",
+        dev,
+        &t,
+    ]);
+    let host_pid = run_ok(host);
+    let hm = event_by(&agent, "165", &host_pid, |e| e["dev"] == dev);
+    assert_eq!(field(&hm, "container_id"), "");
+    assert_no_alert_from(&agent, rule, |e| {
+        e["data_type"] == "165"
+            && (e["tgid"] == tmpfs_pid.as_str()
+                || e["tgid"] == host_pid.as_str()
+                || e["dev"] == "none")
+    });
+    agent.stop();
+    drop(disk);
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn container_escape_setns_from_a_container() {
+    let rule = "kestrel.privilege_escalation.container_escape";
+    let d = scratch("ce-setns");
+    let ctr = Container::new();
+    let agent = agent(&[]);
+    // The host's namespaces: this test's own (pid 1's may be out of
+    // reach, as on this VM).
+    let host = std::process::id().to_string();
+    let host_net = std::fs::metadata("/proc/self/ns/net")
+        .unwrap()
+        .ino()
+        .to_string();
+    let joined = |pid: &str| {
+        let j = event_by(&agent, "308", pid, |e| e["res"] == "0");
+        assert_eq!(field(&j, "container_id"), ctr.id, "{j}");
+        j
+    };
+    let escape = |j: &Value| {
+        let a = alert_from(&agent, rule, j);
+        assert_eq!(field(&a, "mitre_technique"), "T1611");
+        assert_eq!(field(&a, "container_id"), ctr.id, "{a}");
+    };
+    // nsenter into the host's mount, uts, ipc and network namespaces.
+    let pid = run_ok(ctr.command(&["nsenter", "-t", &host, "-m", "-u", "-i", "-n", "true"]));
+    let j = joined(&pid);
+    assert_eq!(field(&j, "fd_kind"), "nsfs");
+    escape(&j);
+    let reached = event_by(&agent, "308", &pid, |e| e["ns_types"] == "net");
+    assert_eq!(field(&reached, "target_net_ns"), host_net);
+    // python: setns(2) on /proc/HOST/ns/net, and on a pidfd for net and
+    // uts at once.
+    let cmd = python(&format!(
+        "fd = os.open('/proc/{host}/ns/net', os.O_RDONLY)\n\
+         assert libc.setns(fd, 0x40000000) == 0, ctypes.get_errno()"
+    ));
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let pid = run_ok(ctr.command(&argv));
+    let j = joined(&pid);
+    assert_eq!(field(&j, "target_net_ns"), host_net);
+    escape(&j);
+    let cmd = python(&format!(
+        "fd = os.pidfd_open({host})\n\
+         assert libc.setns(fd, 0x40000000 | 0x04000000) == 0, ctypes.get_errno()"
+    ));
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let pid = run_ok(ctr.command(&argv));
+    let j = joined(&pid);
+    assert_eq!(field(&j, "fd_kind"), "pidfd");
+    assert_eq!(field(&j, "ns_types"), "net,uts");
+    escape(&j);
+    // perl's syscall(), nstype 0 (any type).
+    let pid = run_ok(ctr.command(&[
+        "perl",
+        "-e",
+        &format!(
+            "open(my $f, '<', '/proc/{host}/ns/net') or die; syscall(308, fileno($f), 0) == 0 or die \"setns: $!\";"
+        ),
+    ]));
+    escape(&joined(&pid));
+
+    // Benign: the same nsenter as a container runtime (a copy named runc)
+    // in the container, and nsenter on the host.
+    let runc = d.join("runc");
+    copy_exec("/usr/bin/nsenter", &runc);
+    let runc_s = runc.display().to_string();
+    let runc_pid = run_ok(ctr.command(&[&runc_s, "-t", &host, "-m", "-n", "true"]));
+    let rj = joined(&runc_pid);
+    assert_eq!(field(&rj, "exe"), runc_s);
+    let mut on_host = Command::new("nsenter");
+    on_host.args(["-t", &host, "-m", "-n", "true"]);
+    let host_pid = run_ok(on_host);
+    let hj = event_by(&agent, "308", &host_pid, |e| e["res"] == "0");
+    assert_eq!(field(&hj, "container_id"), "");
+    assert_no_alert_from(&agent, rule, |e| {
+        e["data_type"] == "308"
+            && (e["tgid"] == runc_pid.as_str() || e["tgid"] == host_pid.as_str())
+    });
+    agent.stop();
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn container_escape_core_pattern_and_release_agent_writes() {
+    use crate::support::{CorePattern, CORE_PATTERN};
+    let rule = "kestrel.privilege_escalation.container_escape";
+    // Put back at the end whatever a variant did (each writes the value
+    // it already has); dropped after the agent.
+    let old = std::fs::read_to_string(CORE_PATTERN).unwrap();
+    let old = old.trim_end_matches('\n').to_string();
+    let _restore = CorePattern::set(&old);
+    // Both are default watched paths: the agent as it starts by default.
+    let agent = agent(&[]);
+    let written =
+        |pid: &str, file: &str| event_by(&agent, "608", pid, |e| e["file"].as_str() == Some(file));
+    let escape = |ev: &Value| {
+        let a = alert_from(&agent, rule, ev);
+        assert_eq!(field(&a, "mitre_technique"), "T1611");
+    };
+    // The shell's redirection, python's open(, 'w'), sysctl -w.
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!(
+        "p=$(cat {CORE_PATTERN}); printf '%s\\n' \"$p\" > {CORE_PATTERN}"
+    ));
+    let ev = written(&run_ok(c), CORE_PATTERN);
+    assert_eq!(field(&ev, "truncates"), "true");
+    escape(&ev);
+    let mut c = Command::new("/usr/bin/python3");
+    c.args([
+        "-c",
+        &format!("p = open('{CORE_PATTERN}').read(); open('{CORE_PATTERN}', 'w').write(p)"),
+    ]);
+    escape(&written(&run_ok(c), CORE_PATTERN));
+    let mut c = Command::new("sysctl");
+    c.args(["-q", "-w", &format!("kernel.core_pattern={old}")]);
+    escape(&written(&run_ok(c), CORE_PATTERN));
+    assert_eq!(
+        std::fs::read_to_string(CORE_PATTERN).unwrap().trim_end(),
+        old
+    );
+    // A cgroup v1 hierarchy of its own, mounted as the release_agent
+    // escape does (in a private mount namespace, on a tmpfs over
+    // /sys/fs/cgroup there: the host's hierarchies are not touched), and
+    // its release_agent written by a shell and by python.
+    let name: String = marker("ra")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let name = format!("k{}", &name[name.len() - 12..]);
+    let setup = format!(
+        "mount -t tmpfs none /sys/fs/cgroup && mkdir /sys/fs/cgroup/{name} && \
+         mount -t cgroup -o none,name={name} cgroup /sys/fs/cgroup/{name}"
+    );
+    let agent_file = format!("/sys/fs/cgroup/{name}/release_agent");
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("{setup} && echo /bin/true > {agent_file}"));
+    escape(&written(&run_ok(c), &agent_file));
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "/usr/bin/python3", "-c"])
+        .arg(format!(
+            "import subprocess; subprocess.run(['sh', '-c', '{setup}'], check=True); \
+             open('{agent_file}', 'w').write('/bin/true')"
+        ));
+    escape(&written(&run_ok(c), &agent_file));
+
+    // Benign: core_pattern read, by cat and by sysctl.
+    let mut c = Command::new("cat");
+    c.arg(CORE_PATTERN);
+    let cat_pid = run_ok(c);
+    let mut c = Command::new("sysctl");
+    c.arg("kernel.core_pattern");
+    let sysctl_pid = run_ok(c);
+    for pid in [&cat_pid, &sysctl_pid] {
+        event_by(&agent, "609", pid, |e| e["file"] == CORE_PATTERN);
+    }
+    assert_no_alert_from(&agent, rule, |e| {
+        e["data_type"] == "609"
+            && (e["tgid"] == cat_pid.as_str() || e["tgid"] == sysctl_pid.as_str())
+    });
+    agent.stop();
+}
+
+/// BPF_PROG_LOAD of a two-instruction program (r0 = 1; exit) of type
+/// argv[1], named argv[2]: the C loader compiled by the BPF test.
+const BPF_LOADER_C: &str = r#"#include <linux/bpf.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct bpf_insn insns[2] = {
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 1},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.prog_type = atoi(argv[1]);
+    a.insns = (unsigned long)insns;
+    a.insn_cnt = 2;
+    a.license = (unsigned long)"GPL";
+    strncpy(a.prog_name, argv[2], sizeof a.prog_name - 1);
+    int fd = syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof a);
+    if (fd < 0) { perror("bpf"); return 1; }
+    return 0;
+}
+"#;
+
+/// A socket filter for bpftool's `prog load` (its function names the
+/// program).
+const BPF_OBJ_C: &str = r#"__attribute__((section("socket"), used)) int kce_obj(void *ctx) { return 0; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+"#;
+
+#[test]
+fn bpf_programs_loaded_by_unknown_programs() {
+    let rule = "kestrel.defense_evasion.bpf_load";
+    let d = scratch("bpfload");
+    let bpftool = ["/usr/sbin/bpftool", "/usr/bin/bpftool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bpftool is not installed: scripts/install-deps --test installs it");
+    let loader = d.join("kloader");
+    std::fs::write(d.join("loader.c"), BPF_LOADER_C).unwrap();
+    assert!(Command::new("gcc")
+        .arg("-o")
+        .arg(&loader)
+        .arg(d.join("loader.c"))
+        .status()
+        .unwrap()
+        .success());
+    let obj = d.join("prog.bpf.o");
+    std::fs::write(d.join("prog.bpf.c"), BPF_OBJ_C).unwrap();
+    assert!(Command::new("clang")
+        .args(["-target", "bpf", "-O2", "-c"])
+        .arg(d.join("prog.bpf.c"))
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap()
+        .success());
+    let tag: String = marker("b")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let pin = |n: &str| format!("/sys/fs/bpf/kestrel_{n}_{}", &tag[tag.len() - 12..]);
+    let agent = agent(&[]);
+    let loaded = |pid: &str, name: &str, ptype: &str| {
+        let ev = event_by(&agent, "321", pid, |e| {
+            e["cmd"] == "BPF_PROG_LOAD" && e["prog_name"] == name
+        });
+        assert_eq!(field(&ev, "cmd_id"), "5");
+        assert_eq!(field(&ev, "prog_type"), ptype, "{ev}");
+        assert_eq!(field(&ev, "prog_from_kernel"), "true", "{ev}");
+        assert!(field(&ev, "res").parse::<i64>().unwrap() >= 0, "{ev}");
+        assert!(!field(&ev, "prog_id").is_empty(), "{ev}");
+        ev
+    };
+    let alert_of = |ev: &Value| {
+        let a = alert_from(&agent, rule, ev);
+        assert_eq!(field(&a, "mitre_technique"), "T1562.001");
+        assert_eq!(field(&a, "severity"), "medium");
+        assert_eq!(a["exe"], ev["exe"]);
+    };
+    // python's ctypes: a socket filter.
+    let mut c = Command::new("/usr/bin/python3");
+    c.args([
+        "-c",
+        &format!(
+            "{PY_SYSCALL}\n\
+             insns = ctypes.create_string_buffer(struct.pack('<BBhiBBhi', 0xb7, 0, 0, 0, 0x95, 0, 0, 0), 16)\n\
+             lic = ctypes.create_string_buffer(b'GPL')\n\
+             a = struct.pack('<IIQQIIQII16s', 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0, b'kce_py')\n\
+             buf = ctypes.create_string_buffer(a.ljust(128, b'\\0'), 128)\n\
+             fd = sc(321, 5, buf, 128)\n\
+             assert fd >= 0, fd"
+        ),
+    ]);
+    let pid = run_ok(c);
+    alert_of(&loaded(&pid, "kce_py", "socket_filter"));
+    // C, compiled here: a cgroup_skb program and an xdp one.
+    for (ptype, id, name) in [("cgroup_skb", "8", "kce_cgskb"), ("xdp", "6", "kce_xdp")] {
+        let mut c = Command::new(&loader);
+        c.args([id, name]);
+        let ev = loaded(&run_ok(c), name, ptype);
+        assert_eq!(field(&ev, "exe"), loader.to_str().unwrap());
+        alert_of(&ev);
+    }
+    // bpftool under another name: an object file loaded and pinned.
+    let renamed = d.join("kbpf-helper");
+    copy_exec(bpftool, &renamed);
+    let mut c = Command::new(&renamed);
+    c.args(["prog", "load", obj.to_str().unwrap(), &pin("renamed")]);
+    let pid = run_ok(c);
+    alert_of(&loaded(&pid, "kce_obj", "socket_filter"));
+    let _ = std::fs::remove_file(pin("renamed"));
+
+    // Benign: bpftool itself, allowlisted, loading the same object.
+    let mut c = Command::new(bpftool);
+    c.args(["prog", "load", obj.to_str().unwrap(), &pin("bpftool")]);
+    let tool_pid = run_ok(c);
+    let ev = loaded(&tool_pid, "kce_obj", "socket_filter");
+    assert_eq!(field(&ev, "exe"), bpftool);
+    let _ = std::fs::remove_file(pin("bpftool"));
+    assert_no_alert_from(&agent, rule, |e| {
+        e["data_type"] == "321" && e["tgid"] == tool_pid.as_str()
+    });
     agent.stop();
     let _ = std::fs::remove_dir_all(d);
 }
