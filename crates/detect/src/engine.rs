@@ -479,7 +479,8 @@ impl Engine {
             Kind::Sequence(_) => self.sequence(i, ev, t, id),
         };
         if let Some((ids, t, ctx)) = fired {
-            self.alert(i, ids, t, ctx, out);
+            let key = self.suppress_key(&self.slots[i].rule.key, ev);
+            self.alert(i, key, ids, t, ctx, out);
         }
     }
 
@@ -664,8 +665,28 @@ impl Engine {
         fired
     }
 
-    fn alert(&mut self, i: usize, ids: Vec<Arc<str>>, t: u64, ctx: Event, out: &mut Vec<Event>) {
-        let key = self.key(&self.slots[i].rule.key, &ctx).unwrap_or(0);
+    /// The suppression key of an alert: its rule's `key` fields read off
+    /// the event that made it (not the alert's context, which carries only
+    /// the process, user, host and container fields), a missing or empty
+    /// value being a value of its own, so that two findings of another
+    /// module, or two processes without a known exe, never share a key.
+    fn suppress_key(&self, fields: &[String], ev: &Event) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for f in fields {
+            ev.get(f).unwrap_or("").hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn alert(
+        &mut self,
+        i: usize,
+        key: u64,
+        ids: Vec<Arc<str>>,
+        t: u64,
+        ctx: Event,
+        out: &mut Vec<Event>,
+    ) {
         let window = self.cfg.suppress_ms;
         let slot = &mut self.slots[i];
         let mut carried = 0;

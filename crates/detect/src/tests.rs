@@ -489,6 +489,57 @@ fn suppression_carries_the_count() {
     assert_eq!(run(&mut e, &[y]).len(), 1);
 }
 
+/// The key is read off the trigger event, whatever fields the alert
+/// carries, and an empty value is a value: each finding of another module,
+/// each process without a known exe, alerts on its own.
+#[test]
+fn suppression_keys_come_from_the_trigger_event() {
+    let rules = "rules:
+- id: f
+  name: F
+  severity: critical
+  key: [data_type, module_name, hook_address]
+  condition: {field: data_type, in: ['700', '702']}
+- id: m
+  name: M
+  severity: high
+  condition: {field: data_type, equals: '603'}
+";
+    let mut e = engine(
+        &[rules],
+        EngineConfig {
+            suppress_ms: 10_000,
+            ..Default::default()
+        },
+    );
+    let finding = |t, dt, m, a| {
+        at(
+            t,
+            &[("data_type", dt), ("module_name", m), ("hook_address", a)],
+        )
+    };
+    let out = run(
+        &mut e,
+        &[
+            finding(1000, "700", "rk", "0xffff0001"),
+            finding(1001, "700", "rk", "0xffff0002"),
+            finding(1002, "702", "rk", ""),
+            finding(1003, "700", "other", "0xffff0001"),
+            // The same finding again: suppressed.
+            finding(1004, "700", "rk", "0xffff0001"),
+        ],
+    );
+    assert_eq!(out.len(), 4, "{out:?}");
+    // The default key (tgid, exe) with no exe known: one alert per process.
+    let load = |t, tgid| at(t, &[("data_type", "603"), ("tgid", tgid), ("exe", "")]);
+    let out = run(
+        &mut e,
+        &[load(2000, "10"), load(2001, "11"), load(2002, "10")],
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(e.counters().suppressed.load(Ordering::Relaxed), 2);
+}
+
 #[test]
 fn state_is_bounded_and_evictions_counted() {
     let mut e = engine(
