@@ -2,7 +2,9 @@
 # busybox sh on Debian 12's 6.1 kernel. Scans, loads the test-only rootkit
 # (tests/qemu/rootkit/kestrel_rk.c), scans again. Prints one
 # "ROOTKIT <check>: ok|FAIL ..." line per check, every finding as
-# "ROOTKIT event: {json}", and exits non-zero if any check failed.
+# "ROOTKIT event: {json}"; then runs the agent (built-in rules), whose
+# start-up scan's findings are "ROOTKIT agent-event: {json}" and alerts
+# "ROOTKIT alert: {json}"; exits non-zero if any check failed.
 set -u
 failed=""
 ok()   { echo "ROOTKIT $1: ok${2:+ ($2)}"; }
@@ -74,6 +76,41 @@ if [ -n "$x64call" ]; then
 fi
 if grep '"data_type":"703"' /tmp/after.json | grep -q '"interrupt_number":"4"'; then ok interrupt-number "4"
 else fail interrupt-number "no 703 with interrupt_number 4"; fi
+
+# (4) the agent, with its built-in rules, runs the same scan at start: each
+# finding raises kestrel.defense_evasion.rootkit_finding. (The clean scan's
+# agent, which raises none, is the smoke test's: tests/qemu/smoke-guest.sh.)
+t0=$(date +%s)
+kestrel agent --no-logins --inventory-interval-hours 0 --rootkit-scan-interval-hours 24 \
+  --output file:/tmp/agent.json >/tmp/agent.out 2>/tmp/agent.err &
+apid=$!
+i=0
+while [ $i -lt 240 ]; do
+  grep -q 'kestrel agent started' /tmp/agent.err && grep -q 'rootkit scan: .*; [0-9]* findings' /tmp/agent.err && break
+  kill -0 $apid 2>/dev/null || break
+  sleep 1; i=$((i + 1))
+done
+echo "ROOTKIT agent: started and scanned after $(( $(date +%s) - t0 ))s"
+if kill -0 $apid 2>/dev/null; then
+  kill -TERM $apid
+  i=0
+  while kill -0 $apid 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+  kill -0 $apid 2>/dev/null && { echo "ROOTKIT agent: still running 30 s after SIGTERM, killing"; kill -KILL $apid; }
+fi
+wait $apid
+arc=$?
+grep -E 'rootkit scan|ERROR|WARN' /tmp/agent.err | sed 's/^/ROOTKIT agent-stderr: /'
+grep -E '"data_type":"70[0-4]"' /tmp/agent.json 2>/dev/null | sed 's/^/ROOTKIT agent-event: /'
+grep '"data_type":"9000"' /tmp/agent.json 2>/dev/null | sed 's/^/ROOTKIT alert: /'
+[ "$arc" = 0 ] && ok agent-exit || fail agent-exit "exit $arc"
+n=$(grep -cE '"data_type":"70[0-4]"' /tmp/agent.json 2>/dev/null)
+missing=0
+for id in $(grep -E '"data_type":"70[0-4]"' /tmp/agent.json 2>/dev/null | sed -n 's/.*"event_id":"\([^"]*\)".*/\1/p'); do
+  grep '"data_type":"9000"' /tmp/agent.json | grep -F '"rule_id":"kestrel.defense_evasion.rootkit_finding"' \
+    | grep -qF "\"trigger_event_ids\":\"$id\"" || missing=$((missing + 1))
+done
+if [ "${n:-0}" -gt 0 ] && [ $missing = 0 ]; then ok agent-alerts "$n findings, each with its rootkit_finding alert"
+else fail agent-alerts "${n:-0} findings, $missing without a rootkit_finding alert"; fi
 
 if [ -z "$failed" ]; then echo "ROOTKIT RESULT: PASS"; exit 0; fi
 echo "ROOTKIT RESULT: FAIL (${failed# })"

@@ -2,9 +2,11 @@
 # The anti-rootkit proof on Debian 12's 6.1 kernel: boots the qemu guest
 # with the kestrel binary and the test-only rootkit (tests/qemu/rootkit/),
 # and runs tests/qemu/rootkit-guest.sh in it: a clean scan, insmod, a scan
-# that must report 700, 701, 702 and 703 (and 704) naming the hidden module.
+# that must report 700, 701, 702 and 703 (and 704) naming the hidden module,
+# then the agent with its built-in rules, whose scan at start must raise a
+# kestrel.defense_evasion.rootkit_finding alert for each finding.
 #
-# Usage: tests/qemu/rootkit.sh          (as root; ~1-2 min under TCG)
+# Usage: tests/qemu/rootkit.sh          (as root; ~2-4 min under TCG)
 # Environment:
 #   KESTREL_BIN=PATH   use this kestrel binary instead of building one
 #   CARGO_TARGET_DIR   where to build it (default /tmp/qemu-target)
@@ -40,7 +42,7 @@ set +e
 "$qemu_dir/run-guest" --kestrel "$kestrel" \
   --add "$ko:/lib/modules/kestrel_rk.ko" \
   --script "$repo/tests/qemu/rootkit-guest.sh" \
-  --timeout 280 --log "$log" --quiet
+  --timeout 480 --log "$log" --quiet
 rc=$?
 set -e
 rm -rf "/tmp/kestrel-qemu-modules/kestrel_rk.$$"

@@ -2,11 +2,13 @@
 //! run and report clean, with a count of the entries of every table it
 //! checked; in a qemu guest booting Debian 12's 6.1 kernel, a real test-only
 //! rootkit (tests/qemu/rootkit/) must be found by 700, 701, 702 and 703,
-//! each naming the hidden module. Needs root.
+//! each naming the hidden module, and the agent's own scan there must raise
+//! `kestrel.defense_evasion.rootkit_finding` for each finding. Needs root.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::qemu::{assert_one_builtin_alert, json_lines};
 use crate::support::{kestrel, qemu, Agent};
 
 /// "name H/N" pairs of the summary line: (name, hooked, checked).
@@ -111,6 +113,40 @@ fn rootkit_found_in_a_qemu_guest() {
             "no {t} event naming kestrel_rk with {extra:?}:\n{stdout}"
         );
     }
+
+    // The agent, with its built-in rules, scanned at start with the rootkit
+    // loaded: the same findings, each with its rootkit_finding alert (the
+    // clean kernel's agent scan, which raises none, is qemu::'s).
+    let findings = json_lines(stdout, "ROOTKIT agent-event: ");
+    let alerts = json_lines(stdout, "ROOTKIT alert: ");
+    let kinds = |evs: &[serde_json::Value]| {
+        let mut k: Vec<String> = evs
+            .iter()
+            .map(|e| e["data_type"].as_str().unwrap_or_default().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        kinds(&findings),
+        kinds(&events),
+        "the agent's scan and `kestrel scan rootkit` differ:\n{stdout}"
+    );
+    for t in ["700", "701", "702", "703", "704"] {
+        assert!(
+            findings
+                .iter()
+                .any(|e| e["data_type"] == t && e["module_name"] == "kestrel_rk"),
+            "the agent found no {t} naming kestrel_rk:\n{stdout}"
+        );
+    }
+    let rule = "kestrel.defense_evasion.rootkit_finding";
+    for f in &findings {
+        assert_one_builtin_alert(&alerts, rule, f, "critical", "T1014");
+    }
+    let all = alerts.iter().filter(|a| a["rule_id"] == rule).count();
+    assert_eq!(all, findings.len(), "{alerts:?}");
+    assert!(stdout.contains("ROOTKIT agent-alerts: ok"), "{stdout}");
 }
 
 /// A module hidden from the list, sysfs and kallsyms, on Debian 12's 6.12
