@@ -952,7 +952,11 @@ fn translate_correlation(
     let threshold_count = |preds: &[(ConditionOperator, u64)]| -> Result<u32, String> {
         match preds {
             [(ConditionOperator::Gte, n)] => Ok(*n),
-            [(ConditionOperator::Gt, n)] => Ok(n + 1),
+            // `gt: 18446744073709551615` has no next count: too large,
+            // like any count past u32 (not a wrap to 0).
+            [(ConditionOperator::Gt, n)] => n
+                .checked_add(1)
+                .ok_or_else(|| format!("count {n} too large")),
             _ => Err(
                 "correlation condition: only a lower bound (gte or gt) is supported: \
                  an alert is raised when the count reaches it"

@@ -507,3 +507,28 @@ fn the_docs_show_the_field_mapping() {
         "docs/detections.md's Sigma field table is not the mapping in sigma.rs; it is:\n{table}"
     );
 }
+
+#[test]
+fn a_correlation_count_past_the_largest_integer_is_unsupported_not_a_panic() {
+    // Found by reading the code beside the `rules` fuzz target: `gt: n`
+    // became `n + 1`, which overflowed (a panic with overflow checks, a
+    // count of 0 without).
+    let corr = |cond: &str| {
+        format!(
+            "title: base\nid: b\nname: b\nlogsource: {{product: linux, category: process_creation}}\n\
+             detection: {{sel: {{Image|endswith: /su}}, condition: sel}}\nlevel: low\n---\n\
+             title: corr\nid: c\ncorrelation:\n  type: event_count\n  rules: [b]\n  \
+             group-by: [User]\n  timespan: 1m\n  condition: {{{cond}}}\nlevel: high\n"
+        )
+    };
+    for cond in [
+        "gt: 18446744073709551615",
+        "gte: 18446744073709551615",
+        "gt: 4294967295",
+    ] {
+        let set = compile(&[sigma("big.yml", &corr(cond))]).unwrap();
+        let c = set.report.iter().find(|r| r.rule_id == "c").unwrap();
+        assert_eq!(c.status, "unsupported", "{cond}: {c:?}");
+        assert!(c.reason.contains("too large"), "{cond}: {c:?}");
+    }
+}
