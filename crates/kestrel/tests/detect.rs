@@ -1888,23 +1888,11 @@ fn event_by(agent: &Agent, data_type: &str, pid: &str, pred: impl Fn(&Value) -> 
     })
 }
 
-/// ctypes' syscall(2), for the calls Python 3.11's os module lacks.
-const PY_SYSCALL: &str = r#"import ctypes, os, stat, struct, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-def sc(nr, *args):
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
-    return r if r >= 0 else -ctypes.get_errno()
-NULL = ctypes.c_void_p(0)
-def s(b):
-    return ctypes.c_char_p(b.encode() if isinstance(b, str) else b)
-"#;
-
 fn python(script: &str) -> Vec<String> {
     vec![
         "/usr/bin/python3".into(),
         "-c".into(),
-        format!("{PY_SYSCALL}{script}"),
+        format!("{}{script}", crate::support::PY_SYSCALL),
     ]
 }
 
@@ -2334,13 +2322,14 @@ fn bpf_programs_loaded_by_unknown_programs() {
     c.args([
         "-c",
         &format!(
-            "{PY_SYSCALL}\n\
+            "{}\n\
              insns = ctypes.create_string_buffer(struct.pack('<BBhiBBhi', 0xb7, 0, 0, 0, 0x95, 0, 0, 0), 16)\n\
              lic = ctypes.create_string_buffer(b'GPL')\n\
              a = struct.pack('<IIQQIIQII16s', 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0, b'kce_py')\n\
              buf = ctypes.create_string_buffer(a.ljust(128, b'\\0'), 128)\n\
              fd = sc(321, 5, buf, 128)\n\
-             assert fd >= 0, fd"
+             assert fd >= 0, fd",
+            crate::support::PY_SYSCALL
         ),
     ]);
     let pid = run_ok(c);

@@ -11,18 +11,6 @@ use serde_json::Value;
 
 use crate::support::{field, marker, Agent};
 
-/// ctypes' syscall(2), for the calls Python's os module lacks.
-const PRELUDE: &str = r#"import ctypes, os, struct, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-def sc(nr, *args):
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
-    return r if r >= 0 else -ctypes.get_errno()
-NULL = ctypes.c_void_p(0)
-def s(b):
-    return ctypes.c_char_p(b)
-"#;
-
 const MOUNTS: &str = r#"# In a private mount namespace: mount(2) with a relative target, a failed
 # mount(2), and the new API: fsmount + move_mount through a dirfd, an
 # open_tree bind, a failed move_mount.
@@ -108,7 +96,7 @@ fn ns_inode(path: &str) -> String {
 /// Runs `prog` (optionally under `wrap`, e.g. `unshare -m`) with the
 /// script and its arguments; returns its output's words.
 fn python(wrap: &[&str], script: &str, args: &[&str]) -> Vec<String> {
-    let code = format!("{PRELUDE}\n{script}");
+    let code = format!("{}\n{script}", crate::support::PY_SYSCALL);
     let mut cmd = match wrap.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);

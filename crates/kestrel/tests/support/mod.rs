@@ -297,3 +297,15 @@ pub fn md5_hex(path: &Path) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// ctypes' syscall(2), for the calls Python 3.11's os module lacks.
+pub const PY_SYSCALL: &str = r#"import ctypes, os, stat, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sc(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    return r if r >= 0 else -ctypes.get_errno()
+NULL = ctypes.c_void_p(0)
+def s(b):
+    return ctypes.c_char_p(b.encode() if isinstance(b, str) else b)
+"#;
