@@ -73,6 +73,10 @@ pub const REORDER_MS: u64 = 5_000;
 pub const MAX_TRIGGER_IDS: usize = 16;
 /// Entries of the map of out-of-order events, per sequence rule.
 const EARLY_ENTRIES: usize = 1024;
+/// 9999-12-31T23:59:59.999Z in ms. A replayed file's later times are taken
+/// as this one, so that a time plus a window (24 h at most) cannot
+/// overflow.
+const LATEST_MS: u64 = 253_402_300_799_999;
 /// Suppression entries per rule.
 const SUPPRESS_ENTRIES: usize = 4096;
 
@@ -426,7 +430,8 @@ impl Engine {
         let t = ev
             .get("time")
             .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or_else(now_ms);
+            .unwrap_or_else(now_ms)
+            .min(LATEST_MS);
         let id: Arc<str> = Arc::from(ev.get("event_id").unwrap_or(""));
         // Taken out for the loop (the rules' state is changed in it) and
         // put back: two moves, no allocation.

@@ -922,3 +922,54 @@ fn engine_cost() {
         e.counters().rule_evaluations.load(Ordering::Relaxed) as f64 / n as f64
     );
 }
+
+/// A replayed file's `time` is whatever the file says: a time at the end of
+/// u64's range must neither overflow a window (a panic in debug builds, a
+/// wrapped window in release) nor lose the alerts of what it can still tell.
+#[test]
+fn times_at_the_end_of_u64_neither_overflow_nor_lose_alerts() {
+    let rules = "rules:
+- id: t
+  name: T
+  severity: high
+  threshold:
+    group_by: [from_ip]
+    within: 60s
+    count: 2
+  condition: {field: data_type, equals: '6001'}
+- id: s
+  name: S
+  severity: high
+  sequence:
+    by: [tgid]
+    within: 5s
+    steps:
+    - condition: {field: data_type, equals: '42'}
+    - condition: {field: data_type, equals: '59'}
+- id: o
+  name: O
+  severity: low
+  condition: {field: data_type, equals: '603'}
+";
+    let mut e = engine(
+        &[rules],
+        EngineConfig {
+            suppress_ms: 10_000,
+            ..Default::default()
+        },
+    );
+    let end = u64::MAX;
+    let out = run(
+        &mut e,
+        &[
+            at(end - 1, &[("data_type", "6001"), ("from_ip", "10.0.0.1")]),
+            at(end, &[("data_type", "6001"), ("from_ip", "10.0.0.1")]),
+            at(end, &[("data_type", "42"), ("tgid", "7")]),
+            at(end, &[("data_type", "59"), ("tgid", "7")]),
+            at(end, &[("data_type", "603"), ("tgid", "8")]),
+            at(end, &[("data_type", "603"), ("tgid", "8")]),
+        ],
+    );
+    let ids: Vec<_> = out.iter().map(|a| a.get("rule_id").unwrap()).collect();
+    assert_eq!(ids, ["t", "s", "o"], "{out:?}");
+}
