@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kestrel_probes::SeedProcess;
+use kestrel_probes::{SeedExe, SeedProcess};
 
 /// Every process in /proc with its real and effective uid (the "Uid:" line
 /// of its status), whether its stdin or stdout is an inet socket, and the
@@ -29,6 +29,7 @@ pub fn running_processes() -> Vec<SeedProcess> {
                 euid,
                 stdio_inet_socket: stdio_inet_socket(tgid),
                 holder: 0,
+                exe: exe_identity(tgid),
             })
         })
         .collect();
@@ -59,6 +60,32 @@ fn nearest_holder(tgid: u32, ppids: &HashMap<u32, u32>, holders: &HashSet<u32>) 
         }
     }
     0
+}
+
+/// The identity of the file the process runs: `stat` through the
+/// /proc/PID/exe link reaches the very inode the kernel maps, deleted or
+/// not.
+fn exe_identity(tgid: u32) -> Option<SeedExe> {
+    use std::os::unix::fs::MetadataExt;
+    let link = format!("/proc/{tgid}/exe");
+    let name = std::fs::read_link(&link).ok()?;
+    let m = std::fs::metadata(&link).ok()?;
+    let name = name.as_os_str().as_encoded_bytes();
+    let deleted = name.ends_with(b" (deleted)");
+    Some(SeedExe {
+        dev: kernel_dev(m.dev()),
+        ino: m.ino(),
+        ctime_ns: u64::try_from(m.ctime()).ok()? * 1_000_000_000
+            + u64::try_from(m.ctime_nsec()).ok()?,
+        deleted,
+        memfd: deleted && name.starts_with(b"/memfd:"),
+    })
+}
+
+/// User space's st_dev as the kernel's dev_t (major << 20 | minor).
+fn kernel_dev(dev: u64) -> u32 {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    (major << 20) | (minor & 0xfffff)
 }
 
 /// Whether fd 0 or 1 of the process is a socket listed in its network
@@ -117,6 +144,21 @@ mod tests {
         assert_eq!(nearest_holder(20, &ppids, &holders), 10);
         assert_eq!(nearest_holder(10, &ppids, &holders), 0);
         assert_eq!(nearest_holder(99, &ppids, &holders), 0);
+    }
+
+    #[test]
+    fn this_process_s_exe_is_the_file_it_runs() {
+        use std::os::unix::fs::MetadataExt;
+        let me = exe_identity(std::process::id()).expect("this process's exe");
+        let file = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(me.ino, file.ino());
+        assert_eq!(kernel_dev(file.dev()), me.dev);
+        assert!(!me.deleted && !me.memfd);
+        // The kernel's encoding: 8:1 is 8 << 20 | 1.
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(259, 300)), (259 << 20) | 300);
+        // Kernel threads run no file.
+        assert_eq!(exe_identity(2), None);
     }
 
     #[test]

@@ -118,6 +118,55 @@ fn a_parent_gone_before_its_child_s_exec_is_looked_at_is_counted() {
     assert!(c["parent_unknown"] >= 1, "{c:?}");
 }
 
+#[test]
+fn a_child_forked_by_a_process_older_than_the_agent_names_its_program_once_gone() {
+    // A daemon started before the agent (cron at boot) forks a worker that
+    // never execs, reads /etc/shadow and exits before the agent looks at
+    // its event: the worker's program is the daemon's, which the agent
+    // learnt from /proc at start and the kernel side passed on at fork.
+    let mark = marker("oldparent");
+    let code = "import os, sys\n\
+                sys.stdout.write('ready\\n'); sys.stdout.flush()\n\
+                sys.stdin.readline()\n\
+                pid = os.fork()\n\
+                if pid == 0:\n    \
+                    open('/etc/shadow', 'rb').close()\n    \
+                    os._exit(0)\n\
+                os.waitpid(pid, 0)\n\
+                sys.stdout.write('%d\\n' % pid); sys.stdout.flush()\n\
+                sys.stdin.readline()\n";
+    let mut parent = Command::new("/usr/bin/python3")
+        .args(["-c", code, &mark])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(parent.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let agent = Agent::start(&[]);
+    signal(&agent, libc::SIGSTOP);
+    let mut stdin = parent.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let child = line.trim().to_string();
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists(),
+        "the worker still runs"
+    );
+    signal(&agent, libc::SIGCONT);
+    let ev = agent.wait_for("the worker's read of /etc/shadow", |e| {
+        e["data_type"] == "609" && e["pid"] == child.as_str() && e["file"] == "/etc/shadow"
+    });
+    assert_eq!(field(&ev, "ppid"), parent.id().to_string());
+    assert_eq!(field(&ev, "exe"), realpath("/usr/bin/python3"), "{ev}");
+    stdin.write_all(b"done\n").unwrap();
+    assert!(parent.wait().unwrap().success());
+    agent.stop();
+}
+
 /// Sets kernel.core_pattern, and puts the old one back when dropped.
 fn wait_file(p: &Path) -> String {
     for _ in 0..200 {

@@ -33,7 +33,7 @@ pub use kestrel_abi::kinds;
 pub use kestrel_abi::{Kind, KindSpec};
 pub use libbpf_rs::RingBuffer as EventRing;
 pub use load::{ensure_tracefs, preflight};
-pub use seed::SeedProcess;
+pub use seed::{SeedExe, SeedProcess};
 pub use watch::{compile as compile_watched, WatchPattern, WatchPatternError, WATCH_MAX};
 
 /// Where the kernel publishes its own BTF.
