@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{field, marker, Agent, PERL_CONN};
+use crate::support::{container_cgroup_root, field, marker, Agent, PERL_CONN};
 
 fn ns_inode(path: &str) -> String {
     std::fs::metadata(path).unwrap().ino().to_string()
@@ -39,24 +39,13 @@ fn unshared_namespaces_are_named() {
     agent.stop();
 }
 
-/// The hierarchy whose cgroups name containers: v1's memory controller, or
-/// the unified hierarchy on a cgroup v2 host (see kestrel_abi.h).
-fn cgroup_root() -> PathBuf {
-    let v1 = Path::new("/sys/fs/cgroup/memory");
-    if v1.join("cgroup.procs").exists() {
-        v1.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    }
-}
-
 struct Cgroup(PathBuf);
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
         // Leaf first, up to the hierarchy's root; busy or shared parents
         // stay.
-        let root = cgroup_root();
+        let root = container_cgroup_root();
         let mut p = self.0.clone();
         while p != root && std::fs::remove_dir(&p).is_ok() {
             p.pop();
@@ -67,7 +56,7 @@ impl Drop for Cgroup {
 #[test]
 fn cgroup_paths_give_container_identity() {
     let agent = Agent::start(&[]);
-    let root = cgroup_root();
+    let root = container_cgroup_root();
     let id = |n: u8| format!("{:x}", n).repeat(64);
     let uid = "1a2b3c4d-0000-1111-2222-333344445555";
     let uid_ = uid.replace('-', "_");
@@ -154,7 +143,7 @@ fn a_process_that_moves_is_reported_where_it_is_now() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "moved?\n");
 
-    let dir = cgroup_root().join(marker("move"));
+    let dir = container_cgroup_root().join(marker("move"));
     std::fs::create_dir_all(&dir).unwrap();
     let _cg = Cgroup(dir.clone());
     std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
@@ -304,7 +293,7 @@ fn container_names_come_from_the_runtime_api() {
     let id = "ab".repeat(32);
     let hits = fake_docker(&sock, id.clone());
     let agent = Agent::start(&["--docker-socket", sock.to_str().unwrap()]);
-    let cg = cgroup_root().join("docker").join(&id);
+    let cg = container_cgroup_root().join("docker").join(&id);
     std::fs::create_dir_all(&cg).unwrap();
     let _cg = Cgroup(cg.clone());
     let mark = marker("names");
@@ -332,7 +321,7 @@ fn container_names_come_from_the_runtime_api() {
 fn a_dead_runtime_socket_costs_one_try() {
     let agent = Agent::start(&["--docker-socket", "/nonexistent/docker.sock"]);
     let id = "cd".repeat(32);
-    let cg = cgroup_root().join("docker").join(&id);
+    let cg = container_cgroup_root().join("docker").join(&id);
     std::fs::create_dir_all(&cg).unwrap();
     let _cg = Cgroup(cg.clone());
     let mark = marker("dead-socket");
@@ -496,7 +485,7 @@ fn containerd_names_come_from_the_cri_api() {
     );
     let agent = Agent::start(&["--containerd-socket", sock.to_str().unwrap()]);
     let uid = "9a8b7c6d-0000-1111-2222-333344445555";
-    let cg = cgroup_root().join(format!("kubepods/besteffort/pod{uid}/{id}"));
+    let cg = container_cgroup_root().join(format!("kubepods/besteffort/pod{uid}/{id}"));
     std::fs::create_dir_all(&cg).unwrap();
     let _cg = Cgroup(cg.clone());
     let mark = marker("cri-names");

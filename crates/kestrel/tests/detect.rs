@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::sshd::{client_key, Sshd};
-use crate::support::{field, kestrel, marker, Agent};
+use crate::support::{field, kestrel, marker, Agent, Container};
 use serde_json::Value;
 
 /// The agent with alerts unsuppressed (each variant is its own alert).
@@ -1795,69 +1795,6 @@ fn history_and_logs_removed_emptied_or_redirected() {
     let _ = std::fs::remove_file(&app);
     agent.stop();
     let _ = std::fs::remove_dir_all(d);
-}
-
-/// The hierarchy whose cgroups name containers: v1's memory controller, or
-/// the unified hierarchy on a cgroup v2 host (as containers.rs and ns.rs
-/// find it).
-fn container_cgroup_root() -> PathBuf {
-    let v1 = Path::new("/sys/fs/cgroup/memory");
-    if v1.join("cgroup.procs").exists() {
-        v1.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    }
-}
-
-/// A "container" without an engine, as containers.rs and ns.rs make one:
-/// a docker-named cgroup (`/docker/<64-hex id>`), which is what gives an
-/// event its `container_id`, and the container's own mount and network
-/// namespaces (`unshare -m -n`). Its cgroup is removed when dropped.
-struct Container {
-    cg: PathBuf,
-    id: String,
-}
-
-impl Container {
-    fn new() -> Container {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let id = format!("{nanos:064x}");
-        let cg = container_cgroup_root().join("docker").join(&id);
-        std::fs::create_dir_all(&cg).unwrap();
-        Container { cg, id }
-    }
-
-    /// `cmd` as a process of the container: sh moves itself into the
-    /// cgroup and execs `unshare`, which makes the namespaces and execs
-    /// `cmd`, so the exec names the container and the pid stays the
-    /// spawned one's throughout.
-    fn command(&self, cmd: &[&str]) -> Command {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-                self.cg.display()
-            ))
-            .args(["unshare", "-m", "-n", "--propagation", "private"])
-            .args(cmd);
-        c
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        // The last process may still be leaving it.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.cg).is_ok() || !self.cg.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = std::fs::remove_dir(self.cg.parent().unwrap());
-    }
 }
 
 /// Runs `cmd` to its end: its pid (every subject here is one process,

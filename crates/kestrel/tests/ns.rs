@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::support::{field, marker, Agent};
+use crate::support::{field, marker, Agent, Container};
 
 const MOUNTS: &str = r#"# In a private mount namespace: mount(2) with a relative target, a failed
 # mount(2), and the new API: fsmount + move_mount through a dirfd, an
@@ -545,26 +545,8 @@ fn bpf_loads_and_attachments_are_reported() {
 #[test]
 fn a_container_mounting_the_host_disk_and_joining_the_host_netns() {
     let agent = Agent::start(&[]);
-    let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
-    let root = if v1.join("cgroup.procs").exists() {
-        v1.to_path_buf()
-    } else {
-        std::path::PathBuf::from("/sys/fs/cgroup")
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let cid = format!("{:064x}", nanos);
-    let cg = root.join("docker").join(&cid);
-    std::fs::create_dir_all(&cg).unwrap();
-    struct Gone(std::path::PathBuf);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _gone = Gone(cg.clone());
+    let ctr = Container::new();
+    let cid = ctr.id.clone();
     let src = Command::new("findmnt")
         .args(["-n", "-o", "SOURCE,FSTYPE", "/"])
         .output()
@@ -586,12 +568,7 @@ fn a_container_mounting_the_host_disk_and_joining_the_host_netns() {
         dir = dir.display(),
         host = std::process::id()
     );
-    // Into the cgroup, then exec'd, as a container's first process is:
-    // the exec names the cgroup (and so the container) to the agent.
-    let enter = format!(
-        "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-        cg.display()
-    );
+    let enter = ctr.enter();
     let out = python(
         &[
             "sh",

@@ -309,3 +309,74 @@ NULL = ctypes.c_void_p(0)
 def s(b):
     return ctypes.c_char_p(b.encode() if isinstance(b, str) else b)
 "#;
+
+/// The hierarchy whose cgroups name containers: v1's memory controller, or
+/// the unified hierarchy on a cgroup v2 host (see kestrel_abi.h).
+pub fn container_cgroup_root() -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.join("cgroup.procs").exists() {
+        v1.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A "container" without an engine: a docker-named cgroup
+/// (`/docker/<64-hex id>`), which is what gives an event its
+/// `container_id`; [`Container::command`] adds the container's own mount
+/// and network namespaces. Its cgroup is removed when dropped.
+pub struct Container {
+    /// The cgroup's directory.
+    pub cg: PathBuf,
+    /// The container id (the cgroup's name).
+    pub id: String,
+}
+
+impl Container {
+    pub fn new() -> Container {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let id = format!("{nanos:064x}");
+        let cg = container_cgroup_root().join("docker").join(&id);
+        std::fs::create_dir_all(&cg).unwrap();
+        Container { cg, id }
+    }
+
+    /// The shell line that moves the shell into the cgroup and execs the
+    /// rest of its arguments (`sh -c LINE PROG ARGS...`): the exec names
+    /// the cgroup, and so the container, to the agent, as a container's
+    /// first process's does.
+    pub fn enter(&self) -> String {
+        format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            self.cg.display()
+        )
+    }
+
+    /// `cmd` as a process of the container: sh enters the cgroup and execs
+    /// `unshare`, which makes the namespaces and execs `cmd`, so the pid
+    /// stays the spawned one's throughout.
+    pub fn command(&self, cmd: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(self.enter())
+            .args(["unshare", "-m", "-n", "--propagation", "private"])
+            .args(cmd);
+        c
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // The last process may still be leaving it.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cg).is_ok() || !self.cg.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_dir(self.cg.parent().unwrap());
+    }
+}
