@@ -724,27 +724,11 @@ fn a_benign_workload_raises_no_high_or_critical_alert_and_at_most_five() {
     let done = format!("done-{tag}");
     let out = w.run(
         "ssh login",
-        Command::new("timeout")
-            .args(["30", "sshpass", "-p", &password, "ssh", "-p"])
-            .arg(sshd.port().to_string())
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "PreferredAuthentications=password",
-                "-o",
-                "PubkeyAuthentication=no",
-                "-o",
-                "NumberOfPasswordPrompts=1",
-                &format!("{user}@127.0.0.1"),
-                &format!("id -un; uname -r; ls -a ~ >/dev/null; echo {done}"),
-            ]),
+        &mut sshd.password_login(
+            &user,
+            &password,
+            &format!("id -un; uname -r; ls -a ~ >/dev/null; echo {done}"),
+        ),
     );
     assert!(out.starts_with(&format!("{user}\n")), "{out}");
     assert!(out.contains(&done), "{out}");

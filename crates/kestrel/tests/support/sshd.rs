@@ -133,10 +133,11 @@ impl Sshd {
         self.child.id()
     }
 
-    /// One password login as `user` with a wrong password: refused.
-    pub fn wrong_password(&self, user: &str) {
+    /// A password login as `user` with `password` (one try, no keys),
+    /// running `remote` there.
+    pub fn password_login(&self, user: &str, password: &str, remote: &str) -> Command {
         let mut c = Command::new("sshpass");
-        c.args(["-p", "definitely-wrong"]);
+        c.args(["-p", password]);
         let s = ssh(self.port);
         c.arg(s.get_program()).args(s.get_args());
         c.args([
@@ -147,8 +148,14 @@ impl Sshd {
             "-o",
             "NumberOfPasswordPrompts=1",
             &format!("{user}@127.0.0.1"),
-            "true",
+            remote,
         ]);
+        c
+    }
+
+    /// One password login as `user` with a wrong password: refused.
+    pub fn wrong_password(&self, user: &str) {
+        let mut c = self.password_login(user, "definitely-wrong", "true");
         assert!(!quiet(&mut c), "a wrong password logged in");
     }
 
