@@ -43,6 +43,16 @@ pub struct Program {
     pub requires: Option<Requirement>,
 }
 
+impl Program {
+    /// Whether its hook is a syscall tracepoint (`tracepoint/syscalls/...`).
+    /// Attaching any one of them makes the kernel send every syscall of
+    /// every task through its slow path (SYSCALL_WORK_SYSCALL_TRACEPOINT),
+    /// which `--syscall-tracepoints off` exists to avoid.
+    pub fn is_syscall_tracepoint(&self) -> bool {
+        self.hook.starts_with("tracepoint/syscalls/")
+    }
+}
+
 /// A hook some supported kernels lack: the program is left out there, and
 /// said to be.
 #[derive(Debug, PartialEq, Eq)]
@@ -150,6 +160,17 @@ mod tests {
         }
         assert_eq!(Kind::from_raw(0), None);
         assert_eq!(Kind::from_raw(KESTREL_KIND_MAX as u16), None);
+    }
+
+    #[test]
+    fn syscall_tracepoints_are_told_by_their_section() {
+        let find = |n: &str| programs().find(|p| p.name == n).unwrap();
+        assert!(find("handle_execve_exit").is_syscall_tracepoint());
+        assert!(find("handle_fchmodat2_exit").is_syscall_tracepoint());
+        assert!(!find("handle_exec").is_syscall_tracepoint());
+        assert!(!find("handle_sock_state").is_syscall_tracepoint());
+        // Lean mode keeps what is left: the process table and exec.
+        assert!(programs().any(|p| !p.is_syscall_tracepoint()));
     }
 
     #[test]

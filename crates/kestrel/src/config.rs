@@ -254,6 +254,35 @@ mod tests {
     }
 
     #[test]
+    fn syscall_tracepoints_is_on_or_off() {
+        assert!(parse("").unwrap().collect.syscall_tracepoints);
+        assert!(
+            parse("syscall_tracepoints = \"on\"")
+                .unwrap()
+                .collect
+                .syscall_tracepoints
+        );
+        let lean = AgentSettings::from_toml("syscall_tracepoints = \"on\"")
+            .unwrap()
+            .with_flags(&flags(&["--syscall-tracepoints", "off"]))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert!(!lean.collect.syscall_tracepoints);
+        let e = parse("syscall_tracepoints = \"no\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("syscall_tracepoints") && e.contains("use on") && e.contains("off"),
+            "{e}"
+        );
+        let e = parse("syscall_tracepoints = false")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("syscall_tracepoints"), "{e}");
+    }
+
+    #[test]
     fn a_type_error_points_at_its_line() {
         let e = parse("output = \"stdout\"\nqueue_events = \"many\"\nbtf = \"/x\"")
             .unwrap_err()
@@ -309,6 +338,6 @@ mod tests {
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 48);
+        assert_eq!(keys.len(), 49);
     }
 }

@@ -101,6 +101,13 @@ impl FileExcludes {
         Ok(ex)
     }
 
+    /// Whether `path` lies under an excluded directory, by its path: lean
+    /// mode's file creations come from fanotify, not through the kernel
+    /// map, and fanotify names a file by path.
+    pub fn covers(&self, path: &Path) -> bool {
+        self.dirs.iter().any(|d| path.starts_with(&d.path))
+    }
+
     /// Applies the lookup thread's latest round, if there is one. Never
     /// blocks.
     pub fn refresh(&mut self, probes: &Probes) {

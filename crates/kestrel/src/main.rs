@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod control;
 mod excludes;
+mod fancreate;
 mod hostinfo;
 mod identity;
 mod inventory;

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{field, marker, Agent};
+use crate::support::{field, free_loopback_addr, marker, scrape, Agent};
 use serde_json::Value;
 
 fn c(p: &Path) -> CString {
@@ -246,18 +246,6 @@ fn an_exclusion_follows_its_directory_by_name() {
 }
 
 /// `GET /metrics` from the agent; the value of the unlabelled `name`.
-fn scrape(addr: &str, name: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut page = String::new();
-    s.read_to_string(&mut page).ok()?;
-    page.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
-}
-
 /// The `received=` of every periodic counters line so far.
 fn periodic_received(agent: &Agent) -> Vec<u64> {
     agent
@@ -294,12 +282,7 @@ fn sparse_files_cannot_blind_collection() {
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = Cleanup(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_loopback_addr();
     // A ring buffer that holds every record of the attack (20,000 file
     // records are ~50 MB): on a shared host a starved collector falls
     // behind, and that is not what this test is about; blocked on hashing,

@@ -22,6 +22,7 @@ mod files;
 mod inventory;
 mod kafka;
 mod kafka_auth;
+mod lean;
 mod lineage;
 mod logins;
 mod loss;

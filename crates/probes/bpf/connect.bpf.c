@@ -120,8 +120,50 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 #define TCP_CLOSE 7
 #define IPPROTO_TCP 6
 
+/* Lean mode (--syscall-tracepoints off) has no connect(2) program: the
+ * loader sets this, and a TCP connect is then seen when its socket leaves
+ * CLOSE for SYN_SENT. That change happens only in tcp_v4/v6_connect, under
+ * the socket's lock, in the task connecting (connect(2), or sendmsg with
+ * MSG_FASTOPEN); it comes before the local port is picked and before the
+ * handshake, so the record says "in progress" and has the port only of a
+ * socket bound beforehand (docs/performance.md, "Lean mode"). */
+const volatile bool connect_from_state = false;
+
+static __always_inline int syn_sent(struct sock *sk)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_sockaddrs addrs = {};
+	struct kestrel_connect *e;
+	struct kestrel_proc *ps;
+
+	if (task->tgid == self_tgid || !read_sock_addrs(sk, &addrs))
+		return 0;
+	ps = proc_entry(task);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		e->hdr.kind = KESTREL_KIND_CONNECT;
+		e->hdr.reserved = 0;
+		e->hdr.size = sizeof(*e);
+		e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+		fill_task(&e->task, task, ps);
+		e->res = -EINPROGRESS;
+		/* The descriptor is not known here. */
+		e->fd = -1;
+		e->addrs = addrs;
+		e->via = KESTREL_CONNECT_VIA_CONNECT;
+		e->reserved = 0;
+		bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_SUBMITTED);
+	} else {
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_RINGBUF_FULL);
+	}
+	check_creds(ps, task, KESTREL_CRED_AT_CONNECT, NULL);
+	return 0;
+}
+
 /* A SYN that was never answered, or answered by a reset: keep the local
- * end, which the kernel is about to release. Runs in whatever context
+ * end, which the kernel is about to release (in lean mode: the connect
+ * itself, above). Runs in whatever context
  * processed the reset, so it is keyed by socket, not by task.
  * tp_btf, not the classic tracepoint: this fires on every TCP state change
  * (8 per connect and close on loopback), and the classic one first copies
@@ -133,6 +175,14 @@ int BPF_PROG(handle_sock_state, const struct sock *sk, const int oldstate, const
 	struct kestrel_sockaddrs v = {};
 	__u64 key;
 
+	/* The states first: they are arguments, the protocol a load. */
+	if (connect_from_state) {
+		/* The refused map is for the connect(2) program, not loaded. */
+		if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT &&
+		    sk->sk_protocol == IPPROTO_TCP)
+			return syn_sent((struct sock *)sk);
+		return 0;
+	}
 	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (!read_sock_addrs((struct sock *)sk, &v))

@@ -57,6 +57,10 @@ pub struct ProbeConfig {
     /// BTF file describing the running kernel, for kernels that do not
     /// publish their own at [`KERNEL_BTF`].
     pub btf: Option<PathBuf>,
+    /// Whether programs on syscall tracepoints are loaded. false is lean
+    /// mode: they are left out, as [`ProbeState::Off`], because one of
+    /// them attached slows every syscall of the host.
+    pub syscall_tracepoints: bool,
 }
 
 /// Why the kernel side could not start.
@@ -122,6 +126,9 @@ pub enum ProbeState {
     Attached,
     /// Left out: this kernel cannot produce what it watches.
     NotApplicable(String),
+    /// Left out by the settings (`--syscall-tracepoints off`); says
+    /// which.
+    Off(String),
 }
 
 /// A program and what became of it.

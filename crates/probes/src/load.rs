@@ -154,24 +154,26 @@ impl Probes {
             .unwrap_or(0);
         rodata.wakeup_bytes = cfg.wakeup_bytes;
         rodata.exit_events = cfg.exit_events;
+        // Lean mode sees TCP connects at their state change instead.
+        rodata.connect_from_state = !cfg.syscall_tracepoints;
 
         // A program whose tracepoint this kernel lacks watches something
         // that cannot happen here (module loading on a kernel without
-        // modules): leave it out and say so, rather than fail.
+        // modules): leave it out and say so, rather than fail. Lean mode
+        // leaves out the syscall tracepoints the same way.
         let mut report = Vec::new();
         for p in kinds::programs() {
             let state = match &p.requires {
+                _ if !cfg.syscall_tracepoints && p.is_syscall_tracepoint() => ProbeState::Off(
+                    "--syscall-tracepoints off: a syscall tracepoint slows every syscall of the host"
+                        .into(),
+                ),
                 Some(r)
                     if !Path::new(TRACEFS)
                         .join("events")
                         .join(r.tracefs_event)
                         .exists() =>
                 {
-                    for mut prog in open.open_object_mut().progs_mut() {
-                        if prog.name() == p.name {
-                            prog.set_autoload(false);
-                        }
-                    }
                     ProbeState::NotApplicable(format!(
                         "this kernel has no tracepoint {} ({})",
                         r.tracefs_event, r.without
@@ -179,6 +181,13 @@ impl Probes {
                 }
                 _ => ProbeState::Attached,
             };
+            if state != ProbeState::Attached {
+                for mut prog in open.open_object_mut().progs_mut() {
+                    if prog.name() == p.name {
+                        prog.set_autoload(false);
+                    }
+                }
+            }
             report.push(ProbeReport {
                 program: p.name,
                 target: p.hook,

@@ -15,6 +15,7 @@ fn exec_and_connect_records_reach_the_ring_buffer() {
         wakeup_bytes: 64 << 10,
         exit_events: true,
         btf: None,
+        syscall_tracepoints: true,
     })
     .unwrap_or_else(|e| panic!("{e}"));
 

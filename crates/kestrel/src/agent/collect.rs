@@ -76,6 +76,14 @@ pub struct CollectSettings {
     #[arg(long, value_name = "BOOL")]
     pub exit_events: Option<bool>,
 
+    /// `on` attaches every hook. `off` is lean mode: no program on a
+    /// syscall tracepoint, since attaching any one sends every syscall of
+    /// the host down the kernel's slow path; file creations (602) then
+    /// come from fanotify, and what only syscall tracepoints see is lost
+    /// (docs/performance.md, "Lean mode"). [default: on]
+    #[arg(long, value_name = "on|off")]
+    pub syscall_tracepoints: Option<String>,
+
     /// Also append every raw ring-buffer record to FILE (each a
     /// little-endian u32 length, then the record), for `kestrel bench
     /// pipeline --replay FILE`. Off by default.
@@ -94,6 +102,8 @@ pub struct CollectConfig {
     pub btf: Option<PathBuf>,
     pub record_raw: Option<PathBuf>,
     pub exit_events: bool,
+    /// false: lean mode (`--syscall-tracepoints off`).
+    pub syscall_tracepoints: bool,
 }
 
 impl CollectSettings {
@@ -108,6 +118,14 @@ impl CollectSettings {
         let wakeup = range("wakeup_bytes", wakeup, 1, ring / 2).context(
             "the wakeup threshold must leave room in the ring buffer (at most half of ring_buffer_bytes)",
         )?;
+        let syscall_tracepoints = match self.syscall_tracepoints.as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => bail!(
+                "bad config value: syscall_tracepoints = {v:?}: use on (every hook) or off \
+                 (lean mode: no syscall tracepoint, see docs/performance.md)"
+            ),
+        };
         if let Some(b) = &self.btf {
             if !b.is_file() {
                 bail!("bad config value: btf = {}: no such file", b.display());
@@ -159,6 +177,7 @@ impl CollectSettings {
             btf: self.btf,
             record_raw: self.record_raw,
             exit_events: self.exit_events.unwrap_or(true),
+            syscall_tracepoints,
         })
     }
 }
@@ -182,7 +201,9 @@ pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
         wakeup_bytes: cfg.wakeup_bytes,
         exit_events: cfg.exit_events,
         btf: cfg.btf.clone(),
+        syscall_tracepoints: cfg.syscall_tracepoints,
     })?;
+    let mut off = Vec::new();
     for p in probes.status() {
         match &p.state {
             ProbeState::Attached => {
@@ -191,7 +212,22 @@ pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
             ProbeState::NotApplicable(why) => {
                 tracing::info!(program = p.program, hook = p.target, reason = %why, "probe not applicable")
             }
+            ProbeState::Off(_) => off.push(p.target.trim_start_matches("tracepoint/")),
         }
+    }
+    if cfg.syscall_tracepoints {
+        tracing::info!(
+            mode = "default",
+            "syscall tracepoints on: every hook attached (--syscall-tracepoints off is lean mode)"
+        );
+    } else {
+        tracing::info!(
+            mode = "lean",
+            left_out = off.len(),
+            hooks = %off.join(" "),
+            "syscall tracepoints off: these hooks are left out; file creations come from \
+             fanotify (see docs/performance.md, \"Lean mode\", for what is lost)"
+        );
     }
     Ok(probes)
 }
@@ -272,6 +308,14 @@ impl Collector {
             Ok(()) => 0,
             Err(super::Closed) => -1,
         }
+    }
+
+    /// Takes a record made in user space as if the ring buffer had held
+    /// it (lean mode's file creations), so that it is enriched as the
+    /// kernel's are.
+    pub fn take(&mut self, rec: &kestrel_decode::Record) -> Result<(), super::Closed> {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.enrich.take(rec)
     }
 
     /// The enrich stage's counters.

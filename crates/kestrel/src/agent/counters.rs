@@ -19,6 +19,7 @@ use super::detect::DetectCounters;
 use super::enrich::EnrichStageCounters;
 use super::output::OutputCounters;
 use super::sources::SourceCounters;
+use crate::fancreate::FanStats;
 use crate::logins::LoginCounters;
 use kestrel_usb::UsbCounters;
 
@@ -72,6 +73,9 @@ pub struct Counters {
     pub file_hash: Arc<FileHashCounters>,
     pub logins: Arc<LoginCounters>,
     pub usb: Arc<UsbCounters>,
+    /// Lean mode's file creations from fanotify (zero in the default
+    /// mode).
+    pub fanotify: Arc<FanStats>,
     /// The Kafka output's, when it is the sink at start.
     pub kafka: Option<Arc<KafkaStats>>,
     /// A file output's (size cap), whichever file it is.
@@ -113,6 +117,7 @@ impl Counters {
             file_hash: Arc::default(),
             logins: Arc::default(),
             usb: Arc::default(),
+            fanotify: Arc::default(),
             kafka,
             kernel: Mutex::default(),
         }
@@ -347,6 +352,21 @@ impl Counters {
                     "kestrel_usb_evicted_total",
                     "USB devices forgotten because the device table was full.",
                     g(&c.usb.evicted),
+                ),
+                (
+                    "kestrel_fanotify_records_total",
+                    "Lean mode: file creations (602) read from fanotify.",
+                    g(&c.fanotify.made),
+                ),
+                (
+                    "kestrel_fanotify_overflows_total",
+                    "Lean mode: times the fanotify queue overflowed (file creations lost, how many unknown).",
+                    g(&c.fanotify.overflows),
+                ),
+                (
+                    "kestrel_fanotify_unresolved_total",
+                    "Lean mode: fanotify creations whose directory could not be found again (not reported).",
+                    g(&c.fanotify.unresolved),
                 ),
             ] {
                 metric(out, name, "counter", help, v);

@@ -29,6 +29,7 @@ pub mod enrich;
 pub mod output;
 pub mod sources;
 
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,6 +218,18 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let mut excludes =
         crate::excludes::FileExcludes::start(&cfg.collect.file_excludes, &probes, stop.clone())?;
     let mut watched = crate::watched::Watched::start(&cfg.collect.watched, &probes)?;
+    // Lean mode has no syscall tracepoint to see file creations with.
+    let fan = if cfg.collect.syscall_tracepoints {
+        None
+    } else {
+        Some(
+            crate::fancreate::FanCreate::start(
+                &cfg.collect.file_excludes,
+                counters.fanotify.clone(),
+            )?
+            .spawn(queue, stop.clone())?,
+        )
+    };
     let enrich = enrich::EnrichStage::start(
         &cfg.enrich,
         into_detect,
@@ -231,6 +244,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     let ring = probes.ring_buffer(|data: &[u8]| collector.borrow_mut().on_record(data))?;
 
     tracing::info!(
+        mode = if cfg.collect.syscall_tracepoints { "default" } else { "lean" },
         output = %cfg.output.spec,
         ring_buffer_bytes = cfg.collect.ring_buffer_bytes,
         wakeup_bytes = cfg.collect.wakeup_bytes,
@@ -250,6 +264,9 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         }
         if let Err(e) = ring.consume() {
             tracing::debug!(error = %e, "ring buffer consume");
+        }
+        if let Some(f) = &fan {
+            take_created(&f.records, &excludes, &mut collector.borrow_mut());
         }
         if output.is_finished() || detector.is_finished() {
             result = Err(anyhow::anyhow!(
@@ -282,6 +299,16 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     probes.detach();
     let _ = ring.consume();
     drop(ring);
+    if let Some(f) = fan {
+        let stats = f.finish(|r| take_created(r, &excludes, &mut collector.borrow_mut()));
+        tracing::info!(
+            target: "kestrel::stats",
+            fanotify_records = stats.made.load(Ordering::Relaxed),
+            fanotify_overflows = stats.overflows.load(Ordering::Relaxed),
+            fanotify_unresolved = stats.unresolved.load(Ordering::Relaxed),
+            "lean mode's file creations"
+        );
+    }
     let enrich_counters = collector.into_inner().finish();
     // User-space sources may still hold the queue into detection (one may
     // be blocked reading journalctl): detection ends on this flag once the
@@ -298,6 +325,26 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
         return Err(crate::control::reexec());
     }
     result
+}
+
+/// Passes on lean mode's file creations not under an excluded directory.
+fn take_created(
+    records: &Receiver<kestrel_decode::Record>,
+    excludes: &crate::excludes::FileExcludes,
+    collector: &mut collect::Collector,
+) {
+    for rec in records.try_iter() {
+        if let kestrel_decode::Record::File(f) = &rec {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&f.path));
+            if excludes.covers(path) {
+                continue;
+            }
+        }
+        // Err: the chain is gone, which the loop notices.
+        if collector.take(&rec).is_err() {
+            return;
+        }
+    }
 }
 
 /// Waits for the output thread to write out its queue. An output that

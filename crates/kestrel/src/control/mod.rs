@@ -243,6 +243,7 @@ pub fn start(
             let (state, reason) = match &p.state {
                 ProbeState::Attached => ("attached", String::new()),
                 ProbeState::NotApplicable(why) => ("not_applicable", why.clone()),
+                ProbeState::Off(why) => ("off", why.clone()),
             };
             ProbeStatus {
                 program: p.program.into(),

@@ -380,3 +380,26 @@ impl Drop for Container {
         let _ = std::fs::remove_dir(self.cg.parent().unwrap());
     }
 }
+
+/// A loopback address no one listens on now, for an agent's --metrics.
+pub fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// One value from the agent's /metrics page at `addr`; None while it does
+/// not answer or has no such line.
+pub fn scrape(addr: &str, name: &str) -> Option<u64> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut page = String::new();
+    s.read_to_string(&mut page).ok()?;
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+}
