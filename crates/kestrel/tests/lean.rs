@@ -188,10 +188,7 @@ fn lean_mode_attaches_no_syscall_tracepoint_and_still_sees_execs_and_creations()
         .filter(|e| e["data_type"] == "602")
         .count() as u64;
     let made = scrape(&addr, "kestrel_fanotify_records_total").expect("/metrics answers");
-    assert!(
-        made > seen,
-        "fanotify records {made}, 602 events {seen}"
-    );
+    assert!(made > seen, "fanotify records {made}, 602 events {seen}");
     assert_eq!(scrape(&addr, "kestrel_fanotify_overflows_total"), Some(0));
 
     let c = agent.stop();
@@ -212,11 +209,12 @@ fn a_bad_syscall_tracepoints_value_is_refused_with_what_to_use() {
     );
 }
 
-/// TCP connects in lean mode come from the socket's CLOSE → SYN_SENT
-/// change, in the connecting task: IPv4 and IPv6, accepted or refused,
-/// from this process and from another program.
+/// TCP connects and listeners in lean mode come from the socket's
+/// CLOSE → SYN_SENT and CLOSE → LISTEN changes, in the task that made
+/// them: IPv4 and IPv6, accepted or refused, from this process and from
+/// another program.
 #[test]
-fn lean_mode_sees_tcp_connects_at_their_state_change() {
+fn lean_mode_sees_tcp_connects_and_listeners_at_their_state_changes() {
     use std::net::{TcpListener, TcpStream};
 
     let agent = Agent::start(&["--syscall-tracepoints", "off"]);
@@ -280,6 +278,43 @@ fn lean_mode_sees_tcp_connects_at_their_state_change() {
     assert_eq!(field(&e, "exe"), perl.to_str().unwrap());
     // Bound before the connect: its port is known at SYN_SENT.
     assert_eq!(field(&e, "sport"), sport);
+
+    // Listeners, reported as binds (49): this process's, bound first.
+    let listen_seen = |what: &str, sip: &str, port: u16| {
+        let sport = port.to_string();
+        agent.wait_for(what, |e| {
+            e["data_type"] == "49"
+                && e["sip"].as_str() == Some(sip)
+                && e["sport"].as_str() == Some(sport.as_str())
+        })
+    };
+    for (family, host) in [("2", "127.0.0.1"), ("10", "::")] {
+        let l = TcpListener::bind((host, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let e = listen_seen("a listener of this process", host, port);
+        assert_eq!(field(&e, "sa_family"), family);
+        assert_eq!(field(&e, "tgid"), me);
+        assert_eq!(field(&e, "res"), "0");
+        assert_eq!(field(&e, "protocol"), "6");
+        assert_eq!(field(&e, "sock_type"), "1");
+        assert_eq!(field(&e, "fd"), "-1");
+    }
+    // A bind shell's first half in another program, on every address.
+    let out = Command::new("perl")
+        .args([
+            "-MIO::Socket::INET",
+            "-e",
+            "my $s = IO::Socket::INET->new(Listen => 5, LocalAddr => '0.0.0.0', \
+             LocalPort => 0, Proto => 'tcp') or die \"$@\"; print $$, ' ', $s->sockport;",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    let (pid, port) = said.split_once(' ').unwrap();
+    let e = listen_seen("perl's listener", "0.0.0.0", port.parse().unwrap());
+    assert_eq!(field(&e, "tgid"), pid);
+    assert_eq!(field(&e, "exe"), perl.to_str().unwrap());
 
     let c = agent.stop();
     assert_eq!(c["kernel_lost"], 0);

@@ -120,15 +120,17 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 #define TCP_CLOSE 7
 #define IPPROTO_TCP 6
 
-/* Lean mode (--syscall-tracepoints off) has no connect(2) program: the
- * loader sets this, and a TCP connect is then seen when its socket leaves
- * CLOSE for SYN_SENT. That change happens only in tcp_v4/v6_connect, under
+/* Lean mode (--syscall-tracepoints off) has no connect(2) or bind(2)
+ * program: the loader sets this, and a TCP connect is then seen when its
+ * socket leaves CLOSE for SYN_SENT, a TCP listener (what a bind shell
+ * makes) when it leaves CLOSE for LISTEN. */
+const volatile bool lean_sockets = false;
+
+/* The connect: the socket leaves CLOSE for SYN_SENT. That change happens only in tcp_v4/v6_connect, under
  * the socket's lock, in the task connecting (connect(2), or sendmsg with
  * MSG_FASTOPEN); it comes before the local port is picked and before the
  * handshake, so the record says "in progress" and has the port only of a
  * socket bound beforehand (docs/performance.md, "Lean mode"). */
-const volatile bool connect_from_state = false;
-
 static __always_inline int syn_sent(struct sock *sk)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -161,9 +163,48 @@ static __always_inline int syn_sent(struct sock *sk)
 	return 0;
 }
 
+#define TCP_LISTEN 10
+
+/* The listener, reported as a bind (49): the socket leaves CLOSE for
+ * LISTEN in inet_csk_listen_start, in the task calling listen(2) (or
+ * io_uring's listen, which no syscall tracepoint sees), before a port is
+ * picked for a socket not bound beforehand: sport is 0 then. */
+static __always_inline int listening(struct sock *sk)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kestrel_sockaddrs addrs = {};
+	struct kestrel_bind *e;
+
+	if (task->tgid == self_tgid || !read_sock_addrs(sk, &addrs))
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(KESTREL_KIND_BIND, KESTREL_CTR_RINGBUF_FULL);
+		return 0;
+	}
+	e->hdr.kind = KESTREL_KIND_BIND;
+	e->hdr.reserved = 0;
+	e->hdr.size = sizeof(*e);
+	e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+	fill_task(&e->task, task, proc_entry(task));
+	e->res = 0;
+	e->fd = -1;
+	/* The local end only, as a bind record has it. */
+	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
+	e->addrs.family = addrs.family;
+	e->addrs.sport = addrs.sport;
+	__builtin_memcpy(e->addrs.saddr, addrs.saddr, 16);
+	e->protocol = IPPROTO_TCP;
+	e->sock_type = SOCK_STREAM;
+	e->reserved = 0;
+	bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+	count(KESTREL_KIND_BIND, KESTREL_CTR_SUBMITTED);
+	return 0;
+}
+
 /* A SYN that was never answered, or answered by a reset: keep the local
  * end, which the kernel is about to release (in lean mode: the connect
- * itself, above). Runs in whatever context
+ * and the listener themselves, above). Runs in whatever context
  * processed the reset, so it is keyed by socket, not by task.
  * tp_btf, not the classic tracepoint: this fires on every TCP state change
  * (8 per connect and close on loopback), and the classic one first copies
@@ -176,11 +217,14 @@ int BPF_PROG(handle_sock_state, const struct sock *sk, const int oldstate, const
 	__u64 key;
 
 	/* The states first: they are arguments, the protocol a load. */
-	if (connect_from_state) {
+	if (lean_sockets) {
 		/* The refused map is for the connect(2) program, not loaded. */
-		if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT &&
-		    sk->sk_protocol == IPPROTO_TCP)
+		if (oldstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
+			return 0;
+		if (newstate == TCP_SYN_SENT)
 			return syn_sent((struct sock *)sk);
+		if (newstate == TCP_LISTEN)
+			return listening((struct sock *)sk);
 		return 0;
 	}
 	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)

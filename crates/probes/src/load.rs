@@ -154,8 +154,9 @@ impl Probes {
             .unwrap_or(0);
         rodata.wakeup_bytes = cfg.wakeup_bytes;
         rodata.exit_events = cfg.exit_events;
-        // Lean mode sees TCP connects at their state change instead.
-        rodata.connect_from_state = !cfg.syscall_tracepoints;
+        // Lean mode sees TCP connects and listeners at their state
+        // changes instead.
+        rodata.lean_sockets = !cfg.syscall_tracepoints;
 
         // A program whose tracepoint this kernel lacks watches something
         // that cannot happen here (module loading on a kernel without
