@@ -492,6 +492,29 @@ impl Cond {
     }
 }
 
+/// Values up to this long are folded on the stack.
+const FOLD_INLINE: usize = 256;
+
+/// `v.to_lowercase()`, without allocating for an ASCII value (nearly all
+/// are), where it is the byte-wise ASCII lowercase: `v` itself when it has
+/// no capital, else a copy in `small`. Case-insensitive tests are the
+/// default of Sigma rules, run on most events.
+fn lowercase<'a>(v: &'a str, small: &'a mut [u8; FOLD_INLINE], folded: &'a mut String) -> &'a str {
+    if v.is_ascii() {
+        if !v.bytes().any(|b| b.is_ascii_uppercase()) {
+            return v;
+        }
+        if v.len() <= small.len() {
+            let b = &mut small[..v.len()];
+            b.copy_from_slice(v.as_bytes());
+            b.make_ascii_lowercase();
+            return std::str::from_utf8(b).expect("ASCII stays ASCII");
+        }
+    }
+    *folded = v.to_lowercase();
+    folded
+}
+
 impl Test {
     /// The test as regexes, when it is one that a regex states exactly
     /// (case-folding tests are not: their folding is `to_lowercase`'s).
@@ -521,10 +544,9 @@ impl Test {
         let Some(v) = ev.get(&self.field) else {
             return matches!(self.op, Op::Exists(false));
         };
-        let folded;
+        let (mut small, mut folded) = ([0u8; FOLD_INLINE], String::new());
         let v = if self.nocase && !matches!(self.op, Op::Regex(_)) {
-            folded = v.to_lowercase();
-            folded.as_str()
+            lowercase(v, &mut small, &mut folded)
         } else {
             v
         };

@@ -13,6 +13,7 @@
 //! the exec of that file goes straight on), and a replayed file must give
 //! the alerts the live agent gave.
 
+use std::cell::OnceCell;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -128,6 +129,23 @@ pub struct EngineCounters {
     /// Reloads done, and refused (the old rules stay).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+}
+
+/// The event's id as the rules' state holds it, made when a rule first
+/// needs it: most events match no rule, and one allocation per event was a
+/// visible share of detection's cost. Always the same `Arc` for one event
+/// (sequences tell events apart by pointer).
+struct EventId<'a> {
+    ev: &'a Event,
+    arc: OnceCell<Arc<str>>,
+}
+
+impl EventId<'_> {
+    fn get(&self) -> Arc<str> {
+        self.arc
+            .get_or_init(|| Arc::from(self.ev.get("event_id").unwrap_or("")))
+            .clone()
+    }
 }
 
 /// One step's matching events for a key: (time, event id), by time.
@@ -432,7 +450,10 @@ impl Engine {
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or_else(now_ms)
             .min(LATEST_MS);
-        let id: Arc<str> = Arc::from(ev.get("event_id").unwrap_or(""));
+        let id = EventId {
+            ev,
+            arc: OnceCell::new(),
+        };
         // Taken out for the loop (the rules' state is changed in it) and
         // put back: two moves, no allocation.
         let mut run = std::mem::take(&mut self.run_list);
@@ -472,13 +493,13 @@ impl Engine {
         run.extend_from_slice(&self.any);
     }
 
-    fn run(&mut self, i: usize, ev: &Event, t: u64, id: &Arc<str>, out: &mut Vec<Event>) {
+    fn run(&mut self, i: usize, ev: &Event, t: u64, id: &EventId, out: &mut Vec<Event>) {
         let slot = &self.slots[i];
         if slot.rule.exceptions.iter().any(|x| x.matches(ev)) {
             return;
         }
         let fired: Option<(Vec<Arc<str>>, u64, Event)> = match &slot.rule.kind {
-            Kind::Single(c) => c.matches(ev).then(|| (vec![id.clone()], t, context(ev))),
+            Kind::Single(c) => c.matches(ev).then(|| (vec![id.get()], t, context(ev))),
             Kind::Threshold { .. } => self.threshold(i, ev, t, id),
             Kind::FirstSeen { .. } => self.first_seen(i, ev, t, id),
             Kind::Sequence(_) => self.sequence(i, ev, t, id),
@@ -494,7 +515,7 @@ impl Engine {
         i: usize,
         ev: &Event,
         t: u64,
-        id: &Arc<str>,
+        id: &EventId,
     ) -> Option<(Vec<Arc<str>>, u64, Event)> {
         let Kind::Threshold {
             cond,
@@ -529,7 +550,7 @@ impl Engine {
         if distinct {
             w.retain(|(_, _, v)| *v != value);
         }
-        w.push_back((t, id.clone(), value));
+        w.push_back((t, id.get(), value));
         if w.len() < count {
             return None;
         }
@@ -543,7 +564,7 @@ impl Engine {
         i: usize,
         ev: &Event,
         t: u64,
-        id: &Arc<str>,
+        id: &EventId,
     ) -> Option<(Vec<Arc<str>>, u64, Event)> {
         let Kind::FirstSeen {
             cond,
@@ -570,7 +591,7 @@ impl Engine {
             return None;
         }
         put(seen, key, (), evictions);
-        (t >= start + learn).then(|| (vec![id.clone()], t, context(ev)))
+        (t >= start + learn).then(|| (vec![id.get()], t, context(ev)))
     }
 
     fn sequence(
@@ -578,7 +599,7 @@ impl Engine {
         i: usize,
         ev: &Event,
         t: u64,
-        id: &Arc<str>,
+        id: &EventId,
     ) -> Option<(Vec<Arc<str>>, u64, Event)> {
         let Kind::Sequence(seq) = &self.slots[i].rule.kind else {
             unreachable!()
@@ -765,7 +786,7 @@ pub fn context(ev: &Event) -> Event {
     c
 }
 
-fn record(st: &mut SeqState, seq: &Sequence, s: usize, t: u64, id: &Arc<str>, ev: &Event) {
+fn record(st: &mut SeqState, seq: &Sequence, s: usize, t: u64, id: &EventId, ev: &Event) {
     if s == usize::MAX {
         st.unless.push(t);
         if st.unless.len() > 64 {
@@ -773,7 +794,7 @@ fn record(st: &mut SeqState, seq: &Sequence, s: usize, t: u64, id: &Arc<str>, ev
         }
         return;
     }
-    st.steps[s].add(t, id.clone(), cap(seq, s));
+    st.steps[s].add(t, id.get(), cap(seq, s));
     if s + 1 == seq.steps.len() && st.last.as_ref().is_none_or(|(lt, _)| *lt <= t) {
         st.last = Some((t, Box::new(context(ev))));
     }

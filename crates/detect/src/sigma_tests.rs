@@ -344,7 +344,7 @@ level: medium
 
     let with_ppid = |t, exe: &str, ppid: &str| {
         let mut x = exec(t, exe, "");
-        x.push("ppid", ppid.to_string());
+        x.push("ppid", ppid);
         x
     };
     let out = alerts(

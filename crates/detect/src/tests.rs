@@ -387,9 +387,9 @@ const BRUTE: &str = "rules:
 fn login(t: u64, ip: &str, status: &str, user: &str) -> Event {
     let mut e = Event::default();
     e.push("data_type", "1001");
-    e.push("status", status.to_string());
-    e.push("user", user.to_string());
-    e.push("from_ip", ip.to_string());
+    e.push("status", status);
+    e.push("user", user);
+    e.push("from_ip", ip);
     e.push("time", t.to_string());
     e.push("event_id", format!("{ip}-{t}"));
     e

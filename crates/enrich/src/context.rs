@@ -24,8 +24,9 @@ use crate::EnrichConfig;
 pub(crate) struct Context {
     /// The process's executable and hash; `None` when it was gone.
     pub(crate) process: Option<Arc<Process>>,
-    /// The name of the task's uid.
-    pub(crate) user: String,
+    /// The name of the task's uid (shared with the user table: every
+    /// event carries one).
+    pub(crate) user: Arc<str>,
     /// The address of the task's network when it is not the host's.
     pub(crate) foreign_ip: Option<String>,
     /// The task's container (empty when none).
@@ -39,19 +40,13 @@ pub(crate) struct Context {
 
 impl Context {
     /// The executable, "" when unknown.
-    pub(crate) fn exe(&self) -> String {
-        self.process
-            .as_ref()
-            .map(|p| p.exe.clone())
-            .unwrap_or_default()
+    pub(crate) fn exe(&self) -> &str {
+        self.process.as_ref().map_or("", |p| p.exe.as_str())
     }
 
     /// The executable's MD5, "" when unknown.
-    pub(crate) fn exe_md5(&self) -> String {
-        self.process
-            .as_ref()
-            .map(|p| p.exe_md5.clone())
-            .unwrap_or_default()
+    pub(crate) fn exe_md5(&self) -> &str {
+        self.process.as_ref().map_or("", |p| p.exe_md5.as_str())
     }
 
     /// What the MD5 is, or why it is empty ("gone" with no process).
@@ -138,7 +133,7 @@ impl Lookups {
         cgroup_path: Option<&[u8]>,
         sip: Option<IpAddr>,
     ) -> Context {
-        let user = self.users.name(t.uid).to_string();
+        let user = self.users.name(t.uid);
         let foreign_ip = self.netns.foreign_ip(&self.processes.procfs, t, sip);
         let container = self
             .containers

@@ -126,7 +126,7 @@ impl FileHashCounters {
     fn skip(&self, ev: &mut Event, why: HashSkip) {
         self.skipped[why as usize].fetch_add(1, Ordering::Relaxed);
         ev.set("create_file_md5", String::new());
-        ev.set("create_file_md5_skipped", why.as_str().to_string());
+        ev.set("create_file_md5_skipped", why.as_str());
     }
 }
 
@@ -330,10 +330,10 @@ mod tests {
 
     fn created(path: &str, kind: &str) -> Event {
         let mut ev = Event::with_capacity(4);
-        ev.push("file_path", path.to_string());
+        ev.push("file_path", path);
         ev.push("create_file_md5", "");
         ev.push("create_file_md5_skipped", "");
-        ev.push("create_type", kind.to_string());
+        ev.push("create_type", kind);
         ev
     }
 

@@ -99,15 +99,15 @@ impl Host {
     /// Appends `time`, `local_ip` and `hostname`, the fields every event
     /// ends its reference part with, in that order.
     pub fn stamp(&self, ev: &mut Event, when: When) {
-        self.stamp_with_ip(ev, when, self.local_ip.clone());
+        self.stamp_with_ip(ev, when, &self.local_ip);
     }
 
     /// [`Host::stamp`] for an event from another network than the host's
     /// (a container's namespace): `local_ip` is that network's address.
-    pub fn stamp_with_ip(&self, ev: &mut Event, when: When, local_ip: String) {
-        ev.push("time", self.epoch_ms(when).to_string());
+    pub fn stamp_with_ip(&self, ev: &mut Event, when: When, local_ip: &str) {
+        ev.push_int("time", self.epoch_ms(when));
         ev.push("local_ip", local_ip);
-        ev.push("hostname", self.hostname.clone());
+        ev.push("hostname", &self.hostname);
     }
 }
 
@@ -236,7 +236,7 @@ mod tests {
         let mut ev = Event::default();
         let at = UNIX_EPOCH + Duration::from_millis(1_795_749_121_123);
         host.stamp(&mut ev, When::Wall(at));
-        host.stamp_with_ip(&mut ev, When::Wall(at), "10.0.0.2".into());
+        host.stamp_with_ip(&mut ev, When::Wall(at), "10.0.0.2");
         let fields: Vec<_> = ev.fields().collect();
         assert_eq!(
             fields,

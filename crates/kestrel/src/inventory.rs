@@ -60,7 +60,7 @@ pub fn collect(what: What, host: &Host) -> (Vec<Event>, Vec<Warning>) {
             ev.push("sport", s.port.to_string());
             ev.push("inode", s.inode.to_string());
             ev.push("uid", s.uid.to_string());
-            ev.push("user", names.name(s.uid).to_string());
+            ev.push("user", names.name(s.uid));
             ev.push("pid", s.pid.map(|p| p.to_string()).unwrap_or_default());
             ev.push("exe", s.exe);
             ev.push("cmdline", s.cmdline);

@@ -464,10 +464,7 @@ pub fn to_event(r: &Report, host: &Host) -> Event {
     e.push("busnum", d.busnum.as_str());
     e.push("devnum", d.devnum.as_str());
     e.push("devpath", d.devpath.as_str());
-    e.push(
-        "port",
-        d.devpath.rsplit('/').next().unwrap_or_default().to_string(),
-    );
+    e.push("port", d.devpath.rsplit('/').next().unwrap_or_default());
     let join = |f: fn(&Interface) -> &str| -> String {
         d.interfaces.iter().map(f).collect::<Vec<_>>().join(",")
     };

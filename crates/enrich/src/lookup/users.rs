@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 const RECHECK: Duration = Duration::from_secs(2);
@@ -13,9 +14,11 @@ const RECHECK: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Users {
     path: PathBuf,
-    names: HashMap<u32, String>,
+    names: HashMap<u32, Arc<str>>,
     mtime: Option<SystemTime>,
     checked: Option<Instant>,
+    /// The name of a uid without one, allocated once.
+    none: Arc<str>,
 }
 
 impl Users {
@@ -26,15 +29,19 @@ impl Users {
             names: HashMap::new(),
             mtime: None,
             checked: None,
+            none: Arc::from(""),
         }
     }
 
     /// The name of `uid`, or "" when it has none.
-    pub fn name(&mut self, uid: u32) -> &str {
+    pub fn name(&mut self, uid: u32) -> Arc<str> {
         if self.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
             self.reload_if_changed();
         }
-        self.names.get(&uid).map(String::as_str).unwrap_or("")
+        self.names
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| self.none.clone())
     }
 
     fn reload_if_changed(&mut self) {
@@ -47,7 +54,12 @@ impl Users {
         }
         self.mtime = mtime;
         match std::fs::read(&self.path) {
-            Ok(data) => self.names = parse_passwd(&data),
+            Ok(data) => {
+                self.names = parse_passwd(&data)
+                    .into_iter()
+                    .map(|(uid, name)| (uid, Arc::from(name)))
+                    .collect()
+            }
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot read the user list; user names will be empty");
                 self.names.clear();

@@ -19,18 +19,18 @@ pub(crate) fn render(a: &Accept, cx: &Context, host: &Host) -> Event {
     let t = &a.task;
     let mut ev = Event::with_capacity(34);
     head(&mut ev, t, Kind::Accept.spec().data_types[0]);
-    ev.push("sa_family", a.addrs.family.to_string());
-    ev.push("dip", a.addrs.sip.to_string());
-    ev.push("dport", a.addrs.sport.to_string());
-    ev.push("sip", a.addrs.dip.to_string());
-    ev.push("sport", a.addrs.dport.to_string());
-    ev.push("res", a.res.to_string());
+    ev.push_int("sa_family", a.addrs.family);
+    ev.push_display("dip", a.addrs.sip);
+    ev.push_int("dport", a.addrs.sport);
+    ev.push_display("sip", a.addrs.dip);
+    ev.push_int("sport", a.addrs.dport);
+    ev.push_int("res", a.res);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, a.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("fd", a.fd.to_string());
+    ev.push_int("fd", a.fd);
     ev.push(
         "syscall",
         match a.syscall {
@@ -38,7 +38,7 @@ pub(crate) fn render(a: &Accept, cx: &Context, host: &Host) -> Event {
             _ => "accept",
         },
     );
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -17,21 +17,21 @@ pub(crate) fn render(b: &Bind, cx: &Context, host: &Host) -> Event {
     let t = &b.task;
     let mut ev = Event::with_capacity(34);
     head(&mut ev, t, Kind::Bind.spec().data_types[0]);
-    ev.push("sa_family", b.addrs.family.to_string());
+    ev.push_int("sa_family", b.addrs.family);
     // The wildcard address is written out ("0.0.0.0", "::"): which one a
     // listener took is the point of the event.
-    ev.push("sip", b.addrs.sip.to_string());
-    ev.push("sport", b.addrs.sport.to_string());
-    ev.push("res", b.res.to_string());
+    ev.push_display("sip", b.addrs.sip);
+    ev.push_int("sport", b.addrs.sport);
+    ev.push_int("res", b.res);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, b.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("fd", b.fd.to_string());
-    ev.push("protocol", b.protocol.to_string());
-    ev.push("sock_type", b.sock_type.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("fd", b.fd);
+    ev.push_int("protocol", b.protocol);
+    ev.push_int("sock_type", b.sock_type);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

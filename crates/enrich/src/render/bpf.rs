@@ -4,7 +4,7 @@
 
 use kestrel_decode::bpf::Bpf;
 use kestrel_decode::Kind;
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::{bool_str, head, ids, placement, tail};
 use crate::context::{Context, Lookups};
@@ -20,10 +20,10 @@ pub(crate) fn render(b: &Bpf, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Bpf.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("cmd", cmd_name(b.cmd));
     ev.push("prog_type", name_or_number(&PROG_TYPES, b.prog_type));
-    ev.push("prog_name", lossless_string(&b.prog_name));
+    ev.push_lossless("prog_name", &b.prog_name);
     ev.push(
         "attach_type",
         b.attach_type.map(|a| name_or_number(&ATTACH_TYPES, a)).unwrap_or_default(),
@@ -31,16 +31,16 @@ pub(crate) fn render(b: &Bpf, cx: &Context, host: &Host) -> Event {
     tail(&mut ev, cx, host, b.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     // Kestrel's additions.
-    ev.push("res", b.res.to_string());
-    ev.push("cmd_id", b.cmd.to_string());
-    ev.push("prog_type_id", b.prog_type.to_string());
+    ev.push_int("res", b.res);
+    ev.push_int("cmd_id", b.cmd);
+    ev.push_int("prog_type_id", b.prog_type);
     ev.push("attach_type_id", b.attach_type.map(|a| a.to_string()).unwrap_or_default());
     ev.push("prog_id", if b.prog_id == 0 { String::new() } else { b.prog_id.to_string() });
-    ev.push("prog_fd", b.prog_fd.to_string());
-    ev.push("target_fd", b.target_fd.to_string());
+    ev.push_int("prog_fd", b.prog_fd);
+    ev.push_int("target_fd", b.target_fd);
     ev.push("prog_from_kernel", bool_str(b.from_kernel));
-    ev.push("tp_name", lossless_string(&b.tp_name));
-    ev.push("euid", t.euid.to_string());
+    ev.push_lossless("tp_name", &b.tp_name);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -2,7 +2,7 @@
 //! flags.
 
 use kestrel_decode::{chmod::Chmod, Kind};
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::rename::{path_str, syscall_name};
 use super::{head, ids, placement, tail};
@@ -24,18 +24,18 @@ pub(crate) fn render(r: &Chmod, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Chmod.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("file", path_str(&r.file));
     ev.push("mode", octal(r.mode));
     ev.push("old_mode", r.old_mode.map(octal).unwrap_or_default());
-    ev.push("sb_id", lossless_string(&r.sb_id));
+    ev.push_lossless("sb_id", &r.sb_id);
     tail(&mut ev, cx, host, r.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("watched", r.watched.to_string());
-    ev.push("res", r.res.to_string());
+    ev.push_display("watched", r.watched);
+    ev.push_int("res", r.res);
     ev.push("syscall", syscall_name(r.syscall));
-    ev.push("flags", r.flags.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("flags", r.flags);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

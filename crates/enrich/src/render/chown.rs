@@ -3,7 +3,7 @@
 //! already the caller's, as in every event.
 
 use kestrel_decode::{chown::Chown, Kind};
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::rename::{path_str, syscall_name};
 use super::{head, ids, placement, tail};
@@ -25,17 +25,17 @@ pub(crate) fn render(r: &Chown, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Chown.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("file", path_str(&r.file));
     ev.push("owner_uid", id(r.uid));
     ev.push("owner_gid", id(r.gid));
-    ev.push("sb_id", lossless_string(&r.sb_id));
+    ev.push_lossless("sb_id", &r.sb_id);
     tail(&mut ev, cx, host, r.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("res", r.res.to_string());
+    ev.push_int("res", r.res);
     ev.push("syscall", syscall_name(r.syscall));
-    ev.push("flags", r.flags.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("flags", r.flags);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -23,19 +23,19 @@ pub(crate) fn render(c: &Connect, cx: &Context, host: &Host) -> Event {
     let t = &c.task;
     let mut ev = Event::with_capacity(28);
     head(&mut ev, t, DATA_TYPE_CONNECT);
-    ev.push("sa_family", c.addrs.family.to_string());
-    ev.push("fd", c.fd.to_string());
-    ev.push("dport", c.addrs.dport.to_string());
-    ev.push("dip", c.addrs.dip.to_string());
+    ev.push_int("sa_family", c.addrs.family);
+    ev.push_int("fd", c.fd);
+    ev.push_int("dport", c.addrs.dport);
+    ev.push_display("dip", c.addrs.dip);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
     ev.push("sip", ip_or_empty(c.addrs.sip));
-    ev.push("sport", c.addrs.sport.to_string());
-    ev.push("res", c.res.to_string());
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sport", c.addrs.sport);
+    ev.push_int("res", c.res);
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, c.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     // Kestrel's addition: connect, or a UDP datagram sent to an address.
     ev.push("connect_type", c.via.name());
     placement(&mut ev, t, cx);

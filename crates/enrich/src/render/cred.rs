@@ -21,19 +21,19 @@ pub(crate) fn render(c: &Cred, cx: &Context, host: &Host) -> Event {
     ev.push(
         "exe",
         if exe.is_empty() {
-            filename.clone()
+            filename.as_str()
         } else {
             exe
         },
     );
     ids(&mut ev, t);
-    ev.push("old_uid", c.old_uid.to_string());
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("old_uid", c.old_uid);
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, c.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     // Kestrel's additions.
-    ev.push("old_euid", c.old_euid.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("old_euid", c.old_euid);
+    ev.push_int("euid", t.euid);
     ev.push("trigger", trigger_name(c.trigger));
     ev.push("filename", filename);
     placement(&mut ev, t, cx);

@@ -20,14 +20,14 @@ pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
     let t = &d.task;
     let mut ev = Event::with_capacity(36);
     head(&mut ev, t, DATA_TYPE_DNS);
-    ev.push("sa_family", d.addrs.family.to_string());
-    ev.push("fd", d.fd.to_string());
-    ev.push("dport", d.addrs.dport.to_string());
+    ev.push_int("sa_family", d.addrs.family);
+    ev.push_int("fd", d.fd);
+    ev.push_int("dport", d.addrs.dport);
     ev.push("dip", ip_or_empty(d.addrs.dip));
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
     ev.push("sip", ip_or_empty(d.addrs.sip));
-    ev.push("sport", d.addrs.sport.to_string());
+    ev.push_int("sport", d.addrs.sport);
     let (qr, opcode, rcode, query, qtype) = match &d.message {
         Ok(m) => (
             u8::from(m.qr).to_string(),
@@ -53,7 +53,7 @@ pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
     ev.push("opcode", opcode);
     ev.push("rcode", rcode);
     ev.push("query", query);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, d.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     // Kestrel's additions.
@@ -68,7 +68,7 @@ pub(crate) fn render(d: &Dns, cx: &Context, host: &Host) -> Event {
     );
     ev.push("answers", answers);
     ev.push("answers_truncated", answers_truncated);
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

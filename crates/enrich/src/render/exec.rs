@@ -29,12 +29,12 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
     ids(&mut ev, t);
     ev.push("stdin", stdin);
     ev.push("stdout", stdout);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
 
     let socket = e.socket.as_ref();
     push_addrs(&mut ev, socket.map(|(_, a)| a));
     ev.push("pid_tree", pid_tree(e));
-    ev.push("tty_name", lossless_string(&e.tty));
+    ev.push_lossless("tty_name", &e.tty);
     ev.push(
         "socket_process_pid",
         socket.map(|(a, _)| a.pid.to_string()).unwrap_or_default(),
@@ -59,17 +59,17 @@ pub(crate) fn render(e: &Exec, cx: &Context, view: ExecView, host: &Host) -> Eve
             .unwrap_or_default(),
     );
     // Kestrel's additions, beside the reference fields.
-    ev.push("res", e.res.to_string());
-    ev.push("argc", e.argc.to_string());
+    ev.push_int("res", e.res);
+    ev.push_int("argc", e.argc);
     ev.push("argv_truncated", bool_str(e.argv_truncated));
     ev.push("argv_list", argv_list(&e.argv));
     ev.push("ppid_argv", parent.argv);
     ev.push("pgid_argv", pgid.argv);
     ev.push("parent_exe", parent.exe);
     ev.push("pid_tree_truncated", bool_str(e.pid_tree_truncated));
-    ev.push("filename", lossless_string(&e.filename));
-    ev.push("euid", t.euid.to_string());
-    ev.push("sid", t.sid.to_string());
+    ev.push_lossless("filename", &e.filename);
+    ev.push_int("euid", t.euid);
+    ev.push_int("sid", t.sid);
     placement(&mut ev, t, cx);
     exe_identity(&mut ev, e, cx);
     ev.push("env_truncated", bool_str(e.env_truncated));
@@ -102,10 +102,10 @@ fn push_addrs(ev: &mut Event, a: Option<&SockAddrs>) {
     match a {
         Some(a) => {
             ev.push("dip", ip_or_empty(a.dip));
-            ev.push("dport", a.dport.to_string());
+            ev.push_int("dport", a.dport);
             ev.push("sip", ip_or_empty(a.sip));
-            ev.push("sport", a.sport.to_string());
-            ev.push("sa_family", a.family.to_string());
+            ev.push_int("sport", a.sport);
+            ev.push_int("sa_family", a.family);
         }
         None => {
             for k in ["dip", "dport", "sip", "sport", "sa_family"] {

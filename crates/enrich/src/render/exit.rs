@@ -19,10 +19,10 @@ pub(crate) fn render(e: &Exit, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Exit.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, e.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("exit_code", e.exit_code.to_string());
+    ev.push_int("exit_code", e.exit_code);
     ev.push("runtime_ms", e.runtime_ms().to_string());
     // Kestrel's additions: the exit code taken apart.
     ev.push(
@@ -34,7 +34,7 @@ pub(crate) fn render(e: &Exit, cx: &Context, host: &Host) -> Event {
         e.signal().map(|s| s.to_string()).unwrap_or_default(),
     );
     ev.push("core_dumped", bool_str(e.core_dumped()));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

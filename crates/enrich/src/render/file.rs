@@ -28,7 +28,7 @@ pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
         },
     );
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, f.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     ev.push("create_file_md5", "");
@@ -50,7 +50,7 @@ pub(crate) fn render(f: &FileCreate, cx: &Context, host: &Host) -> Event {
         },
     );
     ev.push("mode", format!("{:o}", f.mode));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -3,7 +3,7 @@
 
 use kestrel_decode::kill::Kill;
 use kestrel_decode::Kind;
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::{head, ids, placement, tail};
 use crate::context::{Context, Lookups};
@@ -30,19 +30,19 @@ pub(crate) fn render(k: &Kill, cx: &Context, host: &Host) -> Event {
     let types = Kind::Kill.spec().data_types;
     let mut ev = Event::with_capacity(36);
     head(&mut ev, t, if k.group { types[0] } else { types[1] });
-    ev.push("target_pid", k.target_pid.to_string());
-    ev.push("sig", k.sig.to_string());
+    ev.push_int("target_pid", k.target_pid);
+    ev.push_int("sig", k.sig);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, k.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("target_tgid", k.target_tgid.to_string());
-    ev.push("target_comm", lossless_string(&k.target_comm));
-    ev.push("si_code", k.si_code.to_string());
+    ev.push_int("target_tgid", k.target_tgid);
+    ev.push_lossless("target_comm", &k.target_comm);
+    ev.push_int("si_code", k.si_code);
     ev.push("syscall", k.syscall_name());
     ev.push("sig_result", result_name(k.result));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -3,7 +3,7 @@
 
 use kestrel_decode::memfd::Memfd;
 use kestrel_decode::Kind;
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::{head, ids, placement, tail};
 use crate::context::{Context, Lookups};
@@ -19,13 +19,13 @@ pub(crate) fn render(m: &Memfd, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Memfd.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, m.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("fdname", lossless_string(&m.name));
-    ev.push("flags", m.flags.to_string());
-    ev.push("res", m.res.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_lossless("fdname", &m.name);
+    ev.push_int("flags", m.flags);
+    ev.push_int("res", m.res);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

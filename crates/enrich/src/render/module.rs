@@ -19,13 +19,13 @@ pub(crate) fn render(m: &Module, cx: &Context, file: ModuleFile, host: &Host) ->
     ev.push("exe", cx.exe());
     ev.push("lkm_file", file.path);
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, m.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     ev.push("load_file_md5", file.md5);
     // Kestrel's additions.
     ev.push("module_name", file.name);
-    ev.push("res", m.res.to_string());
+    ev.push_int("res", m.res);
     ev.push(
         "syscall",
         if m.fd >= 0 {
@@ -34,9 +34,9 @@ pub(crate) fn render(m: &Module, cx: &Context, file: ModuleFile, host: &Host) ->
             "init_module"
         },
     );
-    ev.push("flags", m.flags.to_string());
-    ev.push("image_len", m.image_len.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("flags", m.flags);
+    ev.push_int("image_len", m.image_len);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -3,7 +3,7 @@
 
 use kestrel_decode::mount::{Mount, MountVia};
 use kestrel_decode::Kind;
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::{bool_str, head, ids, placement, tail};
 use crate::context::{Context, Lookups};
@@ -19,16 +19,16 @@ pub(crate) fn render(m: &Mount, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Mount.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("pid_tree", super::exec::pid_tree_of(&m.ancestors, t));
-    ev.push("dev", lossless_string(&m.dev));
-    ev.push("file_path", lossless_string(&m.file_path));
-    ev.push("fstype", lossless_string(&m.fstype));
-    ev.push("flags", m.flags.to_string());
+    ev.push_lossless("dev", &m.dev);
+    ev.push_lossless("file_path", &m.file_path);
+    ev.push_lossless("fstype", &m.fstype);
+    ev.push_int("flags", m.flags);
     tail(&mut ev, cx, host, m.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     // Kestrel's additions.
-    ev.push("res", m.res.to_string());
+    ev.push_int("res", m.res);
     ev.push(
         "syscall",
         match m.via {
@@ -39,11 +39,11 @@ pub(crate) fn render(m: &Mount, cx: &Context, host: &Host) -> Event {
     );
     ev.push("flag_names", flag_names(m.via, m.flags));
     ev.push("dev_from", if m.dev_from_kernel { "kernel" } else { "caller" });
-    ev.push("target", lossless_string(&m.target));
+    ev.push_lossless("target", &m.target);
     ev.push("dev_truncated", bool_str(m.dev_truncated));
     ev.push("file_path_truncated", bool_str(m.path_truncated));
     ev.push("pid_tree_truncated", bool_str(m.pid_tree_truncated));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -51,25 +51,25 @@ pub(crate) fn render(m: &Mprotect, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Mprotect.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, m.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("mprotect_prot", m.prot.to_string());
-    ev.push("owner_pid", m.owner_tgid.to_string());
+    ev.push_int("mprotect_prot", m.prot);
+    ev.push_int("owner_pid", m.owner_tgid);
     ev.push(
         "owner_file",
         if m.owner_tgid == t.tgid {
             cx.exe()
         } else {
-            String::new()
+            ""
         },
     );
     ev.push("vm_file", vm_file(m));
     // Kestrel's additions.
     ev.push("syscall", m.syscall.as_str());
     ev.push("addr", format!("{:016x}", m.addr));
-    ev.push("len", m.len.to_string());
-    ev.push("res", m.res.to_string());
+    ev.push_int("len", m.len);
+    ev.push_int("res", m.res);
     let v = m.vma.as_ref();
     // The mapping's protection before an mprotect; after an mmap there
     // was none before.
@@ -136,7 +136,7 @@ pub(crate) fn render(m: &Mprotect, cx: &Context, host: &Host) -> Event {
         },
     );
     ev.push("read_implies_exec", bool_str(m.read_implies_exec));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -34,14 +34,14 @@ pub(crate) fn render(n: &Ns, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, if n.setns { codes[0] } else { codes[1] });
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, n.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("res", n.res.to_string());
+    ev.push_int("res", n.res);
     ev.push("ns_types", ns_types(n.ns_types));
-    ev.push("flags", n.flags.to_string());
+    ev.push_int("flags", n.flags);
     if n.setns {
-        ev.push("fd", n.fd.to_string());
+        ev.push_int("fd", n.fd);
         ev.push(
             "fd_kind",
             match n.fd_kind {
@@ -58,7 +58,7 @@ pub(crate) fn render(n: &Ns, cx: &Context, host: &Host) -> Event {
     for (name, ino) in TARGET_FIELDS.iter().zip(n.target) {
         ev.push(name, if ino == 0 { String::new() } else { ino.to_string() });
     }
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

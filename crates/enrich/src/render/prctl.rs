@@ -3,7 +3,7 @@
 
 use kestrel_decode::prctl::Prctl;
 use kestrel_decode::Kind;
-use kestrel_event::{lossless_string, Event, Host};
+use kestrel_event::{Event, Host};
 
 use super::{head, ids, placement, tail};
 use crate::context::{Context, Lookups};
@@ -22,7 +22,7 @@ pub(crate) fn render(p: &Prctl, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Prctl.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, p.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     ev.push(
@@ -33,9 +33,9 @@ pub(crate) fn render(p: &Prctl, cx: &Context, host: &Host) -> Event {
             String::new()
         },
     );
-    ev.push("new_name", lossless_string(&p.new_name));
+    ev.push_lossless("new_name", &p.new_name);
     // Kestrel's additions.
-    ev.push("old_name", lossless_string(&t.comm));
+    ev.push_lossless("old_name", &t.comm);
     ev.push(
         "via",
         if p.syscall == SYS_PRCTL {
@@ -44,9 +44,9 @@ pub(crate) fn render(p: &Prctl, cx: &Context, host: &Host) -> Event {
             "proc_comm"
         },
     );
-    ev.push("syscall", p.syscall.to_string());
-    ev.push("renamer_pid", p.renamer.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("syscall", p.syscall);
+    ev.push_int("renamer_pid", p.renamer);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -15,8 +15,8 @@ pub(crate) fn event(p: &Privesc, lk: &mut Lookups, host: &Host) -> Event {
     head(&mut ev, t, Kind::Privesc.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
-    ev.push("p_pid", p.p_pid.to_string());
+    ev.push_int("sessionid", t.sessionid);
+    ev.push_int("p_pid", p.p_pid);
     ev.push("pid_tree", tree(&p.ancestors, t.tgid, &t.comm));
     ev.push("p_cred", cred_string(&p.p_cred));
     ev.push("c_cred", cred_string(&p.c_cred));
@@ -24,7 +24,7 @@ pub(crate) fn event(p: &Privesc, lk: &mut Lookups, host: &Host) -> Event {
     ev.push("exe_md5", cx.exe_md5());
     // Kestrel's additions.
     ev.push("trigger", super::cred::trigger_name(p.trigger));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     ev.push("pid_tree_truncated", super::bool_str(p.pid_tree_truncated));
     placement(&mut ev, t, &cx);
     ev

@@ -66,19 +66,19 @@ pub(super) fn pair(
     head(&mut ev, t, data_type);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("old_name", path_str(&r.old));
     ev.push("new_name", path_str(&r.new));
-    ev.push("sb_id", lossless_string(&r.sb_id));
+    ev.push_lossless("sb_id", &r.sb_id);
     tail(&mut ev, cx, host, r.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
     if let Some(lt) = link_type {
         ev.push("link_type", lt);
     }
-    ev.push("res", r.res.to_string());
+    ev.push_int("res", r.res);
     ev.push("syscall", syscall_name(r.syscall));
-    ev.push("flags", r.flags.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("flags", r.flags);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

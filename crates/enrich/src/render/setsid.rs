@@ -19,12 +19,12 @@ pub(crate) fn render(s: &Setsid, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, Kind::Setsid.spec().data_types[0]);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     tail(&mut ev, cx, host, s.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("res", s.res.to_string());
-    ev.push("sid", t.sid.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("res", s.res);
+    ev.push_int("sid", t.sid);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

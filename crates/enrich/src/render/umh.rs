@@ -18,7 +18,7 @@ pub(crate) fn event(e: &Exec, lk: &mut Lookups, host: &Host) -> Event {
     // gone (a core_pattern helper often is) before /proc is read.
     let walked = lossless_string(&e.exe_path);
     let exe = match (e.exe_truncated, walked.is_empty()) {
-        (false, false) => walked,
+        (false, false) => walked.as_str(),
         _ => cx.exe(),
     };
     ev.push("exe", exe);
@@ -29,7 +29,7 @@ pub(crate) fn event(e: &Exec, lk: &mut Lookups, host: &Host) -> Event {
     // UMH_NO_WAIT, which cannot be told apart there.
     ev.push("wait", if e.parent_wq_worker { "2" } else { "" });
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("pid_tree", pid_tree(e));
     tail(&mut ev, &cx, host, e.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
@@ -41,9 +41,9 @@ pub(crate) fn event(e: &Exec, lk: &mut Lookups, host: &Host) -> Event {
             .map(|a| lossless_string(&a.comm))
             .unwrap_or_default(),
     );
-    ev.push("filename", lossless_string(&e.filename));
-    ev.push("res", e.res.to_string());
-    ev.push("euid", t.euid.to_string());
+    ev.push_lossless("filename", &e.filename);
+    ev.push_int("res", e.res);
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, &cx);
     ev
 }

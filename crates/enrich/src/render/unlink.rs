@@ -24,13 +24,13 @@ pub(super) fn removal(r: &Removal, cx: &Context, host: &Host, data_type: &'stati
     head(&mut ev, t, data_type);
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     ev.push("file", path_str(&r.file));
     tail(&mut ev, cx, host, r.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("res", r.res.to_string());
+    ev.push_int("res", r.res);
     ev.push("syscall", syscall_name(r.syscall));
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

@@ -23,7 +23,7 @@ pub(crate) fn render(w: &Watched, cx: &Context, host: &Host) -> Event {
     head(&mut ev, t, if w.write { types[0] } else { types[1] });
     ev.push("exe", cx.exe());
     ids(&mut ev, t);
-    ev.push("sessionid", t.sessionid.to_string());
+    ev.push_int("sessionid", t.sessionid);
     let path = lossless_string(&w.path);
     ev.push(
         "file",
@@ -33,12 +33,12 @@ pub(crate) fn render(w: &Watched, cx: &Context, host: &Host) -> Event {
             path
         },
     );
-    ev.push("sb_id", lossless_string(&w.sb_id));
+    ev.push_lossless("sb_id", &w.sb_id);
     tail(&mut ev, cx, host, w.ktime_ns);
     ev.push("exe_md5", cx.exe_md5());
-    ev.push("flags", w.open_flags.to_string());
+    ev.push_int("flags", w.open_flags);
     ev.push("syscall", w.op.name());
-    ev.push("res", w.res.to_string());
+    ev.push_int("res", w.res);
     ev.push("created", if w.created { "true" } else { "false" });
     // What a detection of log wiping wants, which the decimal flags make
     // awkward to test: this call cuts an existing file (O_TRUNC on a file
@@ -46,7 +46,7 @@ pub(crate) fn render(w: &Watched, cx: &Context, host: &Host) -> Event {
     let cuts = matches!(w.op.name(), "truncate" | "ftruncate")
         || (w.open_flags & O_TRUNC != 0 && !w.created);
     ev.push("truncates", if cuts { "true" } else { "false" });
-    ev.push("euid", t.euid.to_string());
+    ev.push_int("euid", t.euid);
     placement(&mut ev, t, cx);
     ev
 }

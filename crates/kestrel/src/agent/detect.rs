@@ -404,7 +404,7 @@ impl Detect {
         if !self.keep(&ev, filter) {
             return true;
         }
-        ev.push("event_id", format!("{}-{}", self.ids, self.seq));
+        ev.push_display("event_id", format_args!("{}-{}", self.ids, self.seq));
         self.seq += 1;
         self.engine.process(&ev, &mut self.alerts);
         if !emit(ev) {
@@ -416,7 +416,7 @@ impl Detect {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            a.push("event_id", format!("{}-{}", self.ids, self.seq));
+            a.push_display("event_id", format_args!("{}-{}", self.ids, self.seq));
             self.seq += 1;
             if !emit(a) {
                 return false;
