@@ -414,6 +414,10 @@ impl Cond {
 pub struct Guard {
     pub field: String,
     pub patterns: Vec<String>,
+    /// Some pattern is a case-insensitive test's, which states the test
+    /// exactly only on an ASCII value: a value that is not ASCII passes
+    /// the guard whatever the patterns say.
+    pub folds: bool,
 }
 
 /// What a condition needs of an event of one data_type.
@@ -451,21 +455,25 @@ impl Cond {
                 Some(patterns) => Need::Guard(Guard {
                     field: t.field.clone(),
                     patterns,
+                    // A regex test is its own pattern, folding included.
+                    folds: t.nocase && !matches!(t.op, Op::Regex(_)),
                 }),
                 None => Need::Nothing,
             },
             Cond::Test(_) | Cond::Not(_) => Need::Nothing,
             Cond::All(v) => {
+                // A result or a family passes nearly every event: a guard
+                // on one runs the rule anyway. Sigma's categories add one
+                // (`res` is 0) to every rule.
+                let rank =
+                    |g: &Guard| (COMMON_VALUED.contains(&g.field.as_str()), g.patterns.len());
                 let mut best: Option<Guard> = None;
                 for c in v {
                     match c.guard_for(dt) {
                         Need::Never => return Need::Never,
                         Need::Nothing => {}
                         Need::Guard(g) => {
-                            if best
-                                .as_ref()
-                                .is_none_or(|b| g.patterns.len() < b.patterns.len())
-                            {
+                            if best.as_ref().is_none_or(|b| rank(&g) < rank(b)) {
                                 best = Some(g);
                             }
                         }
@@ -481,7 +489,10 @@ impl Cond {
                         Need::Nothing => return Need::Nothing,
                         Need::Guard(g) => match &mut out {
                             None => out = Some(g),
-                            Some(o) if o.field == g.field => o.patterns.extend(g.patterns),
+                            Some(o) if o.field == g.field => {
+                                o.patterns.extend(g.patterns);
+                                o.folds |= g.folds;
+                            }
                             Some(_) => return Need::Nothing,
                         },
                     }
@@ -491,6 +502,50 @@ impl Cond {
         }
     }
 }
+
+/// IPv4 blocks as regexes a value must match to be in one: its leading
+/// octets in decimal (leading zeros allowed, whether the parser takes them
+/// or not), the partial octet as the alternation of its values; and any
+/// value with a colon, since an IPv6 form may be an IPv4-mapped address
+/// in the block. None for an IPv6 block or one shorter than /8 (nearly
+/// every address).
+fn cidr_patterns(c: &[Cidr]) -> Option<Vec<String>> {
+    let mut out = vec![":".to_string()];
+    for b in c {
+        let IpAddr::V4(a) = b.addr else {
+            return None;
+        };
+        if b.bits < 8 {
+            return None;
+        }
+        let o = a.octets();
+        let (full, rest) = (usize::from(b.bits / 8), b.bits % 8);
+        let end = |i: usize| if i == 3 { r"\z" } else { r"\." };
+        let mut p = String::from(r"\A");
+        for (i, v) in o.iter().enumerate().take(full) {
+            p.push_str(&format!("0*{v}{}", end(i)));
+        }
+        if rest > 0 {
+            let low = o[full] & !(0xffu8 >> rest);
+            let n = 1u16 << (8 - rest);
+            let alts: Vec<String> = (0..n).map(|k| (u16::from(low) + k).to_string()).collect();
+            p.push_str(&format!("0*(?:{}){}", alts.join("|"), end(full)));
+        }
+        out.push(p);
+    }
+    Some(out)
+}
+
+/// Fields whose few values are shared by most events of a type: the last
+/// choice for a conjunction's guard.
+const COMMON_VALUED: &[&str] = &[
+    "res",
+    "sa_family",
+    "connect_type",
+    "create_type",
+    "protocol",
+    "sock_type",
+];
 
 /// Values up to this long are folded on the stack.
 const FOLD_INLINE: usize = 256;
@@ -516,26 +571,34 @@ fn lowercase<'a>(v: &'a str, small: &'a mut [u8; FOLD_INLINE], folded: &'a mut S
 }
 
 impl Test {
-    /// The test as regexes, when it is one that a regex states exactly
-    /// (case-folding tests are not: their folding is `to_lowercase`'s).
+    /// The test as regexes, when it is one that a regex states exactly.
+    /// A case-folding test (Sigma's default) folds with `to_lowercase`,
+    /// which a regex's `(?i)` equals on ASCII only: its patterns, ASCII
+    /// ones only, are `(?i)` regexes exact on an ASCII value, and the
+    /// guard lets every other value through ([`Guard::folds`]). Without
+    /// this, such a rule ran on every event of its types.
     fn patterns(&self) -> Option<Vec<String>> {
+        let flags = if self.nocase { "(?i)" } else { "" };
         let esc = |v: &[String], pre: &str, post: &str| {
             v.iter()
-                .map(|p| format!("{pre}{}{post}", regex::escape(p)))
+                .map(|p| format!("{flags}{pre}{}{post}", regex::escape(p)))
                 .collect()
         };
+        let ascii = |v: &[String]| v.iter().all(|p| p.is_ascii());
         match &self.op {
             Op::Regex(r) => Some(vec![r.as_str().to_string()]),
-            _ if self.nocase => None,
+            Op::Equals(s) if self.nocase && !s.values().iter().all(|v| v.is_ascii()) => None,
+            Op::Prefix(v) | Op::Suffix(v) | Op::Contains(v) if self.nocase && !ascii(v) => None,
             Op::Equals(s) => Some(
                 s.values()
                     .into_iter()
-                    .map(|v| format!(r"\A{}\z", regex::escape(v)))
+                    .map(|v| format!(r"{flags}\A{}\z", regex::escape(v)))
                     .collect(),
             ),
             Op::Prefix(v) => Some(esc(v, r"\A", "")),
             Op::Suffix(v) => Some(esc(v, "", r"\z")),
             Op::Contains(v) => Some(esc(v, "", "")),
+            Op::Cidr(c) => cidr_patterns(c),
             _ => None,
         }
     }

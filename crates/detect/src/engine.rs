@@ -249,10 +249,14 @@ struct FieldSet {
     set: regex::RegexSet,
     /// Pattern number → slot.
     rule_of: Vec<usize>,
+    /// The slots whose guard has a case-insensitive pattern: run on a
+    /// value that is not ASCII, where `(?i)` is not `to_lowercase`.
+    folds: Vec<usize>,
 }
 
-/// Of one data_type: field → (slot, its guard's patterns).
-type Guards = BTreeMap<String, Vec<(usize, Vec<String>)>>;
+/// Of one data_type: field → (slot, its guard's patterns, whether one of
+/// them folds case).
+type Guards = BTreeMap<String, Vec<(usize, Vec<String>, bool)>>;
 
 /// Memory a field's regex set may take: past it its rules are run one by
 /// one, as without the index.
@@ -387,7 +391,7 @@ impl Engine {
                                 .or_default()
                                 .entry(g.field)
                                 .or_default()
-                                .push((i, g.patterns)),
+                                .push((i, g.patterns, g.folds)),
                             Need::Nothing => self.index.entry(t).or_default().always.push(i),
                             Need::Never => {}
                         }
@@ -402,9 +406,13 @@ impl Engine {
             for (field, rules) in fields {
                 let mut rule_of = Vec::new();
                 let mut patterns = Vec::new();
-                for (i, pats) in &rules {
+                let mut folds = Vec::new();
+                for (i, pats, fold) in &rules {
                     rule_of.extend(std::iter::repeat_n(*i, pats.len()));
                     patterns.extend(pats.iter().cloned());
+                    if *fold {
+                        folds.push(*i);
+                    }
                 }
                 match regex::RegexSetBuilder::new(&patterns)
                     .size_limit(GUARD_SET_BYTES)
@@ -414,10 +422,11 @@ impl Engine {
                         field,
                         set,
                         rule_of,
+                        folds,
                     }),
                     // Each rule's own regex compiled: only the set is too
                     // big. Correct, only slower.
-                    Err(_) => bucket.always.extend(rules.iter().map(|(i, _)| *i)),
+                    Err(_) => bucket.always.extend(rules.iter().map(|(i, _, _)| *i)),
                 }
             }
             bucket.always.sort_unstable();
@@ -482,6 +491,9 @@ impl Engine {
             run.extend_from_slice(&b.always);
             for fs in &b.guarded {
                 if let Some(v) = ev.get(&fs.field) {
+                    if !v.is_ascii() {
+                        run.extend_from_slice(&fs.folds);
+                    }
                     run.extend(fs.set.matches(v).iter().map(|m| fs.rule_of[m]));
                 }
             }

