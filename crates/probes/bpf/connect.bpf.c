@@ -26,13 +26,39 @@ struct {
 	__type(value, struct kestrel_sockaddrs);
 } refused SEC(".maps");
 
+/* A connect(2) record, built in place in the ring buffer (no copy,
+ * nothing to zero), and the credential check every connect makes. */
+static __always_inline int report_connect(struct task_struct *task, long res, int fd,
+					  const struct kestrel_sockaddrs *addrs)
+{
+	struct kestrel_proc *ps = proc_entry(task);
+	struct kestrel_connect *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (e) {
+		e->hdr.kind = KESTREL_KIND_CONNECT;
+		e->hdr.reserved = 0;
+		e->hdr.size = sizeof(*e);
+		e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
+		fill_task(&e->task, task, ps);
+		e->res = res;
+		e->fd = fd;
+		e->addrs = *addrs;
+		e->via = KESTREL_CONNECT_VIA_CONNECT;
+		e->reserved = 0;
+		bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_SUBMITTED);
+	} else {
+		count(KESTREL_KIND_CONNECT, KESTREL_CTR_RINGBUF_FULL);
+	}
+	check_creds(ps, task, KESTREL_CRED_AT_CONNECT, NULL);
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_exit_connect")
 int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_sockaddrs addrs = {};
-	struct kestrel_connect *e;
-	struct kestrel_proc *ps;
 	struct pt_regs *regs;
 	struct sockaddr_in6 sa = {};
 	struct sock *sk;
@@ -93,27 +119,7 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		}
 	}
 
-	/* Built in place in the ring buffer: no copy, nothing to zero. */
-	ps = proc_entry(task);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (e) {
-		e->hdr.kind = KESTREL_KIND_CONNECT;
-		e->hdr.reserved = 0;
-		e->hdr.size = sizeof(*e);
-		e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-		fill_task(&e->task, task, ps);
-		e->res = ret;
-		e->fd = fd;
-		e->addrs = addrs;
-		e->via = KESTREL_CONNECT_VIA_CONNECT;
-		e->reserved = 0;
-		bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
-		count(KESTREL_KIND_CONNECT, KESTREL_CTR_SUBMITTED);
-	} else {
-		count(KESTREL_KIND_CONNECT, KESTREL_CTR_RINGBUF_FULL);
-	}
-	check_creds(ps, task, KESTREL_CRED_AT_CONNECT, NULL);
-	return 0;
+	return report_connect(task, ret, fd, &addrs);
 }
 
 #define TCP_SYN_SENT 2
@@ -135,32 +141,11 @@ static __always_inline int syn_sent(struct sock *sk)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_sockaddrs addrs = {};
-	struct kestrel_connect *e;
-	struct kestrel_proc *ps;
 
 	if (task->tgid == self_tgid || !read_sock_addrs(sk, &addrs))
 		return 0;
-	ps = proc_entry(task);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (e) {
-		e->hdr.kind = KESTREL_KIND_CONNECT;
-		e->hdr.reserved = 0;
-		e->hdr.size = sizeof(*e);
-		e->hdr.ktime_ns = bpf_ktime_get_boot_ns();
-		fill_task(&e->task, task, ps);
-		e->res = -EINPROGRESS;
-		/* The descriptor is not known here. */
-		e->fd = -1;
-		e->addrs = addrs;
-		e->via = KESTREL_CONNECT_VIA_CONNECT;
-		e->reserved = 0;
-		bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
-		count(KESTREL_KIND_CONNECT, KESTREL_CTR_SUBMITTED);
-	} else {
-		count(KESTREL_KIND_CONNECT, KESTREL_CTR_RINGBUF_FULL);
-	}
-	check_creds(ps, task, KESTREL_CRED_AT_CONNECT, NULL);
-	return 0;
+	/* The descriptor is not known here. */
+	return report_connect(task, -EINPROGRESS, -1, &addrs);
 }
 
 #define TCP_LISTEN 10
