@@ -285,7 +285,7 @@ impl RuleReloader {
             Ok(set) => {
                 let n = set.rules.len();
                 *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
-                self.flag.store(true, Ordering::Relaxed);
+                self.flag.store(true, Ordering::Release);
                 Ok(n)
             }
             Err(e) => {
@@ -461,7 +461,8 @@ impl Detect {
     /// the queue is empty.
     fn run(mut self, rx: Receiver<Event>, out: Link, upstream_done: &AtomicBool) {
         loop {
-            if self.reload.swap(false, Ordering::Relaxed) {
+            // Here too, so a reload on an idle host is not left waiting.
+            if self.reload.swap(false, Ordering::Acquire) {
                 self.reload_rules();
             }
             let first = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -472,6 +473,14 @@ impl Detect {
             };
             let filter = self.filter.current();
             for ev in std::iter::once(first).chain(rx.try_iter().take(4096)) {
+                // Checked before every event, not once per wait: a reload
+                // asked for while the thread waited, or during a batch
+                // (which pulls events as it goes), is in force for the
+                // next event, so an event made after the command's answer
+                // never meets the old rules.
+                if self.reload.swap(false, Ordering::Acquire) {
+                    self.reload_rules();
+                }
                 if !self.handle(ev, &filter, |e| out.send(e).is_ok()) {
                     return;
                 }
