@@ -190,14 +190,20 @@
 	      ALSO(handle_unlinkat_exit)))                                     \
 	/* kinds: watched */                                                   \
 	/* 608 (open for write, truncate) and 609 (open for read) of a        \
-	 * watched path: the open programs of FILE send them too. */           \
+	 * watched path: the open programs of FILE send them too. umount's   \
+	 * and pivot_root's programs only drop the verdicts kept per          \
+	 * directory (lib/watch.h). */                                         \
 	KIND(WATCHED, watched, ("608", "609"),                                 \
 	     (ALSO(handle_openat_exit) ALSO(handle_open_exit)                  \
 	      ALSO(handle_creat_exit) ALSO(handle_openat2_exit)                \
 	      PROG(handle_ftruncate_exit,                                      \
 		   "tracepoint/syscalls/sys_exit_ftruncate")                   \
 	      PROG(handle_truncate_exit,                                       \
-		   "tracepoint/syscalls/sys_exit_truncate")))                  \
+		   "tracepoint/syscalls/sys_exit_truncate")                    \
+	      PROG(handle_umount_exit,                                         \
+		   "tracepoint/syscalls/sys_exit_umount")                      \
+	      PROG(handle_pivot_root_exit,                                     \
+		   "tracepoint/syscalls/sys_exit_pivot_root")))                \
 	/* kinds: memory */                                                    \
 	KIND(MEMFD, memfd, ("356"),                                            \
 	     (PROG(handle_memfd_create_exit,                                   \

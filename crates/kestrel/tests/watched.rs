@@ -328,6 +328,114 @@ fn watch_path_flags_and_keys_extend_or_replace_the_defaults() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `f` with the calling thread on CPU `cpu` alone, so that the
+/// kernel's per-CPU verdicts per directory (lib/watch.h) are the ones a
+/// later open on that CPU meets.
+fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
+    // SAFETY: affinity of the calling thread, restored below.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one),
+            0
+        );
+        let r = f();
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old);
+        r
+    }
+}
+
+/// The kernel remembers, per CPU, directories below which nothing is
+/// watched; a rename of the directory or of one above it, a mount moved,
+/// or a watched set changed makes the next open in it checked again.
+#[test]
+fn verdicts_kept_per_directory_follow_renames_and_mounts() {
+    let me = std::process::id().to_string();
+    let dir = std::env::temp_dir().join(marker("watch-cache"));
+    let (plain, w) = (dir.join("plain"), dir.join("w"));
+    for d in ["plain/a", "plain/x/b", "plain/src/q", "w"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    for f in ["plain/a/f", "plain/x/b/g", "plain/src/q/h"] {
+        std::fs::write(dir.join(f), b"x").unwrap();
+    }
+    let agent = Agent::start(&["--watch-path", &format!("{}/", w.display())]);
+    let mine =
+        |e: &Value, file: &Path| is(e, "609", file.to_str().unwrap()) && e["tgid"] == me.as_str();
+
+    // Opened three times on one CPU: the first open's verdict is kept.
+    on_cpu(0, || {
+        for _ in 0..3 {
+            open_close(&plain.join("a/f"), libc::O_RDONLY);
+            open_close(&plain.join("x/b/g"), libc::O_RDONLY);
+        }
+    });
+    // The directory moved under the watched one, then the same file
+    // through its new name, on the same CPU: reported.
+    let moved = w.join("a/f");
+    on_cpu(0, || {
+        std::fs::rename(plain.join("a"), w.join("a")).unwrap();
+        open_close(&moved, libc::O_RDONLY);
+    });
+    agent.wait_for("609 after the directory's rename", |e| mine(e, &moved));
+    // A directory two levels up moved: the file's own directory kept its
+    // dentry and inode, and is checked again all the same.
+    let deep = w.join("x/b/g");
+    on_cpu(0, || {
+        std::fs::rename(plain.join("x"), w.join("x")).unwrap();
+        open_close(&deep, libc::O_RDONLY);
+    });
+    agent.wait_for("609 after an ancestor's rename", |e| mine(e, &deep));
+    assert!(
+        !agent.events().iter().any(|e| e["tgid"] == me.as_str()
+            && (is(e, "609", plain.join("a/f").to_str().unwrap())
+                || is(e, "609", plain.join("x/b/g").to_str().unwrap()))),
+        "an unwatched open was reported"
+    );
+
+    // A bind mount read through twice, then moved under the watched
+    // directory (same mount, same dentries, a new path), in a mount
+    // namespace of its own so that the host's mounts are left alone.
+    let mp = plain.join("mp");
+    std::fs::create_dir_all(&mp).unwrap();
+    std::fs::create_dir_all(w.join("mp")).unwrap();
+    let script = format!(
+        "set -e; mount --bind {src} {mp}; cat {mp}/q/h >/dev/null; cat {mp}/q/h >/dev/null; \
+         mount --move {mp} {wmp}; cat {wmp}/q/h >/dev/null",
+        src = plain.join("src").display(),
+        mp = mp.display(),
+        wmp = w.join("mp").display()
+    );
+    let st = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+    let via_mount = w.join("mp/q/h");
+    agent.wait_for("609 after the mount's move", |e| {
+        is(e, "609", via_mount.to_str().unwrap()) && e["comm"] == "cat"
+    });
+    assert!(!agent
+        .events()
+        .iter()
+        .any(|e| is(e, "609", mp.join("q/h").to_str().unwrap())));
+    agent.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn file_events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -381,8 +489,9 @@ fn the_server_changes_the_watched_paths_at_run_time() {
             .any(|e| is(e, "609", p.to_str().unwrap()) && e["tgid"] == me.as_str())
     };
     // Until the server says so, the directory is not watched; once it
-    // does, a read is reported; after unwatch_path, no more.
-    read(&before);
+    // does, a read is reported; after unwatch_path, no more. On one CPU:
+    // the verdict the first read leaves must not outlive the change.
+    on_cpu(0, || read(&before));
     let pat = format!("watch_path={}/", watched.display());
     let r = wait_until(30, || {
         let o = command(&data, http, &id, &["config", &pat]);
@@ -393,7 +502,7 @@ fn the_server_changes_the_watched_paths_at_run_time() {
         String::from_utf8_lossy(&r.stdout).contains("watched"),
         "{r:?}"
     );
-    read(&during);
+    on_cpu(0, || read(&during));
     wait_until(30, || seen(&during).then_some(())).expect("no 609 after watch_path");
     assert!(!seen(&before), "a read before watch_path was reported");
     let un = format!("unwatch_path={}/", watched.display());

@@ -9,6 +9,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/paths.h"
+#include "lib/watch.h"
 
 #define AT_FDCWD -100
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
@@ -108,6 +109,7 @@ int handle_mount_exit(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	struct kestrel_mount *m;
 
+	watch_paths_changed(ret);
 	if (task->tgid == self_tgid)
 		return 0;
 	/* mount(dev_name, dir_name, type, flags, data) */
@@ -135,6 +137,7 @@ int handle_move_mount_exit(struct trace_event_raw_sys_exit *ctx)
 	int from_dfd, to_dfd;
 	__u64 flags;
 
+	watch_paths_changed(ret);
 	if (task->tgid == self_tgid)
 		return 0;
 	/* move_mount(from_dfd, from_path, to_dfd, to_path, flags) */

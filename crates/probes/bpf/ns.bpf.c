@@ -6,6 +6,7 @@
 #include "lib/task.h"
 #include "lib/procs.h"
 #include "lib/files.h"
+#include "lib/watch.h"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -234,5 +235,10 @@ int handle_unshare_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_unshare")
 int handle_unshare_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return ns_exit(ctx->ret);
+	long ret = ctx->ret;
+
+	barrier_var(ret);
+	/* A new mount namespace's mounts are new objects. */
+	watch_paths_changed(ret);
+	return ns_exit(ret);
 }

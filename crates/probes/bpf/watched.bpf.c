@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Watched paths (lib/watch.h): truncate and ftruncate of a watched file
- * (608). Opens are matched by the open programs of file.bpf.c.
+ * (608). Opens are matched by the open programs of file.bpf.c. umount and
+ * pivot_root make no record: they change paths, so the verdicts the
+ * watched-path check remembers per directory are dropped (renames, rmdir,
+ * mount, move_mount and unshare drop them from their own programs).
  */
 #include "lib/watch.h"
 #include "lib/files.h"
@@ -74,5 +77,19 @@ int handle_truncate_exit(struct trace_event_raw_sys_exit *ctx)
 	e->open_flags = 01 | WATCH_O_TRUNC; /* O_WRONLY | O_TRUNC */
 	e->flags = KESTREL_WATCHED_WRITE;
 	watched_send(e, task, e->rel[0] == '/' ? NULL : d->d_sb);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_umount")
+int handle_umount_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	watch_paths_changed(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_pivot_root")
+int handle_pivot_root_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	watch_paths_changed(ctx->ret);
 	return 0;
 }

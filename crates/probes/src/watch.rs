@@ -223,7 +223,11 @@ impl Probes {
                     .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
             })
             .unwrap_or(0);
-        let slot = (current & 1) ^ 1;
+        // A count, not just the slot: the kernel's verdicts remembered per
+        // directory hold for one count, so that a set written into a slot
+        // used before does not meet verdicts made under the old one there.
+        let next = current.wrapping_add(1);
+        let slot = next & 1;
         // SAFETY: the set is a plain C struct; its bytes are its value.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -235,7 +239,7 @@ impl Probes {
             .update(&slot.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(|e| format!("writing the watched paths: {e}"))?;
         maps.watch_current
-            .update(&0u32.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
+            .update(&0u32.to_ne_bytes(), &next.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| format!("switching to the new watched paths: {e}"))?;
         Ok(())
     }

@@ -27,8 +27,9 @@
 #include "paths.h"
 #include "files.h"
 
-/* Two slots; watch_current says which one is in use (user space writes the
- * other one, then flips it, so a program never sees half a change). */
+/* Two slots; watch_current's low bit says which one is in use (user space
+ * writes the other one, then counts the change, so a program never sees
+ * half a change). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2);
@@ -220,19 +221,22 @@ static __always_inline void watch_names(struct watch_levels *lv, int from)
 	lv->n = n;
 }
 
-/* Does pattern p match the levels? A global function: the verifier
- * checks it once, not once per pattern and caller. */
+/* Does pattern p match the levels? With `below` k > 0 instead: could it
+ * match a path that starts with the levels' first k components (a pattern
+ * of k names or fewer must match them all, and then matches everything
+ * below; a longer one its first k)? A global function: the verifier checks
+ * it once, not once per pattern and caller. */
 __noinline int kestrel_watch_pattern(const struct kestrel_watch_pattern *p,
-				     const struct watch_levels *lv)
+				     const struct watch_levels *lv, __u32 below)
 {
 	if (!p || !lv)
-		return 0;
+		return below != 0;
 	__u32 n = p->n;
 
-	if (n > lv->n || n > KESTREL_WATCH_DEPTH)
+	if (!below && (n > lv->n || n > KESTREL_WATCH_DEPTH))
 		return 0;
 	for (int j = 0; j < KESTREL_WATCH_DEPTH; j++) {
-		if (j >= n)
+		if (j >= n || (below && j >= below))
 			return 1;
 		if (!name_matches(&p->c[j], &lv->lv[j]))
 			return 0;
@@ -240,9 +244,9 @@ __noinline int kestrel_watch_pattern(const struct kestrel_watch_pattern *p,
 	return 1;
 }
 
-/* Patterns pat[start..end) against the levels. */
+/* Patterns pat[start..end) against the levels (`below` as above). */
 static __always_inline bool watch_range(const struct kestrel_watch_set *s, __u32 start, __u32 end,
-					const struct watch_levels *lv)
+					const struct watch_levels *lv, __u32 below)
 {
 	for (__u32 i = 0; i < KESTREL_WATCH_MAX; i++) {
 		__u64 k = (__u64)start + i;
@@ -253,14 +257,15 @@ static __always_inline bool watch_range(const struct kestrel_watch_set *s, __u32
 		 * mask the verifier needs to bound the index. */
 		barrier_var(k);
 		k &= KESTREL_WATCH_MAX - 1;
-		if (kestrel_watch_pattern(&s->pat[k], lv))
+		if (kestrel_watch_pattern(&s->pat[k], lv, below))
 			return true;
 	}
 	return false;
 }
 
-/* The set in use, or NULL when nothing is watched. */
-static __always_inline const struct kestrel_watch_set *watch_set(void)
+/* The set in use, or NULL when nothing is watched; *version is the count
+ * of sets user space has put in force (its low bit is the slot). */
+static __always_inline const struct kestrel_watch_set *watch_set_v(__u32 *version)
 {
 	__u32 zero = 0;
 	__u32 *cur = bpf_map_lookup_elem(&watch_current, &zero);
@@ -269,21 +274,31 @@ static __always_inline const struct kestrel_watch_set *watch_set(void)
 
 	if (!cur)
 		return NULL;
-	slot = *cur & 1;
+	*version = *cur;
+	slot = *version & 1;
 	s = bpf_map_lookup_elem(&watch_sets, &slot);
 	if (!s || (!s->tops && s->any_end <= s->any_start))
 		return NULL;
 	return s;
 }
 
-/* Levels filled: does a pattern of the set in use match them? Global, so
- * checked once. */
-__noinline int kestrel_watch_levels(const struct watch_levels *lv)
+static __always_inline const struct kestrel_watch_set *watch_set(void)
+{
+	__u32 version;
+
+	return watch_set_v(&version);
+}
+
+/* Levels filled: does a pattern of the set in use match them? With
+ * `below` k > 0: could one match below the directory of their first k
+ * components (when not, no file in it is watched, whatever its name)?
+ * Global, so checked once. */
+__noinline int kestrel_watch_levels(const struct watch_levels *lv, __u32 below)
 {
 	const struct kestrel_watch_set *s = watch_set();
 
 	if (!s || !lv || lv->n == 0)
-		return 0;
+		return below != 0;
 	__u32 tops = s->tops;
 
 	for (int t = 0; t < KESTREL_WATCH_TOPS; t++) {
@@ -292,10 +307,111 @@ __noinline int kestrel_watch_levels(const struct watch_levels *lv)
 		const struct kestrel_watch_top *top = &s->top[t];
 
 		if (name_matches(&top->name, &lv->lv[0]))
-			return watch_range(s, top->start, top->end, lv) ||
-			       watch_range(s, s->any_start, s->any_end, lv);
+			return watch_range(s, top->start, top->end, lv, below) ||
+			       watch_range(s, s->any_start, s->any_end, lv, below);
 	}
-	return watch_range(s, s->any_start, s->any_end, lv);
+	return watch_range(s, s->any_start, s->any_end, lv, below);
+}
+
+/*
+ * Verdicts per directory: a directory no pattern can match below (all of
+ * /tmp, /proc, /usr/include with the defaults) is remembered, per CPU, so
+ * the next open in it skips the walk to the root and the name tests. An
+ * entry names the directory by its dentry and mount, checked against the
+ * directory's inode number (a freed dentry's memory reused for another
+ * directory of the same file system has another inode: directories have
+ * no hard links, and a removed one bumps the generation). It holds while
+ * no path can have changed: watch_gen counts the calls that move or remove
+ * directories or change mounts (rename, rmdir, mount, move_mount, umount,
+ * pivot_root, unshare: watch_paths_changed), and the version of the
+ * watched set is part of it. An open running beside such a call may be
+ * judged by the path before it, as the walk itself would be.
+ */
+#define KESTREL_WATCH_CACHE_WAYS 16
+
+struct watch_verdict {
+	__u64 dir;  /* struct dentry * */
+	__u64 mnt;  /* struct vfsmount * */
+	__u64 ino;  /* the directory's inode number */
+	__u64 gen;  /* watch_gen << 32 | the set's version */
+};
+
+struct watch_verdicts {
+	struct watch_verdict e[KESTREL_WATCH_CACHE_WAYS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct watch_verdicts);
+} watch_cache SEC(".maps");
+
+/* Bumped (never read back in a loop) by the programs of calls that can
+ * change a directory's path: every remembered verdict is then stale. */
+volatile __u32 watch_gen = 0;
+
+static __always_inline void watch_paths_changed(long ret)
+{
+	if (ret == 0)
+		__sync_fetch_and_add(&watch_gen, 1);
+}
+
+/* The directory holding (dentry, mount) and its slot; false when it has
+ * none to remember (the file is a mount's root, or the map is missing). */
+static __always_inline bool watch_dir_key(struct dentry *dentry, struct vfsmount *vfsmnt,
+					  __u32 version, struct watch_verdict *key,
+					  struct watch_verdict **slot)
+{
+	struct watch_verdicts *c;
+	struct dentry *dir;
+	__u32 zero = 0;
+
+	if (typed()) {
+		struct dentry *d = bpf_core_cast(dentry, struct dentry);
+		struct vfsmount *m = bpf_core_cast(vfsmnt, struct vfsmount);
+
+		if (d == m->mnt_root)
+			return false;
+		dir = d->d_parent;
+		key->ino = bpf_core_cast(dir, struct dentry)->d_inode->i_ino;
+	} else {
+		if (dentry == BPF_CORE_READ(vfsmnt, mnt_root))
+			return false;
+		dir = BPF_CORE_READ(dentry, d_parent);
+		key->ino = BPF_CORE_READ(dir, d_inode, i_ino);
+	}
+	key->dir = (__u64)dir;
+	key->mnt = (__u64)vfsmnt;
+	key->gen = (__u64)watch_gen << 32 | version;
+	c = bpf_map_lookup_elem(&watch_cache, &zero);
+	if (!c)
+		return false;
+	/* Indexed by the inode number: the verifier allows no shift of a
+	 * pointer. */
+	*slot = &c->e[(key->ino ^ (key->ino >> 4)) & (KESTREL_WATCH_CACHE_WAYS - 1)];
+	return true;
+}
+
+/* The generation last: a program that preempted this one mid-way leaves
+ * an entry whose generation is this one's or its own, never a mix that
+ * passes for a newer verdict. */
+static __always_inline void watch_dir_remember(struct watch_verdict *slot,
+					       const struct watch_verdict *key)
+{
+	slot->gen = 0;
+	slot->dir = key->dir;
+	slot->mnt = key->mnt;
+	slot->ino = key->ino;
+	barrier();
+	slot->gen = key->gen;
+}
+
+static __always_inline bool watch_dir_known(const struct watch_verdict *slot,
+					    const struct watch_verdict *key)
+{
+	return slot->dir == key->dir && slot->mnt == key->mnt && slot->ino == key->ino &&
+	       slot->gen == key->gen;
 }
 
 /* The first component of the path of (dentry, mount) (the file itself
@@ -356,21 +472,32 @@ static __always_inline struct dentry *watch_top(struct dentry *dentry, struct vf
 /* Is the file at (dentry, mount) watched? */
 static __always_inline bool watched_dentry(struct dentry *dentry, struct vfsmount *mnt)
 {
-	const struct kestrel_watch_set *s = watch_set();
+	struct watch_verdict key, *slot = NULL;
+	const struct kestrel_watch_set *s;
 	struct kestrel_watch_name top;
 	struct watch_levels *lv;
 	struct dentry *t;
-	__u32 zero = 0;
+	__u32 zero = 0, version = 0;
+	bool keyed;
 
+	s = watch_set_v(&version);
 	if (!s)
 		return false;
+	keyed = watch_dir_key(dentry, mnt, version, &key, &slot);
+	if (keyed && slot && watch_dir_known(slot, &key))
+		return false; /* the common case: a directory seen before */
 	t = watch_top(dentry, mnt);
 	if (!t)
 		return false;
 	if (s->any_end <= s->any_start) {
 		dentry_name(t, &top);
-		if (!((s->top_bits >> KESTREL_WATCH_BIT(top.len, top.w[0])) & 1))
-			return false; /* the common case: no pattern starts there */
+		if (!((s->top_bits >> KESTREL_WATCH_BIT(top.len, top.w[0])) & 1)) {
+			/* No pattern starts there: nothing below the file's
+			 * directory either, unless the file is the first name. */
+			if (keyed && slot && t != dentry)
+				watch_dir_remember(slot, &key);
+			return false;
+		}
 	}
 	lv = bpf_map_lookup_elem(&watch_scratch, &zero);
 	if (!lv)
@@ -378,7 +505,14 @@ static __always_inline bool watched_dentry(struct dentry *dentry, struct vfsmoun
 	if (!watch_walk(dentry, mnt, lv) || lv->walked == 0)
 		return false;
 	watch_names(lv, 0);
-	return kestrel_watch_levels(lv);
+	if (kestrel_watch_levels(lv, 0))
+		return true;
+	/* A file right under the first name (/etc/hostname) is not tried: a
+	 * first name that passed the test above starts a pattern, so its
+	 * directory is always open below. */
+	if (keyed && slot && lv->walked >= 3 && !kestrel_watch_levels(lv, lv->walked - 1))
+		watch_dir_remember(slot, &key);
+	return false;
 }
 
 /* Appends the components of the name at s[0..] (a user string copied into
@@ -456,7 +590,7 @@ static __always_inline bool watched_name(struct dentry *dir, struct vfsmount *mn
 		return false;
 	watch_names(lv, 0);
 	watch_append(lv, name, 256);
-	return kestrel_watch_levels(lv);
+	return kestrel_watch_levels(lv, 0);
 }
 
 struct {
