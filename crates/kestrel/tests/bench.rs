@@ -74,10 +74,24 @@ fn quick_benchmark_prints_every_table() {
     assert!(runs("exec storm", "handle_exec") >= 100, "{md}");
     // Two exits per operation, one noticing the change to root.
     assert!(runs("root regained", "handle_exit") >= 200, "{md}");
+    // umount's and pivot_root's programs have the same instructions (one
+    // tag): each is still named and counted apart.
+    assert!(
+        runs("refused umount2", "handle_umount_exit") >= 2000,
+        "{md}"
+    );
+    assert!(
+        runs("refused umount2", "handle_pivot_root_exit") >= 2000,
+        "{md}"
+    );
+    assert!(
+        runs("open the C library", "handle_openat_exit") >= 10000,
+        "{md}"
+    );
 
     // 2. Overhead: every workload, a figure for each configuration.
     let overhead = table_rows(&md, "### 2. Workload overhead", "workload");
-    assert_eq!(overhead.len(), 21, "{md}");
+    assert_eq!(overhead.len(), 23, "{md}");
     for r in &overhead {
         for i in [2, 3] {
             let ns: f64 = col(r, i).parse().unwrap_or_else(|_| panic!("bad row {r}"));

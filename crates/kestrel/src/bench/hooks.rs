@@ -19,27 +19,35 @@ pub struct ProgStat {
 /// bytes of a name (handle_fchmod_enter and handle_fchmod_exit are both
 /// "handle_fchmod_e"), while /proc/kallsyms names a program with BTF by
 /// its function, `bpf_prog_<tag>_<name>`.
-fn kallsyms_names() -> BTreeMap<String, String> {
+fn kallsyms_names() -> BTreeMap<String, Vec<String>> {
     let syms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-    syms.lines()
-        .filter_map(|l| {
-            let sym = l.split_whitespace().nth(2)?;
-            let rest = sym.strip_prefix("bpf_prog_")?;
-            let (tag, name) = rest.split_once('_')?;
-            (tag.len() == 16).then(|| (tag.to_string(), name.to_string()))
-        })
-        .collect()
+    let mut by_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in syms.lines() {
+        let Some(rest) = l
+            .split_whitespace()
+            .nth(2)
+            .and_then(|s| s.strip_prefix("bpf_prog_"))
+        else {
+            continue;
+        };
+        if let Some((tag, name)) = rest.split_once('_').filter(|(t, _)| t.len() == 16) {
+            by_tag.entry(tag.into()).or_default().push(name.into());
+        }
+    }
+    by_tag
 }
 
 /// The full name of a program of the agent's: from its tag where kallsyms
-/// has it, else the first of the table's names the kernel's 15 bytes
-/// start.
-fn full_name(kernel_name: &str, tag: &[u8; 8], by_tag: &BTreeMap<String, String>) -> String {
+/// has it (two programs of the same instructions, such as umount's and
+/// pivot_root's, share a tag: the one the kernel's 15 bytes start), else
+/// the first of the table's names those bytes start.
+fn full_name(kernel_name: &str, tag: &[u8; 8], by_tag: &BTreeMap<String, Vec<String>>) -> String {
     let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(n) = by_tag
-        .get(&hex)
-        .filter(|n| kestrel_probes::program_names().any(|p| p == n.as_str()))
-    {
+    if let Some(n) = by_tag.get(&hex).and_then(|names| {
+        names.iter().find(|n| {
+            n.starts_with(kernel_name) && kestrel_probes::program_names().any(|p| p == n.as_str())
+        })
+    }) {
         return n.clone();
     }
     kestrel_probes::program_names()

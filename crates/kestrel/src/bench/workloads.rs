@@ -106,6 +106,15 @@ pub enum Kind {
     OpenEtcUnwatched,
     /// open + close of /etc/passwd, a watched path: a 609 per open.
     OpenWatched,
+    /// open + close of the C library the benchmark itself runs with (under
+    /// /usr/lib, as every dynamic exec opens it): starts like a watched
+    /// path (/usr/lib/systemd/system/), in a directory no pattern can match
+    /// below, whose verdict the kernel keeps.
+    OpenLibrary,
+    /// umount2 of a directory that is no mount point and pivot_root to
+    /// one (both EINVAL): the two programs that only drop the watched-path
+    /// verdicts, in their filtered-out case.
+    UmountRefused,
     /// A child that drops to uid 65534 keeping saved uid 0 forks a
     /// grandchild that takes root back and exits: a 604 and a 611 at its
     /// exit (root only).
@@ -119,7 +128,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Exec,
         Kind::Connect,
         Kind::Dns,
@@ -139,6 +148,8 @@ impl Kind {
         Kind::Paths,
         Kind::OpenEtcUnwatched,
         Kind::OpenWatched,
+        Kind::OpenLibrary,
+        Kind::UmountRefused,
         Kind::Regain,
         Kind::ModeOwner,
     ];
@@ -165,6 +176,8 @@ impl Kind {
             Kind::Paths => "path storm (rename/link/symlink/unlink/rmdir)",
             Kind::OpenEtcUnwatched => "open unwatched file under /etc (open+close)",
             Kind::OpenWatched => "open watched file /etc/passwd (open+close)",
+            Kind::OpenLibrary => "open the C library under /usr/lib (open+close)",
+            Kind::UmountRefused => "refused umount2 + pivot_root (EINVAL)",
             Kind::Regain => "root regained by a grandchild (fork x2, 611)",
             Kind::ModeOwner => "mode/owner unchanged, unwatched (chmod/chown x3 each)",
         }
@@ -192,6 +205,8 @@ impl Kind {
             Kind::Paths => (5_000, 300),
             Kind::OpenEtcUnwatched => (200_000, 5_000),
             Kind::OpenWatched => (20_000, 1_000),
+            Kind::OpenLibrary => (200_000, 5_000),
+            Kind::UmountRefused => (20_000, 1_000),
             Kind::Regain => (2_000, 100),
             Kind::ModeOwner => (20_000, 1_000),
         };
@@ -201,6 +216,21 @@ impl Kind {
             full
         }
     }
+}
+
+/// The C library this process runs with, from its own mappings.
+fn own_libc() -> Result<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        })
+        .map(PathBuf::from)
+        .context("this process maps no C library (a static build?)")
 }
 
 /// The local services the workloads talk to, alive for the whole run.
@@ -504,10 +534,11 @@ impl Env {
                     Ok(())
                 })
             }
-            Kind::OpenExisting | Kind::OpenEtcUnwatched | Kind::OpenWatched => {
+            Kind::OpenExisting | Kind::OpenEtcUnwatched | Kind::OpenWatched | Kind::OpenLibrary => {
                 let mut p = match kind {
                     Kind::OpenEtcUnwatched => b"/etc/hostname".to_vec(),
                     Kind::OpenWatched => b"/etc/passwd".to_vec(),
+                    Kind::OpenLibrary => own_libc()?.into_os_string().into_vec(),
                     _ => self.existing.as_os_str().as_bytes().to_vec(),
                 };
                 p.push(0);
@@ -531,6 +562,23 @@ impl Env {
                 unsafe { libc::syscall(libc::SYS_getppid) };
                 Ok(())
             }),
+            Kind::UmountRefused => {
+                let d = std::ffi::CString::new(self.dir.as_os_str().as_bytes())?;
+                Box::new(move |_| {
+                    // SAFETY: NUL-terminated paths; both calls fail (EINVAL:
+                    // not a mount point, not a mount root).
+                    let (u, p) = unsafe {
+                        (
+                            libc::umount2(d.as_ptr(), 0),
+                            libc::syscall(libc::SYS_pivot_root, d.as_ptr(), d.as_ptr()),
+                        )
+                    };
+                    if u == 0 || p == 0 {
+                        bail!("umount2 or pivot_root of the scratch directory succeeded");
+                    }
+                    Ok(())
+                })
+            }
             Kind::Mount => Box::new(|_| {
                 // SAFETY: NUL-terminated strings; the call fails (ENOENT).
                 let r = unsafe {
