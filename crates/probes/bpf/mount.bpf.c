@@ -9,7 +9,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/paths.h"
-#include "lib/watch.h"
+#include "lib/moves.h"
 
 #define AT_FDCWD -100
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004

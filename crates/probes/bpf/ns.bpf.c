@@ -6,7 +6,7 @@
 #include "lib/task.h"
 #include "lib/procs.h"
 #include "lib/files.h"
-#include "lib/watch.h"
+#include "lib/moves.h"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080

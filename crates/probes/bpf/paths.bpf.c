@@ -9,7 +9,6 @@
  * kind's (file.bpf.c).
  */
 #include "lib/names.h"
-#include "lib/watch.h"
 
 #define AT_REMOVEDIR 0x200
 
@@ -23,11 +22,8 @@ SEC("tracepoint/syscalls/sys_exit_rename")
 int handle_rename_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *r = user_regs();
-	long ret = ctx->ret;
 
-	barrier_var(ret);
-	watch_paths_changed(ret);
-	return pair_done(ret, KESTREL_KIND_RENAME, 82, AT_FDCWD, (const char *)r->di,
+	return pair_done(ctx->ret, KESTREL_KIND_RENAME, 82, AT_FDCWD, (const char *)r->di,
 			 AT_FDCWD, (const char *)r->si, 0, false);
 }
 
@@ -36,11 +32,8 @@ SEC("tracepoint/syscalls/sys_exit_renameat")
 int handle_renameat_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *r = user_regs();
-	long ret = ctx->ret;
 
-	barrier_var(ret);
-	watch_paths_changed(ret);
-	return pair_done(ret, KESTREL_KIND_RENAME, 264, (int)r->di, (const char *)r->si,
+	return pair_done(ctx->ret, KESTREL_KIND_RENAME, 264, (int)r->di, (const char *)r->si,
 			 (int)r->dx, (const char *)r->r10, 0, false);
 }
 
@@ -49,11 +42,8 @@ SEC("tracepoint/syscalls/sys_exit_renameat2")
 int handle_renameat2_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *r = user_regs();
-	long ret = ctx->ret;
 
-	barrier_var(ret);
-	watch_paths_changed(ret);
-	return pair_done(ret, KESTREL_KIND_RENAME, 316, (int)r->di, (const char *)r->si,
+	return pair_done(ctx->ret, KESTREL_KIND_RENAME, 316, (int)r->di, (const char *)r->si,
 			 (int)r->dx, (const char *)r->r10, (__u32)r->r8, false);
 }
 
@@ -102,12 +92,8 @@ int handle_unlinkat_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *r = user_regs();
 	__u32 flags = r->dx;
-	long ret = ctx->ret;
 
-	barrier_var(ret);
-	if (flags & AT_REMOVEDIR)
-		watch_paths_changed(ret);
-	return removal_done(ret, flags & AT_REMOVEDIR ? KESTREL_KIND_RMDIR : KESTREL_KIND_UNLINK,
+	return removal_done(ctx->ret, flags & AT_REMOVEDIR ? KESTREL_KIND_RMDIR : KESTREL_KIND_UNLINK,
 			    263, (int)r->di, (const char *)r->si, flags);
 }
 
@@ -116,9 +102,6 @@ SEC("tracepoint/syscalls/sys_exit_rmdir")
 int handle_rmdir_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *r = user_regs();
-	long ret = ctx->ret;
 
-	barrier_var(ret);
-	watch_paths_changed(ret);
-	return removal_done(ret, KESTREL_KIND_RMDIR, 84, AT_FDCWD, (const char *)r->di, 0);
+	return removal_done(ctx->ret, KESTREL_KIND_RMDIR, 84, AT_FDCWD, (const char *)r->di, 0);
 }

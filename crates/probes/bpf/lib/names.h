@@ -14,6 +14,7 @@
 
 #include "base.h"
 #include "files.h"
+#include "moves.h"
 #include "paths.h"
 #include "procs.h"
 #include "ringbuf.h"
@@ -151,7 +152,8 @@ static __always_inline struct kestrel_rename *names_record(__u16 kind)
 }
 
 /* A two-name call returned (rename family, link family): every call is
- * reported, failed ones too. A symlink's target (src) is text stored in
+ * reported, failed ones too; a rename that succeeded also counts as a
+ * change of paths (lib/moves.h). A symlink's target (src) is text stored in
  * the link, not a path the kernel resolves: it is kept as given. */
 static __always_inline int pair_done(long ret, __u16 kind, __u32 nr, int sdfd, const char *sname,
 				     int ddfd, const char *dname, __u32 flags, bool symlink)
@@ -159,6 +161,8 @@ static __always_inline int pair_done(long ret, __u16 kind, __u32 nr, int sdfd, c
 	struct task_struct *task;
 	struct kestrel_rename *e;
 
+	if (kind == KESTREL_KIND_RENAME)
+		watch_paths_changed(ret);
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
 	task = bpf_get_current_task_btf();
@@ -186,13 +190,16 @@ static __always_inline int pair_done(long ret, __u16 kind, __u32 nr, int sdfd, c
 	return 0;
 }
 
-/* An unlink or rmdir returned. */
+/* An unlink or rmdir returned; an rmdir that succeeded also counts as a
+ * change of paths (lib/moves.h). */
 static __always_inline int removal_done(long ret, __u16 kind, __u32 nr, int dfd, const char *name,
 					__u32 flags)
 {
 	struct task_struct *task;
 	struct kestrel_unlink *e;
 
+	if (kind == KESTREL_KIND_RMDIR)
+		watch_paths_changed(ret);
 	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
 	task = bpf_get_current_task_btf();

@@ -26,6 +26,7 @@
 #include "procs.h"
 #include "paths.h"
 #include "files.h"
+#include "moves.h"
 
 /* Two slots; watch_current's low bit says which one is in use (user space
  * writes the other one, then counts the change, so a program never sees
@@ -321,10 +322,8 @@ __noinline int kestrel_watch_levels(const struct watch_levels *lv, __u32 below)
  * directory's inode number (a freed dentry's memory reused for another
  * directory of the same file system has another inode: directories have
  * no hard links, and a removed one bumps the generation). It holds while
- * no path can have changed: watch_gen counts the calls that move or remove
- * directories or change mounts (rename, rmdir, mount, move_mount, umount,
- * pivot_root, unshare: watch_paths_changed), and the version of the
- * watched set is part of it. An open running beside such a call may be
+ * no path can have changed: for one value of watch_gen (lib/moves.h) and
+ * of the watched set's version. An open running beside such a call may be
  * judged by the path before it, as the walk itself would be.
  */
 #define KESTREL_WATCH_CACHE_WAYS 16
@@ -347,21 +346,12 @@ struct {
 	__type(value, struct watch_verdicts);
 } watch_cache SEC(".maps");
 
-/* Bumped (never read back in a loop) by the programs of calls that can
- * change a directory's path: every remembered verdict is then stale. */
-volatile __u32 watch_gen = 0;
-
-static __always_inline void watch_paths_changed(long ret)
-{
-	if (ret == 0)
-		__sync_fetch_and_add(&watch_gen, 1);
-}
-
-/* The directory holding (dentry, mount) and its slot; false when it has
- * none to remember (the file is a mount's root, or the map is missing). */
-static __always_inline bool watch_dir_key(struct dentry *dentry, struct vfsmount *vfsmnt,
-					  __u32 version, struct watch_verdict *key,
-					  struct watch_verdict **slot)
+/* The key of the directory holding (dentry, mount), and the slot it
+ * would have; NULL when it has none to remember (the file is a mount's
+ * root, or the map is missing). */
+static __always_inline struct watch_verdict *watch_dir_key(struct dentry *dentry,
+							   struct vfsmount *vfsmnt, __u32 version,
+							   struct watch_verdict *key)
 {
 	struct watch_verdicts *c;
 	struct dentry *dir;
@@ -372,12 +362,12 @@ static __always_inline bool watch_dir_key(struct dentry *dentry, struct vfsmount
 		struct vfsmount *m = bpf_core_cast(vfsmnt, struct vfsmount);
 
 		if (d == m->mnt_root)
-			return false;
+			return NULL;
 		dir = d->d_parent;
 		key->ino = bpf_core_cast(dir, struct dentry)->d_inode->i_ino;
 	} else {
 		if (dentry == BPF_CORE_READ(vfsmnt, mnt_root))
-			return false;
+			return NULL;
 		dir = BPF_CORE_READ(dentry, d_parent);
 		key->ino = BPF_CORE_READ(dir, d_inode, i_ino);
 	}
@@ -386,11 +376,10 @@ static __always_inline bool watch_dir_key(struct dentry *dentry, struct vfsmount
 	key->gen = (__u64)watch_gen << 32 | version;
 	c = bpf_map_lookup_elem(&watch_cache, &zero);
 	if (!c)
-		return false;
+		return NULL;
 	/* Indexed by the inode number: the verifier allows no shift of a
 	 * pointer. */
-	*slot = &c->e[(key->ino ^ (key->ino >> 4)) & (KESTREL_WATCH_CACHE_WAYS - 1)];
-	return true;
+	return &c->e[(key->ino ^ (key->ino >> 4)) & (KESTREL_WATCH_CACHE_WAYS - 1)];
 }
 
 /* The generation last: a program that preempted this one mid-way leaves
@@ -472,19 +461,18 @@ static __always_inline struct dentry *watch_top(struct dentry *dentry, struct vf
 /* Is the file at (dentry, mount) watched? */
 static __always_inline bool watched_dentry(struct dentry *dentry, struct vfsmount *mnt)
 {
-	struct watch_verdict key, *slot = NULL;
+	struct watch_verdict key, *slot;
 	const struct kestrel_watch_set *s;
 	struct kestrel_watch_name top;
 	struct watch_levels *lv;
 	struct dentry *t;
 	__u32 zero = 0, version = 0;
-	bool keyed;
 
 	s = watch_set_v(&version);
 	if (!s)
 		return false;
-	keyed = watch_dir_key(dentry, mnt, version, &key, &slot);
-	if (keyed && slot && watch_dir_known(slot, &key))
+	slot = watch_dir_key(dentry, mnt, version, &key);
+	if (slot && watch_dir_known(slot, &key))
 		return false; /* the common case: a directory seen before */
 	t = watch_top(dentry, mnt);
 	if (!t)
@@ -494,7 +482,7 @@ static __always_inline bool watched_dentry(struct dentry *dentry, struct vfsmoun
 		if (!((s->top_bits >> KESTREL_WATCH_BIT(top.len, top.w[0])) & 1)) {
 			/* No pattern starts there: nothing below the file's
 			 * directory either, unless the file is the first name. */
-			if (keyed && slot && t != dentry)
+			if (slot && t != dentry)
 				watch_dir_remember(slot, &key);
 			return false;
 		}
@@ -510,7 +498,7 @@ static __always_inline bool watched_dentry(struct dentry *dentry, struct vfsmoun
 	/* A file right under the first name (/etc/hostname) is not tried: a
 	 * first name that passed the test above starts a pattern, so its
 	 * directory is always open below. */
-	if (keyed && slot && lv->walked >= 3 && !kestrel_watch_levels(lv, lv->walked - 1))
+	if (slot && lv->walked >= 3 && !kestrel_watch_levels(lv, lv->walked - 1))
 		watch_dir_remember(slot, &key);
 	return false;
 }
