@@ -424,11 +424,66 @@ fn programs(progs: &[Prog], indent: &str) -> String {
                 format!("Some(Requirement {{ tracefs_event: {event:?}, without: {without:?} }})")
             }
         };
+        let alternatives = alternatives(p)
+            .iter()
+            .map(|(backend, name, hook, function)| {
+                format!(
+                    "Alternative {{ backend: Backend::{backend}, name: {name:?}, hook: {hook:?}, \
+                     function: {function:?} }}"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             o,
-            "{indent}Program {{ name: {:?}, hook: {:?}, requires: {requires} }},",
+            "{indent}Program {{ name: {:?}, hook: {:?}, requires: {requires}, alternatives: &[{alternatives}] }},",
             p.name, p.hook
         );
     }
     o
+}
+
+/// The other ways lib/syscall.h builds a syscall tracepoint's program, as
+/// (Backend variant, name, SEC(), kernel function): fentry/fexit and
+/// kprobe/kretprobe on the syscall's x86-64 function, named fe_ and kp_
+/// where the tracepoint's is handle_. Any other program has none.
+fn alternatives(p: &Prog) -> Vec<(&'static str, String, String, String)> {
+    let Some(rest) = p.hook.strip_prefix("tracepoint/syscalls/sys_") else {
+        return Vec::new();
+    };
+    let Some((edge, sys)) = rest.split_once('_') else {
+        fail(&format!("{}: {} names no syscall", p.name, p.hook));
+    };
+    if p.name != format!("handle_{sys}_{edge}") {
+        fail(&format!(
+            "program {} on {}: a syscall tracepoint's program is named handle_{sys}_{edge} \
+             (KESTREL_SYSCALL_{}({sys}) in lib/syscall.h makes it and its fentry and kprobe twins)",
+            p.name,
+            p.hook,
+            edge.to_ascii_uppercase()
+        ));
+    }
+    let function = format!("__x64_sys_{sys}");
+    let (fentry, kprobe) = match edge {
+        "enter" => ("fentry", "kprobe"),
+        "exit" => ("fexit", "kretprobe"),
+        _ => fail(&format!(
+            "{}: {} is neither sys_enter_ nor sys_exit_",
+            p.name, p.hook
+        )),
+    };
+    vec![
+        (
+            "Fentry",
+            format!("fe_{sys}_{edge}"),
+            format!("{fentry}/{function}"),
+            function.clone(),
+        ),
+        (
+            "Kprobe",
+            format!("kp_{sys}_{edge}"),
+            format!("{kprobe}/{function}"),
+            function,
+        ),
+    ]
 }

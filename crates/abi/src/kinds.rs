@@ -41,6 +41,58 @@ pub struct Program {
     pub hook: &'static str,
     /// `None` when every supported kernel has its hook.
     pub requires: Option<Requirement>,
+    /// The same program built for other backends (lib/syscall.h): a
+    /// syscall tracepoint's program has an fentry and a kprobe twin on the
+    /// syscall's function; any other program has none.
+    pub alternatives: &'static [Alternative],
+}
+
+/// How a syscall hook is attached: the loader picks one per hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// fentry/fexit: a BPF trampoline on the syscall's function. Costs
+    /// only that syscall (Linux 5.5+, and a kernel that allows it).
+    Fentry,
+    /// kprobe/kretprobe on the syscall's function. Costs only that
+    /// syscall, more than fentry (an int3 or ftrace hop and pt_regs).
+    Kprobe,
+    /// The syscall tracepoint the table names. Costs every syscall of the
+    /// host (SYSCALL_WORK_SYSCALL_TRACEPOINT), but every kernel has it.
+    Tracepoint,
+}
+
+impl Backend {
+    /// In the order the loader tries them.
+    pub const ALL: [Backend; 3] = [Backend::Fentry, Backend::Kprobe, Backend::Tracepoint];
+
+    /// Its name in logs, metrics, the heartbeat and `--hook-backend`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Backend::Fentry => "fentry",
+            Backend::Kprobe => "kprobe",
+            Backend::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A program's twin for another [`Backend`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Alternative {
+    /// fentry or kprobe.
+    pub backend: Backend,
+    /// Its function name: `fe_` or `kp_` where the tracepoint's is `handle_`.
+    pub name: &'static str,
+    /// Its `SEC()`: `fentry/`, `fexit/`, `kprobe/` or `kretprobe/` and the
+    /// function.
+    pub hook: &'static str,
+    /// The kernel function it is attached to (`__x64_sys_<syscall>`).
+    pub function: &'static str,
 }
 
 impl Program {
@@ -50,6 +102,25 @@ impl Program {
     /// which `--syscall-tracepoints off` exists to avoid.
     pub fn is_syscall_tracepoint(&self) -> bool {
         self.hook.starts_with("tracepoint/syscalls/")
+    }
+
+    /// Its name, section and function on `backend`; for
+    /// [`Backend::Tracepoint`] its own name and hook (no function). `None`
+    /// when it has no twin for that backend (a tp_btf program).
+    pub fn on(&self, backend: Backend) -> Option<(&'static str, &'static str, &'static str)> {
+        match backend {
+            Backend::Tracepoint => Some((self.name, self.hook, "")),
+            b => self
+                .alternatives
+                .iter()
+                .find(|a| a.backend == b)
+                .map(|a| (a.name, a.hook, a.function)),
+        }
+    }
+
+    /// Every name this program has in the object, its own first.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.name).chain(self.alternatives.iter().map(|a| a.name))
     }
 }
 
@@ -112,28 +183,36 @@ where
     let mut seen = Vec::new();
     for (name, section) in object {
         let (name, section) = (name.as_ref(), section.as_ref());
-        let Some(row) = programs().find(|t| t.name == name) else {
+        let Some(hook) = every_name().find(|(n, _)| *n == name).map(|(_, h)| h) else {
             return Err(format!(
                 "the object has a program {name} that the table does not list \
                  (KESTREL_KINDS in kestrel_abi.h)"
             ));
         };
-        if section != row.hook {
+        if section != hook {
             return Err(format!(
-                "program {name} is in section {section}, the table says {}",
-                row.hook
+                "program {name} is in section {section}, the table says {hook}"
             ));
         }
         seen.push(name.to_string());
     }
-    if let Some(missing) = programs().find(|t| !seen.iter().any(|s| s == t.name)) {
+    if let Some((name, hook)) = every_name().find(|(n, _)| !seen.iter().any(|s| s == n)) {
         return Err(format!(
-            "the table lists program {}, which the object lacks (no \
-             SEC(\"{}\") function of that name in crates/probes/bpf/*.bpf.c)",
-            missing.name, missing.hook
+            "the table lists program {name}, which the object lacks (no \
+             SEC(\"{hook}\") function of that name in crates/probes/bpf/*.bpf.c; \
+             a syscall's fe_ and kp_ twins come from KESTREL_SYSCALL_ENTER/EXIT in \
+             lib/syscall.h)"
         ));
     }
     Ok(())
+}
+
+/// Every program name of the object with its section: the table's
+/// programs and their twins.
+fn every_name() -> impl Iterator<Item = (&'static str, &'static str)> {
+    programs().flat_map(|p| {
+        std::iter::once((p.name, p.hook)).chain(p.alternatives.iter().map(|a| (a.name, a.hook)))
+    })
 }
 
 // The table is what the header made: `ALL[i]` is kind `i + 1` and every
@@ -174,12 +253,46 @@ mod tests {
     }
 
     #[test]
+    fn every_syscall_tracepoint_has_an_fentry_and_a_kprobe_twin() {
+        for p in programs() {
+            let fe = p.on(Backend::Fentry);
+            let kp = p.on(Backend::Kprobe);
+            if !p.is_syscall_tracepoint() {
+                assert!(fe.is_none() && kp.is_none(), "{}", p.name);
+                continue;
+            }
+            let (sys, edge) = p.hook["tracepoint/syscalls/sys_".len()..]
+                .split_once('_')
+                .map(|(e, s)| (s, e))
+                .unwrap();
+            let func = format!("__x64_sys_{sys}");
+            let (fname, fhook, ffn) = fe.unwrap();
+            let (kname, khook, kfn) = kp.unwrap();
+            assert_eq!((ffn, kfn), (func.as_str(), func.as_str()));
+            assert_eq!(fname, format!("fe_{sys}_{edge}"));
+            assert_eq!(kname, format!("kp_{sys}_{edge}"));
+            let (f, k) = if edge == "exit" {
+                ("fexit", "kretprobe")
+            } else {
+                ("fentry", "kprobe")
+            };
+            assert_eq!(fhook, format!("{f}/{func}"));
+            assert_eq!(khook, format!("{k}/{func}"));
+        }
+        let exec = programs().find(|p| p.name == "handle_execve_exit").unwrap();
+        assert_eq!(
+            exec.on(Backend::Fentry).unwrap().1,
+            "fexit/__x64_sys_execve"
+        );
+    }
+
+    #[test]
     fn names_and_programs_are_unique() {
         let mut names: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Kind::ALL.len());
-        let mut progs: Vec<_> = programs().map(|p| p.name).collect();
+        let mut progs: Vec<_> = programs().flat_map(|p| p.names()).collect();
         let n = progs.len();
         progs.sort();
         progs.dedup();

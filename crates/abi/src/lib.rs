@@ -18,7 +18,7 @@ pub use generated::*;
 
 pub mod kinds;
 
-pub use kinds::{Kind, KindSpec, Program, Requirement};
+pub use kinds::{Alternative, Backend, Kind, KindSpec, Program, Requirement};
 
 /// Directory holding `kestrel_abi.h`, for build scripts that compile C
 /// against it.

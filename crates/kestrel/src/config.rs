@@ -283,6 +283,26 @@ mod tests {
     }
 
     #[test]
+    fn hook_backend_is_auto_or_one_backend() {
+        use kestrel_probes::{Backend, HookBackend};
+        assert_eq!(parse("").unwrap().collect.hook_backend, HookBackend::Auto);
+        let c = parse("hook_backend = \"kprobe\"").unwrap();
+        assert_eq!(c.collect.hook_backend, HookBackend::Only(Backend::Kprobe));
+        let c = AgentSettings::from_toml("hook_backend = \"kprobe\"")
+            .unwrap()
+            .with_flags(&flags(&["--hook-backend", "fentry"]))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.collect.hook_backend, HookBackend::Only(Backend::Fentry));
+        let e = format!("{:#}", parse("hook_backend = \"fexit\"").unwrap_err());
+        assert!(
+            e.contains("hook_backend") && e.contains("auto") && e.contains("tracepoint"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_type_error_points_at_its_line() {
         let e = parse("output = \"stdout\"\nqueue_events = \"many\"\nbtf = \"/x\"")
             .unwrap_err()
@@ -335,9 +355,10 @@ mod tests {
             "rules",
             "sigma",
             "no_builtin_rules",
+            "hook_backend",
         ] {
             assert!(keys.contains(k), "{k}");
         }
-        assert_eq!(keys.len(), 49);
+        assert_eq!(keys.len(), 50);
     }
 }

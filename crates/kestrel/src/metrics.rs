@@ -24,6 +24,14 @@ pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl 
     );
 }
 
+/// `s` as a label value of the text format: backslash, double quote and
+/// newline escaped, so that a reason the kernel wrote cannot end the label.
+pub fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Appends a metric with one label, one sample per value.
 pub fn labelled(
     out: &mut String,

@@ -6,6 +6,7 @@
 #include "lib/task.h"
 #include "lib/procs.h"
 #include "lib/files.h"
+#include "lib/syscall.h"
 
 #define ANON_INODE_FS_MAGIC 0x09041934
 
@@ -59,14 +60,12 @@ static __always_inline bool prog_of_fd(struct kestrel_bpf *b, struct task_struct
  * commands that put a program in the kernel or hook one to something are
  * reported: the others (map reads and writes, id and info queries) are
  * the bulk of bpf(2) calls, and leave after one comparison. */
-SEC("tracepoint/syscalls/sys_exit_bpf")
-int handle_bpf_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(bpf)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs;
 	union bpf_attr a = {};
 	struct kestrel_bpf *b;
-	long ret = ctx->ret;
 	__u32 cmd, zero = 0;
 	__u64 size;
 

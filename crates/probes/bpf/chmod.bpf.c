@@ -10,6 +10,7 @@
  */
 #include "lib/names.h"
 #include "lib/watch.h"
+#include "lib/syscall.h"
 
 #define MODE_SETID 06000
 
@@ -101,40 +102,36 @@ static __always_inline struct pt_regs *attr_regs(void)
 }
 
 /* chmod(path, mode) */
-SEC("tracepoint/syscalls/sys_exit_chmod")
-int handle_chmod_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(chmod)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHMOD, 90, AT_FDCWD, (const char *)r->di,
+	return attr_done(ret, KESTREL_KIND_CHMOD, 90, AT_FDCWD, (const char *)r->di,
 			 (__u32)r->si, 0, 0, 0);
 }
 
 /* fchmodat(dfd, path, mode) */
-SEC("tracepoint/syscalls/sys_exit_fchmodat")
-int handle_fchmodat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(fchmodat)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHMOD, 268, (int)r->di, (const char *)r->si,
+	return attr_done(ret, KESTREL_KIND_CHMOD, 268, (int)r->di, (const char *)r->si,
 			 (__u32)r->dx, 0, 0, 0);
 }
 
 /* fchmodat2(dfd, path, mode, flags): with AT_EMPTY_PATH and "" the file
  * behind dfd, which name_dir gives for an empty name. */
-SEC("tracepoint/syscalls/sys_exit_fchmodat2")
-int handle_fchmodat2_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(fchmodat2)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHMOD, 452, (int)r->di, (const char *)r->si,
+	return attr_done(ret, KESTREL_KIND_CHMOD, 452, (int)r->di, (const char *)r->si,
 			 (__u32)r->dx, 0, 0, (__u32)r->r10);
 }
 
 /* fchmod(fd, mode): the only call whose file is known before it runs, so
  * its mode before the change is kept. */
-SEC("tracepoint/syscalls/sys_enter_fchmod")
-int handle_fchmod_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(fchmod)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct file *f;
@@ -142,7 +139,7 @@ int handle_fchmod_enter(struct trace_event_raw_sys_enter *ctx)
 
 	if ((id >> 32) == self_tgid)
 		return 0;
-	f = task_fd(bpf_get_current_task_btf(), (unsigned int)ctx->args[0]);
+	f = task_fd(bpf_get_current_task_btf(), (unsigned int)syscall_regs()->di);
 	if (!f)
 		return 0;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
@@ -150,8 +147,7 @@ int handle_fchmod_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_fchmod")
-int handle_fchmod_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(fchmod)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pt_regs *r = attr_regs();
@@ -163,47 +159,43 @@ int handle_fchmod_exit(struct trace_event_raw_sys_exit *ctx)
 		what = KESTREL_CHMOD_OLD_MODE;
 		bpf_map_delete_elem(&fchmod_old, &id);
 	}
-	return attr_done(ctx->ret, KESTREL_KIND_CHMOD, 91, (int)r->di, NULL, (__u32)r->si,
+	return attr_done(ret, KESTREL_KIND_CHMOD, 91, (int)r->di, NULL, (__u32)r->si,
 			 old_mode, what, 0);
 }
 
 /* chown(path, uid, gid) */
-SEC("tracepoint/syscalls/sys_exit_chown")
-int handle_chown_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(chown)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHOWN, 92, AT_FDCWD, (const char *)r->di,
+	return attr_done(ret, KESTREL_KIND_CHOWN, 92, AT_FDCWD, (const char *)r->di,
 			 (__u32)r->si, (__u32)r->dx, 0, 0);
 }
 
 /* lchown(path, uid, gid): the link itself; the name is matched as
  * written, as for every call here. */
-SEC("tracepoint/syscalls/sys_exit_lchown")
-int handle_lchown_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(lchown)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHOWN, 94, AT_FDCWD, (const char *)r->di,
+	return attr_done(ret, KESTREL_KIND_CHOWN, 94, AT_FDCWD, (const char *)r->di,
 			 (__u32)r->si, (__u32)r->dx, 0, 0);
 }
 
 /* fchownat(dfd, path, uid, gid, flags) */
-SEC("tracepoint/syscalls/sys_exit_fchownat")
-int handle_fchownat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(fchownat)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHOWN, 260, (int)r->di, (const char *)r->si,
+	return attr_done(ret, KESTREL_KIND_CHOWN, 260, (int)r->di, (const char *)r->si,
 			 (__u32)r->dx, (__u32)r->r10, 0, (__u32)r->r8);
 }
 
 /* fchown(fd, uid, gid) */
-SEC("tracepoint/syscalls/sys_exit_fchown")
-int handle_fchown_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(fchown)
 {
 	struct pt_regs *r = attr_regs();
 
-	return attr_done(ctx->ret, KESTREL_KIND_CHOWN, 93, (int)r->di, NULL, (__u32)r->si,
+	return attr_done(ret, KESTREL_KIND_CHOWN, 93, (int)r->di, NULL, (__u32)r->si,
 			 (__u32)r->dx, 0, 0);
 }

@@ -10,6 +10,7 @@
 #include "lib/creds.h"
 #include "lib/files.h"
 #include "lib/sockets.h"
+#include "lib/syscall.h"
 
 #define ENOTSOCK 88
 #define EBADF 9
@@ -54,8 +55,7 @@ static __always_inline int report_connect(struct task_struct *task, long res, in
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(connect)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_sockaddrs addrs = {};
@@ -64,7 +64,6 @@ int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	struct sock *sk;
 	void *uaddr;
 	__u16 family = 0;
-	long ret = ctx->ret;
 	int fd;
 
 	/* The task's own tgid, not bpf_get_current_pid_tgid: a load instead
@@ -347,13 +346,11 @@ static __always_inline int udp_sent(struct task_struct *task, long ret, int fd, 
 
 /* sendto(fd, buf, len, flags, addr, addrlen). send(2) is sendto with no
  * address, so nearly every call leaves at the first test. */
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int handle_sendto_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(sendto)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	void *uaddr = (void *)regs->r8;
-	long ret = ctx->ret;
 	struct sock *sk;
 	__u64 ino = 0;
 
@@ -367,13 +364,11 @@ int handle_sendto_exit(struct trace_event_raw_sys_exit *ctx)
 
 /* sendmsg(fd, msg, flags): the socket is looked at first (kernel memory),
  * the caller's msghdr only for a UDP one. */
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int handle_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(sendmsg)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs;
 	void *uaddr = NULL;
-	long ret = ctx->ret;
 	struct sock *sk;
 	__u64 ino = 0;
 
@@ -417,14 +412,12 @@ static long mmsg_one(__u64 i, struct mmsg_ctx *c)
  * each of those is looked at (at most 1024, the kernel's own limit), or
  * the first when it failed outright. bpf_loop (Linux 5.17) verifies the
  * body once; without it only the first KESTREL_UDP_MMSG_OLD are. */
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int handle_sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(sendmmsg)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mmsg_ctx c = {};
 	struct pt_regs *regs;
 	struct sock *sk;
-	long ret = ctx->ret;
 	__u32 n;
 
 	if (ret == -EBADF || ret == -ENOTSOCK || ret == 0 || task->tgid == self_tgid)

@@ -8,6 +8,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/sockets.h"
+#include "lib/syscall.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -120,18 +121,13 @@ static __always_inline struct sock *recv_udp_sock(long ret, struct task_struct *
 	return udp_sock(*task, *fd);
 }
 
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int handle_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(recvfrom)
 {
-	/* Read once into a register: the verifier refuses a load through a
-	 * context pointer clang kept offset for a later use. */
-	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct sock *sk;
 	int fd;
 
-	barrier_var(ret);
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (sk)
 		dns_datagram(task, fd, sk, (void *)regs->si, ret,
@@ -139,17 +135,14 @@ int handle_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(recvmsg)
 {
-	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct user_msghdr msg = {};
 	struct sock *sk;
 	int fd;
 
-	barrier_var(ret);
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (!sk || bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 		return 0;
@@ -157,17 +150,14 @@ int handle_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_recvmmsg")
-int handle_recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(recvmmsg)
 {
-	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	struct mmsghdr *vec;
 	struct sock *sk;
 	int fd;
 
-	barrier_var(ret);
 	sk = recv_udp_sock(ret, &task, &regs, &fd);
 	if (!sk)
 		return 0;

@@ -8,6 +8,7 @@
 #include "lib/procs.h"
 #include "lib/creds.h"
 #include "lib/exec.h"
+#include "lib/syscall.h"
 
 /* A successful exec: the new image is in place, its argument and
  * environment areas are in the new mm and are read in one copy each. */
@@ -174,26 +175,24 @@ static __always_inline int exec_failed(long ret, const char *filename, const cha
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_execve")
-int handle_execve_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(execve)
 {
 	struct pt_regs *regs;
 
-	if (ctx->ret >= 0)
+	if (ret >= 0)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	return exec_failed(ctx->ret, (const char *)regs->di,
+	return exec_failed(ret, (const char *)regs->di,
 			   (const char *const *)regs->si);
 }
 
-SEC("tracepoint/syscalls/sys_exit_execveat")
-int handle_execveat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(execveat)
 {
 	struct pt_regs *regs;
 
-	if (ctx->ret >= 0)
+	if (ret >= 0)
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	return exec_failed(ctx->ret, (const char *)regs->si,
+	return exec_failed(ret, (const char *)regs->si,
 			   (const char *const *)regs->dx);
 }

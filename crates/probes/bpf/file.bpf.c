@@ -10,6 +10,7 @@
 #include "lib/paths.h"
 #include "lib/names.h"
 #include "lib/watch.h"
+#include "lib/syscall.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -85,47 +86,34 @@ watch:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int handle_openat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(openat)
 {
-	long ret = ctx->ret;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 
-	barrier_var(ret);
 	return file_opened(task, ret, regs->dx, KESTREL_WATCH_OP_OPENAT);
 }
 
-SEC("tracepoint/syscalls/sys_exit_open")
-int handle_open_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(open)
 {
-	long ret = ctx->ret;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 
-	barrier_var(ret);
 	return file_opened(task, ret, regs->si, KESTREL_WATCH_OP_OPEN);
 }
 
-SEC("tracepoint/syscalls/sys_exit_creat")
-int handle_creat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(creat)
 {
-	long ret = ctx->ret;
-
-	barrier_var(ret);
 	return file_opened(bpf_get_current_task_btf(), ret, O_CREAT | O_WRONLY | O_TRUNC,
 			   KESTREL_WATCH_OP_CREAT);
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int handle_openat2_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(openat2)
 {
-	long ret = ctx->ret;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	__u64 flags = 0;
 
-	barrier_var(ret);
 	if (ret < 0)
 		return 0;
 	/* struct open_how starts with its u64 flags. */
@@ -190,24 +178,18 @@ static __always_inline int node_made(long ret, int dfd, const char *upath, __u32
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_mknodat")
-int handle_mknodat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(mknodat)
 {
-	long ret = ctx->ret;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-	barrier_var(ret);
 	return node_made(ret, (int)regs->di, (const char *)regs->si,
 			 (__u32)regs->dx);
 }
 
-SEC("tracepoint/syscalls/sys_exit_mknod")
-int handle_mknod_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(mknod)
 {
-	long ret = ctx->ret;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-	barrier_var(ret);
 	return node_made(ret, AT_FDCWD, (const char *)regs->di,
 			 (__u32)regs->si);
 }
@@ -314,10 +296,8 @@ static __always_inline int file_linked(struct task_struct *task, int olddfd, con
 }
 
 /* linkat(olddfd, oldname, newdfd, newname, flags) */
-SEC("tracepoint/syscalls/sys_exit_linkat")
-int handle_linkat_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(linkat)
 {
-	long ret = ctx->ret;
 	struct task_struct *task;
 	struct pt_regs *regs;
 	__u32 flags;

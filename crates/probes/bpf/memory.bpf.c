@@ -8,6 +8,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/paths.h"
+#include "lib/syscall.h"
 
 #define PROT_READ 0x1
 #define PROT_WRITE 0x2
@@ -72,17 +73,14 @@ static __always_inline bool file_unusual(struct file *f)
 /* memfd_create: from its exit, the name read back from the file it made,
  * so what is reported is what the kernel named (not a buffer another
  * thread may rewrite). Rare enough that every call is reported. */
-SEC("tracepoint/syscalls/sys_exit_memfd_create")
-int handle_memfd_create_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(memfd_create)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	struct kestrel_memfd *m;
 	struct file *f = NULL;
-	long ret = ctx->ret;
 	__u32 zero = 0;
 
-	barrier_var(ret);
 	if (task->tgid == self_tgid)
 		return 0;
 	m = bpf_map_lookup_elem(&memfd_scratch, &zero);
@@ -190,12 +188,11 @@ static __always_inline void mprotect_send(struct kestrel_mprotect *m, struct tas
  * written private pages, a file without a name (memfd, deleted) or open
  * for writing or mapped writable elsewhere, a range
  * running past the first mapping, or a mapping that could not be looked at. */
-static __always_inline int mprotect_enter(struct trace_event_raw_sys_enter *ctx, __u32 sys,
-					  int pkey)
+static __always_inline int mprotect_enter(struct pt_regs *r, __u32 sys, int pkey)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 addr = ctx->args[0], len = ctx->args[1];
-	__u32 prot = ctx->args[2], rie = 0;
+	__u64 addr = r->di, len = r->si;
+	__u32 prot = r->dx, rie = 0;
 	struct kestrel_mprotect *m;
 
 	if (!(prot & PROT_EXEC)) {
@@ -226,33 +223,30 @@ static __always_inline int mprotect_enter(struct trace_event_raw_sys_enter *ctx,
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mprotect")
-int handle_mprotect_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(mprotect)
 {
-	return mprotect_enter(ctx, KESTREL_MEM_MPROTECT, -1);
+	return mprotect_enter(syscall_regs(), KESTREL_MEM_MPROTECT, -1);
 }
 
-SEC("tracepoint/syscalls/sys_enter_pkey_mprotect")
-int handle_pkey_mprotect_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(pkey_mprotect)
 {
-	return mprotect_enter(ctx, KESTREL_MEM_PKEY_MPROTECT, (int)ctx->args[3]);
+	struct pt_regs *r = syscall_regs();
+
+	return mprotect_enter(r, KESTREL_MEM_PKEY_MPROTECT, (int)r->r10);
 }
 
 /* mmap, at its exit (the address it chose), arguments from the saved
  * registers (the fourth in r10). Every process start maps its libraries
  * executable: a named file nobody writes, mapped without PROT_WRITE,
  * leaves after the descriptor's inode is looked at. */
-SEC("tracepoint/syscalls/sys_exit_mmap")
-int handle_mmap_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(mmap)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	__u32 prot = regs->dx, flags = regs->r10, rie = 0;
 	int fd = regs->r8;
 	struct kestrel_mprotect *m;
-	long ret = ctx->ret;
 
-	barrier_var(ret);
 	if (!(prot & PROT_EXEC)) {
 		if (!(prot & PROT_READ) || !(task->personality & READ_IMPLIES_EXEC))
 			return 0;

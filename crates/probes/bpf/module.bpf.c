@@ -7,6 +7,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/paths.h"
+#include "lib/syscall.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -50,22 +51,16 @@ static __always_inline int module_event(long ret, int fd, __u64 image_len, __u32
 /* Kernels without module support have neither tracepoint: user space
  * leaves these two programs out (their PROG_NEEDS in the table of kinds,
  * KESTREL_KINDS in kestrel_abi.h). */
-SEC("tracepoint/syscalls/sys_exit_finit_module")
-int handle_finit_module_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(finit_module)
 {
-	long ret = ctx->ret;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-	barrier_var(ret);
 	return module_event(ret, (int)regs->di, 0, (__u32)regs->dx);
 }
 
-SEC("tracepoint/syscalls/sys_exit_init_module")
-int handle_init_module_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(init_module)
 {
-	long ret = ctx->ret;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-	barrier_var(ret);
 	return module_event(ret, -1, regs->si, 0);
 }

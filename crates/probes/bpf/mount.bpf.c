@@ -10,6 +10,7 @@
 #include "lib/files.h"
 #include "lib/paths.h"
 #include "lib/moves.h"
+#include "lib/syscall.h"
 
 #define AT_FDCWD -100
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
@@ -101,12 +102,10 @@ static __always_inline void target_dir(struct kestrel_mount *m, struct task_stru
 		walk_path(&m->dir, d, vm, false);
 }
 
-SEC("tracepoint/syscalls/sys_exit_mount")
-int handle_mount_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(mount)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	long ret = ctx->ret;
 	struct kestrel_mount *m;
 
 	watch_paths_changed(ret);
@@ -126,12 +125,10 @@ int handle_mount_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_move_mount")
-int handle_move_mount_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(move_mount)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	long ret = ctx->ret;
 	struct kestrel_mount *m;
 	struct file *from = NULL;
 	int from_dfd, to_dfd;
@@ -181,12 +178,10 @@ int handle_move_mount_exit(struct trace_event_raw_sys_exit *ctx)
 /* fsmount(fs_fd, flags, attr_flags): the new mount's descriptor is the
  * result; its source and type are read from the mount itself. A refused
  * call is reported without them. */
-SEC("tracepoint/syscalls/sys_exit_fsmount")
-int handle_fsmount_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(fsmount)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	long ret = ctx->ret;
 	struct kestrel_mount *m;
 	struct file *f;
 

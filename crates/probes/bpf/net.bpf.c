@@ -8,6 +8,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/sockets.h"
+#include "lib/syscall.h"
 
 #define NET_EBADF 9
 #define NET_ENOTSOCK 88
@@ -17,15 +18,13 @@
 
 /* bind(fd, addr, len): every call on an inet socket, failures too (a
  * port already taken is what a second listener on it meets). */
-SEC("tracepoint/syscalls/sys_exit_bind")
-int handle_bind_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(bind)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_sockaddrs local = {};
 	struct kestrel_bind e = {};
 	struct sockaddr_in6 sa = {};
 	struct pt_regs *regs;
-	long ret = ctx->ret;
 	struct sock *sk;
 	void *uaddr;
 
@@ -119,14 +118,12 @@ static __always_inline int accepted(long ret, __u32 nr)
 /* At the syscall's exit, not at sock:inet_sock_set_state: the handshake
  * completes in softirq context, before and apart from the process that
  * accepts the connection (docs/events.md). */
-SEC("tracepoint/syscalls/sys_exit_accept")
-int handle_accept_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(accept)
 {
-	return accepted(ctx->ret, NR_ACCEPT);
+	return accepted(ret, NR_ACCEPT);
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int handle_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(accept4)
 {
-	return accepted(ctx->ret, NR_ACCEPT4);
+	return accepted(ret, NR_ACCEPT4);
 }

@@ -7,6 +7,7 @@
 #include "lib/procs.h"
 #include "lib/files.h"
 #include "lib/moves.h"
+#include "lib/syscall.h"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -214,30 +215,23 @@ static __always_inline int ns_exit(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_setns")
-int handle_setns_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(setns)
 {
-	return ns_enter(KESTREL_NS_SETNS, (__u32)ctx->args[1], (int)ctx->args[0]);
+	return ns_enter(KESTREL_NS_SETNS, (__u32)syscall_regs()->si, (int)syscall_regs()->di);
 }
 
-SEC("tracepoint/syscalls/sys_exit_setns")
-int handle_setns_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(setns)
 {
-	return ns_exit(ctx->ret);
+	return ns_exit(ret);
 }
 
-SEC("tracepoint/syscalls/sys_enter_unshare")
-int handle_unshare_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(unshare)
 {
-	return ns_enter(KESTREL_NS_UNSHARE, ctx->args[0], -1);
+	return ns_enter(KESTREL_NS_UNSHARE, syscall_regs()->di, -1);
 }
 
-SEC("tracepoint/syscalls/sys_exit_unshare")
-int handle_unshare_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(unshare)
 {
-	long ret = ctx->ret;
-
-	barrier_var(ret);
 	/* A new mount namespace's mounts are new objects. */
 	watch_paths_changed(ret);
 	return ns_exit(ret);

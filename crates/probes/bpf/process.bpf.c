@@ -10,6 +10,7 @@
 #include "lib/creds.h"
 #include "lib/files.h"
 #include "lib/sockets.h"
+#include "lib/syscall.h"
 
 /* A new process starts with its parent's credentials and descriptors. */
 SEC("tp_btf/sched_process_fork")
@@ -65,14 +66,12 @@ static __always_inline int exec_starts(void)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_execve")
-int handle_execve_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(execve)
 {
 	return exec_starts();
 }
 
-SEC("tracepoint/syscalls/sys_enter_execveat")
-int handle_execveat_enter(struct trace_event_raw_sys_enter *ctx)
+KESTREL_SYSCALL_ENTER(execveat)
 {
 	return exec_starts();
 }
@@ -144,29 +143,17 @@ static __always_inline int stdio_changed(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_dup")
-int handle_dup_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(dup)
 {
-	long ret = ctx->ret;
-
-	barrier_var(ret);
 	return stdio_changed(ret);
 }
 
-SEC("tracepoint/syscalls/sys_exit_dup2")
-int handle_dup2_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(dup2)
 {
-	long ret = ctx->ret;
-
-	barrier_var(ret);
 	return stdio_changed(ret);
 }
 
-SEC("tracepoint/syscalls/sys_exit_dup3")
-int handle_dup3_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(dup3)
 {
-	long ret = ctx->ret;
-
-	barrier_var(ret);
 	return stdio_changed(ret);
 }

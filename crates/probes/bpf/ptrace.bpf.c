@@ -6,13 +6,13 @@
 #include "lib/task.h"
 #include "lib/procs.h"
 #include "lib/creds.h"
+#include "lib/syscall.h"
 
 #define PTRACE_TRACEME 0
 
 /* ptrace: every request that reaches into another process. Arguments come
  * from the saved registers (the fourth syscall argument is in r10). */
-SEC("tracepoint/syscalls/sys_exit_ptrace")
-int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(ptrace)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
@@ -30,7 +30,7 @@ int handle_ptrace_exit(struct trace_event_raw_sys_exit *ctx)
 	e.target_pid = (int)regs->si;
 	e.addr = regs->dx;
 	e.data = regs->r10;
-	e.res = ctx->ret;
+	e.res = ret;
 	submit(&e, sizeof(e), KESTREL_KIND_PTRACE);
 	check_creds(ps, task, KESTREL_CRED_AT_PTRACE, NULL);
 	return 0;

@@ -5,12 +5,12 @@
 #include "lib/ringbuf.h"
 #include "lib/task.h"
 #include "lib/procs.h"
+#include "lib/syscall.h"
 
 /* At the exit, so the record carries the session it made (task.sid) and
  * the result. setsid is rare (daemons, shells, terminal multiplexers), so
  * every call is reported, failures too. */
-SEC("tracepoint/syscalls/sys_exit_setsid")
-int handle_setsid_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(setsid)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_setsid e = {};
@@ -21,7 +21,7 @@ int handle_setsid_exit(struct trace_event_raw_sys_exit *ctx)
 	e.hdr.size = sizeof(e);
 	e.hdr.ktime_ns = bpf_ktime_get_boot_ns();
 	fill_task(&e.task, task, proc_entry(task));
-	e.res = ctx->ret;
+	e.res = ret;
 	submit(&e, sizeof(e), KESTREL_KIND_SETSID);
 	return 0;
 }

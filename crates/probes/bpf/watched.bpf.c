@@ -8,14 +8,13 @@
  */
 #include "lib/watch.h"
 #include "lib/files.h"
+#include "lib/syscall.h"
 
 #define WATCH_AT_FDCWD -100
 
 /* ftruncate(fd, length): the file behind fd. */
-SEC("tracepoint/syscalls/sys_exit_ftruncate")
-int handle_ftruncate_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(ftruncate)
 {
-	long ret = ctx->ret;
 	struct task_struct *task;
 	struct kestrel_watched *e;
 	struct pt_regs *regs;
@@ -48,10 +47,8 @@ int handle_ftruncate_exit(struct trace_event_raw_sys_exit *ctx)
  * directory unless absolute; the directory is walked, the name kept in
  * `rel` (user space joins them). The name is matched as written: ".." is
  * followed, a symbolic link is not. */
-SEC("tracepoint/syscalls/sys_exit_truncate")
-int handle_truncate_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(truncate)
 {
-	long ret = ctx->ret;
 	struct task_struct *task;
 	struct kestrel_watched *e;
 	struct pt_regs *regs;
@@ -80,16 +77,14 @@ int handle_truncate_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_umount")
-int handle_umount_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(umount)
 {
-	watch_paths_changed(ctx->ret);
+	watch_paths_changed(ret);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_pivot_root")
-int handle_pivot_root_exit(struct trace_event_raw_sys_exit *ctx)
+KESTREL_SYSCALL_EXIT(pivot_root)
 {
-	watch_paths_changed(ctx->ret);
+	watch_paths_changed(ret);
 	return 0;
 }

@@ -15,6 +15,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/kestrel.skel.rs"));
 }
 
+mod backends;
 mod counters;
 mod excludes;
 mod load;
@@ -27,10 +28,11 @@ use kestrel_abi as abi;
 use libbpf_rs::{Link, RingBuffer, RingBufferBuilder};
 use skel::KestrelSkel;
 
+pub use backends::HookBackend;
 pub use counters::{KernelCounters, KindCounters, ProgramStats};
 pub use excludes::{DirKey, FILE_EXCLUDES_MAX};
 pub use kestrel_abi::kinds;
-pub use kestrel_abi::{Kind, KindSpec};
+pub use kestrel_abi::{Backend, Kind, KindSpec};
 pub use libbpf_rs::RingBuffer as EventRing;
 pub use load::{ensure_tracefs, preflight};
 pub use seed::{SeedExe, SeedProcess};
@@ -43,7 +45,7 @@ pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// looks for the ancestor holding a socket on stdin or stdout.
 pub const PID_TREE_MAX: u32 = abi::KESTREL_PID_TREE_MAX;
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Settings of the kernel side, fixed at load time.
 #[derive(Debug, Clone)]
@@ -61,6 +63,8 @@ pub struct ProbeConfig {
     /// mode: they are left out, as [`ProbeState::Off`], because one of
     /// them attached slows every syscall of the host.
     pub syscall_tracepoints: bool,
+    /// What the syscall hooks may be attached with (`--hook-backend`).
+    pub hook_backend: HookBackend,
 }
 
 /// Why the kernel side could not start.
@@ -88,6 +92,16 @@ pub enum ProbeError {
         reason: String,
         /// The last lines libbpf logged, verifier output included.
         log: String,
+    },
+    /// `--hook-backend` named a backend one hook cannot have here.
+    #[error("--hook-backend {backend}: program {program} cannot use it on this kernel: {reason}; use --hook-backend auto to let each hook take what the kernel allows")]
+    Backend {
+        /// The table's program.
+        program: String,
+        /// The backend asked for.
+        backend: String,
+        /// Why the kernel does not allow it.
+        reason: String,
     },
     /// A program loaded but could not be attached.
     #[error("could not attach BPF program {program} to {target}: {reason}")]
@@ -134,18 +148,26 @@ pub enum ProbeState {
 /// A program and what became of it.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
-    /// Program name.
+    /// Program name, as the table of kinds has it (its tracepoint twin's).
     pub program: &'static str,
-    /// Its hook.
+    /// The name of the twin loaded (`fe_...`, `kp_...` or `program`).
+    pub attached_as: &'static str,
+    /// Its hook, as attached (`fexit/__x64_sys_openat`, ...).
     pub target: &'static str,
+    /// "fentry", "kprobe", "tracepoint" (a syscall tracepoint), "tp_btf",
+    /// or "none" when left out.
+    pub backend: &'static str,
+    /// Why this backend and not a cheaper one (what the kernel refused).
+    pub why: String,
     /// Attached or not applicable.
     pub state: ProbeState,
 }
 
-/// The names of every program Kestrel attaches (the kernel keeps only
-/// the first 15 bytes of each).
+/// The names of every program Kestrel may attach, each syscall hook's
+/// fentry and kprobe twins too (the kernel keeps only the first 15 bytes
+/// of each).
 pub fn program_names() -> impl Iterator<Item = &'static str> {
-    kinds::programs().map(|p| p.name)
+    kinds::programs().flat_map(|p| p.names())
 }
 
 /// The loaded and attached kernel side. Dropping it detaches everything.
@@ -153,6 +175,8 @@ pub struct Probes {
     skel: KestrelSkel<'static>,
     links: Vec<Link>,
     report: Vec<ProbeReport>,
+    /// What the kernel allowed (fentry, kprobes), as found at load.
+    kernel_summary: String,
 }
 
 impl Probes {
@@ -165,6 +189,12 @@ impl Probes {
     /// Every program, attached or not applicable, with its hook.
     pub fn status(&self) -> &[ProbeReport] {
         &self.report
+    }
+
+    /// What the kernel allowed when the programs were loaded: "fentry:
+    /// allowed; kprobe: allowed", or why not ("fentry refused: EPERM ...").
+    pub fn backends_summary(&self) -> &str {
+        &self.kernel_summary
     }
 
     /// A consumer of the event ring buffer; `f` sees each record's bytes.

@@ -16,6 +16,7 @@ fn exec_and_connect_records_reach_the_ring_buffer() {
         exit_events: true,
         btf: None,
         syscall_tracepoints: true,
+        hook_backend: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
 

@@ -665,7 +665,7 @@ async fn agent_page(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Resp
 <tr><th>uptime</th><td>{up} s</td></tr><tr><th>CPU / RSS</th><td>{cpu:.1} % / {rss:.1} MiB</td></tr>
 <tr><th>events</th><td>{eps:.1}/s, {tot} total, {filt} filtered</td></tr>
 <tr><th>drops</th><td>{drops} (kernel lost {kl}, write errors {we}); spool {sb} bytes, {sd} dropped</td></tr>
-<tr><th>last error</th><td>{le}</td></tr></table><h2>Probes</h2><table><tr><th>program</th><th>hook</th><th>state</th><th>reason</th></tr>"#,
+<tr><th>last error</th><td>{le}</td></tr></table><h2>Probes</h2><table id="probes"><tr><th>program</th><th>hook</th><th>backend</th><th>state</th><th>reason</th></tr>"#,
         host = esc(&a.hostname),
         id = esc(&a.id),
         st = a.state,
@@ -691,9 +691,11 @@ async fn agent_page(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Resp
     for p in &hb.probes {
         let _ = write!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&p.program),
             esc(&p.hook),
+            esc(&p.backend_reason),
+            esc(&p.backend),
             esc(&p.state),
             esc(&p.reason)
         );

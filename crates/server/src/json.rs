@@ -28,6 +28,7 @@ pub fn heartbeat_json(h: &Heartbeat) -> Value {
         "last_error": h.last_error,
         "probes": h.probes.iter().map(|p| json!({
             "program": p.program, "hook": p.hook, "state": p.state, "reason": p.reason,
+            "backend": p.backend, "backend_reason": p.backend_reason,
         })).collect::<Vec<_>>(),
     })
 }
@@ -79,6 +80,8 @@ pub fn heartbeat_from_json(v: &Value) -> Heartbeat {
                             hook: s("hook"),
                             state: s("state"),
                             reason: s("reason"),
+                            backend: s("backend"),
+                            backend_reason: s("backend_reason"),
                         }
                     })
                     .collect()
@@ -104,6 +107,8 @@ mod tests {
                 hook: "t".into(),
                 state: "not_applicable".into(),
                 reason: "no such tracepoint".into(),
+                backend: "none".into(),
+                backend_reason: String::new(),
             }],
             ..Default::default()
         };

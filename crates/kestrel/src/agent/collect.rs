@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kestrel_decode::decode;
-use kestrel_probes::{ProbeConfig, ProbeState, Probes, WatchPattern};
+use kestrel_probes::{HookBackend, ProbeConfig, ProbeState, Probes, WatchPattern};
 use serde::Deserialize;
 
 use super::enrich::{EnrichStage, EnrichStageCounters};
@@ -84,6 +84,17 @@ pub struct CollectSettings {
     #[arg(long, value_name = "on|off")]
     pub syscall_tracepoints: Option<String>,
 
+    /// How syscall hooks are attached. `auto` takes, hook by hook, the
+    /// cheapest the kernel allows: fentry/fexit (a BPF trampoline on the
+    /// syscall's function, nothing paid by other syscalls), then kprobes,
+    /// then the syscall tracepoint (every syscall of the host pays). A
+    /// named backend is used for every syscall hook or the agent does not
+    /// start. The start-up log, the heartbeat and /metrics
+    /// (kestrel_probe_info) say which each hook got and why.
+    /// [default: auto]
+    #[arg(long, value_name = "auto|fentry|kprobe|tracepoint")]
+    pub hook_backend: Option<String>,
+
     /// Also append every raw ring-buffer record to FILE (each a
     /// little-endian u32 length, then the record), for `kestrel bench
     /// pipeline --replay FILE`. Off by default.
@@ -104,6 +115,7 @@ pub struct CollectConfig {
     pub exit_events: bool,
     /// false: lean mode (`--syscall-tracepoints off`).
     pub syscall_tracepoints: bool,
+    pub hook_backend: HookBackend,
 }
 
 impl CollectSettings {
@@ -125,6 +137,15 @@ impl CollectSettings {
                 "bad config value: syscall_tracepoints = {v:?}: use on (every hook) or off \
                  (lean mode: no syscall tracepoint, see docs/performance.md)"
             ),
+        };
+        let hook_backend = match self.hook_backend.as_deref() {
+            None => HookBackend::Auto,
+            Some(v) => HookBackend::parse(v).with_context(|| {
+                format!(
+                    "bad config value: hook_backend = {v:?}: use auto (the cheapest the kernel \
+                     allows, hook by hook), fentry, kprobe or tracepoint"
+                )
+            })?,
         };
         if let Some(b) = &self.btf {
             if !b.is_file() {
@@ -178,6 +199,7 @@ impl CollectSettings {
             record_raw: self.record_raw,
             exit_events: self.exit_events.unwrap_or(true),
             syscall_tracepoints,
+            hook_backend,
         })
     }
 }
@@ -202,18 +224,51 @@ pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
         exit_events: cfg.exit_events,
         btf: cfg.btf.clone(),
         syscall_tracepoints: cfg.syscall_tracepoints,
+        hook_backend: cfg.hook_backend,
     })?;
     let mut off = Vec::new();
+    let mut by_backend: Vec<(&str, usize)> = Vec::new();
     for p in probes.status() {
         match &p.state {
             ProbeState::Attached => {
-                tracing::info!(program = p.program, hook = p.target, "probe attached")
+                tracing::info!(program = p.program, hook = p.target, backend = p.backend,
+                    why = %p.why, "probe attached");
+                match by_backend.iter_mut().find(|(b, _)| *b == p.backend) {
+                    Some((_, n)) => *n += 1,
+                    None => by_backend.push((p.backend, 1)),
+                }
             }
             ProbeState::NotApplicable(why) => {
                 tracing::info!(program = p.program, hook = p.target, reason = %why, "probe not applicable")
             }
             ProbeState::Off(_) => off.push(p.target.trim_start_matches("tracepoint/")),
         }
+    }
+    let counts: Vec<String> = by_backend.iter().map(|(b, n)| format!("{b}={n}")).collect();
+    // The syscall tracepoint's reason names what the kernel refused.
+    let tracepoint_why = probes
+        .status()
+        .iter()
+        .find(|p| p.backend == "tracepoint" && p.state == ProbeState::Attached)
+        .map(|p| p.why.clone())
+        .unwrap_or_default();
+    tracing::info!(
+        hook_backend = %cfg.hook_backend,
+        attached = %counts.join(" "),
+        kernel = %probes.backends_summary(),
+        tracepoint_because = %tracepoint_why,
+        "hook backends"
+    );
+    if tracepoint_why.is_empty() {
+        tracing::info!(
+            "no syscall tracepoint attached: syscalls Kestrel does not watch pay nothing"
+        );
+    } else {
+        tracing::warn!(
+            reason = %tracepoint_why,
+            "syscall hooks on tracepoints: every syscall of the host goes through the kernel's \
+             slow path (see docs/performance.md, \"Hook backends\")"
+        );
     }
     if cfg.syscall_tracepoints {
         tracing::info!(

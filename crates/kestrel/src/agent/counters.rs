@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kestrel_enrich::{FileHashCounters, HashSkip};
-use kestrel_probes::{KernelCounters, Probes};
+use kestrel_probes::{KernelCounters, ProbeReport, ProbeState, Probes};
 use kestrel_sinks::{FileStats, KafkaStats};
 
 use super::collect::CollectCounters;
@@ -83,6 +83,8 @@ pub struct Counters {
     /// Read from the kernel by the collecting thread (which owns the
     /// probes) about every second.
     kernel: Mutex<KernelPart>,
+    /// What became of each program at start: its backend and state.
+    probes: Mutex<Vec<ProbeReport>>,
 }
 
 /// What heartbeats report.
@@ -120,7 +122,13 @@ impl Counters {
             fanotify: Arc::default(),
             kafka,
             kernel: Mutex::default(),
+            probes: Mutex::default(),
         }
+    }
+
+    /// Keeps what the loader made of each program, for /metrics.
+    pub fn set_probes(&self, probes: &[ProbeReport]) {
+        *self.probes.lock().unwrap() = probes.to_vec();
     }
 
     /// Reads the kernel's counters again; a failed read keeps the last.
@@ -416,11 +424,57 @@ impl Counters {
                 "probe",
                 &lost,
             );
+            probe_metrics(out, &c.probes.lock().unwrap());
             if let Some(k) = &c.kafka {
                 crate::metrics::kafka(out, k);
             }
         })
     }
+}
+
+/// One sample per program: how it is attached and why; and how many
+/// programs each backend carries, so that an alert can ask for
+/// `kestrel_probe_backend_programs{backend="tracepoint"} > 0`.
+fn probe_metrics(out: &mut String, probes: &[ProbeReport]) {
+    use crate::metrics::{label_value, labelled};
+    let _ = writeln!(
+        out,
+        "# HELP kestrel_probe_info A BPF program: its hook, its backend (fentry, kprobe, \
+         tracepoint, tp_btf, none), its state, and why that backend. Always 1.\n\
+         # TYPE kestrel_probe_info gauge"
+    );
+    let mut counts: Vec<(&str, u64)> = ["fentry", "kprobe", "tracepoint", "tp_btf"]
+        .iter()
+        .map(|b| (*b, 0))
+        .collect();
+    for p in probes {
+        let (state, reason) = match &p.state {
+            ProbeState::Attached => ("attached", p.why.as_str()),
+            ProbeState::NotApplicable(why) => ("not_applicable", why.as_str()),
+            ProbeState::Off(why) => ("off", why.as_str()),
+        };
+        let _ = writeln!(
+            out,
+            "kestrel_probe_info{{program=\"{}\",hook=\"{}\",backend=\"{}\",state=\"{state}\",reason=\"{}\"}} 1",
+            label_value(p.program),
+            label_value(p.target),
+            label_value(p.backend),
+            label_value(reason),
+        );
+        if p.state == ProbeState::Attached {
+            if let Some((_, n)) = counts.iter_mut().find(|(b, _)| *b == p.backend) {
+                *n += 1;
+            }
+        }
+    }
+    labelled(
+        out,
+        "kestrel_probe_backend_programs",
+        "gauge",
+        "BPF programs attached on each backend (tracepoint: syscall tracepoints, which slow every syscall of the host).",
+        "backend",
+        &counts,
+    );
 }
 
 fn log_kafka(k: &KafkaStats, when: &'static str) {

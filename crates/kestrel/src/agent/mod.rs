@@ -142,6 +142,7 @@ pub fn run(cfg: AgentConfig) -> Result<()> {
     ));
 
     let mut probes = collect::load_probes(&cfg.collect)?;
+    counters.set_probes(probes.status());
 
     // Back to front: each stage exists before the one that feeds it.
     let queue = cfg.general.queue_events;

@@ -250,6 +250,8 @@ pub fn start(
                 hook: p.target.into(),
                 state: state.into(),
                 reason,
+                backend: p.backend.into(),
+                backend_reason: p.why.clone(),
             }
         })
         .collect();
