@@ -443,6 +443,10 @@ fn programs(progs: &[Prog], indent: &str) -> String {
     o
 }
 
+/// Syscalls of the table without arguments (SYSCALL_DEFINE0), whose fexit
+/// twin goes on __do_sys_<sys> (KESTREL_SYSCALL0_EXIT).
+const NO_ARGUMENTS: &[&str] = &["setsid"];
+
 /// The other ways lib/syscall.h builds a syscall tracepoint's program, as
 /// (Backend variant, name, SEC(), kernel function): fentry/fexit and
 /// kprobe/kretprobe on the syscall's x86-64 function, named fe_ and kp_
@@ -464,6 +468,13 @@ fn alternatives(p: &Prog) -> Vec<(&'static str, String, String, String)> {
         ));
     }
     let function = format!("__x64_sys_{sys}");
+    // KESTREL_SYSCALL0_EXIT in lib/syscall.h: the BTF of a syscall without
+    // arguments names __do_sys_<sys>, of which __x64_sys_<sys> is an alias.
+    let fentry_function = if NO_ARGUMENTS.contains(&sys) {
+        format!("__do_sys_{sys}")
+    } else {
+        function.clone()
+    };
     let (fentry, kprobe) = match edge {
         "enter" => ("fentry", "kprobe"),
         "exit" => ("fexit", "kretprobe"),
@@ -476,8 +487,8 @@ fn alternatives(p: &Prog) -> Vec<(&'static str, String, String, String)> {
         (
             "Fentry",
             format!("fe_{sys}_{edge}"),
-            format!("{fentry}/{function}"),
-            function.clone(),
+            format!("{fentry}/{fentry_function}"),
+            fentry_function,
         ),
         (
             "Kprobe",

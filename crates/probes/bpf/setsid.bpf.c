@@ -10,7 +10,7 @@
 /* At the exit, so the record carries the session it made (task.sid) and
  * the result. setsid is rare (daemons, shells, terminal multiplexers), so
  * every call is reported, failures too. */
-KESTREL_SYSCALL_EXIT(setsid)
+KESTREL_SYSCALL0_EXIT(setsid)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kestrel_setsid e = {};

@@ -62,8 +62,10 @@ static __always_inline struct pt_regs *syscall_regs(void)
 
 /* The body that follows gets `long ret`, the syscall's return value. Each
  * wrapper reads it once into a register: the verifier refuses a load
- * through a context pointer that clang kept offset for a later use. */
-#define KESTREL_SYSCALL_EXIT(sys)                                              \
+ * through a context pointer that clang kept offset for a later use.
+ * fexit goes on `fn`, which takes the syscall's one pt_regs argument and
+ * returns what the syscall returns. */
+#define __KESTREL_SYSCALL_EXIT(sys, fn)                                        \
 	static __always_inline int sys##_exit_body(long ret);                  \
 	SEC("tracepoint/syscalls/sys_exit_" #sys)                              \
 	int handle_##sys##_exit(struct trace_event_raw_sys_exit *ctx)          \
@@ -73,7 +75,7 @@ static __always_inline struct pt_regs *syscall_regs(void)
 		barrier_var(ret);                                              \
 		return sys##_exit_body(ret);                                   \
 	}                                                                      \
-	SEC("fexit/" KESTREL_SYSCALL_FN #sys)                                  \
+	SEC("fexit/" fn)                                                       \
 	int fe_##sys##_exit(__u64 *ctx)                                        \
 	{                                                                      \
 		long ret = (long)ctx[1];                                       \
@@ -90,5 +92,13 @@ static __always_inline struct pt_regs *syscall_regs(void)
 		return sys##_exit_body(ret);                                   \
 	}                                                                      \
 	static __always_inline int sys##_exit_body(long ret)
+
+#define KESTREL_SYSCALL_EXIT(sys) __KESTREL_SYSCALL_EXIT(sys, KESTREL_SYSCALL_FN #sys)
+
+/* A syscall without arguments (SYSCALL_DEFINE0): its __x64_sys_ symbol is
+ * an alias of __do_sys_<sys>, and the kernel's BTF (which fentry attaches
+ * through) names only the latter, with the same prototype. crates/abi's
+ * build.rs knows these by the same list (NO_ARGUMENTS). */
+#define KESTREL_SYSCALL0_EXIT(sys) __KESTREL_SYSCALL_EXIT(sys, "__do_sys_" #sys)
 
 #endif /* KESTREL_LIB_SYSCALL_H */
