@@ -72,6 +72,10 @@ fn quick_benchmark_prints_every_table() {
     assert!(runs("connect storm", "handle_connect_exit") >= 1000, "{md}");
     assert!(runs("DNS storm", "handle_recvfrom_exit") >= 1000, "{md}");
     assert!(runs("exec storm", "handle_exec") >= 100, "{md}");
+    // Forked first, then exec'd: the fork program runs once per operation
+    // in that workload too.
+    assert!(runs("fork-then-exec storm", "handle_exec") >= 100, "{md}");
+    assert!(runs("fork-then-exec storm", "handle_fork") >= 100, "{md}");
     // Two exits per operation, one noticing the change to root.
     assert!(runs("root regained", "handle_exit") >= 200, "{md}");
     // umount's and pivot_root's programs have the same instructions (one
@@ -91,7 +95,7 @@ fn quick_benchmark_prints_every_table() {
 
     // 2. Overhead: every workload, a figure for each configuration.
     let overhead = table_rows(&md, "### 2. Workload overhead", "workload");
-    assert_eq!(overhead.len(), 23, "{md}");
+    assert_eq!(overhead.len(), 24, "{md}");
     for r in &overhead {
         for i in [2, 3] {
             let ns: f64 = col(r, i).parse().unwrap_or_else(|_| panic!("bad row {r}"));

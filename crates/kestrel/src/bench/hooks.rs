@@ -48,12 +48,22 @@ fn full_name(kernel_name: &str, tag: &[u8; 8], by_tag: &BTreeMap<String, Vec<Str
             n.starts_with(kernel_name) && kestrel_probes::program_names().any(|p| p == n.as_str())
         })
     }) {
-        return n.clone();
+        return table_name(n);
     }
     kestrel_probes::program_names()
         .find(|p| *p == kernel_name)
         .or_else(|| kestrel_probes::program_names().find(|p| p.starts_with(kernel_name)))
-        .map_or_else(|| kernel_name.to_string(), |p| p.to_string())
+        .map_or_else(|| kernel_name.to_string(), table_name)
+}
+
+/// The table's name of a program or of its fentry or kprobe twin
+/// (`fe_openat_exit` is `handle_openat_exit`), so that rows and goals are
+/// the same whatever backend the agent attached.
+fn table_name(object_name: &str) -> String {
+    kestrel_probes::kinds::programs()
+        .find(|p| p.names().any(|n| n == object_name))
+        .map_or(object_name, |p| p.name)
+        .to_string()
 }
 
 /// Ids of the BPF programs `pid` holds open, from its fdinfo.
@@ -181,7 +191,8 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
         .map(String::from)
         .collect();
     let agent = AgentProc::start(&plan.dir, "hooks", &extra)?;
-    let mut rows: Vec<(Kind, u64, BTreeMap<String, ProgRuns>)> = Kind::ALL
+    let mut rows: Vec<(Kind, u64, BTreeMap<String, ProgRuns>)> = plan
+        .workloads
         .iter()
         .map(|k| (*k, k.iterations(plan.quick), BTreeMap::new()))
         .collect();

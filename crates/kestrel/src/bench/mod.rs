@@ -70,6 +70,16 @@ pub struct Opts {
     /// Scratch directory (created, and removed at the end).
     #[arg(long, value_name = "DIR", default_value = "/tmp/kbench-run")]
     pub work_dir: PathBuf,
+    /// Only these workloads, by id (exec, connect, dns, file-create,
+    /// open-existing, getppid, ...; `kestrel bench` lists them on a bad
+    /// one). Every workload by default.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// The overhead benchmark's Kestrel configurations: one agent per
+    /// hook backend named (auto, fentry, kprobe, tracepoint), each with
+    /// `--hook-backend` set so, instead of the default and lean modes.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub backends: Vec<String>,
 }
 
 /// Options of `bench pipeline`.
@@ -90,17 +100,47 @@ pub struct Plan {
     pub runs: usize,
     pub audit: bool,
     pub dir: PathBuf,
+    /// The workloads to run, in report order.
+    pub workloads: Vec<workloads::Kind>,
+    /// `--backends`: hook backends to compare in `overhead`.
+    pub backends: Vec<String>,
 }
 
 impl Plan {
     fn from(o: &Opts) -> Result<Plan> {
         let runs = o.runs.unwrap_or(if o.quick { 2 } else { 5 });
         anyhow::ensure!(runs >= 1, "--runs must be at least 1");
+        let ids = || {
+            workloads::Kind::ALL
+                .iter()
+                .map(|k| k.id())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for w in &o.workloads {
+            anyhow::ensure!(
+                workloads::Kind::ALL.iter().any(|k| k.id() == w),
+                "--workloads: no workload {w:?}; the workloads are {}",
+                ids()
+            );
+        }
+        let workloads = workloads::Kind::ALL
+            .into_iter()
+            .filter(|k| o.workloads.is_empty() || o.workloads.iter().any(|w| w == k.id()))
+            .collect();
+        for b in &o.backends {
+            anyhow::ensure!(
+                kestrel_probes::HookBackend::parse(b).is_some(),
+                "--backends: {b:?} is none of auto, fentry, kprobe, tracepoint"
+            );
+        }
         Ok(Plan {
             quick: o.quick,
             runs,
             audit: !o.no_audit,
             dir: o.work_dir.clone(),
+            workloads,
+            backends: o.backends.clone(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! Workload overhead: no agent, Kestrel, Kestrel in lean mode
-//! (`--syscall-tracepoints off`), auditd, interleaved.
+//! (`--syscall-tracepoints off`) or on each hook backend named, auditd,
+//! interleaved.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,7 +15,7 @@ use super::hooks::BpfStats;
 use super::workloads::{Env, Kind};
 use super::{median, progress, AgentProc, Plan};
 
-/// Arguments of the hidden `bench worker`: runs every workload once in a
+/// Arguments of the hidden `bench worker`: runs the workloads once in a
 /// fresh process and prints "INDEX NS_PER_OP" lines.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
@@ -32,12 +33,18 @@ pub struct WorkerArgs {
     /// is idle.
     #[arg(long)]
     idle_pid: Option<u32>,
+    /// Only these workloads, by index in the report order.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<usize>,
 }
 
 /// Body of `bench worker`.
 pub fn worker(a: WorkerArgs) -> Result<()> {
     let env = Env::remote(a.tcp, a.dns, a.dir, a.existing);
     for (i, kind) in Kind::ALL.iter().enumerate() {
+        if !a.only.is_empty() && !a.only.contains(&i) {
+            continue;
+        }
         let n = kind.iterations(a.quick);
         if let Some(pid) = a.idle_pid {
             super::agentproc::wait_idle(pid);
@@ -50,8 +57,8 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// Spawns a worker; returns ns/op per workload.
-fn spawn_worker(env: &Env, quick: bool, idle_pid: Option<u32>) -> Result<Vec<(Kind, f64)>> {
+/// Spawns a worker; returns ns/op per workload of `plan`.
+fn spawn_worker(env: &Env, plan: &Plan, idle_pid: Option<u32>) -> Result<Vec<(Kind, f64)>> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(["bench", "worker", "--tcp"])
@@ -62,11 +69,19 @@ fn spawn_worker(env: &Env, quick: bool, idle_pid: Option<u32>) -> Result<Vec<(Ki
         .arg(&env.dir)
         .arg("--existing")
         .arg(&env.existing);
-    if quick {
+    if plan.quick {
         cmd.arg("--quick");
     }
     if let Some(pid) = idle_pid {
         cmd.arg("--idle-pid").arg(pid.to_string());
+    }
+    if plan.workloads.len() != Kind::ALL.len() {
+        let only: Vec<String> = plan
+            .workloads
+            .iter()
+            .map(|k| Kind::ALL.iter().position(|a| a == k).unwrap().to_string())
+            .collect();
+        cmd.arg("--only").arg(only.join(","));
     }
     let out = cmd.output().context("running the benchmark worker")?;
     if !out.status.success() {
@@ -83,14 +98,73 @@ fn spawn_worker(env: &Env, quick: bool, idle_pid: Option<u32>) -> Result<Vec<(Ki
         let i: usize = i.parse()?;
         res.push((Kind::ALL[i], ns.parse()?));
     }
-    if res.len() != Kind::ALL.len() {
+    if res.len() != plan.workloads.len() {
         bail!(
             "the worker measured {} workloads, not {}",
             res.len(),
-            Kind::ALL.len()
+            plan.workloads.len()
         );
     }
     Ok(res)
+}
+
+/// One column of the comparison.
+struct Config {
+    /// Its name in the table.
+    label: String,
+    what: Under,
+}
+
+enum Under {
+    Nothing,
+    /// Kestrel's agent with these flags.
+    Agent(Vec<String>),
+    Auditd,
+}
+
+/// The configurations `plan` compares: no agent; then Kestrel (default
+/// settings) and lean mode, or one agent per `--backends` entry; then
+/// auditd when it can be measured.
+fn configs(plan: &Plan, audit: bool) -> Vec<Config> {
+    let mut c = vec![Config {
+        label: "none".into(),
+        what: Under::Nothing,
+    }];
+    if plan.backends.is_empty() {
+        c.push(Config {
+            label: "Kestrel".into(),
+            what: Under::Agent(Vec::new()),
+        });
+        c.push(Config {
+            label: "lean".into(),
+            what: Under::Agent(vec!["--syscall-tracepoints".into(), "off".into()]),
+        });
+    } else {
+        for b in &plan.backends {
+            c.push(Config {
+                label: b.clone(),
+                what: Under::Agent(vec!["--hook-backend".into(), b.clone()]),
+            });
+        }
+    }
+    if audit {
+        c.push(Config {
+            label: "auditd".into(),
+            what: Under::Auditd,
+        });
+    }
+    c
+}
+
+/// The getppid goal of a configuration, in percent over no agent: the
+/// default agent's 5 % (it may run on syscall tracepoints), 3 % for those
+/// that attach none.
+fn getppid_goal(label: &str) -> Option<f64> {
+    match label {
+        "Kestrel" | "auto" => Some(5.0),
+        "lean" | "fentry" | "kprobe" => Some(3.0),
+        _ => None,
+    }
 }
 
 /// `bench overhead`.
@@ -117,104 +191,125 @@ pub fn run(plan: &Plan, env: &Env) -> Result<String> {
         None
     };
     let audit_lost_before = audit.as_ref().map(|_| Audit::lost());
-    let mut configs: Vec<&'static str> = vec!["none", "kestrel", "lean"];
-    if audit.is_some() {
-        configs.push("auditd");
-    }
-    let mut results: HashMap<(&'static str, Kind), Vec<f64>> = HashMap::new();
+    let configs = configs(plan, audit.is_some());
+    let mut results: HashMap<(usize, Kind), Vec<f64>> = HashMap::new();
     let mut kestrel_lost = 0;
     let mut kestrel_events = 0;
     for round in 0..plan.runs {
-        for cfg in &configs {
-            progress(format!("overhead: run {}/{}, {cfg}", round + 1, plan.runs));
-            let r = match *cfg {
-                "none" => spawn_worker(env, plan.quick, None)?,
-                "kestrel" | "lean" => {
-                    let lean = ["--syscall-tracepoints".to_string(), "off".to_string()];
-                    let agent = if *cfg == "lean" {
-                        AgentProc::start(&plan.dir, "overhead-lean", &lean)?
-                    } else {
-                        AgentProc::start(&plan.dir, "overhead", &[])?
-                    };
-                    let r = spawn_worker(env, plan.quick, Some(agent.pid()));
+        for (ci, cfg) in configs.iter().enumerate() {
+            progress(format!(
+                "overhead: run {}/{}, {}",
+                round + 1,
+                plan.runs,
+                cfg.label
+            ));
+            let r = match &cfg.what {
+                Under::Nothing => spawn_worker(env, plan, None)?,
+                Under::Agent(args) => {
+                    let tag = format!("overhead-{}", cfg.label.to_lowercase());
+                    let agent = AgentProc::start(&plan.dir, &tag, args)?;
+                    let r = spawn_worker(env, plan, Some(agent.pid()));
                     let c = agent.stop()?;
                     kestrel_lost += c.get("kernel_lost").copied().unwrap_or(0);
                     kestrel_events += c.get("received").copied().unwrap_or(0);
                     r?
                 }
-                _ => {
+                Under::Auditd => {
                     let a = audit.as_mut().expect("auditd configured");
                     a.on()?;
-                    let r = spawn_worker(env, plan.quick, a.pid());
+                    let r = spawn_worker(env, plan, a.pid());
                     a.off()?;
                     r?
                 }
             };
             for (k, ns) in r {
-                results.entry((*cfg, k)).or_default().push(ns);
+                results.entry((ci, k)).or_default().push(ns);
             }
         }
     }
     let audit_lost = audit_lost_before.map(|b| Audit::lost().saturating_sub(b));
     drop(audit);
 
+    let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
     let mut s = String::new();
     let _ = writeln!(s, "### 2. Workload overhead\n");
+    let agents = if plan.backends.is_empty() {
+        "Kestrel: the real agent, default settings, output to /dev/null, bpf_stats off; lean: \
+         the same agent with `--syscall-tracepoints off` (no syscall tracepoint attached, file \
+         creations from fanotify)."
+            .to_string()
+    } else {
+        format!(
+            "{}: the real agent, output to /dev/null, bpf_stats off, with `--hook-backend` set \
+             to that backend for every syscall hook.",
+            plan.backends.join(", ")
+        )
+    };
     let _ = writeln!(
         s,
         "Each workload timed in a fresh process as ns per operation, configurations interleaved \
-         ({}), {} run(s) each; medians, and the ratio to no agent. Kestrel: the real agent, \
-         default settings, output to /dev/null, bpf_stats off; lean: the same agent with \
-         `--syscall-tracepoints off` (no syscall tracepoint attached, file creations from \
-         fanotify). Before each workload the worker \
-         waits until the agent (or auditd) is idle, so one workload's backlog is not billed to the \
-         next. {audit_note}\n",
-        configs.join(" → "),
+         ({}), {} run(s) each; medians, and the ratio to no agent. {agents} Before each workload \
+         the worker waits until the agent (or auditd) is idle, so one workload's backlog is not \
+         billed to the next. {audit_note}\n",
+        labels.join(" → "),
         plan.runs
     );
-    let mut head = "| workload | ops/run | none ns/op | Kestrel ns/op | Kestrel/none | lean ns/op \
-                    | lean/none |"
-        .to_string();
-    let mut rule = "|---|---:|---:|---:|---:|---:|---:|".to_string();
-    let with_audit = configs.contains(&"auditd");
-    if with_audit {
-        head.push_str(" auditd ns/op | auditd/none |");
+    let mut head = "| workload | ops/run | none ns/op |".to_string();
+    let mut rule = "|---|---:|---:|".to_string();
+    for l in &labels[1..] {
+        let _ = write!(head, " {l} ns/op | {l}/none |");
         rule.push_str("---:|---:|");
     }
     let _ = writeln!(s, "{head}\n{rule}");
-    let mut getppid = (0.0, 0.0, 0.0);
-    for kind in Kind::ALL {
-        let mut med =
-            |c: &'static str| median(results.get_mut(&(c, kind)).map_or(&mut [][..], |v| v));
-        let none = med("none");
-        let k = med("kestrel");
-        let l = med("lean");
+    let mut getppid = vec![0.0; configs.len()];
+    for kind in &plan.workloads {
+        let mut med = |c: usize| median(results.get_mut(&(c, *kind)).map_or(&mut [][..], |v| v));
+        let none = med(0);
         let _ = write!(
             s,
-            "| {} | {} | {none:.0} | {k:.0} | {:.3} | {l:.0} | {:.3} |",
+            "| {} | {} | {none:.0} |",
             kind.name(),
-            kind.iterations(plan.quick),
-            k / none,
-            l / none
+            kind.iterations(plan.quick)
         );
-        if with_audit {
-            let a = med("auditd");
-            let _ = write!(s, " {a:.0} | {:.3} |", a / none);
+        for (ci, g) in getppid.iter_mut().enumerate().skip(1) {
+            let v = med(ci);
+            let _ = write!(s, " {v:.0} | {:.3} |", v / none);
+            if *kind == Kind::Getppid {
+                *g = v;
+            }
         }
         s.push('\n');
-        if kind == Kind::Getppid {
-            getppid = (none, k, l);
+        if *kind == Kind::Getppid {
+            getppid[0] = none;
         }
     }
-    let pct = (getppid.1 / getppid.0 - 1.0) * 100.0;
-    let lean_pct = (getppid.2 / getppid.0 - 1.0) * 100.0;
+    if getppid[0] > 0.0 {
+        let parts: Vec<String> = labels
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(ci, l)| {
+                let pct = (getppid[ci] / getppid[0] - 1.0) * 100.0;
+                let name = if *l == "Kestrel" {
+                    "Kestrel's".to_string()
+                } else {
+                    l.to_string()
+                };
+                match getppid_goal(l) {
+                    Some(goal) => format!(
+                        "{name} getppid overhead: {pct:+.1} % (goal: within {goal:.0} %: {})",
+                        if pct <= goal { "met" } else { "NOT met" }
+                    ),
+                    None => format!("{name} getppid overhead: {pct:+.1} %"),
+                }
+            })
+            .collect();
+        let _ = write!(s, "\n{}.", parts.join("; "));
+    }
     let _ = writeln!(
         s,
-        "\nKestrel's getppid overhead: {pct:+.1} % (goal: within 5 %: {}); in lean mode \
-         {lean_pct:+.1} % (goal: within 3 %: {}). Kestrel received {kestrel_events} records over \
-         its runs, both modes, and the kernel lost {kestrel_lost}.{}\n",
-        if pct <= 5.0 { "met" } else { "NOT met" },
-        if lean_pct <= 3.0 { "met" } else { "NOT met" },
+        " Kestrel received {kestrel_events} records over its runs, every configuration, and the \
+         kernel lost {kestrel_lost}.{}\n",
         match audit_lost {
             Some(l) => format!(" The kernel audit subsystem lost {l} records (`auditctl -s`)."),
             None => String::new(),

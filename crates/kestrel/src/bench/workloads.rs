@@ -1,5 +1,6 @@
 //! Micro-workloads, each timed in-process as nanoseconds per operation.
 
+use std::ffi::CString;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -59,6 +60,10 @@ impl Drop for Pin {
 pub enum Kind {
     /// fork+execve of /bin/true (std's spawn: clone(CLONE_VFORK) + execve), waited for.
     Exec,
+    /// fork(2), then execve of /bin/true in the child, waited for: how
+    /// shells and interpreters start a program (the child runs on a copy
+    /// of the parent's memory until the exec, unlike vfork).
+    ForkExec,
     /// TCP connect + close (RST, no TIME_WAIT) to a local listener.
     Connect,
     /// UDP DNS query to a local responder on port 53, reply read with recvfrom.
@@ -128,8 +133,9 @@ pub enum Kind {
 
 impl Kind {
     /// Every workload, in report order.
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Exec,
+        Kind::ForkExec,
         Kind::Connect,
         Kind::Dns,
         Kind::FileCreate,
@@ -154,10 +160,41 @@ impl Kind {
         Kind::ModeOwner,
     ];
 
+    /// Its name on the command line (`--workloads getppid,open-existing`).
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::ForkExec => "fork-exec",
+            Kind::Connect => "connect",
+            Kind::Dns => "dns",
+            Kind::FileCreate => "file-create",
+            Kind::OpenExisting => "open-existing",
+            Kind::Getppid => "getppid",
+            Kind::Mount => "mount",
+            Kind::Setns => "setns",
+            Kind::BpfFiltered => "bpf-filtered",
+            Kind::Bind => "bind",
+            Kind::AcceptEmpty => "accept-empty",
+            Kind::SignalSelf => "signal-self",
+            Kind::SignalOther => "signal-other",
+            Kind::MmapLibrary => "mmap-library",
+            Kind::MmapExec => "mmap-exec",
+            Kind::MemfdRename => "memfd-rename",
+            Kind::Paths => "paths",
+            Kind::OpenEtcUnwatched => "open-etc-unwatched",
+            Kind::OpenWatched => "open-watched",
+            Kind::OpenLibrary => "open-library",
+            Kind::UmountRefused => "umount-refused",
+            Kind::Regain => "regain",
+            Kind::ModeOwner => "mode-owner",
+        }
+    }
+
     /// Short name used in tables.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Exec => "exec storm (spawn /bin/true)",
+            Kind::ForkExec => "fork-then-exec storm (fork, execve /bin/true)",
             Kind::Connect => "connect storm (TCP connect+close)",
             Kind::Dns => "DNS storm (UDP query+recvfrom)",
             Kind::FileCreate => "file-create storm (create+unlink)",
@@ -187,6 +224,7 @@ impl Kind {
     pub fn iterations(self, quick: bool) -> u64 {
         let (full, q) = match self {
             Kind::Exec => (2_000, 100),
+            Kind::ForkExec => (2_000, 100),
             Kind::Connect => (20_000, 1_000),
             Kind::Dns => (20_000, 1_000),
             Kind::FileCreate => (20_000, 1_000),
@@ -557,13 +595,17 @@ impl Env {
             Kind::Paths => self.paths_op()?,
             Kind::ModeOwner => self.mode_owner_op()?,
             Kind::Regain => Box::new(|_| regain()),
+            Kind::ForkExec => {
+                let path = CString::new("/bin/true").unwrap();
+                Box::new(move |_| fork_exec(&path))
+            }
             Kind::Getppid => Box::new(|_| {
                 // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
                 Ok(())
             }),
             Kind::UmountRefused => {
-                let d = std::ffi::CString::new(self.dir.as_os_str().as_bytes())?;
+                let d = CString::new(self.dir.as_os_str().as_bytes())?;
                 Box::new(move |_| {
                     // SAFETY: NUL-terminated paths; both calls fail (EINVAL:
                     // not a mount point, not a mount root).
@@ -735,6 +777,31 @@ impl Drop for Sleeper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// One `Kind::ForkExec` operation: the child only execs (the benchmark
+/// has other threads, so nothing that allocates or locks after fork).
+fn fork_exec(path: &CString) -> Result<()> {
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: fork, then only execve and _exit in the child; argv and envp
+    // are NULL-terminated arrays of valid strings made before the fork.
+    unsafe {
+        let c = libc::fork();
+        if c < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if c == 0 {
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        }
+        let mut st = 0;
+        libc::waitpid(c, &mut st, 0);
+        if st != 0 {
+            bail!("the fork-then-exec child failed (status {st})");
+        }
+    }
+    Ok(())
 }
 
 /// One `Kind::Regain` operation. The children make raw syscalls only (the
