@@ -7,6 +7,7 @@
 mod support;
 
 mod attrs;
+mod backends;
 mod bench;
 mod benign;
 mod burst;

@@ -391,15 +391,21 @@ pub fn free_loopback_addr() -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// One value from the agent's /metrics page at `addr`; None while it does
-/// not answer or has no such line.
-pub fn scrape(addr: &str, name: &str) -> Option<u64> {
+/// The agent's /metrics page at `addr`; None while it does not answer.
+pub fn metrics_page(addr: &str) -> Option<String> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
     let mut page = String::new();
     s.read_to_string(&mut page).ok()?;
-    page.lines()
+    Some(page)
+}
+
+/// One value from the agent's /metrics page at `addr`; None while it does
+/// not answer or has no such line.
+pub fn scrape(addr: &str, name: &str) -> Option<u64> {
+    metrics_page(addr)?
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
 }
