@@ -143,7 +143,9 @@ static int do_dns(const char *tag)
 	len += 16;
 	if (sendto(srv, r, len, 0, (struct sockaddr *)&from, fl) != len)
 		die("sendto answer");
-	if (recvfrom(cli, r, sizeof(r), 0, NULL, NULL) < 0)
+	/* With the sender's address, as resolvers read answers. */
+	fl = sizeof(from);
+	if (recvfrom(cli, r, sizeof(r), 0, (struct sockaddr *)&from, &fl) < 0)
 		die("recvfrom");
 	return 0;
 }
