@@ -418,6 +418,15 @@ fn dashboard(data: &Path, http: u16, hosts: &[&String]) {
     b.open(&format!("{base}{}", href.as_str().unwrap()));
     let dom = b.html();
     assert!(dom.contains("<h2>Probes</h2>"), "agent page:\n{dom}");
+    // Each probe's backend and why, from the heartbeat: on this host the
+    // syscall hooks are on tracepoints because fentry is refused.
+    assert!(
+        dom.contains("<th>backend</th>")
+            && dom.contains(
+                "<td>tracepoint/syscalls/sys_exit_openat</td><td title=\"fentry refused: EPERM"
+            ),
+        "agent page probes:\n{dom}"
+    );
     b.screenshot("dashboard-agent.png");
 }
 
