@@ -1,6 +1,6 @@
 //! Opening, checking, loading and attaching the BPF object.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
@@ -8,8 +8,6 @@ use std::sync::Mutex;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{OpenObject, PrintLevel};
-
-use std::collections::HashMap;
 
 use kestrel_abi::Backend;
 
