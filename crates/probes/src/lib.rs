@@ -145,6 +145,43 @@ pub enum ProbeState {
     Off(String),
 }
 
+impl ProbeState {
+    /// Its name in the heartbeat and /metrics: `attached`,
+    /// `not_applicable` or `off`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProbeState::Attached => "attached",
+            ProbeState::NotApplicable(_) => "not_applicable",
+            ProbeState::Off(_) => "off",
+        }
+    }
+
+    /// Why it is not attached; `None` when it is.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ProbeState::Attached => None,
+            ProbeState::NotApplicable(why) | ProbeState::Off(why) => Some(why),
+        }
+    }
+}
+
+/// How many attached programs each backend carries, for every backend a
+/// program can have (fentry, kprobe, tracepoint, tp_btf), in that order.
+pub fn attached_by_backend(report: &[ProbeReport]) -> Vec<(&'static str, u64)> {
+    Backend::ALL
+        .iter()
+        .map(|b| b.as_str())
+        .chain(["tp_btf"])
+        .map(|b| {
+            let n = report
+                .iter()
+                .filter(|p| p.state == ProbeState::Attached && p.backend == b)
+                .count();
+            (b, n as u64)
+        })
+        .collect()
+}
+
 /// A program and what became of it.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {

@@ -227,16 +227,11 @@ pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
         hook_backend: cfg.hook_backend,
     })?;
     let mut off = Vec::new();
-    let mut by_backend: Vec<(&str, usize)> = Vec::new();
     for p in probes.status() {
         match &p.state {
             ProbeState::Attached => {
                 tracing::info!(program = p.program, hook = p.target, backend = p.backend,
-                    why = %p.why, "probe attached");
-                match by_backend.iter_mut().find(|(b, _)| *b == p.backend) {
-                    Some((_, n)) => *n += 1,
-                    None => by_backend.push((p.backend, 1)),
-                }
+                    why = %p.why, "probe attached")
             }
             ProbeState::NotApplicable(why) => {
                 tracing::info!(program = p.program, hook = p.target, reason = %why, "probe not applicable")
@@ -244,7 +239,11 @@ pub fn load_probes(cfg: &CollectConfig) -> Result<Probes> {
             ProbeState::Off(_) => off.push(p.target.trim_start_matches("tracepoint/")),
         }
     }
-    let counts: Vec<String> = by_backend.iter().map(|(b, n)| format!("{b}={n}")).collect();
+    let counts: Vec<String> = kestrel_probes::attached_by_backend(probes.status())
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(b, n)| format!("{b}={n}"))
+        .collect();
     // The syscall tracepoint's reason names what the kernel refused.
     let tracepoint_why = probes
         .status()

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kestrel_enrich::{FileHashCounters, HashSkip};
-use kestrel_probes::{KernelCounters, ProbeReport, ProbeState, Probes};
+use kestrel_probes::{KernelCounters, ProbeReport, Probes};
 use kestrel_sinks::{FileStats, KafkaStats};
 
 use super::collect::CollectCounters;
@@ -443,30 +443,18 @@ fn probe_metrics(out: &mut String, probes: &[ProbeReport]) {
          tracepoint, tp_btf, none), its state, and why that backend. Always 1.\n\
          # TYPE kestrel_probe_info gauge"
     );
-    let mut counts: Vec<(&str, u64)> = ["fentry", "kprobe", "tracepoint", "tp_btf"]
-        .iter()
-        .map(|b| (*b, 0))
-        .collect();
     for p in probes {
-        let (state, reason) = match &p.state {
-            ProbeState::Attached => ("attached", p.why.as_str()),
-            ProbeState::NotApplicable(why) => ("not_applicable", why.as_str()),
-            ProbeState::Off(why) => ("off", why.as_str()),
-        };
         let _ = writeln!(
             out,
-            "kestrel_probe_info{{program=\"{}\",hook=\"{}\",backend=\"{}\",state=\"{state}\",reason=\"{}\"}} 1",
+            "kestrel_probe_info{{program=\"{}\",hook=\"{}\",backend=\"{}\",state=\"{}\",reason=\"{}\"}} 1",
             label_value(p.program),
             label_value(p.target),
             label_value(p.backend),
-            label_value(reason),
+            p.state.as_str(),
+            label_value(p.state.reason().unwrap_or(&p.why)),
         );
-        if p.state == ProbeState::Attached {
-            if let Some((_, n)) = counts.iter_mut().find(|(b, _)| *b == p.backend) {
-                *n += 1;
-            }
-        }
     }
+    let counts = kestrel_probes::attached_by_backend(probes);
     labelled(
         out,
         "kestrel_probe_backend_programs",

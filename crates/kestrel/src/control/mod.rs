@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kestrel_control::client::{AgentHandle, ClientConfig, Outcome};
 use kestrel_control::pb::{Command, Heartbeat, ProbeStatus};
-use kestrel_probes::{ProbeReport, ProbeState};
+use kestrel_probes::ProbeReport;
 use serde::Deserialize;
 
 pub use commands::Runtime;
@@ -239,20 +239,13 @@ pub fn start(
     kestrel_control::client::endpoint(&client).map_err(|e| anyhow!("--server: {e}"))?;
     let probes = probes
         .iter()
-        .map(|p| {
-            let (state, reason) = match &p.state {
-                ProbeState::Attached => ("attached", String::new()),
-                ProbeState::NotApplicable(why) => ("not_applicable", why.clone()),
-                ProbeState::Off(why) => ("off", why.clone()),
-            };
-            ProbeStatus {
-                program: p.program.into(),
-                hook: p.target.into(),
-                state: state.into(),
-                reason,
-                backend: p.backend.into(),
-                backend_reason: p.why.clone(),
-            }
+        .map(|p| ProbeStatus {
+            program: p.program.into(),
+            hook: p.target.into(),
+            state: p.state.as_str().into(),
+            reason: p.state.reason().unwrap_or_default().into(),
+            backend: p.backend.into(),
+            backend_reason: p.why.clone(),
         })
         .collect();
     let handle = Arc::new(Handle {
